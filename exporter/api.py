@@ -1,0 +1,229 @@
+"""The Python API behind the CLI: ``export()`` a bundle and ``validate()`` one.
+
+    from bert_export.exporter import export, validate
+    result = export("bert", "qa", model="sentence-transformers/all-MiniLM-L6-v2", out="exports/minilm-qa")
+    print(result.report.summary)
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bert_export.models import BertExportError, Family, ParityError, Task, TensorSpec, get_family, get_task
+from bert_export.runtimes.cases import Case, build_cases, specials_for
+from bert_export.runtimes.factory import load_tokenizer, make_runner
+from bert_export.runtimes.ort_runner import OrtRunner
+from bert_export.runtimes.parity import Report, compare, reduce_rows
+from bert_export.runtimes.torch_runner import TaskGraph, TorchRunner
+
+from . import bundle as bundle_io
+from .loading import Source, copy_tokenizer, load_source
+from .onnx_export import export_onnx, example_length
+from .progress import Steps
+
+DEFAULT_OPSET = 18
+# Default --max-seq caps: BERT's 512 is its full range; ModernBERT accepts 8192, but parity and
+# profiles at 8192 cost minutes, so bundles default to 2048 (raise it with --max-seq).
+DEFAULT_MAX_SEQ_CAP = 2048
+
+
+@dataclass
+class ExportResult:
+    bundle: Path
+    manifest: dict[str, Any]
+    report: Report | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _resolve(family: str | Family, task: str | Task) -> tuple[Family, Task]:
+    try:
+        fam = family if isinstance(family, Family) else get_family(family)
+        tsk = task if isinstance(task, Task) else get_task(task)
+    except KeyError as exc:
+        raise BertExportError(str(exc.args[0])) from None
+    return fam, tsk
+
+
+def resolve_max_seq(source: Source, max_seq: int | None) -> int:
+    limit = source.max_positions
+    if max_seq is None:
+        return min(limit, DEFAULT_MAX_SEQ_CAP)
+    if max_seq < 1:
+        raise BertExportError(f"--max-seq must be >= 1, got {max_seq}")
+    if max_seq > limit:
+        raise BertExportError(f"--max-seq {max_seq} exceeds the model's max_position_embeddings ({limit}); use --max-seq {limit} or less")
+    return max_seq
+
+
+def graph_outputs(family: Family, task: Task, source: Source) -> tuple[TensorSpec, ...]:
+    """The task's outputs with the model's real feature sizes (hidden, vocab, labels) filled in."""
+    sizes = {"hidden": source.config.hidden_size, "vocab": source.config.vocab_size, "num_labels": source.config.num_labels}
+    has_pooler = getattr(source.model, "pooler", None) is not None
+    return tuple(
+        TensorSpec(o.name, o.dtype, tuple(sizes.get(a, a) if isinstance(a, str) else a for a in o.axes))
+        for o in family.outputs_for(task, has_pooler=has_pooler)
+    )
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("bert-export", "torch", "transformers", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "tokenizers"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def default_out(family: Family, task: Task, precision: str = "fp32") -> Path:
+    return Path("exports") / f"{family.name}-{task.name}-{precision}"
+
+
+def export(
+    family: str | Family,
+    task: str | Task,
+    *,
+    model: str | None = None,
+    random_init: bool = False,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+    num_labels: int | None = None,
+    out: str | Path | None = None,
+    force: bool = False,
+    opset: int = DEFAULT_OPSET,
+    max_seq: int | None = None,
+    validate: bool = True,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    steps: Steps | None = None,
+) -> ExportResult:
+    """Load, trace to ONNX, check, compare against PyTorch and write a bundle atomically.
+
+    Raises ``BertExportError`` for bad input and ``ParityError`` when the graph fails the gate
+    (in which case nothing is written).
+    """
+    fam, tsk = _resolve(family, task)
+    steps = steps or Steps(quiet=True)
+    out_dir = Path(out) if out is not None else default_out(fam, tsk)
+    if out_dir.exists() and not force:
+        raise BertExportError(f"{out_dir} already exists; pass --force to replace it, or choose another --out")
+    start = time.perf_counter()
+    with steps.step(f"Loading {fam.name} {tsk.name} ({'random init' if random_init else model or fam.default_id})"):
+        source = load_source(fam, tsk, model=model, random_init=random_init, overrides=overrides, seed=seed,
+                             num_labels=num_labels, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    seq_limit = resolve_max_seq(source, max_seq)
+    outputs = graph_outputs(fam, tsk, source)
+    graph = TaskGraph(source.model, [o.name for o in outputs])
+    window = getattr(source.config, fam.local_window_attr) if fam.local_window_attr else None
+    report = None
+    with bundle_io.staged_directory(out_dir, force) as tmp:
+        with steps.step(f"Exporting to ONNX (opset {opset}, dynamic batch and sequence)"):
+            exported = export_onnx(graph, fam.inputs, outputs, tmp, opset=opset,
+                                   example_seq=example_length(seq_limit, window), vocab_size=source.config.vocab_size)
+        source.config.save_pretrained(str(tmp))
+        tok_files = copy_tokenizer(source, tmp)
+        export_seconds = round(time.perf_counter() - start, 2)
+        manifest = _manifest(fam, tsk, source, outputs, exported, seq_limit, window, tok_files, opset)
+        if validate:
+            tokenizer = load_tokenizer(tmp) if tok_files else None
+            cases = build_cases(fam, tsk, source.config, tokenizer, seq_limit, seed)
+            with steps.step(f"Checking parity against PyTorch on {len(cases)} cases"):
+                report, reference = run_parity(graph, exported.path, fam.inputs, outputs, tsk, cases, manifest["pooling"]["mode"], seq_limit)
+            (tmp / bundle_io.PARITY).write_text(report.dumps() + "\n", encoding="utf-8")
+            steps.console.print(report.table()) if not steps.quiet else None
+            if not report.passed:
+                raise ParityError(f"parity gate failed ({'; '.join(report.failures[:3])}); nothing was written")
+            rows = [{o.name: reduce_rows(c) for o in outputs if "vocab" in o_axes(fam, tsk, o.name)} for c in cases]
+            bundle_io.save_reference(tmp / bundle_io.REFERENCE, cases, reference, outputs, rows)
+            manifest["parity"] = {"passed": True, "runtime": report.runtime, "summary": report.summary, "gate": report.to_json()["gate"]}
+        manifest["export"] = {"seconds": export_seconds, "peak_rss_mb": peak_rss_mb()}
+        manifest = bundle_io.write_manifest(tmp, manifest)
+    steps.note(f"bundle written to {out_dir}")
+    return ExportResult(out_dir, manifest, report, dict(steps.timings))
+
+
+def o_axes(fam: Family, tsk: Task, name: str) -> tuple[Any, ...]:
+    """The registry's symbolic axes for an output (before sizes are filled in)."""
+    return next(o.axes for o in tsk.outputs if o.name == name)
+
+
+def run_parity(graph: TaskGraph, onnx_path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], task: Task,
+               cases: list[Case], pooling: str, max_seq: int, runtime: str = "ort", precision: str = "fp32") -> tuple[Report, list[dict[str, np.ndarray]]]:
+    """PyTorch vs ONNX Runtime on every case; returns the report and the PyTorch outputs."""
+    reference, results = [], []
+    with TorchRunner(graph, inputs, outputs, max_seq) as torch_runner, OrtRunner(onnx_path, inputs, outputs, max_seq) as ort_runner:
+        for case in cases:
+            feed = {s.name: case.feed[s.name] for s in inputs}
+            reference.append(torch_runner.infer(feed))
+            results.append(ort_runner.infer(feed))
+    return compare(task, outputs, cases, reference, results, runtime=runtime, precision=precision, pooling=pooling), reference
+
+
+def _manifest(fam: Family, tsk: Task, source: Source, outputs: tuple[TensorSpec, ...], exported: Any, max_seq: int,
+              window: int | None, tok_files: list[str], opset: int) -> dict[str, Any]:
+    cfg = source.config
+    labels = None
+    if tsk.has_labels:
+        labels = {"num_labels": int(cfg.num_labels), "id2label": {str(k): v for k, v in cfg.id2label.items()}}
+    sp = specials_for(cfg, None)
+    tokenizer_cfg = {}
+    if "tokenizer_config.json" in tok_files and source.tokenizer_dir is not None:
+        tokenizer_cfg = json.loads((source.tokenizer_dir / "tokenizer_config.json").read_text())
+    return {
+        "family": fam.name,
+        "task": tsk.name,
+        "precision": "fp32",
+        "runtime": "ort",
+        "opset": opset,
+        "inputs": [s.to_json() for s in fam.inputs],
+        "outputs": [o.to_json() for o in outputs],
+        "max_sequence_length": max_seq,
+        "max_position_embeddings": source.max_positions,
+        "local_attention": window,
+        "labels": labels,
+        "pooling": source.pooling,
+        "special_tokens": {"cls": sp.cls, "sep": sp.sep, "pad": sp.pad, "mask": sp.mask},
+        "tokenizer": {
+            "files": tok_files,
+            "kind": "wordpiece" if "vocab.txt" in tok_files else ("bpe" if tok_files else None),
+            "do_lower_case": tokenizer_cfg.get("do_lower_case"),
+            "model_max_length": tokenizer_cfg.get("model_max_length"),
+        },
+        "config": {k: getattr(cfg, k, None) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")},
+        "source": {"kind": source.kind, "ref": source.ref, "seed": source.seed},
+        "graph": {"file": exported.files[0], "files": list(exported.files), "nodes": exported.num_nodes, "ops": exported.op_counts},
+        "versions": versions(),
+    }
+
+
+def validate(bundle: str | Path, *, runtime: str = "ort", threads: int | None = None, steps: Steps | None = None) -> Report:
+    """Verify a bundle's files, run its stored parity cases on ``runtime`` and apply its gate."""
+    steps = steps or Steps(quiet=True)
+    with steps.step("Verifying bundle checksums"):
+        b = bundle_io.load_bundle(bundle)
+    ref_path = b.path / bundle_io.REFERENCE
+    if not ref_path.is_file():
+        raise BertExportError(f"{b.path} has no {bundle_io.REFERENCE} (exported with --no-validate); re-export it with validation")
+    from bert_export.models import get_task as _task
+
+    tsk = _task(b.manifest["task"])
+    cases, reference, rows = bundle_io.load_reference(ref_path, tuple(s.name for s in b.inputs))
+    with steps.step(f"Running {len(cases)} stored cases on {runtime}"):
+        with make_runner(b, runtime, threads) as runner:
+            results = [runner.infer(c.feed) for c in cases]
+    report = compare(tsk, b.outputs, cases, reference, results, runtime=runtime, precision=b.precision,
+                     pooling=b.manifest.get("pooling", {}).get("mode", "cls"), stored_rows=rows)
+    return report

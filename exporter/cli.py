@@ -1,0 +1,127 @@
+"""``bert-export``: a thin click layer over ``bert_export.exporter.api``.
+
+One command per registered family (``bert-export bert --task qa ...``), generated from the
+registry, plus commands that work on a bundle. Every user error ends as one ``error: ...``
+line on stderr and a non-zero exit; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bert_export.models import FAMILIES, TASKS, BertExportError
+
+from .progress import Steps, console
+
+
+class Cli(click.Group):
+    """A group whose unknown-command error lists the families and commands in one line."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            families = ", ".join(FAMILIES)
+            others = ", ".join(c for c in self.list_commands(ctx) if c not in FAMILIES)
+            raise click.UsageError(f"unknown family or command {name!r}; families: {families}; commands: {others}")
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bert-export")
+def cli() -> None:
+    """Export BERT and ModernBERT task models to verified ONNX bundles."""
+
+
+def _family_command(family_name: str) -> click.Command:
+    fam = FAMILIES[family_name]
+
+    @click.command(name=family_name, help=f"Export a {family_name} model (default {fam.default_id}) to a verified bundle.")
+    @click.option("--task", "task", required=True, type=click.Choice(list(TASKS)), help="What the graph computes.")
+    @click.option("--model", "model", default=None, help=f"Hub id (local cache only) or local directory; default {fam.default_id}.")
+    @click.option("--random-init", is_flag=True, help="Random weights from the family's default config (seeded).")
+    @click.option("--tiny", is_flag=True, help="With --random-init: the family's small test configuration.")
+    @click.option("--config", "config_items", multiple=True, metavar="KEY=VALUE", help="Config overrides for --random-init.")
+    @click.option("--seed", default=0, show_default=True, help="Seed for --random-init weights and parity text masking.")
+    @click.option("--num-labels", type=int, default=None, help="Label count for seq-cls / token-cls heads.")
+    @click.option("--out", type=click.Path(path_type=Path), default=None, help="Bundle directory [exports/<family>-<task>-<precision>].")
+    @click.option("--force", is_flag=True, help="Replace an existing --out.")
+    @click.option("--opset", default=18, show_default=True, help="ONNX opset (18 or newer).")
+    @click.option("--max-seq", type=int, default=None, help="Longest sequence the bundle accepts [model max, capped at 2048].")
+    @click.option("--no-validate", is_flag=True, help="Skip the parity check against PyTorch (not recommended).")
+    @click.option("--report", type=click.Path(path_type=Path), default=None, help="Also write the parity report JSON here.")
+    @click.option("--allow-pickle", is_flag=True, help="Allow loading pickle (.bin) weights you trust.")
+    @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the checkpoint (off by default).")
+    @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+    def command(task: str, model: str | None, random_init: bool, tiny: bool, config_items: tuple[str, ...], seed: int,
+                num_labels: int | None, out: Path | None, force: bool, opset: int, max_seq: int | None, no_validate: bool,
+                report: Path | None, allow_pickle: bool, trust_remote_code: bool, quiet: bool) -> None:
+        from .api import export
+        from .loading import parse_overrides
+
+        if tiny and not random_init:
+            raise BertExportError("--tiny applies to --random-init only")
+        overrides = {**(fam.tiny_config if tiny else {}), **parse_overrides(config_items)}
+        result = export(fam, task, model=model, random_init=random_init, overrides=overrides, seed=seed,
+                        num_labels=num_labels, out=out, force=force, opset=opset, max_seq=max_seq,
+                        validate=not no_validate, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                        steps=Steps(quiet=quiet))
+        if report is not None and result.report is not None:
+            report.write_text(result.report.dumps() + "\n", encoding="utf-8")
+
+    return command
+
+
+for _name in FAMILIES:
+    cli.add_command(_family_command(_name))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--runtime", default="ort", show_default=True, help="Runtime to check (ort).")
+@click.option("--threads", type=int, default=None, help="Intra-op threads.")
+@click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the parity report JSON here.")
+@click.option("-q", "--quiet", is_flag=True)
+def validate(bundle: Path, runtime: str, threads: int | None, report: Path | None, quiet: bool) -> None:
+    """Verify a bundle's checksums and re-run its parity cases against the stored PyTorch outputs."""
+    from bert_export.models import ParityError
+
+    from .api import validate as run_validate
+
+    result = run_validate(bundle, runtime=runtime, threads=threads, steps=Steps(quiet=quiet))
+    if report is not None:
+        report.write_text(result.dumps() + "\n", encoding="utf-8")
+    if not quiet:
+        console.print(result.table())
+    if not result.passed:
+        raise ParityError(f"{bundle} fails its {result.precision} gate on {runtime}: {'; '.join(result.failures[:3])}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning user errors into one line and an exit code."""
+    try:
+        code = cli.main(args=argv, prog_name="bert-export", standalone_mode=False)
+    except BertExportError as exc:
+        _err(str(exc))
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _err("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        _err(exc.format_message())
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _err("interrupted; nothing was written")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _err(message: str) -> None:
+    console.print(f"error: {' '.join(message.split())}", soft_wrap=True, markup=False, highlight=False)
+
+
+if __name__ == "__main__":
+    main()

