@@ -124,6 +124,9 @@ def export(
     with steps.step(f"Loading {fam.name} {tsk.name} ({'random init' if random_init else model or fam.default_id})"):
         source = load_source(fam, tsk, model=model, random_init=random_init, overrides=overrides, seed=seed,
                              num_labels=num_labels, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    if source.new_head_params:
+        steps.note(f"note: {len(source.new_head_params)} {tsk.name} head parameters are not in the checkpoint and were "
+                   f"randomly initialised ({', '.join(source.new_head_params[:3])}); fine-tune before serving")
     seq_limit = resolve_max_seq(source, max_seq)
     outputs = graph_outputs(fam, tsk, source)
     graph = TaskGraph(source.model, [o.name for o in outputs])
@@ -203,7 +206,7 @@ def _manifest(fam: Family, tsk: Task, source: Source, outputs: tuple[TensorSpec,
             "model_max_length": tokenizer_cfg.get("model_max_length"),
         },
         "config": {k: getattr(cfg, k, None) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")},
-        "source": {"kind": source.kind, "ref": source.ref, "seed": source.seed},
+        "source": {"kind": source.kind, "ref": source.ref, "seed": source.seed, "new_head_params": source.new_head_params},
         "graph": {"file": exported.files[0], "files": list(exported.files), "nodes": exported.num_nodes, "ops": exported.op_counts},
         "versions": versions(),
     }

@@ -50,6 +50,7 @@ def staged_directory(out: Path, force: bool) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         yield tmp
+        _publishable(tmp)
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -60,6 +61,15 @@ def staged_directory(out: Path, force: bool) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publishable(directory: Path) -> None:
+    """mkdtemp makes 0700 dirs (and some writers 0600 files); a bundle is shared: use the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for p in directory.rglob("*"):
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:

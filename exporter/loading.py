@@ -48,6 +48,8 @@ class Source:
     tokenizer_dir: Path | None
     pooling: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    # Parameters the checkpoint lacked (a task head new to it): randomly initialised, say so.
+    new_head_params: list[str] = field(default_factory=list)
 
     @property
     def max_positions(self) -> int:
@@ -200,6 +202,7 @@ def load_directory(
     _check_weights(directory, allow_pickle)
     _verify_safetensors(directory)
     cls = task_class(family, task)
+    transformers.logging.set_verbosity_error()  # its load report is replaced by new_head_params
     try:
         model, info = cls.from_pretrained(
             str(directory), attn_implementation="sdpa", dtype=torch.float32, output_loading_info=True,
@@ -211,7 +214,9 @@ def load_directory(
         raise BertExportError(f"could not load {directory} as {cls.__name__}: {first[:300]}") from None
     _check_loading_info(directory, info, model.base_model_prefix)
     tok_dir = directory if any((directory / f).exists() for f in ("tokenizer.json", "vocab.txt")) else None
-    return Source(model.eval(), model.config, kind, ref, directory, tok_dir, _pooling(directory))
+    source = Source(model.eval(), model.config, kind, ref, directory, tok_dir, _pooling(directory))
+    source.new_head_params = sorted(info.get("missing_keys", []))
+    return source
 
 
 def _check_loading_info(directory: Path, info: dict[str, Any], prefix: str) -> None:
