@@ -135,7 +135,8 @@ def resolve_directory(ref: str) -> tuple[str, Path]:
     try:
         from huggingface_hub import snapshot_download
 
-        return "hub", Path(snapshot_download(ref, local_files_only=True))
+        # Read HF_HUB_CACHE at call time (huggingface_hub reads it once, at import).
+        return "hub", Path(snapshot_download(ref, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE") or None))
     except Exception:
         raise BertExportError(
             f"hub model {ref!r} is not in the local Hugging Face cache and bert-export never downloads; "

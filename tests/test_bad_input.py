@@ -210,3 +210,20 @@ def test_cli_error_is_one_line_without_traceback(tmp_path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: "), proc.stderr
     assert proc.stdout == ""
+
+
+def test_hub_id_from_local_cache(capsys, tmp_path, monkeypatch, minilm_dir) -> None:
+    """A hub id that is in the local Hugging Face cache loads from it, without network."""
+    cache = tmp_path / "hub"
+    snap = cache / "models--acme--minilm" / "snapshots" / ("0" * 40)
+    shutil.copytree(minilm_dir, snap)
+    (cache / "models--acme--minilm" / "refs").mkdir()
+    (cache / "models--acme--minilm" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, err = run_cli(capsys, "bert", "--task", "seq-cls", "--model", "acme/minilm", "--num-labels", "2", "-q",
+                        "--out", str(tmp_path / "o"), "--no-validate")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "o" / MANIFEST).read_text())
+    assert manifest["source"] == {"kind": "hub", "ref": "acme/minilm", "seed": None,
+                                  "new_head_params": ["classifier.bias", "classifier.weight"]}
