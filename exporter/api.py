@@ -146,10 +146,13 @@ def export(
             with steps.step(f"Checking parity against PyTorch on {len(cases)} cases"):
                 report, reference = run_parity(graph, exported.path, fam.inputs, outputs, tsk, cases, manifest["pooling"]["mode"], seq_limit)
             (tmp / bundle_io.PARITY).write_text(report.dumps() + "\n", encoding="utf-8")
-            steps.console.print(report.table()) if not steps.quiet else None
+            if not steps.quiet:
+                steps.console.print(report.table())
             if not report.passed:
-                raise ParityError(f"parity gate failed ({'; '.join(report.failures[:3])}); nothing was written")
-            rows = [{o.name: reduce_rows(c) for o in outputs if "vocab" in o_axes(fam, tsk, o.name)} for c in cases]
+                error = ParityError(f"parity gate failed ({'; '.join(report.failures[:3])}); nothing was written")
+                error.report = report
+                raise error
+            rows = [{o.name: reduce_rows(c) for o in outputs if "vocab" in symbolic_axes(tsk, o.name)} for c in cases]
             bundle_io.save_reference(tmp / bundle_io.REFERENCE, cases, reference, outputs, rows)
             manifest["parity"] = {"passed": True, "runtime": report.runtime, "summary": report.summary, "gate": report.to_json()["gate"]}
         manifest["export"] = {"seconds": export_seconds, "peak_rss_mb": peak_rss_mb()}
@@ -158,7 +161,7 @@ def export(
     return ExportResult(out_dir, manifest, report, dict(steps.timings))
 
 
-def o_axes(fam: Family, tsk: Task, name: str) -> tuple[Any, ...]:
+def symbolic_axes(tsk: Task, name: str) -> tuple[Any, ...]:
     """The registry's symbolic axes for an output (before sizes are filled in)."""
     return next(o.axes for o in tsk.outputs if o.name == name)
 
@@ -220,9 +223,7 @@ def validate(bundle: str | Path, *, runtime: str = "ort", threads: int | None = 
     ref_path = b.path / bundle_io.REFERENCE
     if not ref_path.is_file():
         raise BertExportError(f"{b.path} has no {bundle_io.REFERENCE} (exported with --no-validate); re-export it with validation")
-    from bert_export.models import get_task as _task
-
-    tsk = _task(b.manifest["task"])
+    tsk = get_task(b.manifest["task"])
     cases, reference, rows = bundle_io.load_reference(ref_path, tuple(s.name for s in b.inputs))
     with steps.step(f"Running {len(cases)} stored cases on {runtime}"):
         with make_runner(b, runtime, threads) as runner:

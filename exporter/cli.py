@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from bert_export.models import FAMILIES, TASKS, BertExportError
+from bert_export.models import FAMILIES, TASKS, BertExportError, ParityError
 
 from .progress import Steps, console
 
@@ -65,10 +65,15 @@ def _family_command(family_name: str) -> click.Command:
         if tiny and not random_init:
             raise BertExportError("--tiny applies to --random-init only")
         overrides = {**(fam.tiny_config if tiny else {}), **parse_overrides(config_items)}
-        result = export(fam, task, model=model, random_init=random_init, overrides=overrides, seed=seed,
-                        num_labels=num_labels, out=out, force=force, opset=opset, max_seq=max_seq,
-                        validate=not no_validate, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                        steps=Steps(quiet=quiet))
+        try:
+            result = export(fam, task, model=model, random_init=random_init, overrides=overrides, seed=seed,
+                            num_labels=num_labels, out=out, force=force, opset=opset, max_seq=max_seq,
+                            validate=not no_validate, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                            steps=Steps(quiet=quiet))
+        except ParityError as exc:  # keep the evidence: the report is what the user needs to act on
+            if report is not None and getattr(exc, "report", None) is not None:
+                report.write_text(exc.report.dumps() + "\n", encoding="utf-8")
+            raise
         if report is not None and result.report is not None:
             report.write_text(result.report.dumps() + "\n", encoding="utf-8")
 
@@ -87,8 +92,6 @@ for _name in FAMILIES:
 @click.option("-q", "--quiet", is_flag=True)
 def validate(bundle: Path, runtime: str, threads: int | None, report: Path | None, quiet: bool) -> None:
     """Verify a bundle's checksums and re-run its parity cases against the stored PyTorch outputs."""
-    from bert_export.models import ParityError
-
     from .api import validate as run_validate
 
     result = run_validate(bundle, runtime=runtime, threads=threads, steps=Steps(quiet=quiet))
@@ -98,6 +101,7 @@ def validate(bundle: Path, runtime: str, threads: int | None, report: Path | Non
         console.print(result.table())
     if not result.passed:
         raise ParityError(f"{bundle} fails its {result.precision} gate on {runtime}: {'; '.join(result.failures[:3])}")
+
 
 
 def main(argv: list[str] | None = None) -> None:
