@@ -227,3 +227,15 @@ def test_hub_id_from_local_cache(capsys, tmp_path, monkeypatch, minilm_dir) -> N
     manifest = json.loads((tmp_path / "o" / MANIFEST).read_text())
     assert manifest["source"] == {"kind": "hub", "ref": "acme/minilm", "seed": None,
                                   "new_head_params": ["classifier.bias", "classifier.weight"]}
+
+
+def test_failed_parity_gate_exits_1_writes_report_not_bundle(capsys, tmp_path, monkeypatch) -> None:
+    from bert_export.runtimes import parity
+
+    monkeypatch.setitem(parity.GATES, "fp32", parity.Gate(max_abs=0.0, agreement=1.0, cos_mean=1.0, cos_min=1.0))
+    out, report = tmp_path / "o", tmp_path / "report.json"
+    code, err = run_cli(capsys, "bert", "--task", "token-cls", "--random-init", "--tiny", "-q", "--out", str(out), "--report", str(report))
+    assert_one_error_line(code, err, "parity gate failed", "max abs diff", "nothing was written", exit_code=1)
+    assert not out.exists() and leftovers(tmp_path) == []
+    data = json.loads(report.read_text())
+    assert data["passed"] is False and data["failures"]
