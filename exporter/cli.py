@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from bert_export.models import FAMILIES, TASKS, BertExportError, ParityError
+from bert_export.runtimes.providers import RUNTIME_NAMES
 
 from .progress import Steps, console
 
@@ -86,7 +87,7 @@ for _name in FAMILIES:
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--runtime", default="ort", show_default=True, help="Runtime to check (ort).")
+@click.option("--runtime", type=click.Choice(RUNTIME_NAMES), default="ort", show_default=True, help="Runtime to check: ort (CPU), ort-cuda, ort-trt, trt.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads.")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the parity report JSON here.")
 @click.option("-q", "--quiet", is_flag=True)
@@ -102,6 +103,8 @@ def validate(bundle: Path, runtime: str, threads: int | None, report: Path | Non
     if not result.passed:
         raise ParityError(f"{bundle} fails its {result.precision} gate on {runtime}: {'; '.join(result.failures[:3])}")
 
+from . import cli_bench  # noqa: E402,F401
+from . import cli_run  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,19 +19,43 @@ if TYPE_CHECKING:
     from bert_export.exporter.bundle import Bundle
 
 
-def _ort_cpu(bundle: Bundle, threads: int | None) -> Runner:
-    return OrtRunner(bundle.model_path, bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads)
+def _ort_cpu(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
+    return OrtRunner(bundle.model_path, bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads,
+                     runtime="ort", strict=bool(options.get("strict")))
 
 
-RUNTIMES: dict[str, Callable[[Any, int | None], Runner]] = {"ort": _ort_cpu}
+def _ort_gpu(runtime: str) -> Callable[..., Runner]:
+    """ONNX Runtime on CUDA / TensorRT providers (falling back, and saying so, where they cannot run)."""
+
+    def factory(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
+        from .trt_build import ort_trt_options, resolve_profile
+
+        provider_options = {}
+        if runtime == "ort-trt":
+            provider_options = ort_trt_options(bundle, resolve_profile(bundle, options.get("trt_profile")))
+        return OrtRunner(bundle.model_path, bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads,
+                         runtime=runtime, strict=bool(options.get("strict")), provider_options=provider_options)
+
+    return factory
 
 
-def make_runner(bundle: Bundle, runtime: str = "ort", threads: int | None = None) -> Runner:
+def _trt(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
+    from .trt_runner import TrtRunner
+
+    return TrtRunner(bundle, options.get("trt_profile"), rebuild=bool(options.get("rebuild_engine")))
+
+
+# Runtime names the commands accept (providers.RUNTIME_NAMES lists the same, without importing this).
+RUNTIMES: dict[str, Callable[..., Runner]] = {"ort": _ort_cpu, "ort-cuda": _ort_gpu("ort-cuda"), "ort-trt": _ort_gpu("ort-trt"), "trt": _trt}
+
+
+def make_runner(bundle: Bundle, runtime: str = "ort", threads: int | None = None, **options: Any) -> Runner:
+    """A runner for ``bundle`` on ``runtime``; ``options``: strict, trt_profile, rebuild_engine."""
     try:
         factory = RUNTIMES[runtime]
     except KeyError:
         raise BertExportError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}") from None
-    return factory(bundle, threads)
+    return factory(bundle, threads, **options)
 
 
 def load_tokenizer(directory: Path) -> Any | None:

@@ -1,4 +1,10 @@
-"""ONNX Runtime runner (CPU provider; the GPU providers build on the same class)."""
+"""ONNX Runtime runner: CPU, CUDA and TensorRT execution providers behind one class.
+
+The runtime name (``ort``, ``ort-cuda``, ``ort-trt``) picks a provider order (providers.py);
+what the session really got is recorded in ``provider_report()``, because ONNX Runtime falls
+back to the CPU without raising. On CUDA, outputs are bound on the device (IO binding) so
+each result crosses to the host once.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import onnxruntime as ort
 from bert_export.models import BertExportError, TensorSpec
 
 from .base import Outputs, Runner
+from .providers import CUDA, TRT, ProviderPlan, plan_providers, settle
 
 
 class OrtRunner(Runner):
@@ -27,13 +34,27 @@ class OrtRunner(Runner):
         providers: Sequence[str] = ("CPUExecutionProvider",),
         threads: int | None = None,
         graph_optimization: str = "all",
+        *,
+        runtime: str | None = None,
+        strict: bool = False,
+        provider_options: dict[str, dict[str, str]] | None = None,
+        io_binding: bool = True,
     ) -> None:
+        """``runtime`` (ort | ort-cuda | ort-trt) overrides ``providers`` with that runtime's
+        order minus what cannot run here; ``strict`` refuses any fallback instead of noting it."""
         super().__init__(inputs, outputs, max_seq)
         self.model_path = Path(model_path)
         self.providers = tuple(providers)
         self.threads = threads
         self.graph_optimization = graph_optimization
+        self.runtime = runtime
+        self.strict = strict
+        self.provider_options = provider_options or {}
+        self.io_binding = io_binding
+        self.plan: ProviderPlan | None = None
         self.session: ort.InferenceSession | None = None
+        if runtime is not None:
+            self.name = runtime
 
     def session_options(self) -> ort.SessionOptions:
         opts = ort.SessionOptions()
@@ -50,11 +71,27 @@ class OrtRunner(Runner):
         return opts
 
     def _activate(self) -> None:
+        if self.runtime is not None:
+            self.plan = plan_providers(self.runtime, strict=self.strict)
+            providers = list(self.plan.planned)
+        else:
+            providers = list(self.providers)
+        with_options = [(p, self.provider_options[p]) if p in self.provider_options else p for p in providers]
         try:
-            self.session = ort.InferenceSession(str(self.model_path), self.session_options(), providers=list(self.providers))
+            self.session = ort.InferenceSession(str(self.model_path), self.session_options(), providers=with_options)
         except Exception as exc:  # ORT raises several unrelated types for a bad file
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BertExportError(f"ONNX Runtime could not load {self.model_path}: {first}; re-export the bundle") from None
+        if self.plan is not None:
+            settle(self.plan, self.session.get_providers(), self.strict)
+
+    def provider_report(self) -> dict[str, object]:
+        """Which providers were asked for and which the session actually runs on (after activate)."""
+        if self.plan is not None:
+            return self.plan.report()
+        active = self.active_providers
+        return {"runtime": self.name, "requested": list(self.providers), "active": active,
+                "fallback": bool(active) and active[0] != self.providers[0], "notes": []}
 
     def _deactivate(self) -> None:
         self.session = None
@@ -65,5 +102,20 @@ class OrtRunner(Runner):
 
     def _infer(self, feed: dict[str, np.ndarray]) -> Outputs:
         assert self.session is not None
+        if self.io_binding and self.active_providers and self.active_providers[0] in (CUDA, TRT):
+            return self._infer_bound(feed)
         values = self.session.run(list(self.output_names), feed)
+        return {name: np.asarray(v) for name, v in zip(self.output_names, values)}
+
+    def _infer_bound(self, feed: dict[str, np.ndarray]) -> Outputs:
+        """IO binding: inputs copied to the GPU once, outputs left there by ONNX Runtime and copied
+        back once, instead of the per-call host staging ``session.run`` does."""
+        assert self.session is not None
+        binding = self.session.io_binding()
+        for name, arr in feed.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(arr))
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", 0)
+        self.session.run_with_iobinding(binding)
+        values = binding.copy_outputs_to_cpu()
         return {name: np.asarray(v) for name, v in zip(self.output_names, values)}

@@ -1,0 +1,92 @@
+"""``bert-export run`` (text through a bundle) and ``bert-export engine`` (build its TensorRT engine).
+
+Thin click wrappers over ``bert_export.runtimes.predict`` and ``runtimes.trt_build``; the JSON
+shapes ``run --json`` prints are defined (and documented) in runtimes/postprocess.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bert_export.models import BertExportError
+from bert_export.runtimes.providers import RUNTIME_NAMES
+
+from .cli import cli
+from .progress import console
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--text", "texts", multiple=True, metavar="TEXT", help="Input text (repeat for a batch); mlm texts hold the mask token.")
+@click.option("--question", default=None, help="qa: the question.")
+@click.option("--context", default=None, help="qa: the passage the answer is taken from.")
+@click.option("--runtime", type=click.Choice(RUNTIME_NAMES), default="ort", show_default=True,
+              help="ort (CPU), ort-cuda, ort-trt (ONNX Runtime providers, with CPU fallback), trt (TensorRT engine).")
+@click.option("--json", "as_json", is_flag=True, help="Print only JSON (one object per line; see runtimes/postprocess.py).")
+@click.option("--top-k", default=5, show_default=True, help="mlm: candidates per mask token.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (CPU).")
+@click.option("--trt-profile", default=None, metavar="MIN,OPT,MAX", help="trt/ort-trt: BATCHxSEQ shapes, e.g. 1x1,8x128,32x512.")
+@click.option("--rebuild-engine", is_flag=True, help="trt: rebuild the bundle's engine for this machine first.")
+@click.option("--strict-runtime", is_flag=True, help="Fail instead of falling back to another provider.")
+def run(bundle: Path, texts: tuple[str, ...], question: str | None, context: str | None, runtime: str, as_json: bool,
+        top_k: int, threads: int | None, trt_profile: str | None, rebuild_engine: bool, strict_runtime: bool) -> None:
+    """Run text through a bundle and print the task's answer (or JSON with --json)."""
+    from bert_export.runtimes.predict import predict
+
+    pred = predict(bundle, texts=texts or None, question=question, context=context, runtime=runtime, threads=threads,
+                   top_k=top_k, trt_profile=trt_profile, rebuild_engine=rebuild_engine, strict=strict_runtime)
+    if as_json:
+        for line in pred.json_lines():
+            click.echo(line)
+        return
+    _print_human(pred, texts)
+    active = (pred.providers or {}).get("active")
+    console.print(f"[dim]ran on {pred.runtime}{' (' + ', '.join(active) + ')' if active else ''}[/dim]")
+
+
+def _print_human(pred: object, texts: tuple[str, ...]) -> None:
+    task, results = pred.task, pred.results  # type: ignore[attr-defined]
+    out = click.echo
+    if task == "qa":
+        r = results[0]
+        out(f"answer: {r['answer']!r}  (score {r['score']:.4f}, chars {r['start']}..{r['end']})")
+    elif task == "embed":
+        for text, vec in zip(texts, results[0]["embeddings"]):
+            head = ", ".join(f"{v:+.4f}" for v in vec[:4])
+            out(f"{len(vec)}-d [{head}, ...]  {text[:60]!r}")
+    else:
+        for text, r in zip(texts, results):
+            out(f"{text[:70]!r}")
+            if task == "seq-cls":
+                out(f"  {r['label']}  ({r['score']:.4f})")
+            elif task == "token-cls":
+                for e in r["entities"] or [{"label": "-", "text": "(no entities)", "score": 0.0, "start": 0, "end": 0}]:
+                    out(f"  {e['label']:<10} {e['text']!r}  ({e['score']:.4f}, chars {e['start']}..{e['end']})")
+            elif task == "mlm":
+                for f in r["fills"]:
+                    cands = ", ".join(f"{c['token']} ({c['score']:.3f})" for c in f["candidates"])
+                    out(f"  chars {f['start']}..{f['end']}: {cands}")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--trt-profile", default=None, metavar="MIN,OPT,MAX", help="BATCHxSEQ shapes [1x1,8x128,32x<max seq>].")
+@click.option("--timing-cache", type=click.Path(path_type=Path), default=None, help="TensorRT timing cache file [per-user cache].")
+@click.option("--force", is_flag=True, help="Replace the bundle's existing engine.")
+def engine(bundle: Path, trt_profile: str | None, timing_cache: Path | None, force: bool) -> None:
+    """Build the bundle's TensorRT engine (model.engine + build record) on this GPU."""
+    from bert_export.exporter.bundle import load_bundle
+    from bert_export.runtimes.trt_build import RECORD_KEY, build_engine, parse_profile, require_gpu
+
+    b = load_bundle(bundle)
+    profile = parse_profile(trt_profile, b.max_seq) if trt_profile else None
+    require_gpu()
+    if b.manifest.get(RECORD_KEY) and not force:
+        rec = b.manifest[RECORD_KEY]
+        raise BertExportError(f"{bundle} already has {rec.get('file')} (TensorRT {rec.get('tensorrt_version')}, {rec.get('gpu')}); pass --force to rebuild it")
+    with console.status("Building the TensorRT engine"):
+        _, record = build_engine(b, profile, timing_cache=timing_cache)
+    console.print(f"wrote {bundle / record['file']} ({record['bytes'] / 1e6:.1f} MB, TensorRT {record['tensorrt_version']}, "
+                  f"{record['gpu']}, profile {record['profile']})")
