@@ -349,6 +349,14 @@ def resolve_seqs(seqs: Sequence[int] | None, max_seq: int) -> tuple[int, ...]:
     return tuple(seqs)
 
 
+def bundle_config(bundle: Any) -> dict[str, Any]:
+    """The model configuration: config.json, else the manifest's summary of it (sizes and window)."""
+    path = bundle.path / "config.json"
+    if path.is_file():
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    return {**bundle.manifest["config"], "local_attention": bundle.manifest.get("local_attention")}
+
+
 def torch_runner(bundle: Any, device: str) -> Runner:
     """PyTorch eager fp32 of the bundle's architecture, from its config.json, with seeded random weights."""
     import torch
@@ -444,7 +452,7 @@ def bench(
     b = load_bundle(bundle_path)
     seqs = resolve_seqs(parse_sizes(seqs, "seq") if seqs is not None else None, b.max_seq)
     family = get_family(b.manifest["family"])
-    config = json.loads((b.path / "config.json").read_text()) if (b.path / "config.json").is_file() else dict(b.manifest["config"])
+    config = bundle_config(b)
     cells = sorted(((bt, s) for bt in batches for s in seqs), key=lambda c: (c[0] * c[1], c))
     tokenizer = load_tokenizer(b.path) if b.has_tokenizer else None
     stream = _token_stream(tokenizer, int(config["vocab_size"]), max(seqs) + 37 * max(batches))
