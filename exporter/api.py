@@ -26,6 +26,7 @@ from bert_export.runtimes.parity import Report, compare, reduce_rows
 from bert_export.runtimes.torch_runner import TaskGraph, TorchRunner
 
 from . import bundle as bundle_io
+from .golden import write_golden
 from .loading import Source, copy_tokenizer, load_source
 from .onnx_export import export_onnx, example_length
 from .progress import Steps
@@ -154,6 +155,8 @@ def export(
                 raise error
             rows = [{o.name: reduce_rows(c) for o in outputs if "vocab" in symbolic_axes(tsk, o.name)} for c in cases]
             bundle_io.save_reference(tmp / bundle_io.REFERENCE, cases, reference, outputs, rows)
+            if tokenizer is not None:  # golden.json: real-text examples for consumers (docs/bundle.md)
+                manifest["golden"] = write_golden(tmp, fam, tsk, graph, outputs, manifest, tokenizer)
             manifest["parity"] = {"passed": True, "runtime": report.runtime, "summary": report.summary, "gate": report.to_json()["gate"]}
         manifest["export"] = {"seconds": export_seconds, "peak_rss_mb": peak_rss_mb()}
         manifest = bundle_io.write_manifest(tmp, manifest)
@@ -184,7 +187,8 @@ def _manifest(fam: Family, tsk: Task, source: Source, outputs: tuple[TensorSpec,
     labels = None
     if tsk.has_labels:
         labels = {"num_labels": int(cfg.num_labels), "id2label": {str(k): v for k, v in cfg.id2label.items()}}
-    sp = specials_for(cfg, None)
+    # The tokenizer's ids first: a BERT config has no cls/sep/mask ids, so the config alone gives wrong ones.
+    sp = specials_for(cfg, load_tokenizer(source.tokenizer_dir) if tok_files and source.tokenizer_dir else None)
     tokenizer_cfg = {}
     if "tokenizer_config.json" in tok_files and source.tokenizer_dir is not None:
         tokenizer_cfg = json.loads((source.tokenizer_dir / "tokenizer_config.json").read_text())

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Build examples/cpp/build/bert_export_demo from package registries only. Idempotent: downloads are
+# cached in examples/cpp/third_party/ (gitignored) and a second run only recompiles what changed.
+#
+#   ONNX Runtime library: the PyPI `onnxruntime` wheel's capi/libonnxruntime.so.<version>, linked
+#                         through libonnxruntime.so{,.1} symlinks in third_party/lib.
+#   ONNX Runtime headers: Debian's libonnxruntime-dev from a newer suite ($BERT_EXPORT_DEBIAN_SUITE,
+#                         default trixie), fetched with apt-get download under a private apt state
+#                         directory (the system's sources are not touched); only usr/include is kept.
+#   JSON:                 Debian's nlohmann-json3-dev headers, the same way.
+#   Unicode tables:       generated from Python's unicodedata (tools/gen_unicode_tables.py).
+#
+# Overrides: PYTHON (interpreter with onnxruntime; default ../../.venv/bin/python, else python3),
+# ORT_LIBRARY (a libonnxruntime.so.<version> to link instead of the wheel's), ORT_INCLUDE_DIR and
+# JSON_INCLUDE_DIR (use existing headers, skip the download).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+TP="$HERE/third_party"
+BUILD="$HERE/build"
+SUITE=${BERT_EXPORT_DEBIAN_SUITE:-trixie}
+die() { echo "build.sh: error: $*" >&2; exit 1; }
+
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
+fi
+command -v cmake >/dev/null || die "cmake not found; install it (apt-get install cmake)"
+command -v "${CXX:-c++}" >/dev/null || die "no C++ compiler found; install one (apt-get install g++)"
+
+# --- ONNX Runtime shared library from the Python wheel --------------------------------------------
+if [ -z "${ORT_LIBRARY:-}" ]; then
+  CAPI=$("$PYTHON" -c 'import onnxruntime, pathlib; print(pathlib.Path(onnxruntime.__file__).parent / "capi")') \
+    || die "$PYTHON cannot import onnxruntime; run .ci/install (or set PYTHON / ORT_LIBRARY)"
+  ORT_LIBRARY=$(ls "$CAPI"/libonnxruntime.so.1.* 2>/dev/null | head -n1)
+  [ -n "$ORT_LIBRARY" ] || die "no libonnxruntime.so.1.* in $CAPI; set ORT_LIBRARY to one"
+fi
+ORT_VERSION=${ORT_LIBRARY##*libonnxruntime.so.}
+LIB_API=$(echo "$ORT_VERSION" | cut -d. -f2)
+mkdir -p "$TP/lib"
+ln -sfn "$ORT_LIBRARY" "$TP/lib/libonnxruntime.so.1"
+ln -sfn "$ORT_LIBRARY" "$TP/lib/libonnxruntime.so"
+
+# --- Headers from Debian packages (private apt state, cached) -------------------------------------
+fetch_headers() {  # fetch_headers PACKAGE INCLUDE_SUBDIR
+  local pkg=$1 sub=$2
+  [ -d "$TP/include/$sub" ] && return 0
+  command -v apt-get >/dev/null || die "apt-get not found: set ORT_INCLUDE_DIR / JSON_INCLUDE_DIR to existing headers"
+  local apt="$TP/apt"
+  mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$TP/debs" "$TP/include"
+  local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  echo "deb [signed-by=$keyring] http://deb.debian.org/debian $SUITE main" > "$apt/sources.list"
+  local opts=(-o "Dir::Etc::sourcelist=$apt/sources.list" -o Dir::Etc::sourceparts=/dev/null
+              -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o APT::Sandbox::User=root -q)
+  if [ ! -f "$apt/updated" ]; then
+    apt-get "${opts[@]}" update >/dev/null || die "apt-get update for Debian $SUITE failed"
+    touch "$apt/updated"
+  fi
+  if ! ls "$TP/debs/${pkg}"_*.deb >/dev/null 2>&1; then
+    (cd "$TP/debs" && apt-get "${opts[@]}" download "$pkg" >/dev/null) || die "apt-get download $pkg ($SUITE) failed"
+  fi
+  local x; x=$(mktemp -d)
+  dpkg-deb -x "$(ls "$TP/debs/${pkg}"_*.deb | head -n1)" "$x"
+  [ -d "$x/usr/include/$sub" ] || die "$pkg has no usr/include/$sub"
+  cp -r "$x/usr/include/$sub" "$TP/include/$sub.tmp" && mv "$TP/include/$sub.tmp" "$TP/include/$sub"
+  rm -rf "$x"
+}
+if [ -z "${ORT_INCLUDE_DIR:-}" ]; then fetch_headers libonnxruntime-dev onnxruntime; ORT_INCLUDE_DIR="$TP/include/onnxruntime"; fi
+if [ -z "${JSON_INCLUDE_DIR:-}" ]; then fetch_headers nlohmann-json3-dev nlohmann; JSON_INCLUDE_DIR="$TP/include"; fi
+
+# --- The headers' C API version must not be newer than the library's -----------------------------
+HDR_API=$(sed -n 's/^#define ORT_API_VERSION \([0-9]*\).*/\1/p' "$ORT_INCLUDE_DIR/onnxruntime_c_api.h")
+[ -n "$HDR_API" ] || die "no ORT_API_VERSION in $ORT_INCLUDE_DIR/onnxruntime_c_api.h"
+if [ "$HDR_API" -gt "$LIB_API" ]; then
+  die "ONNX Runtime headers speak C API $HDR_API but the library $ORT_LIBRARY ($ORT_VERSION) offers only $LIB_API; use headers from an older suite (BERT_EXPORT_DEBIAN_SUITE) or a newer onnxruntime"
+fi
+echo "build.sh: ONNX Runtime library $ORT_VERSION (C API $LIB_API), headers C API $HDR_API" >&2
+
+# --- Configure and build ---------------------------------------------------------------------------
+GEN=()
+command -v ninja >/dev/null && [ ! -f "$BUILD/CMakeCache.txt" ] && GEN=(-G Ninja)
+cmake -S "$HERE" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
+  -DORT_INCLUDE_DIR="$ORT_INCLUDE_DIR" -DORT_LIB_DIR="$TP/lib" -DJSON_INCLUDE_DIR="$JSON_INCLUDE_DIR" \
+  -DPYTHON_EXECUTABLE="$PYTHON" >/dev/null
+cmake --build "$BUILD" -j "${BUILD_JOBS:-2}"
+echo "build.sh: built $BUILD/bert_export_demo" >&2

@@ -1,0 +1,23 @@
+// The Unicode facts BERT's normalizer needs (tables generated from Python's unicodedata), and UTF-8.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bx {
+// Decode UTF-8; an invalid byte becomes U+FFFD (which the BERT normalizer then removes).
+std::u32string utf8_decode(const std::string& s);
+std::string utf8_encode(const std::u32string& s);
+void utf8_append(std::string& out, char32_t cp);
+
+bool is_other(char32_t cp);          // general category C* (control, format, unassigned, ...)
+bool is_mark_nonspacing(char32_t cp);  // Mn
+bool is_punctuation(char32_t cp);    // P*
+bool is_white_space(char32_t cp);    // the White_Space property (Rust's char::is_whitespace)
+bool is_cjk(char32_t cp);            // the CJK ranges Hugging Face's BertNormalizer pads with spaces
+// Full canonical decomposition (NFD) of one code point, Hangul included.
+void decompose(char32_t cp, std::u32string& out);
+// Unconditional lower-case mapping of one code point (may be several code points).
+void lower(char32_t cp, std::u32string& out);
+const char* unicode_version();
+}  // namespace bx
