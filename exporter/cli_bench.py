@@ -15,7 +15,7 @@ from .progress import console
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--runtime", default="ort", show_default=True, help="Runtime to measure (see `bert-export validate --help`).")
+@click.option("--runtime", default="ort", show_default=True, help="Runtime to measure, named as for `validate` (ort: ONNX Runtime on the CPU).")
 @click.option("--batch", "batch", default="1,8", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--seq", "seq", default=None, help="Comma-separated sequence lengths [128,512, trimmed to the bundle's maximum].")
 @click.option("--warmup", default=3, show_default=True, help="Untimed runs per batch x seq (allocators, kernel choice, caches).")
