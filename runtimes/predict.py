@@ -158,8 +158,12 @@ def _check_masks(tokenizer: Any, texts: Sequence[str], mask_id: int | None) -> N
 
 
 def _qa(b: Bundle, tokenizer: Any, runner: Runner, question: str, context: str, max_answer_tokens: int) -> dict[str, Any]:
-    enc = tokenizer([question], [context], truncation="only_second", max_length=b.max_seq, return_offsets_mapping=True,
-                    return_token_type_ids=True)
+    try:
+        enc = tokenizer([question], [context], truncation="only_second", max_length=b.max_seq, return_offsets_mapping=True,
+                        return_token_type_ids=True)
+    except Exception as exc:  # the question alone does not fit: tokenizers raise a generic exception
+        raise BertExportError(f"the question does not fit in this bundle's {b.max_seq} tokens ({str(exc).splitlines()[0][:120]}); "
+                              "shorten the question") from None
     full = len(tokenizer([question], [context], truncation=False)["input_ids"][0])
     if full > b.max_seq:
         log.warning("note: question + context are %d tokens; the context was truncated to this bundle's %d", full, b.max_seq)

@@ -92,13 +92,15 @@ class TrtRunner(Runner):
     def _activate(self) -> None:
         gpu = require_gpu()
         trt = import_tensorrt()
-        torch = require_cuda_torch()
         record = self.bundle.manifest.get(RECORD_KEY)
-        if record is None or self.rebuild:
+        build = record is None or self.rebuild
+        if not build:  # refuse a foreign engine before anything else is set up
+            check_record(record, self.bundle, trt_version=trt.__version__, gpu=gpu)
+        torch = require_cuda_torch()
+        if build:
             log.warning("note: building a TensorRT engine for %s (%s); this takes a while once", self.bundle.path, self.profile.describe())
             data, record = build_engine(self.bundle, self.profile, timing_cache=self.timing_cache, save=self._writable())
         else:
-            check_record(record, self.bundle, trt_version=trt.__version__, gpu=gpu)
             data = read_engine(self.bundle, record)
         self.record = record
         self.profile = Profile.from_json(record["profile"])
