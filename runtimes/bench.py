@@ -387,6 +387,25 @@ def _torch_device(runtime: str) -> str:
     return "cuda" if runtime != "ort" and torch.cuda.is_available() else "cpu"
 
 
+def probe_runtime(bundle: Any, runtime: str, threads: int | None) -> dict[str, Any] | None:
+    """Activate the runtime once before any work; refuse one that fell back to another provider.
+
+    A GPU runtime that fell back to the CPU would publish CPU numbers under its name. Runners
+    that can fall back say so in ``provider_report()`` (the ONNX Runtime adapter); the others
+    either run what was asked or fail on activation.
+    """
+    from .factory import make_runner
+
+    with make_runner(bundle, runtime, threads) as probe:
+        report = probe.provider_report() if callable(getattr(probe, "provider_report", None)) else None
+    if report and report.get("fallback"):
+        active = (report.get("active") or ["another provider"])[0]
+        why = "; ".join(str(n) for n in report.get("notes") or [])
+        raise BertExportError(f"{runtime} would run on {active} here ({why}); bench measures only the runtime asked for, "
+                              f"not a fallback: choose one that runs on this machine (e.g. --runtime ort)")
+    return report
+
+
 def measure(runner: Runner, feed: dict[str, np.ndarray], warmup: int, runs: int, tick: Tick) -> list[int]:
     """Warm up (allocators, kernel selection, caches), then time each run with perf_counter_ns."""
     for _ in range(warmup):
@@ -473,7 +492,7 @@ def bench(
     load_start = load_avg()
     per_runner = len(cells) * (warmup + runs)
     tick = progress(per_runner * (2 if with_torch else 1)) if progress else (lambda: None)
-    make_runner(b, runtime, threads)  # construct once up front: a runtime that cannot run here fails before any work
+    providers = probe_runtime(b, runtime, threads)
     results = _run_cells(lambda: make_runner(b, runtime, threads), (runtime, b.precision), cells, feeds, flops, warmup, runs, tick, cuda=False)
     torch_rows: list[Row] = []
     if with_torch:
@@ -485,7 +504,7 @@ def bench(
     settings = {"bundle": str(b.path), "family": b.manifest["family"], "task": b.manifest["task"], "precision": b.precision,
                 "runtime": runtime, "batches": list(batches), "seqs": list(seqs), "warmup": warmup, "runs": runs,
                 "threads": threads, "torch_weights": "random (config.json); latency of dense fp32 does not depend on values",
-                "feed": "tokenizer on built-in text" if b.has_tokenizer else "random ids", "attention": "full (no padding)"}
+                "providers": providers, "feed": "tokenizer on built-in text" if b.has_tokenizer else "random ids", "attention": "full (no padding)"}
     machine = machine_info(threads)
     machine["load_avg_start"] = load_start
     return BenchResult(results, torch_rows, machine, settings)

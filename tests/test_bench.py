@@ -106,6 +106,21 @@ def test_bad_arguments_fail_in_one_line(bert_embed: Path, capsys: pytest.Capture
     assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
 
 
+def test_gpu_runtime_without_gpu_is_refused_not_measured_on_cpu(bert_embed: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from bert_export.runtimes import providers
+
+    monkeypatch.setenv(providers.NO_GPU_ENV, "1")
+    providers.detect_gpu.cache_clear()
+    try:
+        code, _, err = run_cli(capsys, "bench", str(bert_embed), "--runtime", "ort-cuda", "-q")
+    finally:
+        providers.detect_gpu.cache_clear()
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err
+    assert last.startswith("error: ort-cuda would run on CPUExecutionProvider") and "not a fallback" in last
+
+
 def test_missing_bundle_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "bench", str(tmp_path / "nope"), "-q")
     assert code == 2 and err.startswith("error: ") and "does not exist" in err
