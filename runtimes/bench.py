@@ -440,6 +440,19 @@ def _run_cells(make: Callable[[], Runner], label: tuple[str, str], cells: list[t
     return rows
 
 
+def _prepare_torch(family: Family, task: str, threads: int | None) -> None:
+    """Import torch and the model code before any memory baseline (library code is not the model's
+    memory), and give PyTorch the same thread count as the runtime."""
+    import torch
+
+    from bert_export.exporter.loading import task_class
+    from bert_export.models import get_task
+
+    task_class(family, get_task(task))
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def bench(
     bundle_path: str | Path,
     *,
@@ -455,7 +468,9 @@ def bench(
     """Benchmark ``runtime`` (and PyTorch eager fp32 unless ``with_torch=False``) on every batch x seq.
 
     ``progress(total)`` is called once with the number of inferences to come and returns a
-    callback ticked after each one (the CLI's progress bar).
+    callback ticked after each one (the CLI's progress bar). With ``threads`` this sets
+    ``torch.set_num_threads`` for the process. The runtime runs all its cells first, then
+    PyTorch, so that each one's memory is measured without the other loaded.
     """
     from bert_export.exporter.bundle import load_bundle
 
@@ -479,16 +494,8 @@ def bench(
     feeds = {c: make_feed(b.inputs, specials, stream, *c) for c in cells}
     flops = {c: model_flops(config, family, b.manifest["task"], *c) for c in cells}
 
-    if with_torch:  # import the libraries before any memory baseline: their code is not the model's memory
-        import torch
-        import transformers  # noqa: F401
-
-        from bert_export.exporter.loading import task_class
-        from bert_export.models import get_task
-
-        task_class(family, get_task(b.manifest["task"]))
-        if threads is not None:
-            torch.set_num_threads(threads)
+    if with_torch:
+        _prepare_torch(family, b.manifest["task"], threads)
     load_start = load_avg()
     per_runner = len(cells) * (warmup + runs)
     tick = progress(per_runner * (2 if with_torch else 1)) if progress else (lambda: None)
