@@ -28,6 +28,25 @@ std::string read_file(const std::string& path) {
 
 bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
 
+// [CLS]/[SEP] ids from tokenizer.json's post-processor (TemplateProcessing or BertProcessing): the
+// tokenizer's own word beats the manifest's, as Hugging Face applies exactly these.
+void read_post_processor(const json& pp, int64_t& cls, int64_t& sep) {
+  if (!pp.is_object()) return;
+  if (pp.value("type", "") == "BertProcessing") {
+    cls = pp.at("cls").at(1).get<int64_t>();
+    sep = pp.at("sep").at(1).get<int64_t>();
+    return;
+  }
+  if (pp.value("type", "") != "TemplateProcessing" || !pp.contains("single")) return;
+  std::vector<int64_t> ids;
+  for (const json& piece : pp["single"])
+    if (piece.contains("SpecialToken")) {
+      std::string name = piece["SpecialToken"].at("id");
+      ids.push_back(pp.at("special_tokens").at(name).at("ids").at(0).get<int64_t>());
+    }
+  if (ids.size() == 2) cls = ids[0], sep = ids[1];
+}
+
 }  // namespace
 
 WordPiece WordPiece::load(const std::string& dir, bool lowercase_default, int64_t cls_id, int64_t sep_id) {
@@ -59,6 +78,7 @@ WordPiece WordPiece::load(const std::string& dir, bool lowercase_default, int64_
     wp.settings_.prefix = model.value("continuing_subword_prefix", std::string("##"));
     wp.settings_.max_input_chars_per_word = model.value("max_input_chars_per_word", size_t(100));
     for (const auto& [tok, id] : model.at("vocab").items()) wp.vocab_[tok] = id.get<int64_t>();
+    read_post_processor(t.value("post_processor", json()), wp.cls_id_, wp.sep_id_);
     for (const json& a : t.value("added_tokens", json::array())) {
       wp.vocab_[a.at("content").get<std::string>()] = a.at("id").get<int64_t>();
       if (a.value("special", false)) wp.specials_.emplace_back(utf8_decode(a.at("content").get<std::string>()), a.at("id").get<int64_t>());
