@@ -24,6 +24,8 @@ from bert_export.runtimes.factory import load_tokenizer, make_runner
 from bert_export.runtimes.ort_runner import OrtRunner
 from bert_export.runtimes.parity import Report, compare, reduce_rows
 from bert_export.runtimes.torch_runner import TaskGraph, TorchRunner
+from bert_export.quantize.pipeline import OptimizeOptions, optimize_export, update_manifest
+from bert_export.quantize.pipeline import describe as describe_optimization
 
 from . import bundle as bundle_io
 from .golden import write_golden
@@ -110,6 +112,7 @@ def export(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     steps: Steps | None = None,
+    optimization: OptimizeOptions | None = None,
 ) -> ExportResult:
     """Load, trace to ONNX, check, compare against PyTorch and write a bundle atomically.
 
@@ -118,7 +121,9 @@ def export(
     """
     fam, tsk = _resolve(family, task)
     steps = steps or Steps(quiet=True)
-    out_dir = Path(out) if out is not None else default_out(fam, tsk)
+    opt = optimization or OptimizeOptions()
+    opt.check()
+    out_dir = Path(out) if out is not None else default_out(fam, tsk, opt.precision)
     if out_dir.exists() and not force:
         raise BertExportError(f"{out_dir} already exists; pass --force to replace it, or choose another --out")
     start = time.perf_counter()
@@ -141,11 +146,18 @@ def export(
         tok_files = copy_tokenizer(source, tmp)
         export_seconds = round(time.perf_counter() - start, 2)
         manifest = _manifest(fam, tsk, source, outputs, exported, seq_limit, window, tok_files, opset)
+        if opt.optimize or opt.precision != "fp32":  # quantize/: fusions for the target, fp16/int8, fallback
+            with steps.step(describe_optimization(opt)):
+                optimized = optimize_export(exported.path, fam, tsk, outputs, graph, source.config,
+                                            load_tokenizer(tmp) if tok_files else None, seq_limit, seed,
+                                            manifest["pooling"]["mode"], opt, validate)
+            update_manifest(manifest, optimized)
         if validate:
             tokenizer = load_tokenizer(tmp) if tok_files else None
             cases = build_cases(fam, tsk, source.config, tokenizer, seq_limit, seed)
             with steps.step(f"Checking parity against PyTorch on {len(cases)} cases"):
-                report, reference = run_parity(graph, exported.path, fam.inputs, outputs, tsk, cases, manifest["pooling"]["mode"], seq_limit)
+                report, reference = run_parity(graph, exported.path, fam.inputs, outputs, tsk, cases, manifest["pooling"]["mode"], seq_limit,
+                                               precision=opt.precision)
             (tmp / bundle_io.PARITY).write_text(report.dumps() + "\n", encoding="utf-8")
             if not steps.quiet:
                 steps.console.print(report.table())

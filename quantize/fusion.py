@@ -1,0 +1,218 @@
+"""Target-aware graph fusion.
+
+For ONNX Runtime the dynamo-exported graph is rewritten into ORT's fused contrib ops with
+onnxscript's ``ort_fusions`` (its SDPA -> MultiHeadAttention -> Attention rules match the
+transformers-5 SDPA graphs; ``onnxruntime.transformers.optimizer`` fuses no attention at all on
+them, only SkipLayerNormalization and BiasGelu). Three small passes of our own finish the job
+where the library stops, each explained in its docstring:
+
+* ``pack_weights``: the fused Attention's packed QKV weight is left as a ``Concat`` of three
+  initializers; ORT's quantizer only quantizes initializers, so we fold it.
+* ``padding_mask_index``: the fused Attention takes BERT's padding mask as a 4-D float bias
+  ([batch, 1, seq, seq], built by a dozen mask ops). ``QAttention`` has no bias input (ORT's
+  quantizer silently drops it), so for models whose only mask is key padding we feed the
+  int32 ``attention_mask`` as ``mask_index`` instead; cheaper in fp32 too.
+* ``embed_layer_norm``: word + position + segment Gathers and the LayerNormalization become
+  one ``EmbedLayerNormalization`` (ORT's own fusion does not match the dynamo graph).
+
+For TensorRT the graph stays standard ONNX (only constant folding): TensorRT fuses by itself
+and its parser knows no com.microsoft ops.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+from onnxscript import optimizer as os_optimizer
+
+MS = "com.microsoft"
+# Ops we count in the manifest: what the optimizer is for.
+FUSED_OPS = (
+    "Attention", "MultiHeadAttention", "QAttention", "EmbedLayerNormalization", "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization", "BiasGelu", "FastGelu", "Gelu", "QuickGelu", "RotaryEmbedding",
+    "GemmFastGelu", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "QuantizeLinear", "DequantizeLinear",
+)
+
+
+def fused_op_counts(model: ir.Model) -> dict[str, int]:
+    """How many of each fused (or quantized) op the graph holds; written to the manifest."""
+    counts = Counter(n.op_type for n in model.graph.all_nodes())
+    return {op: counts[op] for op in FUSED_OPS if counts[op]}
+
+
+def fuse_for_ort(model: ir.Model, *, padding_mask_only: bool) -> ir.Model:
+    """ONNX Runtime's fused ops for a BERT-like encoder (see the module docstring)."""
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    model, _ = optimize_for_ort(model)
+    pack_weights(model)
+    if padding_mask_only:
+        padding_mask_index(model)
+    embed_layer_norm(model)
+    os_optimizer.remove_unused_nodes(model)
+    return model
+
+
+def fold_for_trt(model: ir.Model) -> ir.Model:
+    """Standard ONNX only: fold constants and drop dead nodes; TensorRT does its own fusion."""
+    os_optimizer.optimize(model, input_size_limit=1 << 24, output_size_limit=1 << 28)
+    return model
+
+
+def _const(value: ir.Value | None) -> np.ndarray | None:
+    if value is None:
+        return None
+    if value.const_value is not None:
+        return value.const_value.numpy()
+    node = value.producer()
+    if node is not None and node.op_type == "Constant" and "value" in node.attributes:
+        return node.attributes["value"].value.numpy()
+    return None
+
+
+def _initializer(model: ir.Model, name: str, array: np.ndarray) -> ir.Value:
+    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+    value.shape = ir.Shape(array.shape)
+    value.dtype = ir.DataType.from_numpy(array.dtype)
+    model.graph.register_initializer(value)
+    return value
+
+
+def pack_weights(model: ir.Model) -> int:
+    """Fold Concat(initializers) feeding a fused op into one initializer (quantizable weights)."""
+    done = 0
+    for node in list(model.graph):
+        if node.op_type != "Concat" or node.outputs[0].is_graph_output():
+            continue
+        parts = [_const(v) for v in node.inputs]
+        if not parts or any(p is None for p in parts):
+            continue
+        axis = node.attributes["axis"].as_int()
+        out = node.outputs[0]
+        packed = _initializer(model, f"{out.name}_packed", np.concatenate(parts, axis=axis))
+        out.replace_all_uses_with(packed)
+        done += 1
+    return done
+
+
+def _graph_input(model: ir.Model, name: str) -> ir.Value | None:
+    return next((v for v in model.graph.inputs if v.name == name), None)
+
+
+def padding_mask_index(model: ir.Model) -> int:
+    """Give every fused Attention the raw int32 padding mask instead of the 4-D additive bias.
+
+    Only for families whose attention mask is pure key padding (BERT): the bias built by
+    transformers' SDPA mask code is then exactly ``-inf`` where ``attention_mask == 0``, which
+    ``mask_index`` (2-D raw mask) expresses. The parity gate checks the result.
+    """
+    mask = _graph_input(model, "attention_mask")
+    attentions = [n for n in model.graph if n.op_type == "Attention" and n.domain == MS]
+    if mask is None or not attentions:
+        return 0
+    cast = ir.node("Cast", [mask], {"to": ir.DataType.INT32}, name="attention_mask_int32")
+    cast.outputs[0].name = "attention_mask_int32"
+    cast.outputs[0].dtype = ir.DataType.INT32
+    cast.outputs[0].shape = mask.shape
+    model.graph.insert_before(attentions[0], cast)
+    for node in attentions:
+        inputs = list(node.inputs) + [None] * (6 - len(node.inputs))
+        inputs[3], inputs[5] = cast.outputs[0], None
+        while inputs and inputs[-1] is None:
+            inputs.pop()
+        sizes = node.attributes.get("qkv_hidden_sizes")
+        attrs = dict(node.attributes)
+        if sizes is not None and len(set(sizes.as_ints())) == 1:
+            attrs.pop("qkv_hidden_sizes")  # equal sizes are the default; ORT's quantizer skips nodes that carry it
+        new = ir.node("Attention", inputs, {k: v for k, v in attrs.items()}, domain=MS, name=node.name, num_outputs=len(node.outputs))
+        _replace(model, node, new)
+    return len(attentions)
+
+
+def _replace(model: ir.Model, old: ir.Node, new: ir.Node) -> None:
+    for o_old, o_new in zip(old.outputs, new.outputs):
+        o_new.name, o_new.dtype, o_new.shape = o_old.name, o_old.dtype, o_old.shape
+    model.graph.insert_before(old, new)
+    for o_old, o_new in zip(old.outputs, new.outputs):
+        o_old.replace_all_uses_with(o_new)
+        if o_old.is_graph_output():
+            idx = model.graph.outputs.index(o_old)
+            model.graph.outputs[idx] = o_new
+    model.graph.remove(old, safe=True)
+
+
+def _producer(value: ir.Value | None, op: str) -> ir.Node | None:
+    node = value.producer() if value is not None else None
+    return node if node is not None and node.op_type == op else None
+
+
+def embed_layer_norm(model: ir.Model) -> int:
+    """LayerNorm(Gather(word, ids) + Gather(segment, type ids) + Gather(position, arange)) -> EmbedLayerNormalization.
+
+    The dynamo graph slices the registered ``position_ids`` buffer ([1, max_pos] = 0..max_pos-1)
+    to the sequence length; EmbedLayerNormalization's default positions are the same 0..S-1.
+    """
+    ids, segments = _graph_input(model, "input_ids"), _graph_input(model, "token_type_ids")
+    if ids is None or segments is None:
+        return 0
+    for ln in list(model.graph):
+        if ln.op_type != "LayerNormalization":
+            continue
+        outer = _producer(ln.inputs[0], "Add")
+        inner = _producer(outer.inputs[0], "Add") if outer else None
+        if inner is None:
+            continue
+        gathers = [_producer(v, "Gather") for v in (*inner.inputs, outer.inputs[1])]
+        if any(g is None for g in gathers):
+            continue
+        by_index = {g.inputs[1].name if g.inputs[1] is not None else "": g for g in gathers}
+        word, seg = by_index.get("input_ids"), by_index.get("token_type_ids")
+        pos = next((g for g in gathers if g not in (word, seg)), None)
+        if word is None or seg is None or pos is None or not _is_arange_positions(pos.inputs[1]):
+            continue
+        if any(_const(g.inputs[0]) is None for g in (word, seg, pos)):
+            continue
+        casts = []
+        for src in (ids, segments):
+            c = ir.node("Cast", [src], {"to": ir.DataType.INT32}, name=f"{src.name}_int32")
+            c.outputs[0].name = f"{src.name}_int32"
+            casts.append(c)
+        eps = ln.attributes.get("epsilon")
+        fused = ir.node(
+            "EmbedLayerNormalization",
+            [casts[0].outputs[0], casts[1].outputs[0], word.inputs[0], pos.inputs[0], seg.inputs[0], ln.inputs[1], ln.inputs[2]],
+            {"epsilon": eps.as_float() if eps is not None else 1e-12}, domain=MS, name="EmbedLayerNormalization", num_outputs=2,
+        )
+        fused.outputs[1].name = "embed_mask_index"
+        for c in casts:
+            model.graph.insert_before(ln, c)
+        _replace_first(model, ln, fused)
+        return 1
+    return 0
+
+
+def _replace_first(model: ir.Model, old: ir.Node, new: ir.Node) -> None:
+    out_old, out_new = old.outputs[0], new.outputs[0]
+    out_new.name, out_new.dtype, out_new.shape = out_old.name, out_old.dtype, out_old.shape
+    model.graph.insert_before(old, new)
+    out_old.replace_all_uses_with(out_new)
+    model.graph.remove(old, safe=True)
+
+
+def _is_arange_positions(value: ir.Value | None) -> bool:
+    """``position_ids[:, :S]`` of the 0..N-1 buffer (the only positions BERT uses without an offset)."""
+    sl = _producer(value, "Slice")
+    if sl is None:
+        return False
+    data = _const(sl.inputs[0])
+    starts = _const(sl.inputs[1]) if len(sl.inputs) > 1 else None
+    if data is None or starts is None or data.ndim != 2 or data.shape[0] != 1:
+        return False
+    return bool(np.array_equal(data[0], np.arange(data.shape[1]))) and int(np.asarray(starts).ravel()[0]) == 0
+
+
+def summary(model: ir.Model) -> dict[str, Any]:
+    return {"fused_ops": fused_op_counts(model), "nodes": sum(1 for _ in model.graph.all_nodes())}
