@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def _ort_cpu(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
     return OrtRunner(bundle.model_path, bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads,
-                     runtime="ort", strict=bool(options.get("strict")))
+                     graph_optimization=options.get("graph_optimization", "all"), runtime="ort", strict=bool(options.get("strict")))
 
 
 def _ort_gpu(runtime: str) -> Callable[..., Runner]:
@@ -34,7 +34,8 @@ def _ort_gpu(runtime: str) -> Callable[..., Runner]:
         if runtime == "ort-trt":
             provider_options = ort_trt_options(bundle, resolve_profile(bundle, options.get("trt_profile")))
         return OrtRunner(bundle.model_path, bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads,
-                         runtime=runtime, strict=bool(options.get("strict")), provider_options=provider_options)
+                         graph_optimization=options.get("graph_optimization", "all"), runtime=runtime,
+                         strict=bool(options.get("strict")), provider_options=provider_options)
 
     return factory
 
@@ -50,7 +51,8 @@ RUNTIMES: dict[str, Callable[..., Runner]] = {"ort": _ort_cpu, "ort-cuda": _ort_
 
 
 def make_runner(bundle: Bundle, runtime: str = "ort", threads: int | None = None, **options: Any) -> Runner:
-    """A runner for ``bundle`` on ``runtime``; ``options``: strict, trt_profile, rebuild_engine."""
+    """A runner for ``bundle`` on ``runtime``; ``options``: strict, graph_optimization (none|basic|extended|all),
+    trt_profile, rebuild_engine."""
     try:
         factory = RUNTIMES[runtime]
     except KeyError:

@@ -250,3 +250,24 @@ def test_valid_feed_runs_on_every_cpu_runner(runners: list[Runner]) -> None:
     for runner in runners[:3]:
         out = runner.infer(feed)
         assert out["start_logits"].shape == (2, 5) and np.isfinite(out["end_logits"]).all()
+
+
+def test_int32_inputs_from_the_manifest(tmp_path: Path) -> None:
+    """A graph declaring int32 ids gets int32, whatever integer type the caller feeds."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from bert_export.models import TensorSpec
+
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT32, ["batch", "sequence"])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence"])
+    graph = helper.make_graph([helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)], "g", [ids], [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, tmp_path / "m.onnx")
+    runner = OrtRunner(tmp_path / "m.onnx", [TensorSpec("input_ids", "int32", ("batch", "sequence"))],
+                       [TensorSpec("logits", "float32", ("batch", "sequence"))], 8, runtime="ort", graph_optimization="basic")
+    with runner:
+        got = runner.infer({"input_ids": np.array([[1, 2, 3]], np.int64)})["logits"]
+        assert runner.provider_report() == {"runtime": "ort", "requested": [CPU], "active": [CPU], "fallback": False, "notes": []}
+    np.testing.assert_array_equal(got, [[1.0, 2.0, 3.0]])
