@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from bert_export.models import FAMILIES, TASKS, BertExportError, ParityError
+from bert_export.quantize.cli_options import optimization_options, options_from
 from bert_export.runtimes.providers import RUNTIME_NAMES
 
 from .progress import Steps, console
@@ -57,9 +58,10 @@ def _family_command(family_name: str) -> click.Command:
     @click.option("--allow-pickle", is_flag=True, help="Allow loading pickle (.bin) weights you trust.")
     @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the checkpoint (off by default).")
     @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+    @optimization_options
     def command(task: str, model: str | None, random_init: bool, tiny: bool, config_items: tuple[str, ...], seed: int,
                 num_labels: int | None, out: Path | None, force: bool, opset: int, max_seq: int | None, no_validate: bool,
-                report: Path | None, allow_pickle: bool, trust_remote_code: bool, quiet: bool) -> None:
+                report: Path | None, allow_pickle: bool, trust_remote_code: bool, quiet: bool, **opt: Any) -> None:
         from .api import export
         from .loading import parse_overrides
 
@@ -70,7 +72,7 @@ def _family_command(family_name: str) -> click.Command:
             result = export(fam, task, model=model, random_init=random_init, overrides=overrides, seed=seed,
                             num_labels=num_labels, out=out, force=force, opset=opset, max_seq=max_seq,
                             validate=not no_validate, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                            steps=Steps(quiet=quiet))
+                            steps=Steps(quiet=quiet), optimization=options_from(opt))
         except ParityError as exc:  # keep the evidence: the report is what the user needs to act on
             if report is not None and getattr(exc, "report", None) is not None:
                 report.write_text(exc.report.dumps() + "\n", encoding="utf-8")

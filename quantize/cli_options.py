@@ -1,0 +1,46 @@
+"""The optimizer's options on every family command (``bert-export bert --int8 ...``).
+
+Kept here so the family command in exporter/cli.py only gains one decorator and one argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .pipeline import DEFAULT_CALIB_SAMPLES, OptimizeOptions
+
+_OPTIONS = (
+    click.option("--runtime", "opt_runtime", type=click.Choice(["ort", "trt"]), default="ort", show_default=True,
+                 help="What the bundle is optimized for: ort gets ONNX Runtime's fused ops; trt stays standard ONNX "
+                      "(TensorRT fuses by itself)."),
+    click.option("--no-optimize", "opt_no_optimize", is_flag=True, help="Skip the fusions (ship the plain export)."),
+    click.option("--fp16", "opt_fp16", is_flag=True, help="FP16 weights and math; inputs/outputs keep their types."),
+    click.option("--fp16-io", "opt_fp16_io", is_flag=True, help="With --fp16: float16 outputs too."),
+    click.option("--int8", "opt_int8", is_flag=True, help="INT8 weights and matrix multiplies."),
+    click.option("--int8-mode", "opt_int8_mode", type=click.Choice(["dynamic", "static"]), default=None,
+                 help="dynamic: activations quantized at run time (default for --runtime ort); static: QDQ with "
+                      "calibrated ranges (default and the only choice for --runtime trt)."),
+    click.option("--calib-samples", "opt_calib_samples", type=int, default=DEFAULT_CALIB_SAMPLES, show_default=True,
+                 help="Calibration sentences (bundle tokenizer) for static INT8 and the fallback's sensitivity."),
+    click.option("--no-fallback", "opt_no_fallback", is_flag=True,
+                 help="Do not keep sensitive nodes in fp32 when fp16/int8 fails the parity gate."),
+)
+
+
+def optimization_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator adding the optimizer's options (all named ``opt_*``)."""
+    for option in reversed(_OPTIONS):
+        func = option(func)
+    return func
+
+
+def options_from(kwargs: dict[str, Any]) -> OptimizeOptions:
+    """Pop the ``opt_*`` values from a command's kwargs into ``OptimizeOptions``."""
+    return OptimizeOptions(
+        runtime=kwargs.pop("opt_runtime"), optimize=not kwargs.pop("opt_no_optimize"), fp16=kwargs.pop("opt_fp16"),
+        fp16_io=kwargs.pop("opt_fp16_io"), int8=kwargs.pop("opt_int8"), int8_mode=kwargs.pop("opt_int8_mode"),
+        calib_samples=kwargs.pop("opt_calib_samples"), fallback=not kwargs.pop("opt_no_fallback"),
+    )
