@@ -214,3 +214,25 @@ def test_bad_arguments_fail_cleanly(demo: Path, qa_bundle: Path, args: list[str]
     proc = cpp(demo, qa_bundle, *args)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and message in proc.stderr
+
+
+def test_mlm_text_without_mask_is_refused(demo: Path, make_bundle: Callable[..., Path]) -> None:
+    proc = cpp(demo, make_bundle("bert", "mlm"), "--text", "Paris is the capital.")
+    assert proc.returncode == 2 and "has no [MASK] to fill" in proc.stderr
+
+
+def test_bpe_bundle_is_a_documented_gap(demo: Path, make_bundle: Callable[..., Path], copy_bundle: Callable[[Path], Path]) -> None:
+    """A byte-level BPE bundle (ModernBERT): the runtime is still self-tested on golden.json's stored
+    ids; text input is refused with a pointer to the docs instead of being mis-tokenized."""
+    from bert_export.exporter.bundle import write_manifest
+
+    bundle = copy_bundle(make_bundle("bert", "qa"))
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    manifest["tokenizer"]["kind"] = "bpe"
+    write_manifest(bundle, {k: v for k, v in manifest.items() if k not in ("schema_version", "files")})
+    proc = cpp(demo, bundle, "--self-test")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "note: tokenizer check skipped" in proc.stdout and "self-test: 3/3" in proc.stdout
+    for args in (["--tokenize", "hi"], ["--question", "Q?", "--context", "C."]):
+        proc = cpp(demo, bundle, *args)
+        assert proc.returncode == 2 and "docs/bundle.md" in proc.stderr

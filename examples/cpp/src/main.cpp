@@ -400,6 +400,13 @@ int run(int argc, char** argv) {
     std::cout << json{{"embeddings", rows}}.dump() << "\n";
     return 0;
   }
+  if (task == "mlm") {  // as `bert-export run`: a text without the mask token has nothing to fill
+    std::string mask = app.tok().token(app.bundle.manifest.at("special_tokens").at("mask").get<int64_t>());
+    for (size_t i = 0; i < texts.size(); ++i)
+      if (texts[i].find(mask) == std::string::npos)
+        throw UsageError("--text #" + std::to_string(i + 1) + " has no " + mask + " to fill; write e.g. \"Paris is the " +
+                         mask + " of France.\"");
+  }
   for (const auto& t : texts) {
     bx::Encoding e = app.tok().encode(t, max_seq);
     std::cout << app.result(e, app.model->run(feed_of(e)), t, "").dump() << "\n";
