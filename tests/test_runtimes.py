@@ -271,3 +271,17 @@ def test_int32_inputs_from_the_manifest(tmp_path: Path) -> None:
         got = runner.infer({"input_ids": np.array([[1, 2, 3]], np.int64)})["logits"]
         assert runner.provider_report() == {"runtime": "ort", "requested": [CPU], "active": [CPU], "fallback": False, "notes": []}
     np.testing.assert_array_equal(got, [[1.0, 2.0, 3.0]])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (providers.detect_gpu().available and CUDA in onnxruntime.get_available_providers()),
+                    reason="needs an NVIDIA GPU and onnxruntime-gpu")
+@pytest.mark.parametrize("runtime", ["ort-cuda", "ort-trt"])
+def test_gpu_providers_really_run(runtime: str, minilm: Any) -> None:
+    bundle = load_bundle(minilm("embed"))
+    texts = list(SENTENCES[:6])
+    with make_runner(bundle, runtime, strict=True) as runner:
+        gpu = predict(bundle, texts=texts, runner=runner)
+        assert runner.provider_report()["active"][0] == providers.ORT_RUNTIMES[runtime][0]
+    cpu = predict(bundle, texts=texts)
+    np.testing.assert_allclose(gpu.results[0]["embeddings"], cpu.results[0]["embeddings"], atol=1e-3)

@@ -235,8 +235,11 @@ def test_runner_refuses_foreign_engine(bert_qa: Path, copy_bundle: Any, fake_gpu
     with pytest.raises(BertExportError, match="A100.*this machine has TensorRT 10.9.0 on NVIDIA H100"):
         runner.infer(feed)
     # The same engine on its own GPU gets past the record check, then needs CUDA torch (CPU torch here).
+    import torch
+
     monkeypatch.setattr(trt_build, "detect_gpu", lambda: A100)
     monkeypatch.setattr(trt_runner, "require_gpu", lambda: A100)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # same answer on a GPU machine
     with pytest.raises(BertExportError, match="has no CUDA"):
         trt_runner.TrtRunner(load_bundle(b.path)).infer(feed)
 
