@@ -22,6 +22,7 @@ import pytest
 
 from bert_export.runtimes.factory import load_tokenizer
 from bert_export.runtimes.predict import predict
+from bert_export.runtimes.texts import long_text
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,7 @@ TOKENIZER_TEXTS = [
     "Ελληνικά και русский текст, مرحبا بالعالم, हिन्दी",
     "e\u0301 combining a\u0308 and o\u0302\u0323",
     "He said, \"Don't forget the state-of-the-art benchmarks,\" and left.",
+    long_text(600),  # past max_sequence_length: --tokenize does not truncate, like tokenizer(text)
 ]
 
 QA_REQUESTS = [
@@ -55,6 +57,7 @@ QA_REQUESTS = [
     ("Who wrote Pride and Prejudice?",
      "Pride and Prejudice is an 1813 novel of manners written by Jane Austen. It follows Élizabeth Bennet."),
     ("Où est le café ?", "Le café « Les Deux Magots » se trouve à Saint-Germain-des-Prés, Paris 6e."),
+    ("When did Marie Curie win?", long_text(700) + " Marie Curie won in 1911."),  # context truncated to 512 tokens
 ]
 
 

@@ -358,7 +358,11 @@ int run(int argc, char** argv) {
     else if (a == "--text") texts.push_back(value());
     else if (a == "--question") question = value(), has_q = true;
     else if (a == "--context") context = value(), has_c = true;
-    else if (a == "--threads") threads = std::stoi(value());
+    else if (a == "--threads") {
+      std::string v = value();
+      if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos) throw UsageError("--threads needs a number, got " + v);
+      threads = std::stoi(v);
+    }
     else throw UsageError("unknown option " + a + "; see --help");
   }
   int modes = int(selftest) + int(has_tok) + int(!texts.empty()) + int(has_q || has_c);
