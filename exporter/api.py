@@ -244,6 +244,8 @@ def validate(bundle: str | Path, *, runtime: str = "ort", threads: int | None = 
     with steps.step(f"Running {len(cases)} stored cases on {runtime}"):
         with make_runner(b, runtime, threads) as runner:
             results = [runner.infer(c.feed) for c in cases]
+            ran_on = runner.provider_report() if hasattr(runner, "provider_report") else {"runtime": runtime}
     report = compare(tsk, b.outputs, cases, reference, results, runtime=runtime, precision=b.precision,
                      pooling=b.manifest.get("pooling", {}).get("mode", "cls"), stored_rows=rows)
+    report.providers = ran_on  # a fallback (ort-cuda that ran on CPU) shows here, not hidden behind the name
     return report

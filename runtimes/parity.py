@@ -151,6 +151,8 @@ class Report:
     cases: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    # What actually ran (e.g. the ONNX Runtime providers a session got after any fallback).
+    providers: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -159,7 +161,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "passed": self.passed, "runtime": self.runtime, "precision": self.precision, "task": self.task,
-            "gate": asdict(self.gate), "summary": self.summary, "failures": self.failures, "cases": self.cases,
+            "gate": asdict(self.gate), "providers": self.providers, "summary": self.summary, "failures": self.failures, "cases": self.cases,
         }
 
     def dumps(self) -> str:

@@ -47,6 +47,7 @@ def test_tiny_export_passes_fp32_gate(make_bundle, family: str, task: str) -> No
     again = validate(bundle)
     assert again.passed, again.failures
     assert again.summary["max_abs"].keys() == report["summary"]["max_abs"].keys()
+    assert again.providers["active"][0] == "CPUExecutionProvider"
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
