@@ -39,11 +39,13 @@ def quantize_dynamic(src: Path, dst: Path, exclude: set[str] | frozenset[str] = 
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     model = onnx.load(str(src))
-    targets = [n for n in quantizable_nodes(model) if n not in exclude]
+    targets = set(quantizable_nodes(model)) - set(exclude)
+    # nodes_to_include does not restrict (any MatMul is taken), so name everything else as excluded
+    skip = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in targets]
     cfg = DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True, accuracy_level=4, bits=8)
     with _quiet():
         quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=BLOCK, is_symmetric=True, accuracy_level=4,
-                                         nodes_to_include=targets, algo_config=cfg)
+                                         nodes_to_exclude=skip, algo_config=cfg)
         quantizer.process()
     _save(quantizer.model.model, dst)
 

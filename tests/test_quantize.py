@@ -1,0 +1,183 @@
+"""The optimizer (quantize/): fused-op counts per family, fp16 and int8 gates on the real MiniLM,
+and the accuracy fallback. About 4 minutes on 2 cores (five MiniLM exports, four tiny ones).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from bert_export.exporter import export
+from bert_export.exporter.cli import main
+from bert_export.models import FAMILIES, ParityError
+from bert_export.quantize.fallback import accuracy_fallback
+from bert_export.quantize.pipeline import OptimizeOptions
+from bert_export.runtimes.parity import GATES
+
+from .conftest import MINILM_ID
+
+MS_OPS = {"Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu", "RotaryEmbedding"}
+
+
+def graph_ops(bundle: Path) -> Counter[str]:
+    model = onnx.load(str(bundle / "model.onnx"), load_external_data=False)
+    return Counter(n.op_type for n in model.graph.node)
+
+
+def manifest(bundle: Path) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+# ---- fusions: counts per family, so an upgrade that loses one fails here ---------------------------
+
+def test_bert_fusions(make_bundle):
+    bundle = make_bundle("bert", "qa")
+    layers = FAMILIES["bert"].tiny_config["num_hidden_layers"]
+    expected = {"Attention": layers, "EmbedLayerNormalization": 1, "SkipLayerNormalization": 2 * layers, "BiasGelu": layers}
+    ops = graph_ops(bundle)
+    assert {k: ops[k] for k in expected} == expected
+    assert ops["Softmax"] == 0 and ops["Erf"] == 0 and ops["LayerNormalization"] == 0  # nothing left unfused
+    m = manifest(bundle)
+    assert m["optimization"]["fused_ops"] == expected
+    assert m["precision"] == "fp32" and m["parity"]["summary"]["max_abs"]["start_logits"] <= 1e-4
+
+
+def test_modernbert_fusions(make_bundle):
+    bundle = make_bundle("modernbert", "qa")
+    layers = FAMILIES["modernbert"].tiny_config["num_hidden_layers"]
+    ops = graph_ops(bundle)
+    # one fused attention per layer, the local (sliding-window) layers included
+    assert ops["MultiHeadAttention"] + ops["Attention"] == layers
+    assert ops["Softmax"] == 0
+    assert manifest(bundle)["parity"]["passed"]
+
+
+def test_trt_target_stays_standard_onnx(make_bundle):
+    bundle = make_bundle("bert", "qa", optimization=OptimizeOptions(runtime="trt"))
+    model = onnx.load(str(bundle / "model.onnx"))
+    assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+    assert manifest(bundle)["runtime"] == "trt" and manifest(bundle)["optimization"]["fused_ops"] == {}
+
+
+def test_no_optimize_ships_the_plain_export(make_bundle):
+    bundle = make_bundle("bert", "qa", optimization=OptimizeOptions(optimize=False))
+    assert not MS_OPS & set(graph_ops(bundle)) and "optimization" not in manifest(bundle)
+
+
+def test_fp16_io_outputs(make_bundle):
+    bundle = make_bundle("bert", "token-cls", optimization=OptimizeOptions(fp16=True, fp16_io=True))
+    model = onnx.load(str(bundle / "model.onnx"))
+    assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 for o in model.graph.output)
+    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.INT64 for i in model.graph.input)
+    assert {o["dtype"] for o in manifest(bundle)["outputs"]} == {"float16"}
+
+
+# ---- gates on the packaged MiniLM (real text, padded batches) ---------------------------------------
+
+def test_minilm_fp32_optimized_gate(make_bundle):
+    bundle = make_bundle("bert", "embed", model=MINILM_ID)
+    m = manifest(bundle)
+    assert m["optimization"]["fused_ops"]["Attention"] == 6
+    assert max(m["parity"]["summary"]["max_abs"].values()) <= GATES["fp32"].max_abs
+
+
+def test_minilm_fp16_gate(make_bundle):
+    bundle = make_bundle("bert", "embed", model=MINILM_ID, optimization=OptimizeOptions(fp16=True))
+    m, model = manifest(bundle), onnx.load(str(bundle / "model.onnx"))
+    s = m["parity"]["summary"]
+    assert m["precision"] == "fp16" and s["cosine_mean"] >= 0.9999 and np.isfinite(max(s["max_abs"].values()))
+    assert sum(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer) > 20
+    assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in model.graph.output)  # io types kept
+
+
+def test_minilm_int8_dynamic_gate_embed(make_bundle):
+    bundle = make_bundle("bert", "embed", model=MINILM_ID, optimization=OptimizeOptions(int8=True))
+    m = manifest(bundle)
+    s = m["parity"]["summary"]
+    assert m["precision"] == "int8" and s["cosine_mean"] >= 0.997 and s["cosine_min"] >= 0.995
+    assert m["optimization"]["fused_ops"]["MatMulNBits"] == 18  # every projection outside the fused attention
+    assert m["optimization"]["fallback"]["kept_fp32"] == []
+
+
+def test_minilm_int8_dynamic_gate_qa(make_bundle):
+    import torch
+
+    torch.manual_seed(0)  # the checkpoint has no qa head: its random init follows torch's global RNG
+    bundle = make_bundle("bert", "qa", model=MINILM_ID, optimization=OptimizeOptions(int8=True))
+    s = manifest(bundle)["parity"]["summary"]
+    assert s["span_exact_match"] >= 0.97 and s["start_agreement"] >= 0.97
+
+
+def test_fallback_rescues_static_int8(make_bundle):
+    """Plain static QDQ fails the int8 gate on MiniLM; the fallback keeps the fewest MatMuls in fp32."""
+    bundle = make_bundle("bert", "embed", model=MINILM_ID, optimization=OptimizeOptions(int8=True, int8_mode="static"))
+    fb = manifest(bundle)["optimization"]["fallback"]
+    assert fb["before"]["failures"], "plain static INT8 was expected to fail the gate"
+    assert fb["before"]["summary"]["cosine_min"] < 0.995
+    assert fb["passed"] and 0 < len(fb["kept_fp32"]) < 18
+    assert len(fb["kept_fp32"]) == fb["gate_evaluations"] - 1  # one gate run per node added, fewest first
+    assert manifest(bundle)["parity"]["summary"]["cosine_min"] >= 0.995
+    assert graph_ops(bundle)["QuantizeLinear"] > 0
+
+
+# ---- the fallback's search and the options, without exports -----------------------------------------
+
+class FakeReport:
+    def __init__(self, passed: bool) -> None:
+        self.passed, self.failures, self.summary = passed, [] if passed else ["cosine"], {}
+
+
+def test_fallback_keeps_most_sensitive_first(monkeypatch, tmp_path):
+    """Node 'b' matters most, 'c' next; the gate holds once both are kept -> exactly those two."""
+    import bert_export.quantize.fallback as fb
+
+    errors = {"a": 0.01, "b": 0.5, "c": 0.2}
+    built: list[frozenset[str]] = []
+
+    def build(keep: frozenset[str]) -> Path:
+        built.append(keep)
+        return tmp_path / "x.onnx"
+
+    def fake_error(ref, got):
+        return 1.0 - sum(errors[n] for n in built[-1])
+
+    monkeypatch.setattr(fb, "run_outputs", lambda path, feeds: [])
+    monkeypatch.setattr(fb, "output_error", fake_error)
+    result = accuracy_fallback(["a", "b", "c"], build, lambda p: FakeReport({"b", "c"} <= built[-1]), tmp_path / "ref.onnx", [])
+    assert result.passed and result.kept == ["b", "c"] and result.evaluations == 3
+
+
+def test_fallback_says_when_it_cannot(monkeypatch, tmp_path):
+    import bert_export.quantize.fallback as fb
+
+    monkeypatch.setattr(fb, "run_outputs", lambda path, feeds: [])
+    monkeypatch.setattr(fb, "output_error", lambda ref, got: 0.0)
+    result = accuracy_fallback(["a", "b"], lambda keep: tmp_path / "x", lambda p: FakeReport(False), tmp_path / "r", [])
+    assert not result.passed and result.kept == ["a", "b"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fp16", "--int8"], "exclusive"),
+    (["--int8", "--int8-mode", "dynamic", "--runtime", "trt"], "QDQ"),
+    (["--fp16-io"], "--fp16-io needs --fp16"),
+    (["--int8-mode", "static"], "--int8-mode needs --int8"),
+    (["--int8", "--calib-samples", "0"], "--calib-samples"),
+])
+def test_bad_option_combinations(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bert", "--task", "qa", "--random-init", "--tiny", "--out", str(tmp_path / "b"), *args])
+    err = capsys.readouterr()
+    assert exc.value.code == 2 and message in (err.err + err.out) and "Traceback" not in err.err
+    assert not (tmp_path / "b").exists()
+
+
+def test_no_fallback_fails_static_int8(tmp_path):
+    with pytest.raises(ParityError):
+        export("bert", "embed", model=MINILM_ID, out=tmp_path / "b",
+               optimization=OptimizeOptions(int8=True, int8_mode="static", fallback=False, calib_samples=8))
+    assert not (tmp_path / "b").exists()
