@@ -103,6 +103,27 @@ void decompose(char32_t cp, std::u32string& out) {
   if (!lookup(kDecompose, kDecompose_len, kDecompose_pool, cp, out)) out.push_back(cp);
 }
 
+bool is_letter(char32_t cp) { return in_ranges(kLetter, kLetter_len, cp); }
+bool is_number(char32_t cp) { return in_ranges(kNumber, kNumber_len, cp); }
+
+int combining_class(char32_t cp) {
+  const CpClass* end = kCombining + kCombining_len;
+  const CpClass* it = std::upper_bound(kCombining, end, cp, [](char32_t c, const CpClass& x) { return c < x.lo; });
+  return it != kCombining && cp <= (it - 1)->hi ? int((it - 1)->ccc) : 0;
+}
+
+char32_t compose(char32_t a, char32_t b) {
+  if (a >= 0x1100 && a <= 0x1112 && b >= 0x1161 && b <= 0x1175)  // Hangul L + V
+    return 0xAC00 + ((a - 0x1100) * 21 + (b - 0x1161)) * 28;
+  if (a >= 0xAC00 && a <= 0xD7A3 && (a - 0xAC00) % 28 == 0 && b > 0x11A7 && b <= 0x11C2)  // LV + T
+    return a + (b - 0x11A7);
+  const CpPair* end = kCompose + kCompose_len;
+  const CpPair* it = std::lower_bound(kCompose, end, std::make_pair(a, b), [](const CpPair& x, std::pair<char32_t, char32_t> k) {
+    return x.first < k.first || (x.first == k.first && x.second < k.second);
+  });
+  return it != end && it->first == a && it->second == b ? it->composite : 0;
+}
+
 void lower(char32_t cp, std::u32string& out) {
   if (!lookup(kLower, kLower_len, kLower_pool, cp, out)) out.push_back(cp);
 }

@@ -17,6 +17,11 @@ bool is_white_space(char32_t cp);    // the White_Space property (Rust's char::i
 bool is_cjk(char32_t cp);            // the CJK ranges Hugging Face's BertNormalizer pads with spaces
 // Full canonical decomposition (NFD) of one code point, Hangul included.
 void decompose(char32_t cp, std::u32string& out);
+bool is_letter(char32_t cp);         // L*
+bool is_number(char32_t cp);         // N*
+int combining_class(char32_t cp);    // canonical combining class (0: starter)
+// The primary composite of a canonical pair (Hangul included), or 0.
+char32_t compose(char32_t first, char32_t second);
 // Unconditional lower-case mapping of one code point (may be several code points).
 void lower(char32_t cp, std::u32string& out);
 const char* unicode_version();

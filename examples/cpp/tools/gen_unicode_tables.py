@@ -1,10 +1,12 @@
-"""Generate unicode_tables.h: the Unicode data BERT's normalizer needs, from Python's unicodedata.
+"""Generate unicode_tables.h: the Unicode data the tokenizers need, from Python's unicodedata.
 
 Why generated: the C++ demo must not depend on ICU (not on every edge device), and Hugging Face's
-BertNormalizer needs only five facts per code point: "other" category (C*: removed as control),
-non-spacing mark (Mn: removed after NFD when stripping accents), punctuation (P*: split), the
-canonical decomposition (NFD) and the lower-case mapping. Hangul syllables decompose
-algorithmically in the C++ code, which keeps this table small.
+tokenizers need only a few facts per code point. BertNormalizer: "other" category (C*: removed
+as control), non-spacing mark (Mn: removed after NFD when stripping accents), punctuation (P*:
+split), the canonical decomposition (NFD) and the lower-case mapping. Byte-level BPE: letters
+(L*) and numbers (N*) for the GPT-2 split pattern, and for the NFC normalizer the canonical
+combining classes and the primary composites. Hangul syllables decompose and compose
+algorithmically in the C++ code, which keeps these tables small.
 
     python gen_unicode_tables.py OUT.h
 """
@@ -45,6 +47,33 @@ def mapping(fn) -> list[tuple[int, list[int]]]:
     return out
 
 
+def class_ranges() -> list[tuple[int, int, int]]:
+    """(lo, hi, ccc) runs of non-zero canonical combining class."""
+    out: list[tuple[int, int, int]] = []
+    for cp in range(MAX_CP):
+        cc = unicodedata.combining(chr(cp))
+        if cc and out and out[-1][1] == cp - 1 and out[-1][2] == cc:
+            out[-1] = (out[-1][0], cp, cc)
+        elif cc:
+            out.append((cp, cp, cc))
+    return out
+
+
+def composites() -> list[tuple[int, int, int]]:
+    """(first, second, composite) for every primary composite (canonical pair, not excluded)."""
+    out = []
+    for cp in range(MAX_CP):
+        if 0xD800 <= cp <= 0xDFFF or is_hangul_syllable(cp):
+            continue
+        d = unicodedata.decomposition(chr(cp))
+        if not d or d.startswith("<"):
+            continue
+        parts = [int(x, 16) for x in d.split()]
+        if len(parts) == 2 and unicodedata.normalize("NFC", chr(parts[0]) + chr(parts[1])) == chr(cp):
+            out.append((parts[0], parts[1], cp))
+    return sorted(out)
+
+
 def emit_ranges(name: str, rs: list[tuple[int, int]]) -> str:
     body = ",".join(f"{{0x{a:X},0x{b:X}}}" for a, b in rs)
     return f"static const CpRange {name}[] = {{{body}}};\nstatic const size_t {name}_len = {len(rs)};\n"
@@ -74,6 +103,14 @@ def main(out: str) -> None:
         emit_ranges("kOther", ranges(lambda c: cat(chr(c)).startswith("C"))),
         emit_ranges("kMarkNonspacing", ranges(lambda c: cat(chr(c)) == "Mn")),
         emit_ranges("kPunctuation", ranges(lambda c: cat(chr(c)).startswith("P"))),
+        emit_ranges("kLetter", ranges(lambda c: cat(chr(c)).startswith("L"))),
+        emit_ranges("kNumber", ranges(lambda c: cat(chr(c)).startswith("N"))),
+        "struct CpClass { uint32_t lo, hi, ccc; };",
+        "static const CpClass kCombining[] = {" + ",".join(f"{{0x{a:X},0x{b:X},{k}}}" for a, b, k in class_ranges()) + "};",
+        f"static const size_t kCombining_len = {len(class_ranges())};",
+        "struct CpPair { uint32_t first, second, composite; };",
+        "static const CpPair kCompose[] = {" + ",".join(f"{{0x{a:X},0x{b:X},0x{k:X}}}" for a, b, k in composites()) + "};",
+        f"static const size_t kCompose_len = {len(composites())};",
         emit_map("kDecompose", mapping(lambda s: unicodedata.normalize("NFD", s))),
         emit_map("kLower", mapping(str.lower)),
     ]
