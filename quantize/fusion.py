@@ -43,7 +43,7 @@ def fused_op_counts(model: ir.Model) -> dict[str, int]:
     return {op: counts[op] for op in FUSED_OPS if counts[op]}
 
 
-def fuse_for_ort(model: ir.Model, *, padding_mask_only: bool) -> ir.Model:
+def fuse_for_ort(model: ir.Model, *, padding_mask_only: bool, max_positions: int) -> ir.Model:
     """ONNX Runtime's fused ops for a BERT-like encoder (see the module docstring)."""
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
@@ -52,6 +52,8 @@ def fuse_for_ort(model: ir.Model, *, padding_mask_only: bool) -> ir.Model:
     if padding_mask_only:
         padding_mask_index(model)
     embed_layer_norm(model)
+    skip_layer_norm(model)
+    rotary_embedding(model, max_positions)
     os_optimizer.remove_unused_nodes(model)
     return model
 
@@ -137,10 +139,7 @@ def _replace(model: ir.Model, old: ir.Node, new: ir.Node) -> None:
         o_new.name, o_new.dtype, o_new.shape = o_old.name, o_old.dtype, o_old.shape
     model.graph.insert_before(old, new)
     for o_old, o_new in zip(old.outputs, new.outputs):
-        o_old.replace_all_uses_with(o_new)
-        if o_old.is_graph_output():
-            idx = model.graph.outputs.index(o_old)
-            model.graph.outputs[idx] = o_new
+        o_old.replace_all_uses_with(o_new, replace_graph_outputs=True)
     model.graph.remove(old, safe=True)
 
 
@@ -198,7 +197,7 @@ def _replace_first(model: ir.Model, old: ir.Node, new: ir.Node) -> None:
     out_old, out_new = old.outputs[0], new.outputs[0]
     out_new.name, out_new.dtype, out_new.shape = out_old.name, out_old.dtype, out_old.shape
     model.graph.insert_before(old, new)
-    out_old.replace_all_uses_with(out_new)
+    out_old.replace_all_uses_with(out_new, replace_graph_outputs=True)
     model.graph.remove(old, safe=True)
 
 
@@ -216,3 +215,122 @@ def _is_arange_positions(value: ir.Value | None) -> bool:
 
 def summary(model: ir.Model) -> dict[str, Any]:
     return {"fused_ops": fused_op_counts(model), "nodes": sum(1 for _ in model.graph.all_nodes())}
+
+
+def skip_layer_norm(model: ir.Model) -> int:
+    """Add(a, b) -> LayerNormalization becomes SkipLayerNormalization, bias-free LayerNorms included.
+
+    ModernBERT is pre-LN with ``bias=False`` LayerNorms: the residual sum feeds the next
+    residual Add as well, which SkipLayerNormalization returns as its 4th output. Neither
+    onnxscript's rule nor ONNX Runtime's (it indexes a bias input that is not there) match it.
+    """
+    done = 0
+    for ln in list(model.graph):
+        if ln.op_type != "LayerNormalization" or ln.domain not in ("", "ai.onnx") or len(ln.outputs) > 1:
+            continue
+        add = _producer(ln.inputs[0], "Add")
+        if add is None or _const(ln.inputs[1]) is None:
+            continue
+        a, b = add.inputs
+        if a is None or b is None or a.shape is None or b.shape is None or len(a.shape) != 3 or len(b.shape) != 3:
+            continue
+        if any(not isinstance(d, int) and str(d) != str(e) for d, e in zip(a.shape, b.shape)) or a.shape[-1] != b.shape[-1]:
+            continue
+        axis = ln.attributes.get("axis")
+        if axis is not None and axis.as_int() not in (-1, 2):
+            continue
+        eps = ln.attributes.get("epsilon")
+        gamma = ln.inputs[1]
+        beta = ln.inputs[2] if len(ln.inputs) > 2 else None
+        fused = ir.node("SkipLayerNormalization", [a, b, gamma, beta], {"epsilon": eps.as_float() if eps is not None else 1e-5},
+                        domain=MS, name=f"{ln.name}_skip", num_outputs=4)
+        out, summed = fused.outputs[0], fused.outputs[3]
+        out.name, out.dtype, out.shape = ln.outputs[0].name, ln.outputs[0].dtype, ln.outputs[0].shape
+        summed.name, summed.dtype, summed.shape = f"{add.outputs[0].name}_sum", add.outputs[0].dtype, add.outputs[0].shape
+        model.graph.insert_before(ln, fused)
+        ln.outputs[0].replace_all_uses_with(out, replace_graph_outputs=True)
+        add.outputs[0].replace_all_uses_with(summed, replace_graph_outputs=True)
+        model.graph.remove(ln, safe=True)
+        model.graph.remove(add, safe=True)
+        done += 1
+    return done
+
+
+def rotary_embedding(model: ir.Model, max_positions: int) -> int:
+    """x*cos + rotate_half(x)*sin on [batch, heads, seq, head] -> com.microsoft RotaryEmbedding.
+
+    Matches the rotate_half form transformers uses (ModernBERT, Llama-style, non-interleaved)
+    with cos/sin computed in the graph from an ``inv_freq`` initializer and positions 0..S-1;
+    the caches are precomputed the way PyTorch does it (float32 product, then cos/sin).
+    """
+    done = 0
+    caches: dict[str, tuple[ir.Value, ir.Value]] = {}
+    zero = None
+    for add in list(model.graph):
+        if add.op_type != "Add":
+            continue
+        m1, m2 = (_producer(v, "Mul") for v in add.inputs)
+        if m1 is None or m2 is None:
+            continue
+        for first, second in ((m1, m2), (m2, m1)):
+            match = _match_rotary(first, second)
+            if match is not None:
+                break
+        else:
+            continue
+        x, inv_freq = match
+        if x.shape is None or len(x.shape) != 4 or not isinstance(x.shape[-1], int):
+            continue
+        key = inv_freq.name or ""
+        if key not in caches:
+            inv = inv_freq.const_value.numpy().astype(np.float32)
+            freqs = np.arange(max_positions, dtype=np.float32)[:, None] * inv[None, :]
+            caches[key] = (_initializer(model, f"{key}_cos_cache", np.cos(freqs).astype(np.float32)),
+                           _initializer(model, f"{key}_sin_cache", np.sin(freqs).astype(np.float32)))
+        if zero is None:
+            zero = _initializer(model, "rotary_position_offset", np.zeros((1,), dtype=np.int64))
+        cos_cache, sin_cache = caches[key]
+        fused = ir.node("RotaryEmbedding", [x, zero, cos_cache, sin_cache], {"interleaved": 0}, domain=MS,
+                        name=f"{add.name}_rotary")
+        _replace_first(model, add, fused)
+        done += 1
+    return done
+
+
+def _match_rotary(direct: ir.Node, rotated: ir.Node) -> tuple[ir.Value, ir.Value] | None:
+    """direct = x * Unsqueeze(Cos(c)), rotated = Concat(-x[h/2:], x[:h/2]) * Unsqueeze(Sin(c)); c from inv_freq."""
+    x = direct.inputs[0]
+    cos = _producer(_producer_input(direct.inputs[1], "Unsqueeze"), "Cos")
+    cat = _producer(rotated.inputs[0], "Concat")
+    sin = _producer(_producer_input(rotated.inputs[1], "Unsqueeze"), "Sin")
+    if cos is None or sin is None or cat is None or cos.inputs[0] is not sin.inputs[0] or len(cat.inputs) != 2:
+        return None
+    neg = _producer(cat.inputs[0], "Neg")
+    s_hi, s_lo = (_producer(neg.inputs[0], "Slice") if neg else None), _producer(cat.inputs[1], "Slice")
+    if s_hi is None or s_lo is None or s_hi.inputs[0] is not x or s_lo.inputs[0] is not x:
+        return None
+    angles = _producer(cos.inputs[0], "Concat")  # cat(freqs, freqs)
+    freqs = _producer(angles.inputs[0], "Mul") if angles is not None and angles.inputs[0] is angles.inputs[1] else None
+    if freqs is None:
+        return None
+    inv = next((v for v in freqs.inputs if v is not None and v.const_value is not None), None)
+    pos = next((v for v in freqs.inputs if v is not None and v.const_value is None), None)
+    if inv is None or pos is None or not _is_range_from_zero(pos):
+        return None
+    return x, inv
+
+
+def _producer_input(value: ir.Value | None, op: str) -> ir.Value | None:
+    node = _producer(value, op)
+    return node.inputs[0] if node is not None else None
+
+
+def _is_range_from_zero(value: ir.Value | None) -> bool:
+    """Cast(Unsqueeze(Range(0, S, 1))): the 0..S-1 positions of an unpadded-offset encoder."""
+    node = value.producer() if value is not None else None
+    while node is not None and node.op_type in ("Cast", "Unsqueeze", "Reshape"):
+        node = node.inputs[0].producer() if node.inputs[0] is not None else None
+    if node is None or node.op_type != "Range":
+        return False
+    start, step = _const(node.inputs[0]), _const(node.inputs[2])
+    return start is not None and step is not None and float(start) == 0 and float(step) == 1

@@ -113,7 +113,7 @@ def optimize_graph(
     if options.optimize:
         model = ir.load(path)
         if options.runtime == "ort":
-            model = fuse_for_ort(model, padding_mask_only=family.local_window_attr is None)
+            model = fuse_for_ort(model, padding_mask_only=family.local_window_attr is None, max_positions=max_seq)
         else:
             model = fold_for_trt(model)
         _save_ir(model, path)
