@@ -109,12 +109,15 @@ def model_flops(config: dict[str, Any], family: Family, task: str, batch: int, s
     dense = 2 * tokens * (4 * h * h + ffn_mats * h * inter)
     total = sum(dense + 4 * tokens * keys * h for keys in _layer_keys(config, family, seq))
     labels = len(config.get("id2label") or {}) or 2
+    # ModernBERT-style heads (their config has classifier_activation) put a dense h x h prediction
+    # head before every task classifier; BERT's token-level heads are a single linear layer.
+    token_head = 2 * tokens * h * h if "classifier_activation" in config else 0
     head = {
         "embed": 2 * batch * h * h if family.has_pooler else 0,
         "mlm": 2 * tokens * h * (h + int(config["vocab_size"])),
         "seq-cls": 2 * batch * h * (h + labels),
-        "token-cls": 2 * tokens * h * labels,
-        "qa": 2 * tokens * h * 2,
+        "token-cls": token_head + 2 * tokens * h * labels,
+        "qa": token_head + 2 * tokens * h * 2,
     }
     return float(total + head.get(task, 0))
 
@@ -170,6 +173,21 @@ def make_feed(inputs: Sequence[Any], specials: dict[str, int | None], stream: np
 # --------------------------------------------------------------------------- memory
 
 
+def release_freed_memory() -> None:
+    """Hand memory freed by a previous runner back to the OS before a baseline is taken.
+
+    glibc keeps freed heap pages resident; the next model then reuses them without raising RSS,
+    and its delta would read hundreds of MiB low. ``malloc_trim(0)`` returns them (glibc only).
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
 class PeakMemory:
     """Peak resident memory of this process within a window, above a baseline taken before a model loads.
 
@@ -180,6 +198,7 @@ class PeakMemory:
 
     def __init__(self) -> None:
         self.proc = psutil.Process()
+        release_freed_memory()
         self.baseline = self.rss()
         self._hwm = self._can_reset_hwm()
 

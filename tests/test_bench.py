@@ -146,6 +146,29 @@ def test_feed_is_real_text_with_full_masks(bert_embed: Path) -> None:
     assert (feed["attention_mask"] == 1).all() and (feed["token_type_ids"] == 0).all()
 
 
+@pytest.mark.parametrize("family", ["bert", "modernbert"])
+@pytest.mark.parametrize("task", ["embed", "mlm", "seq-cls", "token-cls", "qa"])
+def test_flops_match_torch_flop_counter(family: str, task: str) -> None:
+    """The FLOP model against PyTorch's own count of the real module (eager attention, every layer global)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bert_export.exporter.loading import task_class
+    from bert_export.models import get_task
+
+    fam = get_family(family)
+    config = getattr(transformers, fam.config_class)(**fam.tiny_config)
+    config._attn_implementation = "eager"  # SDPA's CPU kernels are not counted by FlopCounterMode
+    if fam.local_window_attr:
+        config.layer_types = ["full_attention"] * config.num_hidden_layers  # eager computes masked scores too
+    torch.manual_seed(0)
+    model = task_class(fam, get_task(task))(config).eval()
+    ids = torch.randint(5, 100, (2, 24))
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert model_flops(config.to_dict(), fam, task, 2, 24) == pytest.approx(counter.get_total_flops(), rel=1e-3)
+
+
 def test_flops_match_the_textbook_count_and_credit_only_the_window() -> None:
     bert = transformers.BertConfig().to_dict()
     # BERT-base, 1 x 128: 12 layers x (8 h^2 + 4 h i + 4 s h) per token + the pooler.
