@@ -184,7 +184,6 @@ struct App {
 
 std::vector<float> flat(const json& j) {
   std::vector<float> out;
-  std::vector<const json*> stack = {&j};
   std::function<void(const json&)> walk = [&](const json& x) {
     if (x.is_array())
       for (const json& y : x) walk(y);
