@@ -97,7 +97,10 @@ class _Encoder:
             nq, nc = len(question.split()) + 2, len(context.split()) + 1
             n = max(3, min(max_len, nq + nc))
             return self._random(n), [0] * min(nq, n) + [1] * (n - min(nq, n))
-        enc = self.tok(question, context, truncation="only_second", max_length=max_len, return_token_type_ids=True)
+        try:
+            enc = self.tok(question, context, truncation="only_second", max_length=max_len, return_token_type_ids=True)
+        except Exception:  # the question alone is longer than max_len: trim both (tokenizers refuses only_second)
+            enc = self.tok(question, context, truncation="longest_first", max_length=max_len, return_token_type_ids=True)
         ids = list(enc["input_ids"])
         types = enc.get("token_type_ids")
         if not types or not any(types):  # tokenizers without segment ids (ModernBERT): derive them
