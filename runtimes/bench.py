@@ -67,7 +67,7 @@ def summarize(runtime: str, precision: str, batch: int, seq: int, times_ns: Sequ
     ms = np.asarray(times_ns, dtype=np.float64) / 1e6
     p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
     sec = p50 / 1e3
-    return Row(runtime, precision, batch, seq, round(p50, 4), round(p90, 4), round(p99, 4),
+    return Row(runtime, precision, batch, seq, round(p50, 6), round(p90, 6), round(p99, 6),
                round(batch / sec, 3), round(batch * seq / sec, 1), round(flop / sec / 1e9, 3), None,
                None if peak_mem_mb is None else round(peak_mem_mb, 1), mem_source)
 
