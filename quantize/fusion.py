@@ -334,3 +334,36 @@ def _is_range_from_zero(value: ir.Value | None) -> bool:
         return False
     start, step = _const(node.inputs[0]), _const(node.inputs[2])
     return start is not None and step is not None and float(start) == 0 and float(step) == 1
+
+
+def unpack_attention(model: ir.Model) -> int:
+    """Attention(X, Wqkv, b, mask_index) -> MatMul(X, Wqkv), Split, MultiHeadAttention(q, k, v, b, mask).
+
+    For INT8 only: the fused Attention's QKV projection is internal to the op, so weight-only
+    int8 (MatMulNBits) cannot reach it; as a plain MatMul it can, and MultiHeadAttention keeps
+    the fused softmax(QK^T)V. (QAttention would keep it fused but needs per-tensor activations.)
+    """
+    done = 0
+    for node in list(model.graph):
+        if node.op_type != "Attention" or node.domain != MS or len(node.inputs) < 3:
+            continue
+        weight = node.inputs[1]
+        w = _const(weight)
+        if w is None or w.shape[1] % 3 or "qkv_hidden_sizes" in node.attributes:
+            continue
+        x, bias = node.inputs[0], node.inputs[2]
+        mask = node.inputs[3] if len(node.inputs) > 3 else None
+        if len(node.inputs) > 4 and any(v is not None for v in node.inputs[4:]):
+            continue  # past state or attention bias: not an encoder layer we know how to unpack
+        matmul = ir.node("MatMul", [x, weight], name=f"{node.name}_qkv")
+        split = ir.node("Split", [matmul.outputs[0]], {"axis": -1, "num_outputs": 3}, name=f"{node.name}_split", num_outputs=3)
+        mha_inputs = [*split.outputs, bias, mask]
+        attrs = {k: v for k, v in node.attributes.items() if k in ("num_heads", "mask_filter_value", "scale")}
+        mha = ir.node("MultiHeadAttention", mha_inputs, attrs, domain=MS, name=f"{node.name}_mha")
+        matmul.outputs[0].name = f"{node.name}_qkv_out"
+        for i, o in enumerate(split.outputs):
+            o.name = f"{node.name}_{'qkv'[i]}"
+        model.graph.insert_before(node, [matmul, split])
+        _replace_first(model, node, mha)
+        done += 1
+    return done

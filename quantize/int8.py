@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from bert_export.models import BertExportError
 
 from .calibration import FeedReader
 
+SMOOTH_ALPHA = 0.5  # best of 0.25 / 0.4 / 0.5 / 0.75 on MiniLM (pooled cosine min)
 BLOCK = 128  # divides every BERT/ModernBERT hidden and intermediate size we know (384 .. 4096)
 MODES = ("dynamic", "static")
 
@@ -96,3 +98,112 @@ class _quiet:
     def __exit__(self, *exc: object) -> None:
         for lg, level in zip((self.root, *self.names), self.levels):
             lg.setLevel(level)
+
+
+def smooth_factors(src: Path, feeds: list, alpha: float = SMOOTH_ALPHA) -> dict[str, np.ndarray]:
+    """SmoothQuant's per-input-channel factors for every quantizable MatMul, from calibration text.
+
+    BERT-like activations carry a few outlier channels (|x| ~6 where most are < 1), and a row's
+    int8 scale is set by them. ``s_k = max|x_k|^a / max|W_k|^(1-a)`` moves that range into the
+    weights (``x / s`` and ``s * W``; exact in fp32), where per-channel weight scales absorb it.
+    """
+    import onnxruntime as ort
+    from onnx import helper
+
+    model = onnx.load(str(src))
+    targets = set(quantizable_nodes(model))
+    inputs = {n.name: n.input[0] for n in model.graph.node if n.name in targets}
+    known = {o.name for o in model.graph.output}
+    for name in sorted(set(inputs.values()) - known):
+        model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every exposed tensor
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    amax: dict[str, np.ndarray] = {}
+    for feed in feeds:
+        values = dict(zip(names, sess.run(None, feed)))
+        for tensor in set(inputs.values()):
+            v = np.abs(values[tensor]).reshape(-1, values[tensor].shape[-1]).max(0)
+            amax[tensor] = np.maximum(amax.get(tensor, 0.0), v)
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.name in targets:
+            w_max = np.abs(numpy_helper.to_array(inits[node.input[1]])).max(1)
+            s = amax[node.input[0]] ** alpha / np.maximum(w_max, 1e-5) ** (1 - alpha)
+            out[node.name] = np.clip(s, 1e-2, 1e2).astype(np.float32)
+    return out
+
+
+def quantize_rowwise(src: Path, dst: Path, exclude: set[str] | frozenset[str] = frozenset(),
+                     smooth: dict[str, np.ndarray] | None = None) -> None:
+    """Dynamic INT8 with one activation scale per token row, on ONNX Runtime's u8s8 MatMulInteger.
+
+    Per MatMul ``y = x @ W`` (W an initializer [K, N]):
+
+        s   = max(|x|, axis=-1) / 127                       (per row, at run time)
+        x_q = uint8(round(x / s) + 128)                      (symmetric, shifted to u8, zero point 128)
+        y   = float(MatMulInteger(x_q, W_q, 128)) * s * w_s  (W_q int8 per output channel)
+
+    Why not ``quantize_dynamic`` (DynamicQuantizeLinear + MatMulInteger): one scale for the
+    whole activation tensor, which on the packaged MiniLM costs cosine 0.991 / 0.968; per-row
+    scales give 0.999 / 0.997. Why not ``MatMulNBits`` (8-bit, accuracy_level 4, also per-row
+    blocks): on this AVX512-VNNI EPYC it runs a 128x768x3072 MatMul in 2.2 ms against 0.46 ms
+    for MatMulInteger and 2.9 ms for fp32; this construct takes 0.8 ms. Caveat: on CPUs without
+    VNNI, u8s8 kernels (vpmaddubsw) can saturate with full-range int8 weights.
+    """
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    inits = {i.name: i for i in model.graph.initializer}
+    targets = set(quantizable_nodes(model)) - set(exclude)
+    shared = [
+        numpy_helper.from_array(np.array([-1], np.int64), "rq_axes"), numpy_helper.from_array(np.array(1e-8, np.float32), "rq_eps"),
+        numpy_helper.from_array(np.array(127.0, np.float32), "rq_127"), numpy_helper.from_array(np.array(1 / 127.0, np.float32), "rq_inv127"),
+        numpy_helper.from_array(np.array(128.0, np.float32), "rq_128"), numpy_helper.from_array(np.array(128, np.uint8), "rq_zp"),
+    ]
+    new_nodes, used = [], set()
+    for node in model.graph.node:
+        if node.name not in targets:
+            new_nodes.append(node)
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        p = node.name
+        x, y = node.input[0], node.output[0]
+        if smooth is not None and p in smooth:
+            w = w * smooth[p][:, None]
+            model.graph.initializer.append(numpy_helper.from_array((1.0 / smooth[p]).astype(np.float32), f"{p}_smooth"))
+            new_nodes.append(helper.make_node("Mul", [x, f"{p}_smooth"], [f"{p}_xsm"], name=f"{p}_smooth"))
+            x = f"{p}_xsm"
+        w_scale = np.maximum(np.abs(w).max(0), 1e-12) / 127.0
+        w_q = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
+        model.graph.initializer.extend([numpy_helper.from_array(w_q, f"{p}_Wq"), numpy_helper.from_array(w_scale.astype(np.float32), f"{p}_ws")])
+        used.add(node.input[1])
+        new_nodes += [
+            helper.make_node("Abs", [x], [f"{p}_abs"], name=f"{p}_abs"),
+            helper.make_node("ReduceMax", [f"{p}_abs", "rq_axes"], [f"{p}_amax"], name=f"{p}_amax", keepdims=1),
+            helper.make_node("Max", [f"{p}_amax", "rq_eps"], [f"{p}_amax_c"], name=f"{p}_amax_c"),
+            helper.make_node("Div", ["rq_127", f"{p}_amax_c"], [f"{p}_inv"], name=f"{p}_inv"),
+            helper.make_node("Mul", [x, f"{p}_inv"], [f"{p}_xs"], name=f"{p}_xs"),
+            helper.make_node("Round", [f"{p}_xs"], [f"{p}_xr"], name=f"{p}_xr"),
+            helper.make_node("Add", [f"{p}_xr", "rq_128"], [f"{p}_xu"], name=f"{p}_xu"),
+            helper.make_node("Cast", [f"{p}_xu"], [f"{p}_xq"], name=f"{p}_xq", to=onnx.TensorProto.UINT8),
+            helper.make_node("MatMulInteger", [f"{p}_xq", f"{p}_Wq", "rq_zp"], [f"{p}_y32"], name=f"{p}_int8"),
+            helper.make_node("Cast", [f"{p}_y32"], [f"{p}_yf"], name=f"{p}_yf", to=onnx.TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{p}_amax_c", "rq_inv127"], [f"{p}_s"], name=f"{p}_s"),
+            helper.make_node("Mul", [f"{p}_yf", f"{p}_ws"], [f"{p}_yw"], name=f"{p}_yw"),
+            helper.make_node("Mul", [f"{p}_yw", f"{p}_s"], [y], name=f"{p}_y"),
+        ]
+    if targets:
+        model.graph.initializer.extend(shared)
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    still_used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name not in used or i.name in still_used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    _save(model, dst)

@@ -25,7 +25,7 @@ from . import fp16 as fp16_mod
 from . import int8 as int8_mod
 from .calibration import calibration_feeds
 from .fallback import FallbackResult, accuracy_fallback
-from .fusion import fold_for_trt, fuse_for_ort, fused_op_counts
+from .fusion import fold_for_trt, fuse_for_ort, fused_op_counts, unpack_attention
 
 TARGETS = ("ort", "trt")
 DEFAULT_INT8_MODE = {"ort": "dynamic", "trt": "static"}
@@ -86,10 +86,13 @@ class OptimizeResult:
             "io_fp16": o.fp16_io,
         }
         if o.int8:
-            out["int8"] = {"mode": o.mode, "calib_samples": o.calib_samples if o.mode == "static" else None,
-                           "weights": "int8 symmetric " + ("per-channel" if o.mode == "static" else f"per-channel blocks of {int8_mod.BLOCK}"),
-                           "activations": ("calibrated " + ("int8 symmetric" if o.runtime == "trt" else "uint8 asymmetric") + " per tensor")
-                           if o.mode == "static" else f"int8 per row block of {int8_mod.BLOCK}, at run time"}
+            static = o.mode == "static"
+            out["int8"] = {
+                "mode": o.mode, "calib_samples": o.calib_samples, "weights": "int8 symmetric per output channel",
+                "activations": ("calibrated per tensor, " + ("int8 symmetric" if o.runtime == "trt" else "uint8 asymmetric"))
+                if static else f"int8 per token row at run time, after SmoothQuant (alpha {int8_mod.SMOOTH_ALPHA}) channel scaling",
+                "kernel": "QDQ" if static else "MatMulInteger (u8s8)",
+            }
         if o.fp16 or o.int8:
             out["fallback"] = {"enabled": o.fallback, **(self.fallback.to_json() if self.fallback else {"kept_fp32": []})}
         return out
@@ -149,10 +152,16 @@ def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, f
         return build_fp16, fp16_mod.fp16_candidates(base)
     candidates = int8_mod.quantizable_nodes(base)
     if options.mode == "dynamic":
+        unpacked = work / "fp32-unpacked.onnx"
+        model = ir.load(fp32_path)
+        unpack_attention(model)
+        ir.save(model, unpacked)
+        smooth = int8_mod.smooth_factors(unpacked, feeds)
+
         def build_dynamic(keep: frozenset[str]) -> Path:
-            int8_mod.quantize_dynamic(fp32_path, out, exclude=keep)
+            int8_mod.quantize_rowwise(unpacked, out, exclude=keep, smooth=smooth)
             return out
-        return build_dynamic, candidates
+        return build_dynamic, int8_mod.quantizable_nodes(onnx.load(str(unpacked)))
     cache = work / "calibration.json"
 
     def build_static(keep: frozenset[str]) -> Path:
