@@ -74,13 +74,12 @@ def time_torch(model: Any, names: list[str], vocab: int, runs: int) -> dict[int,
     return out
 
 
-def export_variants(family: str, work: Path, tiny: bool) -> tuple[dict[str, Path], Any, list[str], int]:
-    """Our bundles plus the two baselines; returns paths, the torch model, input names, vocab."""
+def export_variants(family: str, work: Path, tiny: bool) -> dict[str, Path]:
+    """Our bundles plus the two baselines (the plain export, ORT's default dynamic INT8)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from bert_export.exporter import export
-    from bert_export.exporter.loading import load_source
-    from bert_export.models import get_family, get_task
+    from bert_export.models import get_family
     from bert_export.quantize.pipeline import OptimizeOptions
 
     fam = get_family(family)
@@ -102,8 +101,17 @@ def export_variants(family: str, work: Path, tiny: bool) -> tuple[dict[str, Path
     ort_int8 = work / f"{family}-ort-default-int8.onnx"
     quantize_dynamic(str(paths["plain fp32 (no fusion)"]), str(ort_int8), per_channel=True, weight_type=QuantType.QInt8)
     paths["ORT default dynamic int8 (baseline)"] = ort_int8
+    return paths
+
+
+def torch_model(family: str, tiny: bool) -> tuple[Any, list[str], int]:
+    """The same seeded random-init model the exports use."""
+    from bert_export.exporter.loading import load_source
+    from bert_export.models import get_family, get_task
+
+    fam = get_family(family)
     source = load_source(fam, get_task("embed"), random_init=True, overrides=dict(fam.tiny_config) if tiny else None)
-    return paths, source.model.eval(), list(fam.input_names), int(source.config.vocab_size)
+    return source.model.eval(), list(fam.input_names), int(source.config.vocab_size)
 
 
 def load_average() -> str:
@@ -165,15 +173,18 @@ def main() -> None:
     print(f"load average before: {results['load_before']}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
         for family in args.families.split(","):
-            print(f"{family}: exporting", flush=True)
-            paths, model, names, vocab = export_variants(family, Path(tmp), args.tiny)
+            # eager first, in a process that has not exported yet (timings after a dozen exports
+            # in the same process came out 8x slower at batch 1)
+            model, names, vocab = torch_model(family, args.tiny)
             rows = {"PyTorch eager fp32": time_torch(model, names, vocab, args.runs)}
             print(f"  eager: {rows['PyTorch eager fp32']}", flush=True)
+            del model
+            print(f"{family}: exporting", flush=True)
+            paths = export_variants(family, Path(tmp), args.tiny)
             for label, path in paths.items():
                 rows[label] = time_onnx(path, names, vocab, args.runs)
                 print(f"  {label}: {rows[label]}", flush=True)
             results["families"][f"{family}-base"] = {k: {str(b): v for b, v in r.items()} for k, r in rows.items()}
-            del model
     results["load_after"] = load_average()
     print(f"load average after: {results['load_after']}", flush=True)
     if args.tiny:

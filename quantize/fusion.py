@@ -339,9 +339,10 @@ def _is_range_from_zero(value: ir.Value | None) -> bool:
 def unpack_attention(model: ir.Model) -> int:
     """Attention(X, Wqkv, b, mask_index) -> MatMul(X, Wqkv), Split, MultiHeadAttention(q, k, v, b, mask).
 
-    For INT8 only: the fused Attention's QKV projection is internal to the op, so weight-only
-    int8 (MatMulNBits) cannot reach it; as a plain MatMul it can, and MultiHeadAttention keeps
-    the fused softmax(QK^T)V. (QAttention would keep it fused but needs per-tensor activations.)
+    For INT8 only: the fused Attention's QKV projection is internal to the op, so our row-wise
+    int8 MatMul (quantize/int8.py) cannot reach it; as a plain MatMul it can, and
+    MultiHeadAttention keeps the fused softmax(QK^T)V. (QAttention would keep it fused but only
+    with one activation scale per tensor, which fails the gate.)
     """
     done = 0
     for node in list(model.graph):

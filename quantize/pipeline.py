@@ -8,10 +8,12 @@ Everything that ends in the bundle's manifest is in ``OptimizeResult.to_manifest
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,38 @@ def optimize_graph(
 ) -> OptimizeResult:
     """Rewrite ``path`` in place: fusions for the target, then the precision, then fallback."""
     options.check()
+    with _quiet_libraries():
+        return _optimize_graph(path, family, inputs, options, tokenizer=tokenizer, max_seq=max_seq,
+                               vocab_size=vocab_size, probe=probe, seed=seed)
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """onnxscript/onnx-ir log every pass at INFO, which shows once anything (ORT's quantizer does)
+    configures the root logger; the progress line is the user's view of this step."""
+    loggers = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "onnxruntime", "root")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _optimize_graph(
+    path: Path,
+    family: Family,
+    inputs: tuple[TensorSpec, ...],
+    options: OptimizeOptions,
+    *,
+    tokenizer: Any | None,
+    max_seq: int,
+    vocab_size: int,
+    probe: Callable[[Path], Any] | None,
+    seed: int,
+) -> OptimizeResult:
     result = OptimizeResult(options)
     if options.optimize:
         model = ir.load(path)
