@@ -123,7 +123,7 @@ def optimize_graph(
 def _quiet_libraries() -> Iterator[None]:
     """onnxscript/onnx-ir log every pass at INFO, which shows once anything (ORT's quantizer does)
     configures the root logger; the progress line is the user's view of this step."""
-    loggers = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "onnxruntime", "root")]
+    loggers = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "onnxruntime")] + [logging.getLogger()]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)
