@@ -37,10 +37,10 @@ def run(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def summary(names: list[str], loads: dict[str, list[float]], seconds: dict[str, float]) -> str:
+def summary(names: list[str], loads: dict[str, list[float]], seconds: dict[str, float], tag: str = "") -> str:
     lines = []
     for name in names:
-        doc = json.loads((HERE / f"bench-{name}.json").read_text())
+        doc = json.loads((HERE / f"bench-{name}{tag}.json").read_text())
         m, s = doc["machine"], doc["settings"]
         lines += [
             f"### {name} ({s['family']} {s['task']}, {s['precision']}): {s['runs']} runs after {s['warmup']} warm-up, "
@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/bert-export-bench"))
     ap.add_argument("--models", default=",".join(MODELS), help="Comma-separated subset of: " + ", ".join(MODELS))
     ap.add_argument("--keep", action="store_true", help="Keep the exported bundles in --work.")
+    ap.add_argument("--tag", default="", help="Suffix for the output names (bench-<model><tag>.json ...).")
     args = ap.parse_args()
     names = [n for n in args.models.split(",") if n]
     max_seq = str(max(int(s) for s in args.seq.split(",")))
@@ -87,13 +88,14 @@ def main() -> None:
             run([*cli(), MODELS[name], "--task", "embed", "--random-init", "--max-seq", max_seq, "--out", str(bundle), "--force"])
         loads[f"before {name}"] = list(os.getloadavg())
         seconds[name] = run([*cli(), "bench", str(bundle), "--batch", args.batch, "--seq", args.seq, "--warmup", args.warmup,
-                             "--runs", args.runs, "--threads", args.threads, "--json", str(HERE / f"bench-{name}.json"),
-                             "--plot", str(HERE / f"bench-{name}.png")])
+                             "--runs", args.runs, "--threads", args.threads, "--json", str(HERE / f"bench-{name}{args.tag}.json"),
+                             "--plot", str(HERE / f"bench-{name}{args.tag}.png")])
         loads[f"after {name}"] = list(os.getloadavg())
         if not args.keep:
             shutil.rmtree(bundle, ignore_errors=True)
-    (HERE / "bench-summary.md").write_text(summary(names, loads, seconds), encoding="utf-8")
-    print((HERE / "bench-summary.md").read_text())
+    out = HERE / f"bench-summary{args.tag}.md"
+    out.write_text(summary(names, loads, seconds, args.tag), encoding="utf-8")
+    print(out.read_text())
 
 
 if __name__ == "__main__":
