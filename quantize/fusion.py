@@ -33,7 +33,7 @@ MS = "com.microsoft"
 FUSED_OPS = (
     "Attention", "MultiHeadAttention", "QAttention", "EmbedLayerNormalization", "SkipLayerNormalization",
     "SkipSimplifiedLayerNormalization", "BiasGelu", "FastGelu", "Gelu", "QuickGelu", "RotaryEmbedding",
-    "GemmFastGelu", "MatMulNBits", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "QuantizeLinear", "DequantizeLinear",
+    "GemmFastGelu", "MatMulNBits", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearMatMul", "QuantizeLinear", "DequantizeLinear",
 )
 
 

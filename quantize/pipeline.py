@@ -93,7 +93,7 @@ class OptimizeResult:
                 "mode": o.mode, "calib_samples": o.calib_samples, "weights": "int8 symmetric per output channel",
                 "activations": ("calibrated per tensor, " + ("int8 symmetric" if o.runtime == "trt" else "uint8 asymmetric"))
                 if static else f"int8 per token row at run time, after SmoothQuant (alpha {int8_mod.SMOOTH_ALPHA}) channel scaling",
-                "kernel": "QDQ" if static else "MatMulInteger (u8s8)",
+                "kernel": "QDQ" if static else "MatMulIntegerToFloat (u8s8)",
             }
         if o.fp16 or o.int8:
             out["fallback"] = {"enabled": o.fallback, **(self.fallback.to_json() if self.fallback else {"kept_fp32": []})}

@@ -104,7 +104,7 @@ def test_minilm_int8_dynamic_gate_embed(make_bundle):
     assert m["precision"] == "int8" and s["cosine_mean"] >= 0.997 and s["cosine_min"] >= 0.995
     # 24 projections (QKV, out, FFN up/down per layer): all but the few the fallback keeps run in int8
     kept = m["optimization"]["fallback"]["kept_fp32"]
-    assert m["optimization"]["fused_ops"]["MatMulInteger"] == 24 - len(kept) and len(kept) <= 4
+    assert m["optimization"]["fused_ops"]["MatMulIntegerToFloat"] == 24 - len(kept) and len(kept) <= 4
     assert m["optimization"]["fused_ops"]["MultiHeadAttention"] == 6
 
 
