@@ -52,11 +52,31 @@ def test_modernbert_fusions(make_bundle):
     layers = FAMILIES["modernbert"].tiny_config["num_hidden_layers"]
     ops = graph_ops(bundle)
     # one fused attention per layer, the local (sliding-window) layers included; rotary on q and k;
-    # both residual LayerNorms of every layer plus the final norm; GeGLU as MatMul, Split, Gelu, Mul
-    expected = {"MultiHeadAttention": layers, "RotaryEmbedding": 2 * layers, "SkipLayerNormalization": 2 * layers, "Gelu": layers + 1}
-    assert {k: ops[k] for k in expected} == expected  # the qa head's MLP has one more Gelu
+    # GeGLU as MatMul, Split, Gelu, Mul (the qa head's MLP has one more Gelu). SkipLayerNormalization
+    # is measured slower on ModernBERT and left out (test_modernbert_skip_layer_norm covers the pass).
+    expected = {"MultiHeadAttention": layers, "RotaryEmbedding": 2 * layers, "Gelu": layers + 1}
+    assert {k: ops[k] for k in expected} == expected
     assert ops["Softmax"] == ops["Erf"] == ops["Neg"] == ops["Cos"] == 0
     assert manifest(bundle)["parity"]["passed"]  # includes the past-window case with padding
+
+
+def test_modernbert_skip_layer_norm(make_bundle, tmp_path):
+    import onnx_ir as ir
+    import onnxruntime as ort
+
+    from bert_export.quantize.fusion import skip_layer_norm
+
+    src = make_bundle("modernbert", "embed") / "model.onnx"
+    model = ir.load(src)
+    layers = FAMILIES["modernbert"].tiny_config["num_hidden_layers"]
+    assert skip_layer_norm(model) == 2 * layers  # both residual norms of every layer (the last feeds final_norm)
+    ir.save(model, tmp_path / "skip.onnx")
+    ids = np.random.default_rng(0).integers(5, 1000, (2, 40))
+    mask = np.ones_like(ids)
+    mask[1, 25:] = 0
+    feed = {"input_ids": ids, "attention_mask": mask}
+    (a,), (b,) = (ort.InferenceSession(str(p)).run(["last_hidden_state"], feed) for p in (src, tmp_path / "skip.onnx"))
+    assert np.abs(a - b)[mask.astype(bool)].max() < 1e-4
 
 
 def test_trt_target_stays_standard_onnx(make_bundle):
