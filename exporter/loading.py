@@ -196,7 +196,8 @@ def _verify_safetensors(directory: Path) -> None:
 
 
 def load_directory(
-    family: Family, task: Task, ref: str, num_labels: int | None, allow_pickle: bool = False, trust_remote_code: bool = False
+    family: Family, task: Task, ref: str, num_labels: int | None, allow_pickle: bool = False,
+    trust_remote_code: bool = False, seed: int = 0,
 ) -> Source:
     kind, directory = resolve_directory(ref)
     _read_config(directory, family)
@@ -204,6 +205,7 @@ def load_directory(
     _verify_safetensors(directory)
     cls = task_class(family, task)
     transformers.logging.set_verbosity_error()  # its load report is replaced by new_head_params
+    torch.manual_seed(seed)  # a head the checkpoint lacks is initialised from torch's RNG: make it reproducible
     try:
         model, info = cls.from_pretrained(
             str(directory), attn_implementation="sdpa", dtype=torch.float32, output_loading_info=True,
@@ -268,7 +270,7 @@ def load_source(
         raise BertExportError("--config KEY=VALUE applies to --random-init only")
     if random_init:
         return load_random(family, task, overrides or {}, seed, num_labels)
-    return load_directory(family, task, model or family.default_id, num_labels, allow_pickle, trust_remote_code)
+    return load_directory(family, task, model or family.default_id, num_labels, allow_pickle, trust_remote_code, seed)
 
 
 def copy_tokenizer(source: Source, dest: Path) -> list[str]:

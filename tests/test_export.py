@@ -142,3 +142,13 @@ def test_minilm_embed_matches_sentence_transformers_pooling(make_bundle, minilm_
         hidden = ref_model(**{k: torch.from_numpy(v) for k, v in feed.items()}).last_hidden_state.numpy()
     ref = pool(hidden, feed["attention_mask"], "mean")
     assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_new_head_is_seeded(tmp_path) -> None:
+    """A head missing from the checkpoint is initialised reproducibly (same seed, same bundle numbers)."""
+    from bert_export.exporter.loading import load_source
+    from bert_export.models import get_family, get_task
+
+    heads = [load_source(get_family("bert"), get_task("qa"), model=MINILM_ID, seed=7).model.qa_outputs.weight for _ in range(2)]
+    other = load_source(get_family("bert"), get_task("qa"), model=MINILM_ID, seed=8).model.qa_outputs.weight
+    assert (heads[0] == heads[1]).all() and not (heads[0] == other).all()
