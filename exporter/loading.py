@@ -205,6 +205,7 @@ def load_directory(
     _verify_safetensors(directory)
     cls = task_class(family, task)
     transformers.logging.set_verbosity_error()  # its load report is replaced by new_head_params
+    transformers.logging.disable_progress_bar()  # ours is the rich status line
     torch.manual_seed(seed)  # a head the checkpoint lacks is initialised from torch's RNG: make it reproducible
     try:
         model, info = cls.from_pretrained(
