@@ -1,0 +1,31 @@
+"""Two small helpers every package needs (``models`` is the one package all the others import).
+
+``first_line`` turns a library's multi-line exception into the short cause our one-line errors quote;
+``quiet_loggers`` silences libraries that log every pass while our rich step line is the user's view.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``exc``'s message (or its type name when empty), at most ``limit`` characters."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str, level: int = logging.ERROR, root: bool = False) -> Iterator[None]:
+    """Raise the named loggers (and the root logger when ``root``) to ``level``, then restore them."""
+    loggers = [logging.getLogger(n) for n in names] + ([logging.getLogger()] if root else [])
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, old in zip(loggers, levels):
+            lg.setLevel(old)
