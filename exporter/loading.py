@@ -21,6 +21,7 @@ import torch
 import transformers
 
 from bert_export.models import BertExportError, Family, Task
+from bert_export.models.support import first_line
 
 # Files copied verbatim into the bundle when the source has them (verbatim keeps the C++
 # tokenizer and Hugging Face's reading the very same vocabulary and options).
@@ -192,7 +193,7 @@ def _verify_safetensors(directory: Path) -> None:
             if 8 + header_len + end > size:
                 raise ValueError("file is shorter than its header says")
         except Exception as exc:
-            raise BertExportError(f"weights file {path} is corrupt ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); re-download or re-save the model") from None
+            raise BertExportError(f"weights file {path} is corrupt ({first_line(exc)}); re-download or re-save the model") from None
 
 
 def load_directory(
@@ -214,8 +215,7 @@ def load_directory(
             trust_remote_code=trust_remote_code, local_files_only=True, **_label_kwargs(task, num_labels),
         )
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BertExportError(f"could not load {directory} as {cls.__name__}: {first[:300]}") from None
+        raise BertExportError(f"could not load {directory} as {cls.__name__}: {first_line(exc)}") from None
     _check_loading_info(directory, info, model.base_model_prefix)
     tok_dir = directory if any((directory / f).exists() for f in ("tokenizer.json", "vocab.txt")) else None
     source = Source(model.eval(), model.config, kind, ref, directory, tok_dir, _pooling(directory))

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import onnx_ir as ir
 import torch
 
 from bert_export.models import BATCH, SEQUENCE, BertExportError, TensorSpec
+from bert_export.models.support import first_line, quiet_loggers
 from bert_export.runtimes.torch_runner import TaskGraph
 
 MODEL_FILE = "model.onnx"
@@ -81,8 +82,7 @@ def export_onnx(
                 input_names=list(feed), output_names=[o.name for o in outputs], optimize=True, verbose=False,
             )
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BertExportError(f"torch.onnx export failed: {first[:300]}; try another --opset or report a bug") from None
+        raise BertExportError(f"torch.onnx export failed: {first_line(exc)}; try another --opset or report a bug") from None
     model = program.model
     _name_dynamic_dims(model, inputs, outputs)
     path = out_dir / MODEL_FILE
@@ -115,21 +115,13 @@ def check_graph(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BertExportError(f"exported graph failed the ONNX checker: {first[:300]}") from None
+        raise BertExportError(f"exported graph failed the ONNX checker: {first_line(exc)}") from None
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     """torch.export prints pages of progress and warnings; ours is the rich status line."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    with quiet_loggers("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"), warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield

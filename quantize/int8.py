@@ -22,13 +22,14 @@ On MiniLM plain static QDQ gives 0.938 / 0.821 and needs most MatMuls kept in fp
 
 from __future__ import annotations
 
-import logging
+import contextlib
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from bert_export.models import BertExportError
+from bert_export.models.support import quiet_loggers
 
 from .calibration import FeedReader
 
@@ -75,19 +76,9 @@ def _save(model: onnx.ModelProto, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
-class _quiet:
+def _quiet() -> contextlib.AbstractContextManager[None]:
     """ORT's quantizers log every node at INFO and warn about pre-processing; our step line says enough."""
-
-    def __enter__(self) -> None:
-        self.root = logging.getLogger()
-        self.names = [logging.getLogger(n) for n in ("onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits_quantizer")]
-        self.levels = [lg.level for lg in (self.root, *self.names)]
-        for lg in (self.root, *self.names):
-            lg.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        for lg, level in zip((self.root, *self.names), self.levels):
-            lg.setLevel(level)
+    return quiet_loggers("onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits_quantizer", root=True)
 
 
 def smooth_factors(src: Path, feeds: list, alpha: float = SMOOTH_ALPHA) -> dict[str, np.ndarray]:

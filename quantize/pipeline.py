@@ -13,7 +13,7 @@ import copy
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import onnx
 import onnx_ir as ir
 
 from bert_export.models import BertExportError, Family, TensorSpec
+from bert_export.models.support import quiet_loggers
 
 from . import fp16 as fp16_mod
 from . import int8 as int8_mod
@@ -119,19 +120,10 @@ def optimize_graph(
                                vocab_size=vocab_size, probe=probe, seed=seed)
 
 
-@contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
+def _quiet_libraries() -> contextlib.AbstractContextManager[None]:
     """onnxscript/onnx-ir log every pass at INFO, which shows once anything (ORT's quantizer does)
     configures the root logger; the progress line is the user's view of this step."""
-    loggers = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "onnxruntime")] + [logging.getLogger()]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    return quiet_loggers("onnxscript", "onnx_ir", "onnxruntime", level=logging.WARNING, root=True)
 
 
 def _optimize_graph(

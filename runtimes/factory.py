@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bert_export.models import BertExportError
+from bert_export.models.support import first_line
 
 from .base import Runner
 from .ort_runner import OrtRunner
@@ -69,5 +70,4 @@ def load_tokenizer(directory: Path) -> Any | None:
     try:
         return transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BertExportError(f"could not load the tokenizer in {directory}: {first[:200]}") from None
+        raise BertExportError(f"could not load the tokenizer in {directory}: {first_line(exc, 200)}") from None

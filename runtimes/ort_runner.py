@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bert_export.models import BertExportError, TensorSpec
+from bert_export.models.support import first_line
 
 from .base import Outputs, Runner
 from .providers import CUDA, TRT, ProviderPlan, plan_providers, settle
@@ -80,8 +81,7 @@ class OrtRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.model_path), self.session_options(), providers=with_options)
         except Exception as exc:  # ORT raises several unrelated types for a bad file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BertExportError(f"ONNX Runtime could not load {self.model_path}: {first}; re-export the bundle") from None
+            raise BertExportError(f"ONNX Runtime could not load {self.model_path}: {first_line(exc)}; re-export the bundle") from None
         if self.plan is not None:
             settle(self.plan, self.session.get_providers(), self.strict)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bert_export.models import SEQUENCE, Task, TensorSpec
+from bert_export.models import Task, TensorSpec
 
 from .cases import Case
 
