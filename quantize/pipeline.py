@@ -8,7 +8,6 @@ Everything that ends in the bundle's manifest is in ``OptimizeResult.to_manifest
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import shutil
@@ -101,6 +100,9 @@ class OptimizeResult:
         return out
 
 
+# onnxscript/onnx-ir log every pass at INFO, which shows once anything (ORT's quantizer does) configures the
+# root logger; the progress line is the user's view of this step.
+@quiet_loggers("onnxscript", "onnx_ir", "onnxruntime", level=logging.WARNING, root=True)
 def optimize_graph(
     path: Path,
     family: Family,
@@ -115,29 +117,6 @@ def optimize_graph(
 ) -> OptimizeResult:
     """Rewrite ``path`` in place: fusions for the target, then the precision, then fallback."""
     options.check()
-    with _quiet_libraries():
-        return _optimize_graph(path, family, inputs, options, tokenizer=tokenizer, max_seq=max_seq,
-                               vocab_size=vocab_size, probe=probe, seed=seed)
-
-
-def _quiet_libraries() -> contextlib.AbstractContextManager[None]:
-    """onnxscript/onnx-ir log every pass at INFO, which shows once anything (ORT's quantizer does)
-    configures the root logger; the progress line is the user's view of this step."""
-    return quiet_loggers("onnxscript", "onnx_ir", "onnxruntime", level=logging.WARNING, root=True)
-
-
-def _optimize_graph(
-    path: Path,
-    family: Family,
-    inputs: tuple[TensorSpec, ...],
-    options: OptimizeOptions,
-    *,
-    tokenizer: Any | None,
-    max_seq: int,
-    vocab_size: int,
-    probe: Callable[[Path], Any] | None,
-    seed: int,
-) -> OptimizeResult:
     result = OptimizeResult(options)
     if options.optimize:
         model = ir.load(path)
