@@ -8,17 +8,16 @@
 from __future__ import annotations
 
 import json
-import platform
 import resource
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bert_export.models import BertExportError, Family, ParityError, Task, TensorSpec, get_family, get_task
+from bert_export.models.support import versions
 from bert_export.runtimes.cases import Case, build_cases, specials_for
 from bert_export.runtimes.factory import load_tokenizer, make_runner
 from bert_export.runtimes.ort_runner import OrtRunner
@@ -75,16 +74,6 @@ def graph_outputs(family: Family, task: Task, source: Source) -> tuple[TensorSpe
         TensorSpec(o.name, o.dtype, tuple(sizes.get(a, a) if isinstance(a, str) else a for a in o.axes))
         for o in family.outputs_for(task, has_pooler=has_pooler)
     )
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("bert-export", "torch", "transformers", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "tokenizers"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def peak_rss_mb() -> float:

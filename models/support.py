@@ -1,14 +1,17 @@
-"""Two small helpers every package needs (``models`` is the one package all the others import).
+"""Small helpers every package needs (``models`` is the one package all the others import).
 
 ``first_line`` turns a library's multi-line exception into the short cause our one-line errors quote;
-``quiet_loggers`` silences libraries that log every pass while our rich step line is the user's view.
+``quiet_loggers`` silences libraries that log every pass while our rich step line is the user's view;
+``versions`` is what manifests and benchmark results record about the software that made them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 from collections.abc import Iterator
+from importlib import metadata
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -29,3 +32,16 @@ def quiet_loggers(*names: str, level: int = logging.ERROR, root: bool = False) -
     finally:
         for lg, old in zip(loggers, levels):
             lg.setLevel(old)
+
+
+VERSIONED = ("bert-export", "torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "onnx-ir",
+             "tokenizers", "tensorrt", "numpy")
+
+
+def versions() -> dict[str, str]:
+    """Python and the installed versions of the libraries that shape a graph or a timing."""
+    out = {"python": platform.python_version()}
+    for dist in VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out

@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 import psutil
 
 from bert_export.models import BertExportError, Family, get_family
+from bert_export.models.support import versions
 
 from .base import Runner
 
@@ -141,8 +141,8 @@ def _token_stream(tokenizer: Any, vocab_size: int, length: int) -> np.ndarray:
 def specials_of(tokenizer: Any, manifest: dict[str, Any]) -> dict[str, int | None]:
     """[CLS]/[SEP] ids: the tokenizer's own when the bundle has one, else the manifest's.
 
-    The tokenizer wins because it is what users feed; the manifest's ids come from the model
-    config, which for BERT lacks them (they fall back to 1/2 rather than 101/102).
+    The tokenizer wins because it is what users feed; bundles without one (random-init
+    ModernBERT) have only the manifest's ids, taken from the model config.
     """
     ids = dict(manifest.get("special_tokens") or {})
     if tokenizer is not None:
@@ -271,7 +271,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         "os": platform.platform(),
         "threads": threads,
         "gpu": None,
-        "versions": _versions(),
+        "versions": versions(),
     }
     with contextlib.suppress(Exception):
         import torch
@@ -289,14 +289,6 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
 def load_avg() -> list[float] | None:
     """1/5/15-minute load: on a shared machine, the first thing to check when numbers look off."""
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("bert-export", "torch", "transformers", "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[dist] = metadata.version(dist)
-    return out
 
 
 # --------------------------------------------------------------------------- the run

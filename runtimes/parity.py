@@ -17,6 +17,7 @@ import numpy as np
 from bert_export.models import Task, TensorSpec
 
 from .cases import Case
+from .postprocess import pool  # the same pooling users get from `run`
 
 # Elementwise relative difference uses this floor on |reference| so that values near zero do
 # not turn a 1e-7 absolute difference into a huge ratio.
@@ -86,16 +87,6 @@ def reduce_rows(case: Case) -> np.ndarray:
     extra = np.argwhere(case.keep & ~rows)[:STORED_ROWS_PER_CASE]
     rows[tuple(extra.T)] = True
     return rows
-
-
-def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
-    """Sentence embeddings as the bundle's pooling says (mean over real tokens, or CLS)."""
-    m = mask.astype(hidden.dtype)[..., None]
-    if mode == "mean":
-        return (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
-    if mode == "max":
-        return np.where(m > 0, hidden, -np.inf).max(1)
-    return hidden[:, 0]
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
