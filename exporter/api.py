@@ -133,16 +133,16 @@ def export(
                                    example_seq=example_length(seq_limit, window), vocab_size=source.config.vocab_size)
         source.config.save_pretrained(str(tmp))
         tok_files = copy_tokenizer(source, tmp)
+        tokenizer = load_tokenizer(tmp) if tok_files else None  # loaded once: manifest, optimizer, parity, golden
         export_seconds = round(time.perf_counter() - start, 2)
-        manifest = _manifest(fam, tsk, source, outputs, exported, seq_limit, window, tok_files, opset)
+        manifest = _manifest(fam, tsk, source, outputs, exported, seq_limit, window, tok_files, tokenizer, opset)
         if opt.optimize or opt.precision != "fp32":  # quantize/: fusions for the target, fp16/int8, fallback
             with steps.step(describe_optimization(opt)):
                 optimized = optimize_export(exported.path, fam, tsk, outputs, graph, source.config,
-                                            load_tokenizer(tmp) if tok_files else None, seq_limit, seed,
+                                            tokenizer, seq_limit, seed,
                                             manifest["pooling"]["mode"], opt, validate)
             update_manifest(manifest, optimized)
         if validate:
-            tokenizer = load_tokenizer(tmp) if tok_files else None
             cases = build_cases(fam, tsk, source.config, tokenizer, seq_limit, seed)
             with steps.step(f"Checking parity against PyTorch on {len(cases)} cases"):
                 report, reference = run_parity(graph, exported.path, fam.inputs, outputs, tsk, cases, manifest["pooling"]["mode"], seq_limit,
@@ -183,13 +183,13 @@ def run_parity(graph: TaskGraph, onnx_path: Path, inputs: tuple[TensorSpec, ...]
 
 
 def _manifest(fam: Family, tsk: Task, source: Source, outputs: tuple[TensorSpec, ...], exported: Any, max_seq: int,
-              window: int | None, tok_files: list[str], opset: int) -> dict[str, Any]:
+              window: int | None, tok_files: list[str], tokenizer: Any | None, opset: int) -> dict[str, Any]:
     cfg = source.config
     labels = None
     if tsk.has_labels:
         labels = {"num_labels": int(cfg.num_labels), "id2label": {str(k): v for k, v in cfg.id2label.items()}}
     # The tokenizer's ids first: a BERT config has no cls/sep/mask ids, so the config alone gives wrong ones.
-    sp = specials_for(cfg, load_tokenizer(source.tokenizer_dir) if tok_files and source.tokenizer_dir else None)
+    sp = specials_for(cfg, tokenizer)
     tokenizer_cfg = {}
     if "tokenizer_config.json" in tok_files and source.tokenizer_dir is not None:
         tokenizer_cfg = json.loads((source.tokenizer_dir / "tokenizer_config.json").read_text())
