@@ -18,6 +18,20 @@ from bert_export.exporter import export
 from bert_export.models import FAMILIES
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def needs(available: bool, reason: str) -> None:
+    """Skip a test whose optional tool is missing, with ``reason``; in CI (``CI=true``) fail instead.
+
+    Consumer and sanitizer tests depend on tools that ``.ci/install.d`` installs. Locally a missing
+    tool is a clear skip; in CI it must never turn into a silent pass.
+    """
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"required in CI but missing: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
