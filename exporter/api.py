@@ -31,6 +31,7 @@ from .golden import write_golden
 from .loading import Source, copy_tokenizer, load_source
 from .onnx_export import export_onnx, example_length
 from .progress import Steps
+from .publish import staged_directory
 
 DEFAULT_OPSET = 18
 # Default --max-seq caps: BERT's 512 is its full range; ModernBERT accepts 8192, but parity and
@@ -127,7 +128,7 @@ def export(
     graph = TaskGraph(source.model, [o.name for o in outputs])
     window = getattr(source.config, fam.local_window_attr) if fam.local_window_attr else None
     report = None
-    with bundle_io.staged_directory(out_dir, force) as tmp:
+    with staged_directory(out_dir, force) as tmp:
         with steps.step(f"Exporting to ONNX (opset {opset}, dynamic batch and sequence)"):
             exported = export_onnx(graph, fam.inputs, outputs, tmp, opset=opset,
                                    example_seq=example_length(seq_limit, window), vocab_size=source.config.vocab_size)
