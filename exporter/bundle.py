@@ -102,9 +102,31 @@ class Bundle:
     def outputs(self) -> tuple[TensorSpec, ...]:
         return tuple(TensorSpec(d["name"], d["dtype"], tuple(d["shape"])) for d in self.manifest["outputs"])
 
+    def file(self, rel: str) -> Path:
+        """The path of ``rel``, a file listed in ``manifest["files"]``; refuses anything else.
+
+        Every reader goes through this (or ``read_bytes``/``read_json``): a bundle is untrusted
+        input, and only listed, checksummed, regular files inside it may be opened.
+        """
+        if rel not in self.manifest.get("files", {}):
+            raise BertExportError(f"bundle {self.path} does not list {rel!r} in {MANIFEST}; re-export it")
+        return self.path / rel
+
+    def has_file(self, rel: str) -> bool:
+        return rel in self.manifest.get("files", {})
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.file(rel).read_bytes()
+
+    def read_json(self, rel: str) -> Any:
+        try:
+            return json.loads(self.read_bytes(rel).decode("utf-8"))
+        except (ValueError, RecursionError):
+            raise BertExportError(f"{rel} in bundle {self.path} is not valid JSON; re-export the bundle") from None
+
     @property
     def model_path(self) -> Path:
-        return self.path / self.manifest["graph"]["file"]
+        return self.file(self.manifest["graph"]["file"])
 
     @property
     def max_seq(self) -> int:

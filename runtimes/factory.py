@@ -61,6 +61,11 @@ def make_runner(bundle: Bundle, runtime: str = "ort", threads: int | None = None
     return factory(bundle, threads, **options)
 
 
+def bundle_tokenizer(bundle: Bundle) -> Any | None:
+    """The bundle's tokenizer, built only from the tokenizer files its manifest lists (None without any)."""
+    return load_tokenizer(bundle.path) if bundle.has_tokenizer else None
+
+
 def load_tokenizer(directory: Path) -> Any | None:
     """The Hugging Face fast tokenizer saved in ``directory``, or None when there is none."""
     if not any((directory / f).exists() for f in ("tokenizer.json", "vocab.txt")):
