@@ -107,6 +107,7 @@ def validate(bundle: Path, runtime: str, threads: int | None, report: Path | Non
 
 from . import cli_bench  # noqa: E402,F401
 from . import cli_run  # noqa: E402,F401
+from . import cli_serve  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

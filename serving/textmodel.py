@@ -1,0 +1,138 @@
+"""Text in, the task's JSON out, for a batch of independent requests (what ``serve`` runs per Triton batch).
+
+The same tokenizer, runner and ``runtimes/postprocess.py`` rules as ``bert-export run``, so each
+item's JSON equals ``run --json`` for that one input (floats to the rounding of postprocess.DECIMALS;
+a padded batch may move the last digit). Items are validated one by one: a bad item gets its own
+error and never fails its neighbours in the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bert_export.models import BertExportError
+from bert_export.runtimes import postprocess as pp
+from bert_export.runtimes.base import Runner
+from bert_export.runtimes.predict import _feed, _texts
+
+MAX_TEXT_CHARS = 20_000  # per input; longer ones are refused (run truncates tokens, but a server bounds its work)
+
+
+@dataclass
+class Reply:
+    """One item's answer: ``json`` (run --json's line) or ``error`` (one line), and a truncation ``note``."""
+
+    json: str = ""
+    note: str = ""
+    error: str = ""
+
+
+class TextModel:
+    """Batched prediction from text for one bundle (tokenizer, runner and post-processing)."""
+
+    def __init__(self, bundle: Any, runner: Runner, tokenizer: Any, *, max_text_chars: int = MAX_TEXT_CHARS,
+                 top_k: int = pp.TOP_K) -> None:
+        self.bundle, self.runner, self.tokenizer = bundle, runner, tokenizer
+        self.task = bundle.manifest["task"]
+        self.max_text_chars, self.top_k = max_text_chars, top_k
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return ("QUESTION", "CONTEXT") if self.task == "qa" else ("TEXT",)
+
+    def decode(self, name: str, value: Any) -> str:
+        """A request field as text: UTF-8 bytes (strict) or str, within the length limit."""
+        if isinstance(value, (bytes, np.bytes_)):
+            try:
+                value = bytes(value).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BertExportError(f"{name} is not valid UTF-8 (byte {exc.start}); send UTF-8 text") from None
+        if not isinstance(value, str):
+            raise BertExportError(f"{name} must be a string, got {type(value).__name__}")
+        if len(value) > self.max_text_chars:
+            raise BertExportError(f"{name} has {len(value)} characters; this server accepts at most {self.max_text_chars} "
+                                  "(split the text, or start serve with a larger --max-text-chars)")
+        return value
+
+    def predict(self, items: Sequence[dict[str, Any]]) -> list[Reply]:
+        """One Reply per item (each a dict of the input names to bytes or str)."""
+        replies = [Reply() for _ in items]
+        valid: list[tuple[int, dict[str, str]]] = []
+        for i, item in enumerate(items):
+            try:
+                valid.append((i, {n: self.decode(n, item[n]) for n in self.input_names}))
+            except BertExportError as exc:
+                replies[i].error = str(exc)
+            except KeyError as exc:
+                replies[i].error = f"missing input {exc.args[0]}"
+        if valid:
+            run = self._qa if self.task == "qa" else self._texts
+            for (i, _), reply in zip(valid, run([fields for _, fields in valid])):
+                replies[i] = reply
+        return replies
+
+    def _texts(self, items: list[dict[str, str]]) -> list[Reply]:
+        b, tok = self.bundle, self.tokenizer
+        replies = [Reply() for _ in items]
+        texts = [it["TEXT"] for it in items]
+        lengths = [len(ids) for ids in tok(texts, truncation=False)["input_ids"]]
+        ok = []
+        for k, (text, n) in enumerate(zip(texts, lengths)):
+            if self.task == "mlm" and (tok.mask_token is None or tok.mask_token not in text):
+                replies[k].error = f"TEXT has no {tok.mask_token} to fill; write e.g. \"Paris is the {tok.mask_token} of France.\""
+                continue
+            if n > b.max_seq:
+                replies[k].note = f"note: the text is {n} tokens and was truncated to this bundle's {b.max_seq}"
+            ok.append(k)
+        if not ok:
+            return replies
+        quiet = logging.getLogger("bert_export.runtimes")
+        level, quiet.level = quiet.level, logging.ERROR  # the per-item note replaces run's batch-level warning
+        try:
+            results = _texts(b, tok, self.runner, self.task, [texts[k] for k in ok], self.top_k)
+        finally:
+            quiet.level = level
+        if self.task == "embed":
+            results = [{"embeddings": [vec]} for vec in results[0]["embeddings"]]
+        for k, result in zip(ok, results):
+            replies[k].json = _dumps(result)
+        return replies
+
+    def _qa(self, items: list[dict[str, str]]) -> list[Reply]:
+        b, tok = self.bundle, self.tokenizer
+        replies = [Reply() for _ in items]
+        ok = []
+        for k, it in enumerate(items):
+            try:
+                full = len(tok([it["QUESTION"]], [it["CONTEXT"]], truncation=False)["input_ids"][0])
+                tok([it["QUESTION"]], [it["CONTEXT"]], truncation="only_second", max_length=b.max_seq)
+            except Exception as exc:  # the question alone does not fit: tokenizers raise a generic exception
+                replies[k].error = (f"the question does not fit in this bundle's {b.max_seq} tokens "
+                                    f"({str(exc).splitlines()[0][:120]}); shorten the question")
+                continue
+            if full > b.max_seq:
+                replies[k].note = f"note: question + context are {full} tokens; the context was truncated to this bundle's {b.max_seq}"
+            ok.append(k)
+        if not ok:
+            return replies
+        questions, contexts = [items[k]["QUESTION"] for k in ok], [items[k]["CONTEXT"] for k in ok]
+        enc = tok(questions, contexts, truncation="only_second", max_length=b.max_seq, padding=True,
+                  return_offsets_mapping=True, return_token_type_ids=True)
+        out = self.runner.infer(_feed(b, enc))
+        for j, k in enumerate(ok):
+            context_tokens = np.array([s == 1 for s in enc.sequence_ids(j)], dtype=bool)
+            result = pp.qa_result(out["start_logits"][j], out["end_logits"][j], context_tokens, enc["offset_mapping"][j],
+                                  contexts[j], pp.MAX_ANSWER_TOKENS)
+            replies[k].json = _dumps(result)
+        return replies
+
+
+def _dumps(result: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(result, ensure_ascii=False)
