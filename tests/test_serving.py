@@ -1,0 +1,363 @@
+"""Serving on Triton: model repositories (config.pbtxt parsed by Triton's own ModelConfig), the
+Python-backend models loaded in PyTriton's tritonserver, and ``bert-export serve`` as a real server.
+
+Servers run on 127.0.0.1 with free ports, in a subprocess (the real CLI), bounded in time and always
+stopped. The serve extra is needed (locally a skip, in CI a failure: tests.conftest.needs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bert_export.serving.deps import missing
+
+from .conftest import MINILM_ID, needs
+
+HAVE_CLIENT = not missing(server=False)
+HAVE_SERVER = not missing(server=True)
+START_TIMEOUT = 180.0
+CLI = [sys.executable, "-c", "from bert_export.exporter.cli import main; main()"]
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Triton batches requests from many clients.",
+    "A much longer sentence about exporting encoder models to ONNX, validating them against PyTorch on real text, "
+    "and then serving them behind an inference server with dynamic batching.",
+    "Short.",
+    "Ünïcödé text: naïve café, 東京, emoji 🙂.",
+]
+QA = [
+    ("Who wrote the novel?", "Pride and Prejudice is a novel written by Jane Austen and published in 1813."),
+    ("When was it published?", "Pride and Prejudice is a novel written by Jane Austen and published in 1813."),
+    ("What do encoders produce?", "Encoders such as BERT produce contextual embeddings for every token of the input text."),
+    ("Where is the tower?", "The Eiffel Tower stands in Paris, on the Champ de Mars, beside the Seine."),
+]
+
+
+def need_client() -> None:
+    needs(HAVE_CLIENT, "tritonclient[grpc,http] not installed (pip install bert-export[serve])")
+
+
+def need_server() -> None:
+    needs(HAVE_SERVER, "nvidia-pytriton not installed (pip install bert-export[serve])")
+    from bert_export.serving import stubenv
+
+    try:
+        stubenv.stub_python_env()
+    except Exception as exc:  # the numpy<2 companion env is missing: CI creates it in .ci/install.d/40-serve.sh
+        needs(False, str(exc))
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    name: str
+    http: int
+    grpc: int
+    metrics: int
+    log: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc}"
+
+
+def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.fixture(scope="module")
+def minilm_embed(make_bundle: Any) -> Path:
+    return make_bundle("bert", "embed", model=MINILM_ID, max_seq=128)
+
+
+@pytest.fixture(scope="module")
+def minilm_qa(make_bundle: Any) -> Path:
+    return make_bundle("bert", "qa", model=MINILM_ID, max_seq=128)
+
+
+def start_server(bundle: Path, name: str, log: Path, *extra: str) -> Server:
+    http, grpc, metrics = free_ports(3)
+    cmd = [*CLI, "serve", str(bundle), "--name", name, "--port", str(http),
+           "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch", "16", "--max-queue-delay-ms", "5", *extra]
+    fh = log.open("wb")
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(proc, name, http, grpc, metrics, log)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if _get(f"http://{server.http_url}/v2/models/{name}/ready")[0] == 200:
+                return server
+        except OSError:
+            pass
+        time.sleep(0.5)
+    stop_server(server)
+    raise AssertionError(f"serve was not ready in {START_TIMEOUT:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def stop_server(server: Server) -> int:
+    """SIGTERM (what a supervisor sends), then a bounded wait; kill the whole group if it hangs."""
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait(timeout=10)
+            raise AssertionError("serve did not stop within 60 s of SIGTERM") from None
+    return server.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def embed_server(minilm_embed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    need_client()
+    need_server()
+    server = start_server(minilm_embed, "minilm_embed", tmp_path_factory.mktemp("serve") / "embed.log")
+    try:
+        yield server
+    finally:
+        code = stop_server(server)
+    assert code == 0, server.log.read_text(errors="replace")[-2000:]
+
+
+@pytest.fixture(scope="module")
+def qa_server(minilm_qa: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    need_client()
+    need_server()
+    server = start_server(minilm_qa, "minilm_qa", tmp_path_factory.mktemp("serve") / "qa.log")
+    try:
+        yield server
+    finally:
+        code = stop_server(server)
+    assert code == 0, server.log.read_text(errors="replace")[-2000:]
+
+
+# -- clients ----------------------------------------------------------------------------------------
+
+def infer(server: Server, protocol: str, fields: dict[str, list[bytes]]) -> dict[str, list[str]]:
+    """One request (rows of BYTES inputs) over HTTP or gRPC; the JSON/NOTE/ERROR outputs as str."""
+    if protocol == "http":
+        import tritonclient.http as client
+    else:
+        import tritonclient.grpc as client
+    conn = client.InferenceServerClient(server.http_url if protocol == "http" else server.grpc_url)
+    try:
+        inputs = []
+        for name, values in fields.items():
+            inp = client.InferInput(name, [len(values), 1], "BYTES")
+            inp.set_data_from_numpy(np.array([[v] for v in values], dtype=object))
+            inputs.append(inp)
+        result = conn.infer(server.name, inputs, outputs=[client.InferRequestedOutput(n) for n in ("JSON", "NOTE", "ERROR")])
+        return {n: [v.decode("utf-8") for v in result.as_numpy(n).reshape(-1)] for n in ("JSON", "NOTE", "ERROR")}
+    finally:
+        conn.close()
+
+
+def close(a: Any, b: Any, tol: float = 2e-5) -> bool:
+    """JSON equality with float tolerance (a padded batch may move the 6th decimal)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(close(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(float(a) - float(b)) <= tol
+    return a == b
+
+
+def run_json(bundle: Path, *args: str) -> dict[str, Any]:
+    """What ``bert-export run --json`` prints (the real CLI, its own process)."""
+    out = subprocess.run([*CLI, "run", str(bundle), "--json", *args],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# -- serve -----------------------------------------------------------------------------------------
+
+def test_serve_embed_concurrent_http_grpc_equals_run_json(embed_server: Server, minilm_embed: Path) -> None:
+    expected = run_json(minilm_embed, *(a for t in TEXTS for a in ("--text", t)))["embeddings"]
+    jobs = [(i, p) for i in range(len(TEXTS)) for p in ("http", "grpc")] * 3
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda job: (job, infer(embed_server, job[1], {"TEXT": [TEXTS[job[0]].encode()]})), jobs))
+    for (i, protocol), out in answers:
+        assert out["ERROR"] == [""] and out["NOTE"] == [""], (protocol, out)
+        got = json.loads(out["JSON"][0])
+        assert close(got, {"embeddings": [expected[i]]}), (protocol, TEXTS[i])
+    # several rows in one request: one answer per row, in order
+    out = infer(embed_server, "grpc", {"TEXT": [t.encode() for t in TEXTS[:3]]})
+    assert [close(json.loads(j)["embeddings"][0], expected[i]) for i, j in enumerate(out["JSON"])] == [True] * 3
+    # Triton formed batches: fewer executions than inferences
+    status, body = _get(f"http://127.0.0.1:{embed_server.metrics}/metrics")
+    metrics = dict(line.rsplit(" ", 1) for line in body.decode().splitlines() if line.startswith("nv_inference_") and embed_server.name in line)
+    key = f'{{model="{embed_server.name}",version="1"}}'
+    assert status == 200 and float(metrics["nv_inference_count" + key]) >= len(jobs) + 3
+    assert float(metrics["nv_inference_exec_count" + key]) <= float(metrics["nv_inference_count" + key])
+
+
+def test_serve_qa_concurrent_http_grpc_equals_run_json(qa_server: Server, minilm_qa: Path) -> None:
+    expected = [run_json(minilm_qa, "--question", q, "--context", c) for q, c in QA]
+    jobs = [(i, p) for i in range(len(QA)) for p in ("http", "grpc")] * 2
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(
+            lambda job: (job, infer(qa_server, job[1], {"QUESTION": [QA[job[0]][0].encode()], "CONTEXT": [QA[job[0]][1].encode()]})), jobs))
+    for (i, protocol), out in answers:
+        assert out["ERROR"] == [""], out
+        got = json.loads(out["JSON"][0])
+        assert close(got, expected[i]), (protocol, got, expected[i])
+        assert QA[i][1][got["start"]:got["end"]] == got["answer"]
+
+
+def test_serve_long_context_is_truncated_with_a_note(qa_server: Server, minilm_qa: Path) -> None:
+    question, context = QA[0][0], QA[0][1] + " Filler sentence about nothing in particular." * 60
+    out = infer(qa_server, "http", {"QUESTION": [question.encode()], "CONTEXT": [context.encode()]})
+    assert out["ERROR"] == [""] and "truncated" in out["NOTE"][0] and "128" in out["NOTE"][0]
+    assert close(json.loads(out["JSON"][0]), run_json(minilm_qa, "--question", question, "--context", context))
+
+
+def test_serve_faults_get_errors_and_the_server_keeps_serving(embed_server: Server) -> None:
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    good = {"TEXT": [TEXTS[0].encode()]}
+    conn = http.InferenceServerClient(embed_server.http_url)
+    # missing input: Triton's own 400
+    with pytest.raises(InferenceServerException, match="(?i)input|expected"):
+        conn.infer(embed_server.name, [])
+    # wrong dtype: INT32 where BYTES is declared
+    bad = http.InferInput("TEXT", [1, 1], "INT32")
+    bad.set_data_from_numpy(np.array([[7]], dtype=np.int32))
+    with pytest.raises(InferenceServerException, match="(?i)data type|datatype|dtype|TYPE_STRING|BYTES"):
+        conn.infer(embed_server.name, [bad])
+    conn.close()
+    # raw HTTP: malformed JSON body
+    req = urllib.request.Request(f"http://{embed_server.http_url}/v2/models/{embed_server.name}/infer", data=b"{not json", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code in (400, 500)  # Triton 2.51 answers a malformed body with 500 (and keeps serving)
+    # a 100,000-character text and invalid UTF-8: an error for that item only, its neighbour answered
+    out = infer(embed_server, "http", {"TEXT": [("word " * 20_000).encode(), TEXTS[1].encode(), b"caf\xc3 \xff\xfe"]})
+    assert "100000 characters" in out["ERROR"][0] and out["JSON"][0] == ""
+    assert out["ERROR"][1] == "" and len(json.loads(out["JSON"][1])["embeddings"][0]) == 384
+    assert "UTF-8" in out["ERROR"][2] and out["JSON"][2] == ""
+    # the same faults over gRPC, concurrently with good clients: every good request is answered
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(infer, embed_server, "grpc", {"TEXT": [b"\xff" * 10]}) for _ in range(4)]
+        futures += [pool.submit(infer, embed_server, "grpc", good) for _ in range(8)]
+        results = [f.result() for f in futures]
+    assert all("UTF-8" in r["ERROR"][0] for r in results[:4])
+    assert all(r["ERROR"] == [""] and r["JSON"][0] for r in results[4:])
+    assert embed_server.proc.poll() is None
+
+
+CLIENT = r"""
+import sys, threading, numpy as np, tritonclient.http as http
+url, name = sys.argv[1], sys.argv[2]
+def loop():
+    c = http.InferenceServerClient(url, concurrency=4)
+    inp = http.InferInput("TEXT", [16, 1], "BYTES")
+    inp.set_data_from_numpy(np.array([[("some text to embed " * 20).encode()]] * 16, dtype=object))
+    while True:
+        c.infer(name, [inp])
+for _ in range(4):
+    threading.Thread(target=loop, daemon=True).start()
+print("sending", flush=True)
+threading.Event().wait()
+"""
+
+
+def test_serve_survives_a_client_killed_mid_request(embed_server: Server, tmp_path: Path) -> None:
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    client = subprocess.Popen([sys.executable, str(script), embed_server.http_url, embed_server.name], stdout=subprocess.PIPE)
+    try:
+        assert client.stdout.readline().strip() == b"sending"
+        time.sleep(2.0)  # requests in flight
+    finally:
+        client.kill()
+        client.wait(timeout=10)
+    assert embed_server.proc.poll() is None
+    out = infer(embed_server, "grpc", {"TEXT": [TEXTS[0].encode()]})
+    assert out["ERROR"] == [""] and json.loads(out["JSON"][0])["embeddings"]
+    assert _get(f"http://{embed_server.http_url}/v2/health/live")[0] == 200
+
+
+def test_serve_on_a_busy_port_and_bad_options_are_one_line(minilm_embed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bert_export.exporter.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", str(minilm_embed), "--port", "9000", "--grpc-port", "9000"])
+    err = capsys.readouterr().out + capsys.readouterr().err
+    assert exit_.value.code == 2 and "must differ" in err and "Traceback" not in err
+
+
+def test_missing_serve_extra_is_one_line_before_any_work(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from bert_export.exporter.cli import main
+    from bert_export.serving import deps
+
+    monkeypatch.setattr(deps, "missing", lambda server: ["nvidia-pytriton"])
+    for argv in (["serve", str(tmp_path / "nope")], ["triton", str(tmp_path / "nope"), "--repo", str(tmp_path / "repo")]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        out = capsys.readouterr()
+        text = out.out + out.err
+        assert exit_.value.code == 2 and "pip install bert-export[serve]" in text and len(text.strip().splitlines()) == 1
+    assert not (tmp_path / "repo").exists()
+
+
+def test_stub_environment_puts_this_interpreters_libpython_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    need_server()
+    import pytriton.server.triton_server as triton_server
+
+    from bert_export.serving import stubenv
+
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/somewhere/else")
+    libdir = stubenv.libpython_dir()
+    original = triton_server.get_triton_python_backend_python_env
+    with stubenv.server_environment() as env_root:
+        parts = os.environ["LD_LIBRARY_PATH"].split(os.pathsep)
+        if libdir is not None:
+            assert parts[0] == str(libdir) and "/somewhere/else" in parts
+        assert triton_server.get_triton_python_backend_python_env() == env_root
+        if stubenv.needs_companion():  # numpy 2 here: the stub gets numpy<2 from its companion venv
+            probe = subprocess.run([str(env_root / "bin" / "python"), "-c", "import numpy, pytriton; print(numpy.__version__)"],
+                                   capture_output=True, text=True, timeout=60)
+            assert probe.returncode == 0 and probe.stdout.startswith("1."), probe.stderr
+    assert os.environ["LD_LIBRARY_PATH"] == "/somewhere/else"
+    assert triton_server.get_triton_python_backend_python_env is original
