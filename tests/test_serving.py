@@ -317,12 +317,13 @@ def test_serve_survives_a_client_killed_mid_request(embed_server: Server, tmp_pa
     assert _get(f"http://{embed_server.http_url}/v2/health/live")[0] == 200
 
 
-def test_serve_on_a_busy_port_and_bad_options_are_one_line(minilm_embed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_bad_options_are_one_line(minilm_embed: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bert_export.exporter.cli import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["serve", str(minilm_embed), "--port", "9000", "--grpc-port", "9000"])
-    err = capsys.readouterr().out + capsys.readouterr().err
+    out = capsys.readouterr()
+    err = out.out + out.err
     assert exit_.value.code == 2 and "must differ" in err and "Traceback" not in err
 
 
@@ -361,3 +362,177 @@ def test_stub_environment_puts_this_interpreters_libpython_first(monkeypatch: py
             assert probe.returncode == 0 and probe.stdout.startswith("1."), probe.stderr
     assert os.environ["LD_LIBRARY_PATH"] == "/somewhere/else"
     assert triton_server.get_triton_python_backend_python_env is original
+
+
+# -- bert-export triton: model repositories -------------------------------------------------------
+
+def _with_fake_engine(bundle: Path) -> Path:
+    """A bundle copy with an engine record (the bytes are not a real engine: only the repository layout is tested)."""
+    import hashlib
+
+    data = b"not a real TensorRT engine"
+    (bundle / "model.engine").write_bytes(data)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["tensorrt"] = {"file": "model.engine", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                            "tensorrt_version": "10.8.0", "gpu": "NVIDIA H100", "compute_capability": "9.0",
+                            "profile": {"min": [1, 1], "opt": [8, 64], "max": [16, 128]}, "precision": "fp32",
+                            "strongly_typed": False, "onnx_sha256": ""}
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return bundle
+
+
+@pytest.mark.parametrize("task", ["qa", "embed", "seq-cls", "token-cls", "mlm"])
+def test_triton_repository_configs_parse_as_model_config(task: str, make_bundle: Any, copy_bundle: Any, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    need_client()
+    from bert_export.exporter.cli import main
+    from bert_export.serving.repository import parse
+
+    bundle = copy_bundle(make_bundle("bert", task))
+    repo = tmp_path / "repo"
+    with pytest.raises(SystemExit) as exit_:
+        main(["triton", str(bundle), "--repo", str(repo), "--name", "m", "--max-batch", "16", "--instances", "2"])
+    assert exit_.value.code == 0, capsys.readouterr()
+    configs = {p.parent.name: parse(p.read_text()) for p in repo.glob("*/config.pbtxt")}
+    assert set(configs) == {"m", "m_tokenize", "m_post", "m_text"}
+    graph = configs["m"]
+    assert graph.backend == "onnxruntime" and graph.max_batch_size == 16 and (repo / "m/1/model.onnx").is_file()
+    assert list(graph.dynamic_batching.preferred_batch_size) == [4, 8, 16]
+    assert graph.instance_group[0].count == 2 and graph.instance_group[0].kind == graph.instance_group[0].KIND_CPU
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    # the ensemble wires every step's inputs to tensors an earlier step produced (or the ensemble's inputs)
+    ens = configs["m_text"]
+    available = {i.name for i in ens.input}
+    for step in ens.ensemble_scheduling.step:
+        step_cfg = configs[step.model_name]
+        assert set(step.input_map) == {i.name for i in step_cfg.input}, step.model_name
+        assert set(step.input_map.values()) <= available, step.model_name
+        assert set(step.output_map) <= {o.name for o in step_cfg.output}
+        available |= set(step.output_map.values())
+    assert {o.name for o in ens.output} <= available
+    # the bundle's own tokenizer files and the vendored post-processing rules
+    listed = json.loads((bundle / "manifest.json").read_text())["tokenizer"]["files"]
+    assert all((repo / "m_tokenize/1/tokenizer" / f).read_bytes() == (bundle / f).read_bytes() for f in listed)
+    from bert_export.runtimes import postprocess
+
+    assert (repo / "m_post/1/postprocess.py").read_text() == Path(postprocess.__file__).read_text()
+    # an existing model is never overwritten without --force
+    with pytest.raises(SystemExit) as exit_:
+        main(["triton", str(bundle), "--repo", str(repo), "--name", "m"])
+    out = capsys.readouterr()
+    assert exit_.value.code == 2 and "--force" in out.out + out.err
+
+
+def test_triton_tensorrt_repository(make_bundle: Any, copy_bundle: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    need_client()
+    from bert_export.exporter.cli import main
+    from bert_export.serving.repository import parse
+
+    plain = copy_bundle(make_bundle("bert", "seq-cls"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["triton", str(plain), "--repo", str(tmp_path / "r0"), "--backend", "tensorrt"])
+    cap = capsys.readouterr()
+    out = cap.out + cap.err
+    assert exit_.value.code == 2 and "bert-export engine" in out and len(out.strip().splitlines()) == 1
+    assert not (tmp_path / "r0").exists() or not any((tmp_path / "r0").iterdir())
+    bundle = _with_fake_engine(plain)
+    with pytest.raises(SystemExit) as exit_:
+        main(["triton", str(bundle), "--repo", str(tmp_path / "r"), "--backend", "tensorrt", "--name", "m"])
+    assert exit_.value.code == 0, capsys.readouterr()
+    graph = parse((tmp_path / "r/m/config.pbtxt").read_text())
+    assert graph.backend == "tensorrt" and graph.default_model_filename == "model.plan"
+    assert graph.max_batch_size == 16  # capped by the engine profile's max batch
+    assert graph.instance_group[0].kind == graph.instance_group[0].KIND_GPU
+    assert (tmp_path / "r/m/1/model.plan").read_bytes() == (bundle / "model.engine").read_bytes()
+    for name in ("m_tokenize", "m_post", "m_text"):
+        parse((tmp_path / "r" / name / "config.pbtxt").read_text())
+
+
+def test_config_parse_rejects_a_misspelt_field() -> None:
+    need_client()
+    from google.protobuf import text_format
+
+    from bert_export.serving.repository import parse
+
+    with pytest.raises(text_format.ParseError):
+        parse('name: "m"\nmax_batch_sise: 8\n')
+
+
+@pytest.mark.parametrize("task", ["embed", "qa"])
+def test_python_backend_models_load_in_pytritons_tritonserver(task: str, make_bundle: Any, tmp_path: Path) -> None:
+    """NAME_tokenize and NAME_post on PyTriton's real tritonserver (Python backend); the graph step in
+    between runs here with the bundle's runner, since that binary has no onnxruntime backend."""
+    need_client()
+    need_server()
+    import tritonclient.http as http
+
+    from bert_export.exporter.bundle import load_bundle
+    from bert_export.runtimes.factory import make_runner
+    from bert_export.serving import tritonbin
+    from bert_export.serving.repository import write_repository
+
+    bundle = make_bundle("bert", task, model=MINILM_ID, max_seq=128)
+    repo = tmp_path / "repo"
+    write_repository(bundle, repo)
+    name = [p.name for p in repo.iterdir() if p.name.endswith("_tokenize")][0][: -len("_tokenize")]
+    server_dir = tritonbin.prepare_tritonserver(tmp_path / "tritonserver")
+    ports = free_ports(3)
+    argv, env = tritonbin.command(server_dir, repo, *ports, models=[f"{name}_tokenize", f"{name}_post"])
+    log = (tmp_path / "triton.log").open("wb")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            assert proc.poll() is None, (tmp_path / "triton.log").read_text(errors="replace")[-3000:]
+            try:
+                if all(_get(f"http://127.0.0.1:{ports[0]}/v2/models/{m}/ready")[0] == 200 for m in (f"{name}_tokenize", f"{name}_post")):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "triton.log").read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
+        conn = http.InferenceServerClient(f"127.0.0.1:{ports[0]}")
+        b = load_bundle(bundle)
+
+        def call(model: str, tensors: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+            inputs = []
+            for k, v in tensors.items():
+                inp = http.InferInput(k, list(v.shape), "BYTES" if v.dtype == object else ("INT64" if v.dtype == np.int64 else "FP32"))
+                inp.set_data_from_numpy(v)
+                inputs.append(inp)
+            r = conn.infer(model, inputs, outputs=[http.InferRequestedOutput(o) for o in outputs])
+            return {o: r.as_numpy(o) for o in outputs}
+
+        aux = ["OFFSETS", "SEQUENCE_IDS", "WORD_IDS", "MASK", "IDS"]
+        if task == "qa":
+            cases = [({"QUESTION": q, "CONTEXT": c}, ("--question", q, "--context", c)) for q, c in QA[:2]]
+        else:
+            cases = [({"TEXT": t}, ("--text", t)) for t in TEXTS[:2]]
+        with make_runner(b, "ort") as runner:
+            for fields, args in cases:
+                tok = call(f"{name}_tokenize", {k: np.array([[v.encode()]], dtype=object) for k, v in fields.items()},
+                           [s.name for s in b.inputs] + aux + ["NOTE"])
+                assert tok["input_ids"].shape == (1, 128)  # padded to max_seq, so the graph model batches
+                graph_out = runner.infer({s.name: tok[s.name] for s in b.inputs})
+                post_in = {s.name: np.asarray(graph_out[s.name], dtype=np.float32) for s in b.outputs}
+                post_in.update({k: tok[k] for k in aux})
+                if task == "qa":
+                    post_in["CONTEXT"] = np.array([[fields["CONTEXT"].encode()]], dtype=object)
+                got = json.loads(call(f"{name}_post", post_in, ["JSON"])["JSON"].reshape(-1)[0].decode())
+                assert close(got, run_json(bundle, *args)), (got, args)
+            # a bad request gets its own error from the Python backend, and the model keeps answering
+            from tritonclient.utils import InferenceServerException
+
+            bad = {k: np.array([[b"\xff\xfe"]], dtype=object) for k in (["QUESTION", "CONTEXT"] if task == "qa" else ["TEXT"])}
+            with pytest.raises(InferenceServerException, match="utf-8|decode"):
+                call(f"{name}_tokenize", bad, ["NOTE"])
+            assert _get(f"http://127.0.0.1:{ports[0]}/v2/models/{name}_tokenize/ready")[0] == 200
+        conn.close()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
