@@ -51,10 +51,11 @@ def triton(bundle: Path, repo: Path, name: str | None, backend: str, max_batch: 
 @click.option("--runtime", default="ort", show_default=True, help="Runner (as for run): ort, ort-cuda, ort-trt, trt.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (CPU).")
 @click.option("--max-text-chars", default=20_000, show_default=True, help="Refuse longer texts (per input).")
+@click.option("--open-statistics", is_flag=True, help="Let clients read Triton's statistics API (token-protected by default).")
 @click.option("--verbose", is_flag=True, help="Show Triton's log.")
 def serve(bundle: Path, host: str, port: int, grpc_port: int | None, metrics_port: int | None, max_batch: int,
           max_queue_delay_ms: float, name: str | None, runtime: str, threads: int | None, max_text_chars: int,
-          verbose: bool) -> None:
+          open_statistics: bool, verbose: bool) -> None:
     """Serve BUNDLE on Triton (through PyTriton): text in, run --json's JSON out, over HTTP and gRPC."""
     from bert_export.serving.deps import require_serve
 
@@ -63,7 +64,8 @@ def serve(bundle: Path, host: str, port: int, grpc_port: int | None, metrics_por
 
     opts = ServeOptions(host=host, port=port, grpc_port=grpc_port or port + 1, metrics_port=metrics_port or port + 2,
                         max_batch=max_batch, max_queue_delay_ms=max_queue_delay_ms, name=name, runtime=runtime,
-                        threads=threads, max_text_chars=max_text_chars, verbose=verbose)
+                        threads=threads, max_text_chars=max_text_chars, open_statistics=open_statistics,
+                        verbose=verbose)
 
     def ready(model: str) -> None:
         console.print(f"serving [bold]{model}[/bold]: http://{host}:{opts.port}/v2/models/{model}/infer, gRPC {host}:{opts.grpc_port}, "

@@ -47,6 +47,7 @@ class ServeOptions:
     threads: int | None = None
     instances: int = 1
     max_text_chars: int = MAX_TEXT_CHARS
+    open_statistics: bool = False  # PyTriton guards /v2/models/*/stats with a random token; this opens it (read-only)
     verbose: bool = False
 
 
@@ -122,7 +123,7 @@ def running(bundle_path: str | Path, opts: ServeOptions) -> Iterator[Any]:
     runner.activate()
     try:
         model = TextModel(b, runner, tokenizer, max_text_chars=opts.max_text_chars)
-        triton = Triton(config=config)
+        triton = Triton(config=config, **_security(opts))
         try:
             triton.bind(
                 model_name=name,
@@ -140,6 +141,18 @@ def running(bundle_path: str | Path, opts: ServeOptions) -> Iterator[Any]:
             triton.stop()
     finally:
         runner.deactivate()
+
+
+def _security(opts: ServeOptions) -> dict[str, Any]:
+    """PyTriton >= 0.7 protects shared-memory, model-repository, statistics, trace and logging with a
+    random access token (kept: nobody can unload the model); ``open_statistics`` lifts it for statistics."""
+    try:
+        from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, TritonSecurityConfig
+    except ImportError:  # older PyTriton: no restrictions to lift
+        return {}
+    if not opts.open_statistics:
+        return {}
+    return {"security_config": TritonSecurityConfig(restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])}
 
 
 def serve(bundle_path: str | Path, opts: ServeOptions, on_ready: Callable[[str], None] | None = None) -> None:

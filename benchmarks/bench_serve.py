@@ -1,0 +1,285 @@
+"""Serving load test: ``bert-export serve`` (Triton via PyTriton, dynamic batching) vs ``run``'s single request.
+
+    flock /tmp/bert-export-heavy.lock .venv/bin/python benchmarks/bench_serve.py [--requests 256] [--max-seconds 120]
+
+The packaged MiniLM (all-MiniLM-L6-v2) as an ``embed`` and a ``qa`` bundle (max_seq 128), each:
+
+1. ``run`` baseline, in its own process: ``predict()`` on one input per call in a loop (what a
+   process calling our API per request gets), requests/s;
+2. the ceiling, same process kind: serve's own batch function (``serving.textmodel.TextModel``) on
+   32 inputs per call, without a server (the most dynamic batching can give on this machine);
+3. ``bert-export serve`` in its own process on 127.0.0.1 (free ports), then 1, 8 and 32 concurrent
+   gRPC clients (a load-generator process) sending ``--requests`` requests in all per level
+   (``--requests / clients`` each): failed requests, p50/p99 latency, requests/s, and the batch
+   sizes Triton formed (from its statistics API: executions per batch size, and the Prometheus
+   ``nv_inference_count / nv_inference_exec_count``).
+
+Bounded in count and time (each level stops at ``--max-seconds``). Writes benchmarks/serving.json
+and benchmarks/serving.md. Ratios are within this one run; absolute numbers vary 2-3x between
+machines and hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+CONCURRENCY = (1, 8, 32)
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Dynamic batching merges requests from many clients into one inference call.",
+    "Short text.",
+    "Encoders such as BERT turn each token of a sentence into a contextual vector; pooling them gives a sentence embedding "
+    "that search and clustering systems compare with a cosine similarity.",
+    "Where is the nearest train station?",
+    "Serving at scale needs a server that batches, schedules and reports metrics.",
+    "Ünïcödé: naïve café, 東京.",
+    "The model was exported to ONNX, fused for ONNX Runtime, validated against PyTorch and deployed.",
+]
+QA = [("Who wrote the novel?", "Pride and Prejudice is a novel written by Jane Austen and published in 1813."),
+      ("What do encoders produce?", "Encoders such as BERT produce contextual embeddings for every token of the input text."),
+      ("Where is the tower?", "The Eiffel Tower stands in Paris, on the Champ de Mars, beside the Seine river in France."),
+      ("When did it open?", "The museum opened its doors to the public in 1793, during the French Revolution.")]
+CLI = [sys.executable, "-c", "from bert_export.exporter.cli import main; main()"]
+
+
+def bundle(task: str, work: Path) -> Path:
+    out = work / f"minilm-{task}-128"
+    if not (out / "manifest.json").exists():
+        subprocess.run([*CLI, "bert", "--task", task, "--model", MINILM, "--max-seq", "128", "--out", str(out), "--force", "-q"], check=True)
+    return out
+
+
+# -- in-process baselines (run in a child process: one runtime per process) ---------------------------
+
+BASELINE = r"""
+import json, sys, time
+from bert_export.exporter.bundle import load_bundle
+from bert_export.runtimes.factory import make_runner
+from bert_export.runtimes.predict import predict
+path, task, n, batch, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[7]
+texts = json.loads(sys.argv[5]); qa = json.loads(sys.argv[6])
+b = load_bundle(path)
+with make_runner(b, "ort") as runner:
+    from bert_export.runtimes.factory import bundle_tokenizer
+    from bert_export.serving.textmodel import TextModel
+    model = TextModel(b, runner, bundle_tokenizer(b))  # what serve runs on each batch Triton forms
+    def item(j):
+        return {"QUESTION": qa[j % len(qa)][0], "CONTEXT": qa[j % len(qa)][1]} if task == "qa" else {"TEXT": texts[j % len(texts)]}
+    def one(i):
+        if mode == "model":
+            assert not any(r.error for r in model.predict([item(i + k) for k in range(batch)]))
+        elif task == "qa":
+            predict(b, question=qa[i % len(qa)][0], context=qa[i % len(qa)][1], runner=runner)
+        else:
+            predict(b, texts=[texts[i % len(texts)]], runner=runner)
+    for i in range(5):
+        one(i)
+    lat = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        s = time.perf_counter(); one(i); lat.append(time.perf_counter() - s)
+    total = time.perf_counter() - t0
+print(json.dumps({"requests": n * batch, "seconds": total, "rps": n * batch / total, "p50_ms": sorted(lat)[len(lat) // 2] * 1e3}))
+"""
+
+
+def baseline(path: Path, task: str, n: int, batch: int, mode: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-c", BASELINE, str(path), task, str(n), str(batch), json.dumps(TEXTS), json.dumps(QA), mode],
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# -- the server and its load ----------------------------------------------------------------------
+
+LOAD = r"""
+import json, sys, threading, time
+import numpy as np
+import tritonclient.grpc as grpc
+url, name, task, clients, per_client, max_s = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+texts = json.loads(sys.argv[7]); qa = json.loads(sys.argv[8])
+lat, failed, lock = [], [], threading.Lock()
+deadline = time.monotonic() + max_s
+def inputs(i):
+    fields = {"QUESTION": qa[i % len(qa)][0], "CONTEXT": qa[i % len(qa)][1]} if task == "qa" else {"TEXT": texts[i % len(texts)]}
+    out = []
+    for k, v in fields.items():
+        x = grpc.InferInput(k, [1, 1], "BYTES"); x.set_data_from_numpy(np.array([[v.encode()]], dtype=object)); out.append(x)
+    return out
+def worker(w):
+    c = grpc.InferenceServerClient(url)
+    for j in range(per_client):
+        if time.monotonic() > deadline:
+            with lock: failed.append("time limit")
+            continue
+        s = time.perf_counter()
+        try:
+            r = c.infer(name, inputs(w * per_client + j))
+            err = r.as_numpy("ERROR").reshape(-1)[0]
+            ok = not err and json.loads(r.as_numpy("JSON").reshape(-1)[0])
+        except Exception as exc:
+            ok, err = False, str(exc)
+        with lock:
+            (lat.append(time.perf_counter() - s) if ok else failed.append(str(err)[:200]))
+    c.close()
+threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
+t0 = time.perf_counter()
+[t.start() for t in threads]; [t.join() for t in threads]
+total = time.perf_counter() - t0
+lat.sort()
+q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3 if lat else None
+print(json.dumps({"clients": clients, "requests": clients * per_client, "ok": len(lat), "failed": len(failed),
+                  "errors": failed[:3], "seconds": total, "rps": len(lat) / total, "p50_ms": q(0.5), "p99_ms": q(0.99)}))
+"""
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read()
+
+
+def counters(http: int, metrics: int, name: str) -> dict[str, Any]:
+    """Triton's own counts: inferences, executions and executions per batch size."""
+    stats = json.loads(_get(f"http://127.0.0.1:{http}/v2/models/{name}/stats"))["model_stats"][0]
+    per_size = {int(s["batch_size"]): int(s["compute_infer"]["count"]) for s in stats.get("batch_stats", [])}
+    prom = {}
+    for line in _get(f"http://127.0.0.1:{metrics}/metrics").decode().splitlines():
+        if line.startswith(("nv_inference_count{", "nv_inference_exec_count{")) and f'model="{name}"' in line:
+            prom[line.split("{")[0]] = float(line.rsplit(" ", 1)[1])
+    return {"per_size": per_size, **prom}
+
+
+def serve_levels(path: Path, task: str, requests: int, max_seconds: float, max_batch: int, delay_ms: float) -> list[dict[str, Any]]:
+    http, grpc_port, metrics = free_ports(3)
+    name = f"bench_{task}"
+    log = open(path.parent / f"serve-{task}.log", "wb")  # beside the bundles (--work), not in the repository
+    proc = subprocess.Popen([*CLI, "serve", str(path), "--name", name, "--port", str(http), "--grpc-port", str(grpc_port),
+                             "--metrics-port", str(metrics), "--max-batch", str(max_batch), "--max-queue-delay-ms", str(delay_ms), "--open-statistics"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"serve did not start; see {log.name}")
+            try:
+                _get(f"http://127.0.0.1:{http}/v2/models/{name}/ready")
+                break
+            except OSError:
+                time.sleep(0.5)
+        levels = []
+        for clients in (1, *CONCURRENCY):  # the first pass warms up (not reported)
+            before = counters(http, metrics, name)
+            out = subprocess.run([sys.executable, "-c", LOAD, f"127.0.0.1:{grpc_port}", name, task, str(clients),
+                                  str(max(1, requests // clients) if levels or clients != 1 else 16), str(max_seconds),
+                                  json.dumps(TEXTS), json.dumps(QA)], capture_output=True, text=True, timeout=max_seconds + 120)
+            if out.returncode != 0:
+                raise SystemExit(out.stderr[-2000:])
+            after = counters(http, metrics, name)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            sizes = {k: v - before["per_size"].get(k, 0) for k, v in after["per_size"].items() if v - before["per_size"].get(k, 0)}
+            inf = after.get("nv_inference_count", 0) - before.get("nv_inference_count", 0)
+            exe = after.get("nv_inference_exec_count", 0) - before.get("nv_inference_exec_count", 0)
+            row.update({"batch_sizes": dict(sorted(sizes.items())), "mean_batch": inf / exe if exe else None})
+            if clients == 1 and not levels and row["requests"] == 16:
+                levels.append({"warmup": True})
+                continue
+            levels.append(row)
+            print(f"  {task} serve x{clients}: {row['rps']:.1f} req/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
+                  f"failed {row['failed']}, mean batch {row['mean_batch']:.2f}", flush=True)
+        return [r for r in levels if not r.get("warmup")]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def write(results: dict[str, Any]) -> None:
+    (HERE / "serving.json").write_text(json.dumps(results, indent=2) + "\n")
+    m = results["machine"]
+    lines = ["# Serving load test (`bert-export serve`, Triton via PyTriton, CPU)", "",
+             f"Generated by `benchmarks/bench_serve.py` on {m['cpu']} ({m['cores']} cores), {m['date']}; "
+             f"{results['requests']} requests per concurrency level over gRPC on 127.0.0.1, max batch {results['max_batch']}, "
+             f"queue delay {results['delay_ms']} ms. The machine was shared with other work: compare the ratios, "
+             "which come from this one run, not the absolute numbers.", "",
+             "`run` = `predict()` on one input per call in a loop in its own process (the API's single-request path: it "
+             "rebuilds the bundle's tokenizer from its listed files on every call); "
+             "kept = serve's batch function (`TextModel`) on one input per call with tokenizer and runner kept (the fair "
+             "single-request baseline: the server's gain over it is dynamic batching alone); "
+             "ceiling = serve's batch function (`TextModel`) on 32 inputs per call without a server (what batching can reach on this CPU). "
+             "Batch sizes are Triton's own count of executions per batch size (statistics API) for that level.", ""]
+    for task, r in results["tasks"].items():
+        base, kept = r["run_single"]["rps"], r["single_kept"]["rps"]
+        lines += [f"## MiniLM {task} (max_seq 128)", "",
+                  f"`run` single request: {base:.1f} req/s (p50 {r['run_single']['p50_ms']:.1f} ms); "
+                  f"kept single: {kept:.1f} req/s (p50 {r['single_kept']['p50_ms']:.1f} ms); "
+                  f"ceiling (32 per call): {r['ceiling_32']['rps']:.1f} req/s ({r['ceiling_32']['rps'] / kept:.2f}x kept)", "",
+                  "| clients | requests | failed | req/s | vs `run` | vs kept | p50 ms | p99 ms | mean batch | batches formed (size: count) |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for row in r["serve"]:
+            sizes = ", ".join(f"{k}: {v}" for k, v in row["batch_sizes"].items())
+            lines.append(f"| {row['clients']} | {row['requests']} | {row['failed']} | {row['rps']:.1f} | {row['rps'] / base:.2f}x | "
+                         f"{row['rps'] / kept:.2f}x | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['mean_batch']:.2f} | {sizes} |")
+        lines.append("")
+    (HERE / "serving.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=256, help="Requests per concurrency level (split over the clients).")
+    ap.add_argument("--max-seconds", type=float, default=120.0, help="Time limit per level.")
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--delay-ms", type=float, default=2.0)
+    ap.add_argument("--tasks", default="embed,qa")
+    ap.add_argument("--work", type=Path, default=ROOT / "exports" / "bench-serve")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                                           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
+                               "requests": args.requests, "max_batch": args.max_batch, "delay_ms": args.delay_ms, "tasks": {}}
+    try:
+        results["machine"]["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    for task in args.tasks.split(","):
+        path = bundle(task, args.work)
+        single = baseline(path, task, min(args.requests, 128), 1, "predict")
+        print(f"  {task} run single: {single['rps']:.1f} req/s", flush=True)
+        hot = baseline(path, task, min(args.requests, 128), 1, "model")
+        print(f"  {task} one input per call, tokenizer and runner kept: {hot['rps']:.1f} req/s", flush=True)
+        ceiling = baseline(path, task, 8, 32, "model")
+        print(f"  {task} ceiling (32 per call): {ceiling['rps']:.1f} req/s", flush=True)
+        results["tasks"][task] = {"run_single": single, "single_kept": hot, "ceiling_32": ceiling,
+                                  "serve": serve_levels(path, task, args.requests, args.max_seconds, args.max_batch, args.delay_ms)}
+    write(results)
+    print(f"wrote {HERE / 'serving.md'}")
+
+
+if __name__ == "__main__":
+    main()
