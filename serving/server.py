@@ -101,6 +101,9 @@ def running(bundle_path: str | Path, opts: ServeOptions) -> Iterator[Any]:
     """Start the server (blocking until it is ready), yield the PyTriton ``Triton``, stop it on exit."""
     require_serve(server=True)
     _check(opts)
+    from .stubenv import stub_python_env
+
+    stub_python_env()  # the backend stub's environment is ready (else one line naming the fix), before any work
     from bert_export.exporter.bundle import load_bundle
     from bert_export.runtimes.factory import bundle_tokenizer, make_runner
 
