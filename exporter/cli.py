@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from bert_export.evaluation.cli_options import DEFAULT_MAX_METRIC_DROP, report_options
 from bert_export.models import FAMILIES, TASKS, BertExportError, ParityError
 from bert_export.quantize.cli_options import optimization_options, options_from
 from bert_export.runtimes.providers import RUNTIME_NAMES
@@ -92,11 +93,26 @@ for _name in FAMILIES:
 @click.option("--runtime", type=click.Choice(RUNTIME_NAMES), default="ort", show_default=True, help="Runtime to check: ort (CPU), ort-cuda, ort-trt, trt.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads.")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the parity report JSON here.")
+@click.option("--model", "model", default=None, help="Your checkpoint (directory, safetensors): recompute the PyTorch reference on --data.")
+@click.option("--allow-pickle", is_flag=True, help="With --model: allow pickle (.bin) weights you trust.")
+@report_options
 @click.option("-q", "--quiet", is_flag=True)
-def validate(bundle: Path, runtime: str, threads: int | None, report: Path | None, quiet: bool) -> None:
-    """Verify a bundle's checksums and re-run its parity cases against the stored PyTorch outputs."""
+def validate(bundle: Path, runtime: str, threads: int | None, report: Path | None, quiet: bool, model: str | None,
+             allow_pickle: bool, **extra: Any) -> None:
+    """Verify a bundle's checksums and re-run its parity cases against the stored PyTorch outputs.
+
+    With --model CKPT [--data FILE]: recompute the reference from your checkpoint on your data and
+    report the task metric against gold labels of both sides (docs/validation.md).
+    """
     from .api import validate as run_validate
 
+    defaults = {"data": None, "limit": None, "batch": 16, "max_metric_drop": DEFAULT_MAX_METRIC_DROP, "expect_ops": None,
+                "junit": None, "markdown": None}
+    if model is not None or allow_pickle or any(extra[k] != v for k, v in defaults.items()):
+        from .cli_compare import run_validate as run_on_data
+
+        return run_on_data(bundle, model=model, runtime=runtime, threads=threads, report=report, quiet=quiet,
+                           allow_pickle=allow_pickle, **extra)
     result = run_validate(bundle, runtime=runtime, threads=threads, steps=Steps(quiet=quiet))
     if report is not None:
         report.write_text(result.dumps() + "\n", encoding="utf-8")
@@ -107,6 +123,7 @@ def validate(bundle: Path, runtime: str, threads: int | None, report: Path | Non
 
 from . import cli_bench  # noqa: E402,F401
 from . import cli_run  # noqa: E402,F401
+from . import cli_compare  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:
