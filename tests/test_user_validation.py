@@ -30,7 +30,6 @@ from bert_export.quantize.pipeline import OptimizeOptions
 from bert_export.runtimes.parity import GATES, Report
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "bert_export.exporter.cli"]
 
 POSITIVE = ["I loved this film, it was wonderful.", "A delightful and moving story.", "Great acting and a superb soundtrack.",
             "The best meal I have had in years.", "Fantastic service, friendly staff.", "An excellent, beautiful book.",
@@ -51,12 +50,23 @@ def eval_rows() -> list[tuple[str, str]]:
     return rows
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """The CLI in-process (as tests/test_bad_input.py): exit code, stdout, stderr."""
+    from bert_export.exporter.cli import main
+
+    def run(*args: object) -> SimpleNamespace:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args])
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=int(exc.value.code or 0), stdout=out.out, stderr=out.err)
+
+    return run
 
 
-def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
-    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+def error_lines(proc: SimpleNamespace) -> list[str]:
+    return [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith(("✓", "note:"))]
 
 
 def fine_tune(out: Path, minilm_dir: Path, steps: int = 8) -> Path:
@@ -105,7 +115,7 @@ def sst(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> SimpleNam
 # --- the real-data case ------------------------------------------------------------------------
 
 
-def test_int8_metric_drop_reported_and_gated(sst: SimpleNamespace, tmp_path: Path) -> None:
+def test_int8_metric_drop_reported_and_gated(sst: SimpleNamespace, tmp_path: Path, run_cli) -> None:
     """The metric table shows PyTorch and int8 side by side; a zero-drop gate fails with exit 1; reports written."""
     from junitparser import Failure, JUnitXml
 
@@ -174,7 +184,7 @@ def test_assert_parity_message_is_the_table(sst: SimpleNamespace) -> None:
     assert "task metrics vs gold" in text and "accuracy" in text and "FAIL" in text
 
 
-def test_compare_fp32_vs_int8(sst: SimpleNamespace, tmp_path: Path) -> None:
+def test_compare_fp32_vs_int8(sst: SimpleNamespace, tmp_path: Path, run_cli) -> None:
     """compare needs no PyTorch: int8 against the fp32 bundle, same metric table and int8 gate."""
     report = tmp_path / "c.json"
     proc = run_cli("compare", sst.fp32, sst.int8, "--data", sst.data, "--max-metric-drop", "100", "--report", report, "-q")
@@ -193,7 +203,7 @@ def test_compare_fp32_vs_int8(sst: SimpleNamespace, tmp_path: Path) -> None:
     assert s["data"]["examples"] == 20
 
 
-def test_checkpoint_rules_as_export(sst: SimpleNamespace, tmp_path: Path) -> None:
+def test_checkpoint_rules_as_export(sst: SimpleNamespace, tmp_path: Path, run_cli) -> None:
     """The checkpoint loads by export's rules: a pickle-only checkpoint is refused (exit 2) unless allowed."""
     pickled = tmp_path / "pickled"
     shutil.copytree(sst.ckpt, pickled)
@@ -206,7 +216,7 @@ def test_checkpoint_rules_as_export(sst: SimpleNamespace, tmp_path: Path) -> Non
 # --- --expect-ops ------------------------------------------------------------------------------
 
 
-def test_expect_ops_fails_on_unoptimized_bundle(make_bundle, tmp_path: Path) -> None:
+def test_expect_ops_fails_on_unoptimized_bundle(make_bundle, tmp_path: Path, run_cli) -> None:
     optimized = make_bundle("bert", "seq-cls")
     plain = make_bundle("bert", "seq-cls", optimization=OptimizeOptions(optimize=False))
     fused = json.loads((optimized / "manifest.json").read_text())["optimization"]["fused_ops"]
@@ -247,7 +257,7 @@ def tiny_checkpoint(out: Path, task_class: str, minilm_dir: Path, **config) -> P
     return out
 
 
-def test_qa_end_to_end(tmp_path: Path, minilm_dir: Path) -> None:
+def test_qa_end_to_end(tmp_path: Path, minilm_dir: Path, run_cli) -> None:
     ckpt = tiny_checkpoint(tmp_path / "qa-ckpt", "BertForQuestionAnswering", minilm_dir)
     bundle = export("bert", "qa", model=str(ckpt), out=tmp_path / "qa").bundle
     data = tmp_path / "qa.jsonl"
@@ -264,7 +274,7 @@ def test_qa_end_to_end(tmp_path: Path, minilm_dir: Path) -> None:
     assert [c["shape"][0] for c in r["cases"]] == [2, 1]
 
 
-def test_token_cls_end_to_end(tmp_path: Path, minilm_dir: Path) -> None:
+def test_token_cls_end_to_end(tmp_path: Path, minilm_dir: Path, run_cli) -> None:
     labels = ["O", "B-PER", "I-PER", "B-LOC"]
     ckpt = tiny_checkpoint(tmp_path / "ner-ckpt", "BertForTokenClassification", minilm_dir, num_labels=4,
                            id2label=dict(enumerate(labels)), label2id={v: k for k, v in enumerate(labels)})
@@ -284,7 +294,7 @@ def test_token_cls_end_to_end(tmp_path: Path, minilm_dir: Path) -> None:
     assert proc.returncode == 2 and "B-PERSON" in error_lines(proc)[-1]
 
 
-def test_embed_pairs_and_mlm_compare(make_bundle, tmp_path: Path) -> None:
+def test_embed_pairs_and_mlm_compare(make_bundle, tmp_path: Path, run_cli) -> None:
     """embed: a pairs file gives Spearman; mlm: masked tokens of the text are the gold (top-1/top-5)."""
     embed = make_bundle("bert", "embed")
     pairs = tmp_path / "pairs.csv"
@@ -320,7 +330,7 @@ def test_embed_pairs_and_mlm_compare(make_bundle, tmp_path: Path) -> None:
     ("bad-label.csv", "text,label\nhello,maybe\n", "not one of this bundle's labels"),
     ("broken.parquet", b"PAR1 not really", "not valid Parquet"),
 ])
-def test_bad_data_files(make_bundle, tmp_path: Path, name: str, content: str | bytes, needle: str) -> None:
+def test_bad_data_files(make_bundle, tmp_path: Path, name: str, content: str | bytes, needle: str, run_cli) -> None:
     bundle = make_bundle("bert", "seq-cls")
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
@@ -331,7 +341,7 @@ def test_bad_data_files(make_bundle, tmp_path: Path, name: str, content: str | b
     assert not junit.exists()  # nothing half-written
 
 
-def test_output_paths_checked_before_work(make_bundle, tmp_path: Path) -> None:
+def test_output_paths_checked_before_work(make_bundle, tmp_path: Path, run_cli) -> None:
     bundle = make_bundle("bert", "seq-cls")
     proc = run_cli("validate", bundle, "--junit", tmp_path / "no-such-dir" / "r.xml", "-q")
     assert proc.returncode == 2 and "does not exist" in error_lines(proc)[0]
@@ -339,7 +349,7 @@ def test_output_paths_checked_before_work(make_bundle, tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--model" in error_lines(proc)[0]
 
 
-def test_parquet_and_stored_validate_formats(make_bundle, tmp_path: Path) -> None:
+def test_parquet_and_stored_validate_formats(make_bundle, tmp_path: Path, run_cli) -> None:
     """Parquet reads through pyarrow; plain validate (stored cases) also writes JUnit and Markdown."""
     import pandas as pd
     from junitparser import JUnitXml
