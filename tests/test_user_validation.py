@@ -12,6 +12,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,8 +129,9 @@ def test_int8_metric_drop_reported_and_gated(sst: SimpleNamespace, tmp_path: Pat
     acc = rows["accuracy"]
     n = len(eval_rows())
     assert r["data"]["examples"] == n and r["data"]["batches"] == -(-n // 16)
-    # the head learned the task: far above the 50% of a coin (the labels mean something)
-    assert acc["reference"] > 0.8
+    # the head learned the task: above always answering the majority class (the labels mean something)
+    majority = max(sum(lab == "positive" for _, lab in eval_rows()), sum(lab == "negative" for _, lab in eval_rows())) / n
+    assert acc["reference"] > majority + 0.03, (acc, majority)
     assert acc["drop_points"] == pytest.approx(100 * (acc["reference"] - acc["candidate"]), abs=1e-6)
     # fractions of n examples
     assert round(acc["reference"] * n) == pytest.approx(acc["reference"] * n, abs=1e-6)
@@ -387,7 +389,12 @@ def test_squad_metrics_hand_computed() -> None:
 
 
 def test_entity_f1_matches_seqeval() -> None:
-    seqeval = pytest.importorskip("seqeval.metrics")
+    import importlib.util
+
+    from .conftest import needs
+
+    needs(importlib.util.find_spec("seqeval") is not None, "seqeval is not installed (pip install -e '.[test]')")
+    import seqeval.metrics as seqeval
     rng = np.random.default_rng(0)
     tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "I-ORG"]
     gold = [[str(t) for t in rng.choice(tags, size=rng.integers(1, 12))] for _ in range(200)]
@@ -460,4 +467,4 @@ def test_ci_examples_run(tmp_path: Path, minilm_dir: Path) -> None:
     (tmp_path / "ops.json").write_text('{"Attention": 99}')
     proc = subprocess.run(["bash", "-c", commands["gitlab"][0]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "Attention 0 < 99 expected" in (tmp_path / "reports" / "fp32.md").read_text()
+    assert re.search(r"Attention \d+ < 99 expected", (tmp_path / "reports" / "fp32.md").read_text())
