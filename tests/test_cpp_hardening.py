@@ -330,6 +330,9 @@ CASES: dict[str, tuple[str, Callable[[Path], None] | None, list[str], str]] = {
     "graph-not-listed": ("qa", graph_unlisted, SELF, "graph.file \"other.onnx\" is not listed"),
     "graph-outside": ("qa", graph_outside, SELF, "'..' component"),
     "listed-file-missing": ("qa", missing_listed, TOK, "config.json is missing"),
+    "tokenizer-file-unlisted": ("qa", lambda b: raw_edit(b, lambda m: m["files"].pop("vocab.txt")), TOK, "tokenizer file \"vocab.txt\" is not listed"),
+    "golden-file-unlisted": ("qa", set_manifest(golden__file="gold.json"), SELF, "golden.file \"gold.json\" is not listed"),
+    "graph-file-not-in-graph-files": ("qa", set_manifest(graph__files=["config.json"]), SELF, "graph.file is not among graph.files"),
     # manifest types and ranges
     "manifest-not-json": ("qa", raw_manifest("{\"schema_version\": 1,"), SELF, "manifest.json is not valid JSON"),
     "manifest-array": ("qa", raw_manifest("[]"), SELF, "manifest.json must be an object"),
@@ -452,6 +455,7 @@ def test_unlisted_files_change_nothing(asan_demo: Path, bases: dict[str, Path], 
     want = demo_run(asan_demo, bundle, *TOK).stdout
     manifest = read_manifest(bundle)
     del manifest["files"]["tokenizer.json"]
+    manifest["tokenizer"]["files"] = [f for f in manifest["tokenizer"]["files"] if f != "tokenizer.json"]
     spec = json.loads((bundle / "tokenizer.json").read_text(encoding="utf-8"))
     spec["model"]["vocab"] = {k: (v + 7) % 30522 for k, v in spec["model"]["vocab"].items()}
     (bundle / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -255,6 +256,12 @@ void check_manifest(const json& m) {
   if (const json* gfiles = find(graph, "files")) {
     as_array(*gfiles, M + " graph.files", 10000);
     for (const json& f : *gfiles) listed(as_string(f, M + " graph.files[]", 1024), "graph.files entry");
+    if (gf.is_string() && std::find(gfiles->begin(), gfiles->end(), gf) == gfiles->end())
+      throw BundleError(M + " graph.file is not among graph.files; re-export the bundle");
+  }
+  if (const json* golden = find(m, "golden")) {
+    as_object(*golden, M + " golden");
+    if (const json* f = find(*golden, "file")) listed(as_string(*f, M + " golden.file", 1024), "golden.file");
   }
 
   // inputs / outputs
@@ -286,6 +293,8 @@ void check_manifest(const json& m) {
     as_object(*tok, M + " tokenizer");
     if (const json* kind = find(*tok, "kind")) one_of(*kind, {"wordpiece", "bpe"}, M + " tokenizer.kind");
     if (const json* lc = find(*tok, "do_lower_case")) as_bool(*lc, M + " tokenizer.do_lower_case");
+    if (const json* tf = find(*tok, "files"))
+      for (const json& f : as_array(*tf, M + " tokenizer.files", 16)) listed(as_string(f, M + " tokenizer.files[]", 1024), "tokenizer file");
   }
   if (const json* sp = find(m, "special_tokens")) {
     as_object(*sp, M + " special_tokens");
