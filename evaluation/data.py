@@ -61,6 +61,21 @@ class Dataset:
         return out
 
 
+def require(*modules: str) -> None:
+    """Optional dependencies (the ``eval`` extra), checked before any work starts."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        names = {"sklearn": "scikit-learn"}
+        raise BertExportError(f"{', '.join(names.get(m, m) for m in missing)} is needed for --data; "
+                              "pip install 'bert-export[eval]'")
+
+
+# which optional module each gold kind's metric uses
+METRIC_MODULES = {"label": ("sklearn",), "score": ("scipy",)}
+
+
 def read_data(path: str | Path, task: str, limit: int | None = None) -> Dataset:
     """Read ``path`` for ``task``; ``limit`` keeps the first N rows."""
     p = Path(path)
@@ -71,6 +86,7 @@ def read_data(path: str | Path, task: str, limit: int | None = None) -> Dataset:
         raise BertExportError(f"--data {p}: unknown extension {p.suffix or '(none)'!r}; use one of {', '.join(EXTENSIONS)}")
     if not p.is_file():
         raise BertExportError(f"--data {p} does not exist or is not a file")
+    require("pandas", *(("pyarrow",) if suffix == ".parquet" else ()))
     frame = _frame(p, suffix)
     if limit is not None:
         frame = frame.head(limit)
@@ -79,6 +95,7 @@ def read_data(path: str | Path, task: str, limit: int | None = None) -> Dataset:
     columns = [str(c) for c in frame.columns]
     records = frame.to_dict(orient="records")
     examples, gold = _examples(p, task, columns, records)
+    require(*METRIC_MODULES.get(gold or "", ()))
     return Dataset(p, examples, gold, columns)
 
 
