@@ -165,6 +165,10 @@ def _main(argv: list[str] | None) -> None:
 
 def _interrupted(exc: BaseException) -> None:
     """Ctrl-C: exit 130; SIGTERM: 143 (128 + the signal, as shells report it)."""
+    written = getattr(exc, "bert_export_published", None)
+    if written:
+        _err(f"interrupted after the bundle was written to {written}")
+        sys.exit(128 + signal.SIGTERM if isinstance(exc, Terminated) else 130)
     if isinstance(exc, Terminated):
         _err("interrupted (SIGTERM); nothing was written")
         sys.exit(128 + signal.SIGTERM)

@@ -39,6 +39,8 @@ LOCK_TAG = "bert-export.lock"
 MAX_MANIFEST_BYTES = 64 << 20
 AT_FDCWD = -100
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+# Errors of the place, not of the export: reported as one line (the rest are bugs, with a traceback).
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO)
 
 
 # --------------------------------------------------------------------------- what --force may replace
@@ -351,6 +353,7 @@ def staged_directory(out: Path, force: bool) -> Iterator[Path]:
     with TargetLock(out):
         remove_stale(out)
         staging = _make_staging(out)
+        published = False
         try:
             yield staging / "bundle"
             _publishable(staging / "bundle")
@@ -359,6 +362,15 @@ def staged_directory(out: Path, force: bool) -> Iterator[Path]:
                 exchange(staging / "bundle", out)
             except OSError as exc:
                 raise BertExportError(f"could not move the bundle into {out} ({exc.strerror}); it is unchanged") from None
+            published = True
+        except KeyboardInterrupt as exc:  # the CLI says whether the bundle was written before the signal
+            exc.bert_export_published = str(out) if published else None  # type: ignore[attr-defined]
+            raise
+        except OSError as exc:
+            if exc.errno not in WRITE_ERRORS:
+                raise
+            raise BertExportError(f"could not write the bundle beside {out} ({exc.strerror}); {out} is unchanged: "
+                                  f"free space or choose another --out") from None
         finally:
             remove_staging(staging)
 
