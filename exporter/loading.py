@@ -99,6 +99,16 @@ def _label_kwargs(task: Task, num_labels: int | None) -> dict[str, Any]:
     return {"num_labels": num_labels}
 
 
+def _check_sizes(values: dict[str, Any]) -> None:
+    for key in POSITIVE_SIZES:
+        value = values.get(key)
+        if value is not None and (type(value) is not int or value < 1):
+            raise BertExportError(f"--config {key}={value!r} makes no model; it must be a positive integer")
+    labels = values.get("num_labels") or len(values.get("id2label") or {})
+    if labels > MAX_LABELS:
+        raise BertExportError(f"{labels} labels is more than {MAX_LABELS}; pass a sensible --num-labels")
+
+
 def check_config(config: Any, task: Task) -> None:
     """Refuse a configuration that makes no model, or one too big for this machine, before building it.
 
@@ -141,10 +151,11 @@ def load_random(family: Family, task: Task, overrides: dict[str, Any], seed: int
     """The family's default configuration (plus overrides) with seeded random weights."""
     config_cls = getattr(transformers, family.config_class)
     kwargs = {**overrides, **_label_kwargs(task, num_labels)}
+    _check_sizes(kwargs)  # before the config: num_labels=10**9 alone builds a 10**9-entry id2label
     try:
         config = config_cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise BertExportError(f"invalid --config for {family.name}: {first_line(exc)}") from None
+    except Exception as exc:  # TypeError, ValueError, huggingface_hub's StrictDataclassFieldValidationError...
+        raise BertExportError(f"invalid --config for {family.name}: {' '.join(str(exc).split())[:300]}") from None
     check_config(config, task)
     config._attn_implementation = "sdpa"
     torch.manual_seed(seed)
