@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import stat as stat_mod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -366,8 +367,6 @@ def copy_tokenizer(source: Source, dest: Path) -> list[str]:
             st = os.stat(src)
         except OSError:
             continue
-        import stat as stat_mod
-
         if not stat_mod.S_ISREG(st.st_mode) or not real.is_relative_to(allowed or Path(os.path.realpath(root))):
             raise BertExportError(f"tokenizer file {src} is not a regular file inside the model directory; "
                                   f"replace it with the file itself")

@@ -7,7 +7,6 @@ import contextlib
 import errno
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -162,16 +161,38 @@ def test_second_export_fails_while_first_holds_the_lock(capsys, tmp_path: Path, 
     assert snapshot(previous) == before and ours(previous.parent, previous) == []
 
 
+# The first export holds in its "Exporting" step (lock taken) until the test creates a file.
+HOLD = r"""
+import contextlib, os, sys, time
+from bert_export.exporter import progress
+go = sys.argv[1]
+real_step = progress.Steps.step
+
+@contextlib.contextmanager
+def step(self, title):
+    with real_step(self, title):
+        deadline = time.time() + 240
+        while title.startswith("Exporting") and not os.path.exists(go) and time.time() < deadline:
+            time.sleep(0.05)
+        yield
+
+progress.Steps.step = step
+from bert_export.exporter.cli import main
+main(sys.argv[2:])
+"""
+
+
 def test_two_concurrent_exports(tmp_path: Path, previous: Path) -> None:
     """Two real processes: one wins and publishes a complete bundle, the other fails in one line."""
-    lock = publish.lock_path(previous.absolute())
-    first = subprocess.Popen([sys.executable, "-m", "bert_export.exporter.cli", *TINY, "--out", str(previous), "--force",
-                              "--seed", "11"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock, go = publish.lock_path(previous.absolute()), tmp_path / "go"
+    first = subprocess.Popen([sys.executable, "-c", HOLD, str(go), *TINY, "--out", str(previous), "--force", "--seed", "11"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not lock.exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     second = subprocess.run([sys.executable, "-m", "bert_export.exporter.cli", *TINY, "--out", str(previous), "--force",
                              "--seed", "12", "--no-validate"], capture_output=True, text=True, timeout=300)
+    go.touch()  # the first export may go on
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert second.returncode == 2 and second.stderr.startswith("error: another export (pid"), second.stderr
