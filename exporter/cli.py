@@ -198,4 +198,8 @@ def _err(message: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m bert_export.exporter.cli`: this file runs as __main__, a second copy of the module;
+    # the sub-command modules (run, bench, compare...) register on the importable one, so use that.
+    from bert_export.exporter.cli import main as _package_main
+
+    _package_main()
