@@ -210,6 +210,19 @@ def test_bad_precisions_are_refused_before_any_work(capsys: pytest.CaptureFixtur
     assert not (tmp_path / "b").exists()
 
 
+def test_one_failing_graph_fails_the_export_and_writes_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from bert_export.exporter import export
+    from bert_export.models import ParityError
+    from bert_export.quantize.pipeline import OptimizeOptions
+    from bert_export.runtimes.parity import GATES, Gate
+
+    monkeypatch.setitem(GATES, "int8", Gate(max_abs=None, agreement=1.01, cos_mean=1.01, cos_min=1.01))  # unreachable
+    with pytest.raises(ParityError, match="parity gate failed for the int8 graph"):
+        export("bert", "qa", random_init=True, overrides=dict(FAMILIES["bert"].tiny_config), out=tmp_path / "b",
+               precisions="fp32,int8", optimization=OptimizeOptions(fallback=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no bundle, no staging or work directories
+
+
 def test_single_low_precision_bundle_uses_its_transformers_js_name(make_bundle: Callable[..., Path]) -> None:
     from bert_export.quantize.pipeline import OptimizeOptions
 
