@@ -187,6 +187,10 @@ def test_precision_picks_the_graph_in_validate_run_and_the_api(capsys: pytest.Ca
     assert np.abs(vectors["fp32"] - default).max() <= 1e-6  # the default is fp32
     cosine = (vectors["fp32"] * vectors["int8"]).sum(1)  # normalised vectors
     assert cosine.min() > 0.99 and np.abs(vectors["fp32"] - vectors["int8"]).max() > 1e-4  # another graph really ran
+    from bert_export.runtimes.bench import bench
+
+    timed = bench(minilm_multi, precision="int8", batches=[1], seqs=[16], warmup=0, runs=1, with_torch=False)
+    assert timed.settings["precision"] == "int8" and [r.precision for r in timed.results] == ["int8"]
 
 
 def test_precision_the_bundle_lacks_is_one_error_line(capsys: pytest.CaptureFixture[str], make_bundle: Callable[..., Path]) -> None:
