@@ -114,6 +114,10 @@ class Family:
     fusion_hints: dict[str, Any] = field(default_factory=dict)
     # Config attributes forced at export time (why: see each family's comment).
     export_config: dict[str, Any] = field(default_factory=dict)
+    # `--int8` on ONNX Runtime without --int8-mode: the fastest mode that passes the int8 gate, and the
+    # measurements behind the choice (benchmarks/cpu_int8.md; full size, b1 s128, 2 threads, ms).
+    int8_mode: str = "dynamic"
+    int8_measured: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -40,6 +40,8 @@ GATES: dict[str, Gate] = {
     "fp32": Gate(max_abs=1e-4, agreement=0.99, cos_mean=0.99999, cos_min=0.9999),
     "fp16": Gate(max_abs=None, agreement=0.995, cos_mean=0.9999, cos_min=0.999),
     "int8": Gate(max_abs=None, agreement=0.97, cos_mean=0.997, cos_min=0.995),
+    # OpenVINO's bf16 hint (its default on AVX512-BF16/AMX CPUs): 8 mantissa bits against fp16's 10.
+    "bf16": Gate(max_abs=None, agreement=0.99, cos_mean=0.9995, cos_min=0.998),
 }
 
 
