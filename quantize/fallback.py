@@ -132,6 +132,70 @@ def onnx_rank(reference_graph: Path, candidates: Sequence[str], feeds: Sequence[
     return rank
 
 
+def fake_quant_rows(x: np.ndarray) -> np.ndarray:
+    """Symmetric int8 with one scale per row (token): the dynamic mode's activations."""
+    s = np.maximum(np.abs(x).max(-1, keepdims=True), 1e-8) / 127.0
+    return np.clip(np.round(x / s), -127, 127) * s
+
+
+def fake_quant_tensor(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Asymmetric uint8 over a calibrated [lo, hi] (0 included): static QDQ's and NNCF's activations."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    s = max(hi - lo, 1e-8) / 255.0
+    zp = np.round(-lo / s)
+    return (np.clip(np.round(x / s) + zp, 0, 255) - zp) * s
+
+
+def fake_quant_weight(w: np.ndarray) -> np.ndarray:
+    """Symmetric int8 per output channel (columns of a [K, N] weight)."""
+    s = np.maximum(np.abs(w).max(0, keepdims=True), 1e-12) / 127.0
+    return np.clip(np.round(w / s), -127, 127) * s
+
+
+def local_errors(xs: dict[str, list[np.ndarray]], weights: dict[str, np.ndarray], scheme: str,
+                 smooth: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Per node: relative error of its own int8 product on the *reference* inputs (upstream error excluded).
+
+    ``scheme``: ``rows`` (dynamic: per-token scales, after SmoothQuant's ``smooth`` factors) or ``tensor``
+    (static/NNCF: one calibrated range). Simulated in numpy from one fp32 run: no graph is rebuilt.
+    """
+    out = {}
+    for name, w in weights.items():
+        x_all = [x.reshape(-1, x.shape[-1]).astype(np.float64) for x in xs.get(name, [])]
+        if not x_all:
+            continue
+        w = w.astype(np.float64)
+        lo, hi = min(float(x.min()) for x in x_all), max(float(x.max()) for x in x_all)
+        if smooth is not None and name in smooth:
+            f = smooth[name].astype(np.float64)
+            x_all, w = [x / f for x in x_all], w * f[:, None]
+        wq, num, den = fake_quant_weight(w), 0.0, 0.0
+        for x in x_all:
+            xq = fake_quant_rows(x) if scheme == "rows" else fake_quant_tensor(x, lo, hi)
+            y = x @ w
+            num += float(np.square(xq @ wq - y).sum())
+            den += float(np.square(y).sum())
+        out[name] = float(np.sqrt(num / max(den, 1e-24)))
+    return out
+
+
+def onnx_local_rank(reference_graph: Path, candidates: Sequence[str], feeds: Sequence[dict[str, np.ndarray]],
+                    scheme: str, smooth: dict[str, np.ndarray] | None = None) -> Rank:
+    """Sensitivity from one fp32 run of the ONNX graph (``local_errors``); the quantized graph is not needed."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(reference_graph))
+    inits = {i.name: i for i in model.graph.initializer}
+    wanted = set(candidates)
+    nodes = {n.name: n for n in model.graph.node if n.name in wanted and n.input[1] in inits}
+    tensors = {n.input[0] for n in nodes.values()}
+    runs = _run_named(_exposed(reference_graph, tensors), feeds, tensors)
+    xs = {name: [r[n.input[0]] for r in runs] for name, n in nodes.items()}
+    weights = {name: numpy_helper.to_array(inits[n.input[1]]) for name, n in nodes.items()}
+    scores = local_errors(xs, weights, scheme, smooth)
+    return lambda quantized: scores
+
+
 def sensitivity(candidates: Sequence[str], build: Build, reference_graph: Path, feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
     """Per node: the relative error it adds in the fully quantized graph (one build, two runs)."""
     return onnx_rank(reference_graph, candidates, feeds)(build(frozenset()))

@@ -31,7 +31,7 @@ from bert_export.models import BertExportError
 from bert_export.models.support import quiet_loggers
 from bert_export.runtimes.openvino_runner import HINTS, INSTALL_HINT
 
-from .fallback import FallbackResult, accuracy_fallback, added_error
+from .fallback import FallbackResult, accuracy_fallback, local_errors
 
 IR_DIR = "openvino"
 IR_XML = f"{IR_DIR}/model.xml"
@@ -102,6 +102,21 @@ def _is_weight(node: Any) -> bool:
     return True
 
 
+def ov_local_errors(ov: Any, model: Any, candidates: dict[str, tuple[str, str]], feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Sensitivity from one fp32 OpenVINO run: each MatMul's own int8 error on its reference input
+    (per-tensor activations, per-channel weights: what NNCF's transformer preset does)."""
+    weights = {}
+    for op in model.get_ordered_ops():
+        name = op.get_friendly_name()
+        if name in candidates and op.input_value(1).get_node().get_type_name() == "Constant":
+            w = np.array(op.input_value(1).get_node().get_data(), dtype=np.float32)
+            if w.ndim == 2:
+                weights[name] = w.T if op.get_transpose_b() else w
+    runs = _run_exposed(ov, model, {candidates[n][0] for n in weights}, feeds)
+    xs = {n: [r[candidates[n][0]] for r in runs] for n in weights}
+    return local_errors(xs, weights, "tensor")
+
+
 def _run_exposed(ov: Any, model: Any, tensors: set[str], feeds: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     model = model.clone()
     model.add_outputs(sorted(tensors))
@@ -138,13 +153,10 @@ def build_ir(onnx_path: Path, ir_dir: Path, precision: str, feeds: list[dict[str
         ov.save_model(q, str(xml), compress_to_fp16=False)
         return xml
 
-    tensors = {t for pair in candidates.values() for t in pair}
     rank_feeds = feeds[:8]
 
     def rank(quantized: Path) -> dict[str, float]:
-        ref = _run_exposed(ov, model, tensors, rank_feeds)
-        got = _run_exposed(ov, ov.Core().read_model(str(quantized)), tensors, rank_feeds)
-        return added_error(candidates, ref, got)
+        return ov_local_errors(ov, model, candidates, rank_feeds)
 
     if probe is not None and fallback:
         result.fallback = accuracy_fallback(list(candidates), build, probe, None, rank_feeds, rank=rank)

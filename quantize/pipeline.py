@@ -26,7 +26,7 @@ from bert_export.models.support import quiet_loggers
 from . import fp16 as fp16_mod
 from . import int8 as int8_mod
 from .calibration import calibration_feeds
-from .fallback import FallbackResult, accuracy_fallback
+from .fallback import FallbackResult, accuracy_fallback, onnx_local_rank
 from .fusion import fold_for_trt, fuse_for_ort, fused_op_counts, unpack_attention
 
 TARGETS = ("ort", "trt", "openvino")
@@ -156,10 +156,10 @@ def optimize_graph(
         if options.precision != "fp32":
             feeds = calibration_feeds(inputs, tokenizer, samples=options.calib_samples, max_seq=min(max_seq, 128),
                                       vocab_size=vocab_size, seed=seed)
-            build, candidates = _builder(options, fp32_path, path, work, feeds)
+            build, candidates, rank = _builder(options, fp32_path, path, work, feeds)
             if probe is not None and options.fallback:
                 reference = work / "fp32-unpacked.onnx" if options.mode == "dynamic" else fp32_path
-                result.fallback = accuracy_fallback(candidates, build, probe, reference, feeds[:8])
+                result.fallback = accuracy_fallback(candidates, build, probe, reference, feeds[:8], rank=rank)
             else:
                 build(frozenset())
     _count_ops(path, result)
@@ -214,14 +214,15 @@ def _optimize_openvino(path: Path, family: Family, inputs: tuple[TensorSpec, ...
     return result
 
 
-def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, feeds: list) -> tuple[Callable[[frozenset[str]], Path], list[str]]:
-    """A function that writes the low-precision graph with some nodes kept fp32, and the candidates."""
+def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, feeds: list) -> tuple[Callable[[frozenset[str]], Path], list[str], Any]:
+    """A function that writes the low-precision graph with some nodes kept fp32, the candidates, and the
+    fallback's sensitivity ranker (None: measured on the built graph)."""
     base = onnx.load(str(fp32_path))
     if options.fp16:
         def build_fp16(keep: frozenset[str]) -> Path:
             onnx.save(fp16_mod.to_fp16(copy.deepcopy(base), io_fp16=options.fp16_io, keep_fp32=keep), str(out))
             return out
-        return build_fp16, fp16_mod.fp16_candidates(base)
+        return build_fp16, fp16_mod.fp16_candidates(base), None
     candidates = int8_mod.quantizable_nodes(base)
     if options.mode == "dynamic":
         unpacked = work / "fp32-unpacked.onnx"
@@ -233,13 +234,14 @@ def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, f
         def build_dynamic(keep: frozenset[str]) -> Path:
             int8_mod.quantize_rowwise(unpacked, out, exclude=keep, smooth=smooth)
             return out
-        return build_dynamic, int8_mod.quantizable_nodes(onnx.load(str(unpacked)))
+        candidates = int8_mod.quantizable_nodes(onnx.load(str(unpacked)))
+        return build_dynamic, candidates, lambda q: onnx_local_rank(unpacked, candidates, feeds[:8], "rows", smooth)(q)
     cache = work / "calibration.json"
 
     def build_static(keep: frozenset[str]) -> Path:
         int8_mod.quantize_static(fp32_path, out, feeds, cache, symmetric=options.runtime == "trt", exclude=keep)
         return out
-    return build_static, candidates
+    return build_static, candidates, lambda q: onnx_local_rank(fp32_path, candidates, feeds[:8], "tensor")(q)
 
 
 def _save_ir(model: ir.Model, path: Path) -> None:
