@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from .fallback import DEFAULT_BUDGET_S
 from .pipeline import DEFAULT_CALIB_SAMPLES, OptimizeOptions
 
 _OPTIONS = (
@@ -30,6 +31,9 @@ _OPTIONS = (
                  help="Calibration sentences (bundle tokenizer) for static INT8 and the fallback's sensitivity."),
     click.option("--no-fallback", "opt_no_fallback", is_flag=True,
                  help="Do not keep sensitive nodes in fp32 when fp16/int8 fails the parity gate."),
+    click.option("--fallback-budget", "opt_fallback_budget", type=float, default=DEFAULT_BUDGET_S, show_default=True,
+                 help="Seconds the accuracy fallback may search; then the best passing choice so far is kept "
+                      "(or every candidate, if none passed yet)."),
 )
 
 
@@ -46,4 +50,5 @@ def options_from(kwargs: dict[str, Any]) -> OptimizeOptions:
         runtime=kwargs.pop("opt_runtime"), optimize=not kwargs.pop("opt_no_optimize"), fp16=kwargs.pop("opt_fp16"),
         fp16_io=kwargs.pop("opt_fp16_io"), bf16=kwargs.pop("opt_bf16"), int8=kwargs.pop("opt_int8"), int8_mode=kwargs.pop("opt_int8_mode"),
         calib_samples=kwargs.pop("opt_calib_samples"), fallback=not kwargs.pop("opt_no_fallback"),
+        fallback_budget=kwargs.pop("opt_fallback_budget"),
     )

@@ -7,7 +7,8 @@
    leave-one-out: 75 re-quantizations of ModernBERT-base took over 12 minutes without finishing.)
 2. Search: keep the top-k nodes in fp32, k = 1, 2, 4, ... until the parity gate (on the parity
    cases, a different text set) holds, then bisect between the last failing and the first
-   passing k. About 2*log2(k) gate evaluations instead of up to N.
+   passing k. About 2*log2(k) gate evaluations instead of up to N. Then shrink the kept set
+   (drop halves, quarters, ... while the gate holds): the ranking is only a prior.
 3. Budget: when ``budget_s`` is spent, the best passing k found so far is kept; if none passed
    yet, every candidate is kept (the graph is then as accurate as the higher precision) and the
    result says the budget ran out.
@@ -54,7 +55,7 @@ class FallbackResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "kept_fp32": self.kept, "passed": self.passed, "gate_evaluations": self.evaluations,
-            "candidates": self.candidates, "search": "sensitivity once, then doubling + bisection on k",
+            "candidates": self.candidates, "search": "local-error ranking once, doubling + bisection on k, then shrinking the kept set (ddmin)",
             "seconds": round(self.seconds, 1), "budget_s": self.budget_s, "budget_exhausted": self.budget_exhausted,
             "trials": self.trials,
             "before": {"failures": self.first_failures, "summary": self.first_summary},
@@ -229,12 +230,13 @@ def accuracy_fallback(candidates: Sequence[str], build: Build, probe: Probe, ref
     order = sorted(candidates, key=lambda n: -result.sensitivity.get(n, 0.0))
     limit = len(order) if max_kept is None else min(max_kept, len(order))
     reports: dict[int, Any] = {}
-    built = [0]  # the k whose graph is on disk now
+    built = [0]  # the k whose graph is on disk now (-1: a set from the shrinking pass)
+    _last_built[0] = frozenset()
 
     with _Progress(progress, limit) as bar:
         def trial(k: int) -> bool:
             rep = probe(build(frozenset(order[:k])))
-            reports[k], built[0] = rep, k
+            reports[k], built[0], _last_built[0] = rep, k, frozenset(order[:k])
             result.evaluations += 1
             result.trials.append({"kept": k, "passed": rep.passed, "summary": _short(rep.summary)})
             bar.show(k, limit, rep, time.perf_counter() - start)
@@ -263,14 +265,49 @@ def accuracy_fallback(candidates: Sequence[str], build: Build, probe: Probe, ref
             hi = limit if reports[limit].passed else None
         elif hi is not None and hi - lo > 1:
             result.budget_exhausted = True
-    best = hi if hi is not None else limit
-    if best not in reports:
-        trial(best)
-    elif built[0] != best:
-        build(frozenset(order[:best]))  # the last build was another k: rewrite the chosen one
-    result.kept, result.report, result.passed = order[:best], reports[best], reports[best].passed
+        kept = order[:hi] if hi is not None else order[:limit]
+        final = reports.get(hi if hi is not None else limit)
+        if hi is not None and len(kept) > 1:
+            kept, final = _shrink(kept, probe, build, final, out_of_time, result, bar, limit, start)
+    if frozenset(kept) != _last_built[0]:
+        build(frozenset(kept))  # the last build was another set: rewrite the chosen one
+    result.kept, result.report, result.passed = list(kept), final, final.passed
     result.seconds = time.perf_counter() - start
     return result
+
+
+_last_built: list[frozenset[str]] = [frozenset()]
+
+
+def _shrink(kept: list[str], probe: Probe, build: Build, report: Any, out_of_time: Callable[[], bool],
+            result: FallbackResult, bar: Any, limit: int, start: float) -> tuple[list[str], Any]:
+    """Drop nodes from a passing kept set while the gate still holds (ddmin's complement step: halves,
+    then quarters, ... down to single nodes), until the budget is spent.
+
+    The ranking is a prior from local errors; a node whose own error is small but whose error reaches the
+    outputs unattenuated (the last layer's FFN-down, say) can rank low and force a long prefix. This pass
+    finds the few nodes that really matter inside that prefix.
+    """
+    chunk = max(1, len(kept) // 2)
+    while chunk >= 1 and not out_of_time():
+        i = 0
+        while i < len(kept) and not out_of_time():
+            trial_set = kept[:i] + kept[i + chunk:]
+            rep = probe(build(frozenset(trial_set)))
+            _last_built[0] = frozenset(trial_set)
+            result.evaluations += 1
+            result.trials.append({"kept": len(trial_set), "passed": rep.passed, "summary": _short(rep.summary), "shrink": True})
+            bar.show(len(trial_set), limit, rep, time.perf_counter() - start)
+            if rep.passed:
+                kept, report = trial_set, rep
+            else:
+                i += chunk
+        if chunk == 1:
+            break
+        chunk = max(1, chunk // 2)
+    if out_of_time():
+        result.budget_exhausted = True
+    return kept, report
 
 
 def _short(summary: dict[str, Any]) -> dict[str, Any]:

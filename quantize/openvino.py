@@ -131,7 +131,8 @@ def _run_exposed(ov: Any, model: Any, tensors: set[str], feeds: Sequence[dict[st
 
 @quiet_loggers("nncf", "openvino", level=logging.ERROR, root=True)
 def build_ir(onnx_path: Path, ir_dir: Path, precision: str, feeds: list[dict[str, np.ndarray]],
-             probe: Callable[[Path], Any] | None, *, fallback: bool = True, seed: int = 0) -> IrResult:
+             probe: Callable[[Path], Any] | None, *, fallback: bool = True, seed: int = 0,
+             budget_s: float = 240.0) -> IrResult:
     """Convert ``onnx_path`` and write ``ir_dir/model.xml``/``.bin`` in ``precision`` (fp32|bf16|int8)."""
     ov, nncf = require(precision == "int8")
     ir_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +160,7 @@ def build_ir(onnx_path: Path, ir_dir: Path, precision: str, feeds: list[dict[str
         return ov_local_errors(ov, model, candidates, rank_feeds)
 
     if probe is not None and fallback:
-        result.fallback = accuracy_fallback(list(candidates), build, probe, None, rank_feeds, rank=rank)
+        result.fallback = accuracy_fallback(list(candidates), build, probe, None, rank_feeds, rank=rank, budget_s=budget_s)
         result.ignored = list(result.fallback.kept)
     else:
         build(frozenset())

@@ -26,7 +26,7 @@ from bert_export.models.support import quiet_loggers
 from . import fp16 as fp16_mod
 from . import int8 as int8_mod
 from .calibration import calibration_feeds
-from .fallback import FallbackResult, accuracy_fallback, onnx_local_rank
+from .fallback import DEFAULT_BUDGET_S, FallbackResult, accuracy_fallback, onnx_local_rank
 from .fusion import fold_for_trt, fuse_for_ort, fused_op_counts, unpack_attention
 
 TARGETS = ("ort", "trt", "openvino")
@@ -49,6 +49,7 @@ class OptimizeOptions:
     int8_mode: str | None = None
     calib_samples: int = DEFAULT_CALIB_SAMPLES
     fallback: bool = True
+    fallback_budget: float = DEFAULT_BUDGET_S
 
     @property
     def precision(self) -> str:
@@ -77,6 +78,12 @@ class OptimizeOptions:
             raise BertExportError(f"unknown --int8-mode {self.int8_mode!r}; choose dynamic or static")
         if self.runtime == "trt" and self.mode == "dynamic":
             raise BertExportError("TensorRT accepts only QDQ INT8; use --int8-mode static with --runtime trt")
+        if self.runtime == "openvino":
+            from .openvino import require
+
+            require(self.int8)  # the extra is checked before any work starts
+        if self.fallback_budget <= 0:
+            raise BertExportError(f"--fallback-budget must be > 0 seconds, got {self.fallback_budget:g}")
         if self.calib_samples < 1:
             raise BertExportError(f"--calib-samples must be >= 1, got {self.calib_samples}")
 
@@ -159,7 +166,8 @@ def optimize_graph(
             build, candidates, rank = _builder(options, fp32_path, path, work, feeds)
             if probe is not None and options.fallback:
                 reference = work / "fp32-unpacked.onnx" if options.mode == "dynamic" else fp32_path
-                result.fallback = accuracy_fallback(candidates, build, probe, reference, feeds[:8], rank=rank)
+                result.fallback = accuracy_fallback(candidates, build, probe, reference, feeds[:8], rank=rank,
+                                                    budget_s=options.fallback_budget)
             else:
                 build(frozenset())
     _count_ops(path, result)
@@ -207,7 +215,8 @@ def _optimize_openvino(path: Path, family: Family, inputs: tuple[TensorSpec, ...
         _save_ir(fold_for_trt(model), path)
     feeds = calibration_feeds(inputs, tokenizer, samples=options.calib_samples, max_seq=min(max_seq, 128),
                               vocab_size=vocab_size, seed=seed) if options.int8 else []
-    result.openvino = build_ir(path, ir_dir, options.precision, feeds, probe, fallback=options.fallback, seed=seed)
+    result.openvino = build_ir(path, ir_dir, options.precision, feeds, probe, fallback=options.fallback, seed=seed,
+                                 budget_s=options.fallback_budget)
     result.fallback = result.openvino.fallback
     result.ir_path = ir_dir / "model.xml"
     _count_ops(path, result)

@@ -89,7 +89,8 @@ class OpenVinoRunner(Runner):
         if self.compiled is not None:
             for key in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS"):
                 try:
-                    report[key.lower()] = str(self.compiled.get_property(key))
+                    value = self.compiled.get_property(key)
+                    report[key.lower()] = value.to_string() if hasattr(value, "to_string") else str(value)
                 except Exception:
                     pass
         return report
