@@ -50,7 +50,7 @@ def _trt(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
 
 def _openvino(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
     """The bundle's OpenVINO IR when it has one (--runtime openvino exports), else its ONNX graph read by
-    OpenVINO; the precision hint comes from the manifest (f32 unless the bundle is bf16)."""
+    OpenVINO; the precision hint comes from the manifest (f32 unless the bundle is bf16), or ``precision_hint``."""
     from .openvino_runner import HINTS, OpenVinoRunner, require_openvino
 
     require_openvino()
