@@ -133,7 +133,8 @@ def profile_ov(path: Path, feed: dict[str, np.ndarray], runs: int, hint: str | N
             ms = p.real_time.total_seconds() * 1000 / runs
             cats[ov_category(p.node_type, p.exec_type)] += ms
             ops[f"{p.node_type} [{p.exec_type}]"] += ms
-    actual = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    value = compiled.get_property("INFERENCE_PRECISION_HINT")
+    actual = value.to_string() if hasattr(value, "to_string") else str(value)
     wall = statistics.median(walls) * 1000
     return {"wall_ms": round(wall, 2), "run_ms": round(wall, 2), "categories": dict(cats), "ops": dict(ops), "precision": actual}
 
@@ -180,9 +181,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--notes", default="")
     parser.add_argument("--tiny", action="store_true", help="Smoke test on bench_cpu_int8.py --tiny's models (writes nothing).")
+    parser.add_argument("--rewrite", action="store_true", help="Rewrite int8_profile.md from int8_profile.json with --notes.")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--family", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rewrite:
+        r = json.loads((HERE / "int8_profile.json").read_text())
+        r["notes"] = args.notes or r.get("notes", "")
+        (HERE / "int8_profile.json").write_text(json.dumps(r, indent=2) + "\n")
+        (HERE / "int8_profile.md").write_text(markdown(r))
+        return
     if args.one:
         print(json.dumps(one(args.one, args.family, args.work, args.runs, args.tiny)))
         return
