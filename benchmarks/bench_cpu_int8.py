@@ -222,7 +222,6 @@ def time_variant(label: str, family: str, work: Path, runs: int, tiny: bool) -> 
 
 def ceilings(runs: int) -> dict[str, float]:
     """GOP/s of single FFN-shaped MatMuls: what the cores can do at best in each number format."""
-    import onnx
     import onnxruntime as ort
     import openvino as ov
     from onnx import TensorProto, helper, numpy_helper
@@ -247,7 +246,6 @@ def ceilings(runs: int) -> dict[str, float]:
     wf = numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "w")
     ms = ort_time(helper.make_node("MatMul", ["x", "w"], ["y"]), [wf], rng.standard_normal((m, k), dtype=np.float32), TensorProto.FLOAT)
     out["fp32 MatMul (ORT) GFLOP/s"] = round(ops / ms * 1e3, 1)
-    del onnx
     # OpenVINO: one MatMul, f32 and bf16 hints; and the same MatMul through NNCF (int8)
     from openvino import opset13 as ops_
 

@@ -19,7 +19,6 @@ precision hint the runner must set.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,8 +172,3 @@ def _ops(model: Any) -> dict[str, int]:
     for op in model.get_ordered_ops():
         counts[op.get_type_name()] = counts.get(op.get_type_name(), 0) + 1
     return dict(sorted(counts.items()))
-
-
-def remove_ir(ir_dir: Path) -> None:
-    """Drop a half-written IR directory inside the staged bundle (ours: we created it)."""
-    shutil.rmtree(ir_dir, ignore_errors=True)

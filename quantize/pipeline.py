@@ -74,7 +74,7 @@ class OptimizeOptions:
             raise BertExportError("--fp16-io needs --fp16")
         if self.int8_mode is not None and not self.int8:
             raise BertExportError("--int8-mode needs --int8")
-        if self.int8_mode not in (None, *int8_mod.MODES):  # noqa: SIM102
+        if self.int8_mode not in (None, *int8_mod.MODES):
             raise BertExportError(f"unknown --int8-mode {self.int8_mode!r}; choose dynamic or static")
         if self.runtime == "trt" and self.mode == "dynamic":
             raise BertExportError("TensorRT accepts only QDQ INT8; use --int8-mode static with --runtime trt")
