@@ -71,8 +71,12 @@ class OpenVinoRunner(Runner):
             raise BertExportError(f"OpenVINO could not load {self.model_path.name}: {first_line(exc, 300)}; re-export the bundle") from None
         names = {n for port in self.compiled.outputs for n in port.get_names()}
         missing = [o for o in self.output_names if o not in names]
-        if missing:
-            raise BertExportError(f"OpenVINO model {self.model_path.name} lacks outputs {missing}; re-export the bundle")
+        takes = sorted(n for port in self.compiled.inputs for n in port.get_names())
+        if missing or takes != sorted(s.name for s in self.inputs):
+            self.compiled = None
+            what = f"outputs {missing}" if missing else f"inputs {takes}"
+            raise BertExportError(f"OpenVINO model {self.model_path.name} does not match its manifest ({what} differ from "
+                                  "what the manifest lists); re-export the bundle")
         self.request = self.compiled.create_infer_request()
 
     def _deactivate(self) -> None:
