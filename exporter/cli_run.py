@@ -35,6 +35,7 @@ def run(bundle: Path, texts: tuple[str, ...], question: str | None, context: str
     """Run text through a bundle and print the task's answer (or JSON with --json)."""
     from bert_export.runtimes.predict import predict
 
+    _check_utf8([(f"--text #{i + 1}", t) for i, t in enumerate(texts)] + [("--question", question), ("--context", context)])
     pred = predict(bundle, texts=texts or None, question=question, context=context, runtime=runtime, threads=threads,
                    top_k=top_k, trt_profile=trt_profile, rebuild_engine=rebuild_engine, strict=strict_runtime)
     if as_json:
@@ -44,6 +45,21 @@ def run(bundle: Path, texts: tuple[str, ...], question: str | None, context: str
     _print_human(pred, texts)
     active = (pred.providers or {}).get("active")
     console.print(f"[dim]ran on {pred.runtime}{' (' + ', '.join(active) + ')' if active else ''}[/dim]")
+
+
+def _check_utf8(values: list[tuple[str, str | None]]) -> None:
+    """Arguments that are not valid UTF-8 reach Python as lone surrogates (PEP 383) and would end in
+    a tokenizer traceback; refuse them in one line that says where the bad byte is."""
+    for option, value in values:
+        if value is None:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            byte = ord(value[exc.start]) - 0xDC00 if 0xDC80 <= ord(value[exc.start]) <= 0xDCFF else None
+            what = f"byte 0x{byte:02x}" if byte is not None else "an unpaired surrogate"
+            raise BertExportError(f"{option} is not valid UTF-8 ({what} at character {exc.start}); pass UTF-8 text "
+                                  f"(e.g. convert it with iconv -t UTF-8)") from None
 
 
 def _print_human(pred: object, texts: tuple[str, ...]) -> None:
