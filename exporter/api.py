@@ -179,11 +179,23 @@ def symbolic_axes(tsk: Task, name: str) -> tuple[Any, ...]:
     return next(o.axes for o in tsk.outputs if o.name == name)
 
 
+def _parity_target(opt: OptimizeOptions, optimized: Any) -> dict[str, Any]:
+    """--runtime openvino: parity is checked on the IR, with the precision hint it ships with."""
+    if optimized is None or optimized.ir_path is None:
+        return {}
+    from bert_export.runtimes.openvino_runner import OpenVinoRunner
+
+    return {"runtime": "openvino", "runner": lambda inputs, outputs, max_seq: OpenVinoRunner(
+        optimized.ir_path, inputs, outputs, max_seq, precision_hint=optimized.openvino.hint)}
+
+
 def run_parity(graph: TaskGraph, onnx_path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], task: Task,
-               cases: list[Case], pooling: str, max_seq: int, runtime: str = "ort", precision: str = "fp32") -> tuple[Report, list[dict[str, np.ndarray]]]:
-    """PyTorch vs ONNX Runtime on every case; returns the report and the PyTorch outputs."""
+               cases: list[Case], pooling: str, max_seq: int, runtime: str = "ort", precision: str = "fp32",
+               runner: Any = None) -> tuple[Report, list[dict[str, np.ndarray]]]:
+    """PyTorch vs ONNX Runtime (or ``runner(inputs, outputs, max_seq)``) on every case; returns the report and the PyTorch outputs."""
     reference, results = [], []
-    with TorchRunner(graph, inputs, outputs, max_seq) as torch_runner, OrtRunner(onnx_path, inputs, outputs, max_seq) as ort_runner:
+    target = runner(inputs, outputs, max_seq) if runner is not None else OrtRunner(onnx_path, inputs, outputs, max_seq)
+    with TorchRunner(graph, inputs, outputs, max_seq) as torch_runner, target as ort_runner:
         for case in cases:
             feed = {s.name: case.feed[s.name] for s in inputs}
             reference.append(torch_runner.infer(feed))

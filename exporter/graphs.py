@@ -125,8 +125,9 @@ def build_graphs(bundle_dir: Path, exported: Path, base: dict[str, Any], plans: 
             scratch = copy.deepcopy(base)
             if options.optimize or p != "fp32":  # quantize/: fusions for the target, fp16/int8, fallback
                 with steps.step(describe_optimization(options) + (f" ({p} graph)" if len(plans) > 1 else "")):
+                    ir_dir = bundle_dir / ("openvino" if len(plans) == 1 else f"openvino-{p}") if options.runtime == "openvino" else None
                     optimized = optimize_export(work, job.family, job.task, job.outputs, job.graph, job.config, job.tokenizer,
-                                                job.max_seq, job.seed, job.pooling, options, job.validate,
+                                                job.max_seq, job.seed, job.pooling, options, job.validate, ir_dir=ir_dir,
                                                 cases=job.cases, reference=job.reference)
                 update_manifest(scratch, optimized)
             report = None
@@ -134,9 +135,17 @@ def build_graphs(bundle_dir: Path, exported: Path, base: dict[str, Any], plans: 
                 assert job.cases is not None and job.reference is not None
                 with steps.step(f"Checking parity of the {p} graph against PyTorch on {len(job.cases)} cases"):
                     graph_outputs = tuple(TensorSpec(o["name"], o["dtype"], tuple(o["shape"])) for o in scratch["outputs"])
-                    results = ort_results(work, job.family.inputs, graph_outputs, job.cases, job.max_seq)
-                    report = compare(job.task, job.outputs, job.cases, job.reference, results, runtime="ort", precision=p,
-                                     pooling=job.pooling)
+                    ir = getattr(optimized, "ir_path", None) if options.runtime == "openvino" else None
+                    if ir is not None:  # --runtime openvino: the gate runs the IR with the hint it ships with
+                        from bert_export.runtimes.openvino_runner import OpenVinoRunner
+
+                        with OpenVinoRunner(ir, job.family.inputs, graph_outputs, job.max_seq,
+                                            precision_hint=optimized.openvino.hint) as ov:
+                            results = [ov.infer({s.name: c.feed[s.name] for s in job.family.inputs}) for c in job.cases]
+                    else:
+                        results = ort_results(work, job.family.inputs, graph_outputs, job.cases, job.max_seq)
+                    report = compare(job.task, job.outputs, job.cases, job.reference, results,
+                                     runtime="openvino" if ir is not None else "ort", precision=p, pooling=job.pooling)
                 if not steps.quiet:
                     steps.console.print(report.table())
                 if not report.passed:

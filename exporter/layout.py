@@ -32,8 +32,8 @@ from bert_export.models import BertExportError, Family, Task
 ONNX_DIR = "onnx"
 PRECISIONS = ("fp32", "fp16", "int8")
 # transformers.js' dtype names and its file-name suffix per dtype (src/utils/dtypes.js).
-TJS_DTYPE = {"fp32": "fp32", "fp16": "fp16", "int8": "q8"}
-_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_quantized"}
+TJS_DTYPE = {"fp32": "fp32", "fp16": "fp16", "int8": "q8", "bf16": "fp32"}  # bf16: an fp32 graph run with OpenVINO's bf16 hint
+_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_quantized", "bf16": "_bf16"}
 EXTERNAL_DATA_SUFFIX = "_data"  # model.onnx -> model.onnx_data (transformers.js, Optimum, ORT all follow the graph's own reference)
 
 ST_POOLING_DIR = "1_Pooling"

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -75,6 +76,7 @@ class Model {
  public:
   // ONNX Runtime logs only fatal messages: its errors reach the user as the one error: line.
   Model(const bx::Bundle& b, int threads) : env_(ORT_LOGGING_LEVEL_FATAL, "bert_export_demo") {
+    env_.DisableTelemetryEvents();
     Ort::SessionOptions opts;
     if (threads > 0) opts.SetIntraOpNumThreads(threads);
     opts.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
@@ -554,6 +556,9 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // ONNX Runtime's Linux builds (1.29+) keep a telemetry queue and device id under the user's cache
+  // directory unless this is set before the library starts its client; a user's own value is kept.
+  setenv("ORT_DISABLE_TELEMETRY", "1", 0);
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
       usage();
