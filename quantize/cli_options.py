@@ -27,6 +27,9 @@ _OPTIONS = (
                  help="Calibration sentences (bundle tokenizer) for static INT8 and the fallback's sensitivity."),
     click.option("--no-fallback", "opt_no_fallback", is_flag=True,
                  help="Do not keep sensitive nodes in fp32 when fp16/int8 fails the parity gate."),
+    click.option("--dense-local-attention", "opt_dense_local", is_flag=True,
+                 help="ModernBERT: keep the sliding-window layers dense (masked full attention) instead of the "
+                      "banded O(n·w) rewrite; for comparison only."),
 )
 
 
@@ -43,4 +46,5 @@ def options_from(kwargs: dict[str, Any]) -> OptimizeOptions:
         runtime=kwargs.pop("opt_runtime"), optimize=not kwargs.pop("opt_no_optimize"), fp16=kwargs.pop("opt_fp16"),
         fp16_io=kwargs.pop("opt_fp16_io"), int8=kwargs.pop("opt_int8"), int8_mode=kwargs.pop("opt_int8_mode"),
         calib_samples=kwargs.pop("opt_calib_samples"), fallback=not kwargs.pop("opt_no_fallback"),
+        banded_attention=not kwargs.pop("opt_dense_local"),
     )

@@ -25,6 +25,7 @@ from bert_export.models.support import quiet_loggers
 
 from . import fp16 as fp16_mod
 from . import int8 as int8_mod
+from .banded_attention import banded_local_attention
 from .calibration import calibration_feeds
 from .fallback import FallbackResult, accuracy_fallback
 from .fusion import fold_for_trt, fuse_for_ort, fused_op_counts, unpack_attention
@@ -46,6 +47,7 @@ class OptimizeOptions:
     int8_mode: str | None = None
     calib_samples: int = DEFAULT_CALIB_SAMPLES
     fallback: bool = True
+    banded_attention: bool = True  # sliding-window layers as blocked attention (quantize/banded_attention.py)
 
     @property
     def precision(self) -> str:
@@ -80,12 +82,13 @@ class OptimizeResult:
     nodes: int = 0
     fallback: FallbackResult | None = None
     output_dtype: str = "float32"
+    banded_layers: int = 0
 
     def to_manifest(self) -> dict[str, Any]:
         o = self.options
         out: dict[str, Any] = {
             "target": o.runtime, "optimized": o.optimize, "precision": o.precision, "fused_ops": self.fused_ops,
-            "io_fp16": o.fp16_io,
+            "io_fp16": o.fp16_io, "banded_attention_layers": self.banded_layers,
         }
         if o.int8:
             static = o.mode == "static"
@@ -103,6 +106,7 @@ class OptimizeResult:
 # onnxscript/onnx-ir log every pass at INFO, which shows once anything (ORT's quantizer does) configures the
 # root logger; the progress line is the user's view of this step.
 @quiet_loggers("onnxscript", "onnx_ir", "onnxruntime", level=logging.WARNING, root=True)
+@quiet_loggers("onnxruntime.tools.symbolic_shape_infer")  # "Unable to determine if sequence <= ...": the banded blocks' padding
 def optimize_graph(
     path: Path,
     family: Family,
@@ -122,6 +126,8 @@ def optimize_graph(
         model = ir.load(path)
         if options.runtime == "ort":
             model = fuse_for_ort(model, padding_mask_only=family.local_window_attr is None, max_positions=max_seq)
+            if options.banded_attention and family.local_window_attr is not None:
+                result.banded_layers = banded_local_attention(model)  # its own pass: local layers O(n·w)
         else:
             model = fold_for_trt(model)
         _save_ir(model, path)
