@@ -106,7 +106,7 @@ class OptimizeResult:
 # onnxscript/onnx-ir log every pass at INFO, which shows once anything (ORT's quantizer does) configures the
 # root logger; the progress line is the user's view of this step.
 @quiet_loggers("onnxscript", "onnx_ir", "onnxruntime", level=logging.WARNING, root=True)
-@quiet_loggers("onnxruntime.tools.symbolic_shape_infer")  # "Unable to determine if sequence <= ...": the banded blocks' padding
+@quiet_loggers("onnxruntime.tools.symbolic_shape_infer", "symbolic_shape_infer")  # "Unable to determine if sequence <= ...": the banded blocks' padding
 def optimize_graph(
     path: Path,
     family: Family,
