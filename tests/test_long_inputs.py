@@ -211,11 +211,11 @@ def _long_requests() -> list[tuple[str, str, int]]:
 
 
 def test_long_context_qa_finds_the_answer_in_any_window(qa_bundle: Path) -> None:
-    from bert_export.runtimes.factory import load_tokenizer
+    from bert_export.runtimes.factory import bundle_tokenizer
     from bert_export.runtimes.predict import predict
 
     b = load_bundle(qa_bundle)
-    tok = load_tokenizer(b.path)
+    tok = bundle_tokenizer(b)
     for question, context, start in _long_requests():
         assert len(tok(question, context)["input_ids"]) > 3 * b.max_seq  # several windows
         r = predict(b, question=question, context=context).results[0]
