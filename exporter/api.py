@@ -28,10 +28,10 @@ from bert_export.quantize.pipeline import describe as describe_optimization
 
 from . import bundle as bundle_io
 from .golden import write_golden
-from .loading import Source, copy_tokenizer, load_source
+from .loading import Source, copy_tokenizer, load_source, min_sequence
 from .onnx_export import export_onnx, example_length
 from .progress import Steps
-from .publish import staged_directory
+from .publish import check_target, probe_lock, staged_directory
 
 DEFAULT_OPSET = 18
 # Default --max-seq: the model's own maximum (BERT 512; ModernBERT 8192, affordable since its local
@@ -117,8 +117,10 @@ def export(
     opt = optimization or OptimizeOptions()
     opt.check()
     out_dir = Path(out) if out is not None else default_out(fam, tsk, opt.precision)
-    if out_dir.exists() and not force:
-        raise BertExportError(f"{out_dir} already exists; pass --force to replace it, or choose another --out")
+    # Before any work: an --out that --force may not replace, an unwritable place, a running export.
+    probe_lock(check_target(out_dir, force))
+    if max_seq is not None and max_seq < min_sequence(tsk):
+        raise BertExportError(f"--max-seq {max_seq} is too short for a {tsk.name} bundle; use --max-seq {min_sequence(tsk)} or more")
     start = time.perf_counter()
     with steps.step(f"Loading {fam.name} {tsk.name} ({'random init' if random_init else model or fam.default_id})"):
         source = load_source(fam, tsk, model=model, random_init=random_init, overrides=overrides, seed=seed,

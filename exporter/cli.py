@@ -7,12 +7,15 @@ line on stderr and a non-zero exit; tracebacks are for bugs only.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import click
 
+from bert_export.evaluation.cli_options import DEFAULT_MAX_METRIC_DROP, report_options
 from bert_export.models import FAMILIES, TASKS, BertExportError, ParityError
 from bert_export.quantize.cli_options import optimization_options, options_from
 from bert_export.runtimes.providers import RUNTIME_NAMES
@@ -64,9 +67,12 @@ def _family_command(family_name: str) -> click.Command:
                 report: Path | None, allow_pickle: bool, trust_remote_code: bool, quiet: bool, **opt: Any) -> None:
         from .api import export
         from .loading import parse_overrides
+        from .publish import check_output_file, write_atomic
 
         if tiny and not random_init:
             raise BertExportError("--tiny applies to --random-init only")
+        if report is not None:
+            check_output_file(report, "--report")
         overrides = {**(fam.tiny_config if tiny else {}), **parse_overrides(config_items)}
         try:
             result = export(fam, task, model=model, random_init=random_init, overrides=overrides, seed=seed,
@@ -75,10 +81,10 @@ def _family_command(family_name: str) -> click.Command:
                             steps=Steps(quiet=quiet), optimization=options_from(opt))
         except ParityError as exc:  # keep the evidence: the report is what the user needs to act on
             if report is not None and getattr(exc, "report", None) is not None:
-                report.write_text(exc.report.dumps() + "\n", encoding="utf-8")
+                write_atomic(report, exc.report.dumps() + "\n")
             raise
         if report is not None and result.report is not None:
-            report.write_text(result.report.dumps() + "\n", encoding="utf-8")
+            write_atomic(report, result.report.dumps() + "\n")
 
     return command
 
@@ -92,14 +98,32 @@ for _name in FAMILIES:
 @click.option("--runtime", type=click.Choice(RUNTIME_NAMES), default="ort", show_default=True, help="Runtime to check: ort (CPU), ort-cuda, ort-trt, trt.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads.")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the parity report JSON here.")
+@click.option("--model", "model", default=None, help="Your checkpoint (directory, safetensors): recompute the PyTorch reference on --data.")
+@click.option("--allow-pickle", is_flag=True, help="With --model: allow pickle (.bin) weights you trust.")
+@report_options
 @click.option("-q", "--quiet", is_flag=True)
-def validate(bundle: Path, runtime: str, threads: int | None, report: Path | None, quiet: bool) -> None:
-    """Verify a bundle's checksums and re-run its parity cases against the stored PyTorch outputs."""
-    from .api import validate as run_validate
+def validate(bundle: Path, runtime: str, threads: int | None, report: Path | None, quiet: bool, model: str | None,
+             allow_pickle: bool, **extra: Any) -> None:
+    """Verify a bundle's checksums and re-run its parity cases against the stored PyTorch outputs.
 
+    With --model CKPT [--data FILE]: recompute the reference from your checkpoint on your data and
+    report the task metric against gold labels of both sides (docs/validation.md).
+    """
+    from .api import validate as run_validate
+    from .publish import check_output_file, write_atomic
+
+    if report is not None:
+        check_output_file(report, "--report")
+    defaults = {"data": None, "limit": None, "batch": 16, "max_metric_drop": DEFAULT_MAX_METRIC_DROP, "expect_ops": None,
+                "junit": None, "markdown": None}
+    if model is not None or allow_pickle or any(extra[k] != v for k, v in defaults.items()):
+        from .cli_compare import run_validate as run_on_data
+
+        return run_on_data(bundle, model=model, runtime=runtime, threads=threads, report=report, quiet=quiet,
+                           allow_pickle=allow_pickle, **extra)
     result = run_validate(bundle, runtime=runtime, threads=threads, steps=Steps(quiet=quiet))
     if report is not None:
-        report.write_text(result.dumps() + "\n", encoding="utf-8")
+        write_atomic(report, result.dumps() + "\n")
     if not quiet:
         console.print(result.table())
     if not result.passed:
@@ -107,25 +131,66 @@ def validate(bundle: Path, runtime: str, threads: int | None, report: Path | Non
 
 from . import cli_bench  # noqa: E402,F401
 from . import cli_run  # noqa: E402,F401
+from . import cli_compare  # noqa: E402,F401
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, ``kill``, a CI timeout) takes the same path as Ctrl-C: every
+    ``finally`` runs, so staging directories are removed and ``--out`` is left as it was."""
+
+    signum = signal.SIGTERM
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning user errors into one line and an exit code."""
+    """Entry point: run the CLI, turning user errors into one line and an exit code.
+
+    SIGTERM is handled here, in the program, rather than when the library is imported: a
+    program that embeds ``bert_export`` keeps its own signal handling.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        _main(argv)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         code = cli.main(args=argv, prog_name="bert-export", standalone_mode=False)
     except BertExportError as exc:
         _err(str(exc))
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C (and our SIGTERM) into Abort
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            _interrupted(exc.__cause__)
         _err("aborted")
         sys.exit(130)
     except click.ClickException as exc:
         _err(exc.format_message())
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        _err("interrupted; nothing was written")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupted(exc: BaseException) -> None:
+    """Ctrl-C: exit 130; SIGTERM: 143 (128 + the signal, as shells report it)."""
+    written = getattr(exc, "bert_export_published", None)
+    if written:
+        _err(f"interrupted after the bundle was written to {written}")
+        sys.exit(128 + signal.SIGTERM if isinstance(exc, Terminated) else 130)
+    if isinstance(exc, Terminated):
+        _err("interrupted (SIGTERM); nothing was written")
+        sys.exit(128 + signal.SIGTERM)
+    _err("interrupted; nothing was written")
+    sys.exit(130)
 
 
 def _err(message: str) -> None:
@@ -133,4 +198,8 @@ def _err(message: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m bert_export.exporter.cli`: this file runs as __main__, a second copy of the module;
+    # the sub-command modules (run, bench, compare...) register on the importable one, so use that.
+    from bert_export.exporter.cli import main as _package_main
+
+    _package_main()

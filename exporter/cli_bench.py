@@ -41,8 +41,20 @@ def bench(bundle: Path, runtime: str, batch: str, seq: str | None, warmup: int, 
     from bert_export.runtimes.bench import bench as run_bench
     from bert_export.runtimes.bench import parse_sizes, plot
 
+    from .publish import check_output_file, write_atomic
+
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise BertExportError(f"--plot {plot_path} must name a .png file")
+    # Before minutes of measuring: where the results go, and what drawing them needs.
+    if json_path is not None and str(json_path) != "-":
+        check_output_file(json_path, "--json")
+    if plot_path is not None:
+        check_output_file(plot_path, "--plot")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise BertExportError("--plot needs matplotlib, which is not installed: pip install matplotlib "
+                                  "(or bert-export[bench]), or leave out --plot") from None
     batches = parse_sizes(batch, "batch")
     seqs = parse_sizes(seq, "seq") if seq is not None else None
     bar = Progress(TextColumn("Benchmarking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -59,8 +71,7 @@ def bench(bundle: Path, runtime: str, batch: str, seq: str | None, warmup: int, 
     if to_stdout:
         sys.stdout.write(result.dumps() + "\n")
     elif json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(result.dumps() + "\n", encoding="utf-8")
+        write_atomic(json_path, result.dumps() + "\n")
     if plot_path is not None:
         plot(result, plot_path)
     out = console if to_stdout else Console()

@@ -45,6 +45,7 @@ def run(bundle: Path, texts: tuple[str, ...], question: str | None, context: str
 
     if max_answer_len < 1 or max_question_len < 1:
         raise BertExportError("--max-answer-len and --max-question-len must be >= 1")
+    _check_utf8([(f"--text #{i + 1}", t) for i, t in enumerate(texts)] + [("--question", question), ("--context", context)])
     pred = predict(bundle, texts=texts or None, question=question, context=context, runtime=runtime, threads=threads,
                    top_k=top_k, trt_profile=trt_profile, rebuild_engine=rebuild_engine, strict=strict_runtime,
                    doc_stride=doc_stride, max_answer_tokens=max_answer_len, max_question_len=max_question_len, chunk=chunk)
@@ -55,6 +56,21 @@ def run(bundle: Path, texts: tuple[str, ...], question: str | None, context: str
     _print_human(pred, texts)
     active = (pred.providers or {}).get("active")
     console.print(f"[dim]ran on {pred.runtime}{' (' + ', '.join(active) + ')' if active else ''}[/dim]")
+
+
+def _check_utf8(values: list[tuple[str, str | None]]) -> None:
+    """Arguments that are not valid UTF-8 reach Python as lone surrogates (PEP 383) and would end in
+    a tokenizer traceback; refuse them in one line that says where the bad byte is."""
+    for option, value in values:
+        if value is None:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            byte = ord(value[exc.start]) - 0xDC00 if 0xDC80 <= ord(value[exc.start]) <= 0xDCFF else None
+            what = f"byte 0x{byte:02x}" if byte is not None else "an unpaired surrogate"
+            raise BertExportError(f"{option} is not valid UTF-8 ({what} at character {exc.start}); pass UTF-8 text "
+                                  f"(e.g. convert it with iconv -t UTF-8)") from None
 
 
 def _print_human(pred: object, texts: tuple[str, ...]) -> None:

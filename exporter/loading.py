@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import stat as stat_mod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,24 +76,88 @@ def task_class(family: Family, task: Task) -> type:
     return getattr(transformers, f"{family.class_prefix}{task.head}")
 
 
+# A classifier with more labels than this is a typo, not a model (the head alone would be GBs).
+MAX_LABELS = 100_000
+# The shortest --max-seq a bundle may have: the parity cases need [CLS] text [SEP], and qa a
+# question (up to ~20 tokens) plus some context.
+MIN_SEQ, MIN_SEQ_QA = 16, 48
+# Config sizes that must be positive integers for a model to exist at all.
+POSITIVE_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+                  "max_position_embeddings", "type_vocab_size", "local_attention", "num_labels")
+
+
+def min_sequence(task: Task) -> int:
+    return MIN_SEQ_QA if task.name == "qa" else MIN_SEQ
+
+
 def _label_kwargs(task: Task, num_labels: int | None) -> dict[str, Any]:
     if num_labels is None:
         return {}
     if not task.has_labels:
         raise BertExportError(f"--num-labels applies to seq-cls and token-cls, not to {task.name}")
-    if num_labels < 1:
-        raise BertExportError(f"--num-labels must be >= 1, got {num_labels}")
+    if num_labels < 1 or num_labels > MAX_LABELS:
+        raise BertExportError(f"--num-labels must be between 1 and {MAX_LABELS}, got {num_labels}")
     return {"num_labels": num_labels}
+
+
+def _check_sizes(values: dict[str, Any]) -> None:
+    for key in POSITIVE_SIZES:
+        value = values.get(key)
+        if value is not None and (type(value) is not int or value < 1):
+            raise BertExportError(f"--config {key}={value!r} makes no model; it must be a positive integer")
+    labels = values.get("num_labels") or len(values.get("id2label") or {})
+    if labels > MAX_LABELS:
+        raise BertExportError(f"{labels} labels is more than {MAX_LABELS}; pass a sensible --num-labels")
+
+
+def check_config(config: Any, task: Task) -> None:
+    """Refuse a configuration that makes no model, or one too big for this machine, before building it.
+
+    transformers checks little (``hidden_size=0`` ends in a ZeroDivisionError deep in attention,
+    a negative size in a torch error, a huge one in the OOM killer), so the sizes are checked
+    here and the weights' memory is estimated from them.
+    """
+    for key in POSITIVE_SIZES:
+        value = getattr(config, key, None) if key != "num_labels" else len(getattr(config, "id2label", None) or {}) or None
+        if value is None:
+            continue
+        if type(value) is not int or value < 1:
+            raise BertExportError(f"--config {key}={value!r} makes no model; it must be a positive integer")
+    h, heads = config.hidden_size, config.num_attention_heads
+    if h % heads:
+        raise BertExportError(f"--config hidden_size={h} is not divisible by num_attention_heads={heads}; "
+                              f"pick sizes such as hidden_size={heads * max(1, round(h / heads))}")
+    labels = len(getattr(config, "id2label", None) or {})
+    if labels > MAX_LABELS:
+        raise BertExportError(f"{labels} labels is more than {MAX_LABELS}; pass a sensible --num-labels")
+    if config.max_position_embeddings < min_sequence(task):
+        raise BertExportError(f"--config max_position_embeddings={config.max_position_embeddings} is below the "
+                              f"{min_sequence(task)} tokens a {task.name} bundle needs at least")
+    params = (config.vocab_size + config.max_position_embeddings + 2) * h + config.num_hidden_layers * (
+        4 * h * h + 2 * h * config.intermediate_size) + (config.vocab_size + labels + 2) * h
+    need = params * 4 * 6  # fp32 weights: PyTorch, the ONNX export, its optimized copy, ORT, parity
+    try:
+        import psutil
+
+        total = psutil.virtual_memory().total
+    except Exception:  # pragma: no cover - psutil is a dependency
+        total = 64 << 30
+    if need > total:
+        raise BertExportError(f"this configuration has about {params / 1e9:.1f}B parameters; exporting it needs about "
+                              f"{need / 2**30:.0f} GiB of memory, more than this machine's {total / 2**30:.0f} GiB: "
+                              f"choose smaller --config sizes")
 
 
 def load_random(family: Family, task: Task, overrides: dict[str, Any], seed: int, num_labels: int | None) -> Source:
     """The family's default configuration (plus overrides) with seeded random weights."""
     config_cls = getattr(transformers, family.config_class)
     kwargs = {**overrides, **_label_kwargs(task, num_labels)}
+    _check_sizes(kwargs)  # before the config: num_labels=10**9 alone builds a 10**9-entry id2label
     try:
         config = config_cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise BertExportError(f"invalid --config for {family.name}: {exc}") from None
+    except Exception as exc:  # TypeError, ValueError, huggingface_hub's StrictDataclassFieldValidationError...
+        raise BertExportError(f"invalid --config for {family.name}: {' '.join(str(exc).split())[:300]}") from None
+    check_config(config, task)
     config._attn_implementation = "sdpa"
     torch.manual_seed(seed)
     model = task_class(family, task)(config).eval()
@@ -275,13 +340,52 @@ def load_source(
 
 
 def copy_tokenizer(source: Source, dest: Path) -> list[str]:
-    """Copy the source's tokenizer files verbatim; returns the names copied."""
+    """Copy the source's tokenizer files verbatim; returns the names copied.
+
+    Only regular files that really live in the model directory are copied, with the bundle's own
+    modes (the umask's, never the source's: a 0600 source must not become a world-readable copy,
+    nor a shared bundle an unreadable one). A symbolic link is refused rather than skipped: a
+    tokenizer silently missing a file (added tokens, merges) tokenizes differently, and the link
+    may point at anything (another user's file, /etc). The Hugging Face cache stores snapshots as
+    links into its ``blobs/`` store, so links that stay inside that cache (the same
+    ``models--*`` repository folder) are followed: that is its normal layout, not an escape.
+    """
     if source.tokenizer_dir is None:
         return []
+    root = source.tokenizer_dir
+    allowed = _allowed_root(root)
     copied = []
     for name in TOKENIZER_FILES:
-        src = source.tokenizer_dir / name
-        if src.is_file():
-            shutil.copy2(src, dest / name)
-            copied.append(name)
+        src = root / name
+        if not os.path.lexists(src):
+            continue
+        real = Path(os.path.realpath(src))
+        if src.is_symlink() and not (allowed is not None and real.is_relative_to(allowed)):
+            raise BertExportError(f"tokenizer file {src} is a symbolic link (to {real}); bert-export copies only regular "
+                                  f"files inside the model directory: replace the link with the file itself")
+        try:
+            st = os.stat(src)
+        except OSError:
+            continue
+        if not stat_mod.S_ISREG(st.st_mode) or not real.is_relative_to(allowed or Path(os.path.realpath(root))):
+            raise BertExportError(f"tokenizer file {src} is not a regular file inside the model directory; "
+                                  f"replace it with the file itself")
+        _copy_regular(real, dest / name)
+        copied.append(name)
     return copied
+
+
+def _allowed_root(directory: Path) -> Path | None:
+    """Where links may point: a Hugging Face cache repository folder (``.../models--org--name``)."""
+    real = Path(os.path.realpath(directory))
+    for parent in (real, *real.parents):
+        if parent.name.startswith("models--") and (parent / "blobs").is_dir():
+            return parent
+    return None
+
+
+def _copy_regular(src: Path, dst: Path) -> None:
+    """Copy contents only (no mode, owner or times): the new file gets the umask's mode."""
+    with open(src, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))) as fin, \
+            open(dst, "xb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)

@@ -18,6 +18,7 @@ from bert_export.models import BertExportError, TensorSpec
 from bert_export.models.support import first_line
 
 from .base import Outputs, Runner
+from .ort_telemetry import quiet_session_events
 from .providers import CUDA, TRT, ProviderPlan, plan_providers, settle
 
 
@@ -78,6 +79,7 @@ class OrtRunner(Runner):
         else:
             providers = list(self.providers)
         with_options = [(p, self.provider_options[p]) if p in self.provider_options else p for p in providers]
+        quiet_session_events()  # ONNX Runtime telemetry stays off (ort_telemetry.py)
         try:
             self.session = ort.InferenceSession(str(self.model_path), self.session_options(), providers=with_options)
         except Exception as exc:  # ORT raises several unrelated types for a bad file

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +45,37 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
 
     def json_lines(self) -> list[str]:
-        """What ``run --json`` prints: one compact JSON object per line."""
-        return [json.dumps(r, ensure_ascii=False) for r in self.results]
+        """What ``run --json`` prints: one compact JSON object per line, always strict JSON.
+
+        A NaN or infinite model output (a broken or overflowing graph) becomes ``null`` with a
+        warning on stderr naming how many values were affected: ``NaN`` is not JSON, and most
+        parsers (JavaScript's, Go's, jq) reject the whole line. ``null`` keeps every other field
+        usable and makes the bad value impossible to mistake for a number.
+        """
+        lines, bad = [], 0
+        for r in self.results:
+            clean, n = _finite(r)
+            bad += n
+            lines.append(json.dumps(clean, ensure_ascii=False, allow_nan=False))
+        if bad:
+            log.warning("warning: %d model output value(s) were NaN or infinite and are printed as null; "
+                        "the bundle's graph is broken for this input: run `bert-export validate` on it", bad)
+        return lines
+
+
+def _finite(value: Any) -> tuple[Any, int]:
+    """``value`` with every non-finite float replaced by None, and how many were replaced."""
+    if isinstance(value, float):
+        return (value, 0) if math.isfinite(value) else (None, 1)
+    if isinstance(value, dict):
+        items = [(k, *_finite(v)) for k, v in value.items()]
+        return {k: v for k, v, _ in items}, sum(n for _, _, n in items)
+    if isinstance(value, (list, tuple)):
+        items = [_finite(v) for v in value]
+        return [v for v, _ in items], sum(n for _, n in items)
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    return value, 0
 
 
 def predict(

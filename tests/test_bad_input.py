@@ -135,7 +135,8 @@ def test_bad_config_override(capsys, tmp_path) -> None:
 
 def test_force_replaces_atomically(capsys, tmp_path) -> None:
     out = tmp_path / "o"
-    out.mkdir()
+    out.mkdir()  # a bundle of ours (--force refuses other directories: tests/test_publish.py)
+    (out / "manifest.json").write_text('{"schema_version": 1, "files": {"stale.txt": {}}}')
     (out / "stale.txt").write_text("old")
     code, _ = run_cli(capsys, "bert", "--task", "seq-cls", "--random-init", "--tiny", "-q", "--out", str(out), "--force")
     assert code == 0

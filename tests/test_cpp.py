@@ -24,6 +24,8 @@ from bert_export.runtimes.factory import load_tokenizer
 from bert_export.runtimes.predict import predict
 from bert_export.runtimes.texts import long_text
 
+from .test_bad_requests import CI_VARS
+
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ROOT = Path(__file__).resolve().parents[1]
 CPP = ROOT / "examples" / "cpp"
@@ -327,3 +329,19 @@ def test_unsupported_tokenizer_is_refused_but_self_tested(demo: Path, bpe_bundle
     for args in (["--tokenize", "hi"], ["--text", "a [MASK]."]):
         proc = cpp(demo, bundle, *args)
         assert proc.returncode == 2 and "pre-tokenizer is not ByteLevel" in proc.stderr
+
+
+def test_demo_writes_no_onnxruntime_telemetry(demo: Path, qa_bundle: Path, tmp_path: Path) -> None:
+    """ONNX Runtime's Linux builds keep a telemetry queue under the cache directory unless told not
+    to; the demo turns it off (a user who sets ORT_DISABLE_TELEMETRY=0 gets it back: the control)."""
+    runs = {}
+    for name, extra in (("default", {}), ("control", {"ORT_DISABLE_TELEMETRY": "0"})):
+        home = tmp_path / name
+        home.mkdir()
+        env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", *CI_VARS)}
+        env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), **extra)
+        proc = subprocess.run([str(demo), str(qa_bundle), "--self-test"], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = sorted(p.name for p in home.rglob("*"))
+    assert runs["default"] == []
+    assert "onnxruntime.db" in runs["control"] or "deviceid" in runs["control"]

@@ -10,35 +10,62 @@
 #   JSON:                 Debian's nlohmann-json3-dev headers, the same way.
 #   Unicode tables:       generated from Python's unicodedata (tools/gen_unicode_tables.py).
 #
-# Overrides: PYTHON (interpreter with onnxruntime; default ../../.venv/bin/python, else python3),
-# ORT_LIBRARY (a libonnxruntime.so.<version> to link instead of the wheel's), ORT_INCLUDE_DIR and
-# JSON_INCLUDE_DIR (use existing headers, skip the download).
+# Overrides: PYTHON (interpreter with onnxruntime; default ../../.venv/bin/python, else python3 on
+# PATH, resolved to an absolute path), ORT_LIBRARY (a libonnxruntime.so.<version> to link instead
+# of the wheel's), ORT_INCLUDE_DIR and JSON_INCLUDE_DIR (use existing headers, skip the download).
+#
+# Modes (separate build directories, so each is reused across runs):
+#   BERT_EXPORT_SANITIZE=1  ASan + UBSan, no recovery            -> build-asan/bert_export_demo
+#   BERT_EXPORT_FUZZ=1      libFuzzer target (clang++), no ORT    -> build-fuzz/bx_fuzz
+# Arguments are passed to `cmake --build` (e.g. --target unicode_tables).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 TP="$HERE/third_party"
-BUILD="$HERE/build"
 SUITE=${BERT_EXPORT_DEBIAN_SUITE:-trixie}
 die() { echo "build.sh: error: $*" >&2; exit 1; }
+FUZZ=${BERT_EXPORT_FUZZ:-0}
+SANITIZE=${BERT_EXPORT_SANITIZE:-0}
+MODE=()
+if [ "$FUZZ" = 1 ]; then
+  BUILD="$HERE/build-fuzz"
+  CXX=$(command -v "${CXX:-clang++}") || die "the fuzz target needs clang++ with libFuzzer (apt-get install clang)"
+  MODE=(-DBX_FUZZ=ON -DCMAKE_CXX_COMPILER="$CXX")
+elif [ "$SANITIZE" = 1 ]; then
+  BUILD="$HERE/build-asan"
+  MODE=(-DBX_SANITIZE=ON)
+else
+  BUILD="$HERE/build"
+fi
 
 if [ -z "${PYTHON:-}" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
+# An absolute interpreter path: cmake would turn a bare "python3" into <build dir>/python3.
+RESOLVED=$(command -v "$PYTHON") || die "Python interpreter '$PYTHON' not found; set PYTHON to one that imports onnxruntime"
+case "$RESOLVED" in
+  /*) PYTHON=$RESOLVED ;;
+  *) PYTHON="$(cd "$(dirname "$RESOLVED")" && pwd)/$(basename "$RESOLVED")" ;;
+esac
 command -v cmake >/dev/null || die "cmake not found; install it (apt-get install cmake)"
 command -v "${CXX:-c++}" >/dev/null || die "no C++ compiler found; install one (apt-get install g++)"
 
-# --- ONNX Runtime shared library from the Python wheel --------------------------------------------
-if [ -z "${ORT_LIBRARY:-}" ]; then
+# --- ONNX Runtime shared library from the Python wheel (not needed by the fuzz target) ------------
+if [ "$FUZZ" = 1 ]; then
+  : "${ORT_LIBRARY:=none}"
+elif [ -z "${ORT_LIBRARY:-}" ]; then
   CAPI=$("$PYTHON" -c 'import onnxruntime, pathlib; print(pathlib.Path(onnxruntime.__file__).parent / "capi")') \
     || die "$PYTHON cannot import onnxruntime; run .ci/install (or set PYTHON / ORT_LIBRARY)"
   ORT_LIBRARY=$(ls "$CAPI"/libonnxruntime.so.1.* 2>/dev/null | head -n1)
   [ -n "$ORT_LIBRARY" ] || die "no libonnxruntime.so.1.* in $CAPI; set ORT_LIBRARY to one"
 fi
-ORT_VERSION=${ORT_LIBRARY##*libonnxruntime.so.}
-LIB_API=$(echo "$ORT_VERSION" | cut -d. -f2)
-mkdir -p "$TP/lib"
-ln -sfn "$ORT_LIBRARY" "$TP/lib/libonnxruntime.so.1"
-ln -sfn "$ORT_LIBRARY" "$TP/lib/libonnxruntime.so"
+if [ "$FUZZ" != 1 ]; then
+  ORT_VERSION=${ORT_LIBRARY##*libonnxruntime.so.}
+  LIB_API=$(echo "$ORT_VERSION" | cut -d. -f2)
+  mkdir -p "$TP/lib"
+  ln -sfn "$ORT_LIBRARY" "$TP/lib/libonnxruntime.so.1"
+  ln -sfn "$ORT_LIBRARY" "$TP/lib/libonnxruntime.so"
+fi
 
 # --- Headers from Debian packages (private apt state, cached) -------------------------------------
 fetch_headers() {  # fetch_headers PACKAGE INCLUDE_SUBDIR
@@ -64,22 +91,25 @@ fetch_headers() {  # fetch_headers PACKAGE INCLUDE_SUBDIR
   cp -r "$x/usr/include/$sub" "$TP/include/$sub.tmp" && mv "$TP/include/$sub.tmp" "$TP/include/$sub"
   rm -rf "$x"
 }
-if [ -z "${ORT_INCLUDE_DIR:-}" ]; then fetch_headers libonnxruntime-dev onnxruntime; ORT_INCLUDE_DIR="$TP/include/onnxruntime"; fi
 if [ -z "${JSON_INCLUDE_DIR:-}" ]; then fetch_headers nlohmann-json3-dev nlohmann; JSON_INCLUDE_DIR="$TP/include"; fi
-
-# --- The headers' C API version must not be newer than the library's -----------------------------
-HDR_API=$(sed -n 's/^#define ORT_API_VERSION \([0-9]*\).*/\1/p' "$ORT_INCLUDE_DIR/onnxruntime_c_api.h")
-[ -n "$HDR_API" ] || die "no ORT_API_VERSION in $ORT_INCLUDE_DIR/onnxruntime_c_api.h"
-if [ "$HDR_API" -gt "$LIB_API" ]; then
-  die "ONNX Runtime headers speak C API $HDR_API but the library $ORT_LIBRARY ($ORT_VERSION) offers only $LIB_API; use headers from an older suite (BERT_EXPORT_DEBIAN_SUITE) or a newer onnxruntime"
+if [ "$FUZZ" != 1 ]; then
+  if [ -z "${ORT_INCLUDE_DIR:-}" ]; then fetch_headers libonnxruntime-dev onnxruntime; ORT_INCLUDE_DIR="$TP/include/onnxruntime"; fi
+  # --- The headers' C API version must not be newer than the library's ---------------------------
+  HDR_API=$(sed -n 's/^#define ORT_API_VERSION \([0-9]*\).*/\1/p' "$ORT_INCLUDE_DIR/onnxruntime_c_api.h")
+  [ -n "$HDR_API" ] || die "no ORT_API_VERSION in $ORT_INCLUDE_DIR/onnxruntime_c_api.h"
+  if [ "$HDR_API" -gt "$LIB_API" ]; then
+    die "ONNX Runtime headers speak C API $HDR_API but the library $ORT_LIBRARY ($ORT_VERSION) offers only $LIB_API; use headers from an older suite (BERT_EXPORT_DEBIAN_SUITE) or a newer onnxruntime"
+  fi
+  echo "build.sh: ONNX Runtime library $ORT_VERSION (C API $LIB_API), headers C API $HDR_API" >&2
 fi
-echo "build.sh: ONNX Runtime library $ORT_VERSION (C API $LIB_API), headers C API $HDR_API" >&2
 
 # --- Configure and build ---------------------------------------------------------------------------
 GEN=()
 command -v ninja >/dev/null && [ ! -f "$BUILD/CMakeCache.txt" ] && GEN=(-G Ninja)
-cmake -S "$HERE" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DORT_INCLUDE_DIR="$ORT_INCLUDE_DIR" -DORT_LIB_DIR="$TP/lib" -DJSON_INCLUDE_DIR="$JSON_INCLUDE_DIR" \
+TYPE=Release
+[ "$FUZZ" = 1 ] || [ "$SANITIZE" = 1 ] && TYPE=RelWithDebInfo
+cmake -S "$HERE" -B "$BUILD" "${GEN[@]}" "${MODE[@]}" -DCMAKE_BUILD_TYPE=$TYPE \
+  -DORT_INCLUDE_DIR="${ORT_INCLUDE_DIR:-}" -DORT_LIB_DIR="$TP/lib" -DJSON_INCLUDE_DIR="$JSON_INCLUDE_DIR" \
   -DPYTHON_EXECUTABLE="$PYTHON" >/dev/null
-cmake --build "$BUILD" -j "${BUILD_JOBS:-2}"
-echo "build.sh: built $BUILD/bert_export_demo" >&2
+cmake --build "$BUILD" -j "${BUILD_JOBS:-2}" "$@"
+echo "build.sh: built $BUILD/$([ "$FUZZ" = 1 ] && echo bx_fuzz || echo bert_export_demo)" >&2

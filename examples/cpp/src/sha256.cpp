@@ -1,5 +1,9 @@
 #include "sha256.h"
 
+#include <cerrno>
+#include <cstring>
+#include <unistd.h>
+
 #include <array>
 #include <cstdint>
 #include <cstdio>
@@ -76,6 +80,21 @@ class Sha256 {
 std::string sha256_hex(const std::string& data) {
   Sha256 s;
   s.update(reinterpret_cast<const unsigned char*>(data.data()), data.size());
+  return s.hex();
+}
+
+std::string sha256_fd(int fd, uint64_t limit, uint64_t& total) {
+  Sha256 s;
+  std::vector<unsigned char> buf(1 << 20);
+  total = 0;
+  while (total <= limit) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw std::runtime_error(std::string("read failed: ") + std::strerror(errno));
+    if (n == 0) break;
+    s.update(buf.data(), static_cast<size_t>(n));
+    total += static_cast<uint64_t>(n);
+  }
   return s.hex();
 }
 

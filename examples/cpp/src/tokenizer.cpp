@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <climits>
-#include <fstream>
-#include <sstream>
+#include <queue>
 #include <stdexcept>
 
+#include "bundle.h"
 #include "unicode.h"
 
 namespace bx {
@@ -18,20 +18,19 @@ bool is_bert_punctuation(char32_t c) {
   return ascii || is_punctuation(c);
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+const std::string W = "tokenizer.json";
+
+bool opt_bool(const json& obj, const char* key, bool fallback, const std::string& where) {
+  const json* v = find(obj, key);
+  return v ? as_bool(*v, where + "." + key) : fallback;
 }
 
-bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
-
-json load_tokenizer_json(const std::string& dir) {
-  std::string path = dir + "/tokenizer.json";
-  return file_exists(path) ? json::parse(read_file(path)) : json();
+std::string opt_type(const json& obj) {
+  const json* v = find(obj, "type");
+  return v ? as_string(*v, W + " type", 256) : std::string();
 }
+
+uint64_t pair_key(int64_t a, int64_t b) { return (uint64_t(a) << 32) | uint64_t(b); }
 
 // NFC with origins: canonical decomposition, canonical reordering, canonical composition (UAX #15).
 Normalized nfc(const Normalized& in) {
@@ -42,11 +41,29 @@ Normalized nfc(const Normalized& in) {
     decompose(in.chars[i], tmp);
     for (char32_t x : tmp) d.push(x, in.origin[i].first, in.origin[i].second);
   }
-  for (size_t i = 1; i < d.chars.size(); ++i)
-    for (size_t j = i; j > 0 && combining_class(d.chars[j]) != 0 && combining_class(d.chars[j - 1]) > combining_class(d.chars[j]); --j) {
-      std::swap(d.chars[j], d.chars[j - 1]);
-      std::swap(d.origin[j], d.origin[j - 1]);
+  // Canonical ordering: a stable sort of each run of non-starters by combining class (a stable
+  // sort, not the textbook insertion sort, so that a long run of marks stays O(n log n)).
+  std::vector<size_t> order;
+  for (size_t i = 0; i < d.chars.size();) {
+    if (combining_class(d.chars[i]) == 0) {
+      ++i;
+      continue;
     }
+    size_t j = i;
+    while (j < d.chars.size() && combining_class(d.chars[j]) != 0) ++j;
+    if (j - i > 1) {
+      order.resize(j - i);
+      for (size_t k = 0; k < order.size(); ++k) order[k] = i + k;
+      std::stable_sort(order.begin(), order.end(),
+                       [&](size_t a, size_t b) { return combining_class(d.chars[a]) < combining_class(d.chars[b]); });
+      std::u32string chars;
+      std::vector<std::pair<size_t, size_t>> origin;
+      for (size_t k : order) chars.push_back(d.chars[k]), origin.push_back(d.origin[k]);
+      std::copy(chars.begin(), chars.end(), d.chars.begin() + long(i));
+      std::copy(origin.begin(), origin.end(), d.origin.begin() + long(i));
+    }
+    i = j;
+  }
   Normalized out;
   long starter = -1;
   int last_cc = -1;  // -1: the previous kept code point is the starter itself
@@ -104,56 +121,112 @@ std::vector<std::pair<size_t, size_t>> gpt2_split(const std::u32string& s) {
 
 // --- shared: added tokens, template, truncation --------------------------------------------------
 
-std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& dir, const json& manifest) {
-  json t = load_tokenizer_json(dir);
-  std::string type = t.is_object() ? t.at("model").value("type", std::string()) : "WordPiece";
-  if (!t.is_object() && !file_exists(dir + "/vocab.txt"))
-    throw std::runtime_error("the bundle has no tokenizer (neither tokenizer.json nor vocab.txt)");
-  if (type == "WordPiece") return std::make_unique<WordPiece>(dir, manifest);
-  if (type == "BPE") return std::make_unique<ByteLevelBPE>(dir, manifest);
-  throw std::runtime_error("tokenizer model " + type + " is not supported (WordPiece and byte-level BPE are; see docs/bundle.md)");
+std::unique_ptr<Tokenizer> Tokenizer::load(const FileReader& read, const json& manifest) {
+  try {
+    std::optional<std::string> text = read("tokenizer.json");
+    json t = text ? parse_json(*text, W) : json();
+    std::string type = "WordPiece";
+    if (text) {
+      as_object(t, W);
+      type = opt_type(as_object(need(t, "model", W), W + " model"));
+    }
+    if (type == "WordPiece") {
+      std::optional<std::string> vocab = text ? std::nullopt : read("vocab.txt");
+      if (!text && !vocab) throw Unsupported("the bundle has no tokenizer (it lists neither tokenizer.json nor vocab.txt)");
+      return std::make_unique<WordPiece>(t, vocab, manifest);
+    }
+    if (type == "BPE") return std::make_unique<ByteLevelBPE>(t);
+    throw Unsupported("tokenizer model " + type + " is not supported (WordPiece and byte-level BPE are; see docs/bundle.md)");
+  } catch (const json::exception& e) {  // a safety net: every field is type-checked before use
+    throw BundleError(W + " is malformed: " + e.what());
+  }
+}
+
+void Tokenizer::set_vocab(const json& vocab) {
+  const json& v = as_object(vocab, W + " model.vocab");
+  if (v.size() > (1u << 24)) throw BundleError(W + " model.vocab has more than 2^24 entries");
+  for (const auto& [tok, id] : v.items()) vocab_[tok] = as_int(id, 0, kMaxTokenId, W + " model.vocab[\"" + tok + "\"]");
 }
 
 void Tokenizer::read_common(const json& t) {
-  for (const json& a : t.value("added_tokens", json::array())) {
-    std::string content = a.at("content");
-    vocab_[content] = a.at("id").get<int64_t>();
-    added_.push_back({utf8_decode(content), a.at("id").get<int64_t>(), a.value("lstrip", false), a.value("rstrip", false)});
+  if (const json* list = find(t, "added_tokens")) {
+    for (const json& a : as_array(*list, W + " added_tokens", 1 << 20)) {
+      const std::string at = W + " added_tokens[]";
+      as_object(a, at);
+      std::string content = as_string(need(a, "content", at), at + ".content", 4096);
+      int64_t id = as_int(need(a, "id", at), 0, kMaxTokenId, at + ".id");
+      vocab_[content] = id;
+      added_.push_back({utf8_decode(content), id, opt_bool(a, "lstrip", false, at), opt_bool(a, "rstrip", false, at)});
+    }
   }
-  std::stable_sort(added_.begin(), added_.end(), [](const Added& a, const Added& b) { return a.content.size() > b.content.size(); });
-  const json& pp = t.value("post_processor", json());
-  if (!pp.is_object()) return;
-  if (pp.value("type", "") == "BertProcessing") {
-    int64_t cls = pp.at("cls").at(1), sep = pp.at("sep").at(1);
+  const json* found = find(t, "post_processor");
+  if (!found) return;
+  const std::string P = W + " post_processor";
+  const json& pp = as_object(*found, P);
+  std::string type = opt_type(pp);
+  auto id_of = [&](const json& pair, const std::string& where) {  // BertProcessing's ["[CLS]", 101]
+    const json& p = as_array(pair, where, 2);
+    if (p.size() != 2) throw BundleError(where + " must be [token, id]");
+    return as_int(p[1], 0, kMaxTokenId, where + "[1]");
+  };
+  if (type == "BertProcessing") {
+    int64_t cls = id_of(need(pp, "cls", P), P + ".cls"), sep = id_of(need(pp, "sep", P), P + ".sep");
     single_ = {{true, {cls}, 0, 0}, {false, {}, 0, 0}, {true, {sep}, 0, 0}};
     pair_ = {{true, {cls}, 0, 0}, {false, {}, 0, 0}, {true, {sep}, 0, 0}, {false, {}, 1, 1}, {true, {sep}, 0, 1}};
-  } else if (pp.value("type", "") == "TemplateProcessing") {
-    auto parse = [&](const json& list) {
+  } else if (type == "TemplateProcessing") {
+    const json& specials = as_object(need(pp, "special_tokens", P), P + ".special_tokens");
+    auto parse = [&](const json& list, const std::string& where) {
       std::vector<Piece> out;
-      for (const json& piece : list) {
-        if (piece.contains("SpecialToken")) {
-          const json& sp = piece["SpecialToken"];
-          out.push_back({true, pp.at("special_tokens").at(sp.at("id").get<std::string>()).at("ids").get<std::vector<int64_t>>(), 0,
-                         sp.value("type_id", int64_t(0))});
+      for (const json& piece : as_array(list, where, 64)) {
+        as_object(piece, where + "[]");
+        if (const json* sp = find(piece, "SpecialToken")) {
+          std::string name = as_string(need(*sp, "id", where), where + ".SpecialToken.id", 4096);
+          const json* entry = find(specials, name.c_str());
+          if (!entry) throw BundleError(P + " uses the special token " + name + " without defining it");
+          std::vector<int64_t> ids;
+          for (const json& id : as_array(need(*entry, "ids", P), P + ".special_tokens." + name + ".ids", 16))
+            ids.push_back(as_int(id, 0, kMaxTokenId, P + ".special_tokens." + name + ".ids[]"));
+          const json* ty = find(*sp, "type_id");
+          out.push_back({true, ids, 0, ty ? as_int(*ty, 0, 255, where + ".type_id") : 0});
         } else {
-          const json& sq = piece.at("Sequence");
-          out.push_back({false, {}, sq.at("id") == "A" ? 0 : 1, sq.value("type_id", int64_t(0))});
+          const json& sq = as_object(need(piece, "Sequence", where), where + ".Sequence");
+          std::string id = as_string(need(sq, "id", where), where + ".Sequence.id", 8);
+          if (id != "A" && id != "B") throw BundleError(where + ".Sequence.id must be A or B");
+          const json* ty = find(sq, "type_id");
+          out.push_back({false, {}, id == "A" ? 0 : 1, ty ? as_int(*ty, 0, 255, where + ".type_id") : 0});
         }
       }
       return out;
     };
-    single_ = parse(pp.at("single"));
-    pair_ = parse(pp.at("pair"));
+    single_ = parse(need(pp, "single", P), P + ".single");
+    pair_ = parse(need(pp, "pair", P), P + ".pair");
   } else {
-    throw std::runtime_error("post-processor " + pp.value("type", std::string("?")) + " is not supported (TemplateProcessing, BertProcessing)");
+    throw Unsupported("post-processor " + (type.empty() ? std::string("?") : type) + " is not supported (TemplateProcessing, BertProcessing)");
   }
 }
 
 void Tokenizer::finish_vocab() {
-  int64_t max_id = 0;
-  for (const auto& kv : vocab_) max_id = std::max(max_id, kv.second);
-  inverse_.assign(static_cast<size_t>(max_id + 1), std::string());
-  for (const auto& kv : vocab_) inverse_[static_cast<size_t>(kv.second)] = kv.first;
+  inverse_.clear();
+  vocab_size_ = 0;
+  for (const auto& kv : vocab_) {
+    inverse_[kv.second] = kv.first;
+    vocab_size_ = std::max(vocab_size_, kv.second + 1);
+  }
+  for (const auto* tmpl : {&single_, &pair_})
+    for (const Piece& p : *tmpl)
+      for (int64_t id : p.ids)
+        if (!has_id(id))
+          throw BundleError(W + "'s template adds the token id " + std::to_string(id) + ", which is not in the vocabulary");
+  std::stable_sort(added_.begin(), added_.end(), [](const Added& a, const Added& b) { return a.content.size() > b.content.size(); });
+  added_by_first_.clear();
+  for (size_t i = 0; i < added_.size(); ++i)
+    if (!added_[i].content.empty()) added_by_first_[added_[i].content[0]].push_back(i);
+}
+
+const std::string& Tokenizer::token(int64_t id) const {
+  auto it = inverse_.find(id);
+  if (it == inverse_.end()) throw BundleError("token id " + std::to_string(id) + " is not in the tokenizer's vocabulary");
+  return it->second;
 }
 
 Encoding Tokenizer::tokenize(const std::string& utf8, int sequence) const {
@@ -163,11 +236,13 @@ Encoding Tokenizer::tokenize(const std::string& utf8, int sequence) const {
   size_t seg = 0, i = 0;
   while (i < t.size()) {  // added tokens in the raw text (e.g. [MASK]) are kept whole
     const Added* hit = nullptr;
-    for (const auto& a : added_)
-      if (!a.content.empty() && t.compare(i, a.content.size(), a.content) == 0) {
-        hit = &a;
-        break;
-      }
+    auto bucket = added_by_first_.find(t[i]);
+    if (bucket != added_by_first_.end())
+      for (size_t k : bucket->second)  // longest first
+        if (t.compare(i, added_[k].content.size(), added_[k].content) == 0) {
+          hit = &added_[k];
+          break;
+        }
     if (!hit) {
       ++i;
       continue;
@@ -238,52 +313,59 @@ Encoding Tokenizer::encode_pair(const std::string& first, const std::string& sec
 
 // --- WordPiece ------------------------------------------------------------------------------------
 
-WordPiece::WordPiece(const std::string& dir, const json& manifest) {
-  const json& tk = manifest.value("tokenizer", json::object());
-  bool lower = tk.value("do_lower_case", json()).is_boolean() ? tk["do_lower_case"].get<bool>() : true;
+WordPiece::WordPiece(const json& t, const std::optional<std::string>& vocab_txt, const json& manifest) {
+  const json* tk = find(manifest, "tokenizer");
+  bool lower = tk ? opt_bool(*tk, "do_lower_case", true, "manifest.json tokenizer") : true;
   lowercase_ = strip_accents_ = lower;
-  json t = load_tokenizer_json(dir);
   std::string unk = "[UNK]";
   if (t.is_object()) {
-    const json& model = t.at("model");
-    const json& norm = t.value("normalizer", json());
-    if (norm.is_object()) {
-      if (norm.value("type", "") != "BertNormalizer")
-        throw std::runtime_error("unsupported normalizer " + norm.value("type", std::string("?")) + " for WordPiece (BertNormalizer only)");
-      clean_text_ = norm.value("clean_text", true);
-      handle_chinese_chars_ = norm.value("handle_chinese_chars", true);
-      lowercase_ = norm.value("lowercase", true);
-      const json& sa = norm.value("strip_accents", json());
-      strip_accents_ = sa.is_boolean() ? sa.get<bool>() : lowercase_;
+    const json& model = t["model"];
+    if (const json* found = find(t, "normalizer")) {
+      const std::string N = W + " normalizer";
+      const json& norm = as_object(*found, N);
+      std::string type = opt_type(norm);
+      if (type != "BertNormalizer")
+        throw Unsupported("unsupported normalizer " + (type.empty() ? std::string("?") : type) + " for WordPiece (BertNormalizer only)");
+      clean_text_ = opt_bool(norm, "clean_text", true, N);
+      handle_chinese_chars_ = opt_bool(norm, "handle_chinese_chars", true, N);
+      lowercase_ = opt_bool(norm, "lowercase", true, N);
+      strip_accents_ = opt_bool(norm, "strip_accents", lowercase_, N);
     }
-    unk = model.value("unk_token", unk);
-    prefix_ = model.value("continuing_subword_prefix", prefix_);
-    max_input_chars_per_word_ = model.value("max_input_chars_per_word", size_t(100));
-    for (const auto& [tok, id] : model.at("vocab").items()) vocab_[tok] = id.get<int64_t>();
+    if (const json* v = find(model, "unk_token")) unk = as_string(*v, W + " model.unk_token", 4096);
+    if (const json* v = find(model, "continuing_subword_prefix")) prefix_ = as_string(*v, W + " model.continuing_subword_prefix", 64);
+    if (const json* v = find(model, "max_input_chars_per_word"))
+      max_input_chars_per_word_ = size_t(as_int(*v, 0, int64_t(1) << 40, W + " model.max_input_chars_per_word"));
+    set_vocab(need(model, "vocab", W + " model"));
     read_common(t);
   } else {
-    std::ifstream in(dir + "/vocab.txt");
-    std::string line;
+    const std::string& text = *vocab_txt;
     int64_t i = 0;
-    while (std::getline(in, line)) {
+    for (size_t b = 0; b < text.size();) {
+      size_t e = text.find('\n', b);
+      if (e == std::string::npos) e = text.size();
+      std::string line = text.substr(b, e - b);
       if (!line.empty() && line.back() == '\r') line.pop_back();
       vocab_.emplace(line, i++);
+      b = e + 1;
     }
     for (const char* s : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}) {
       auto it = vocab_.find(s);
       if (it != vocab_.end()) added_.push_back({utf8_decode(s), it->second, false, false});
     }
   }
-  if (single_.empty()) {  // no post-processor: BERT's template with the manifest's ids
-    const json& sp = manifest.value("special_tokens", json::object());
-    int64_t cls = sp.value("cls", int64_t(101)), sep = sp.value("sep", int64_t(102));
+  if (single_.empty()) {  // no post-processor: BERT's template with the manifest's ids (schema-checked)
+    const json* sp = find(manifest, "special_tokens");
+    const json* c = sp ? find(*sp, "cls") : nullptr;
+    const json* s = sp ? find(*sp, "sep") : nullptr;
+    int64_t cls = c ? c->get<int64_t>() : 101, sep = s ? s->get<int64_t>() : 102;
     single_ = {{true, {cls}, 0, 0}, {false, {}, 0, 0}, {true, {sep}, 0, 0}};
     pair_ = {{true, {cls}, 0, 0}, {false, {}, 0, 0}, {true, {sep}, 0, 0}, {false, {}, 1, 1}, {true, {sep}, 0, 1}};
   }
   finish_vocab();
   auto it = vocab_.find(unk);
-  if (it == vocab_.end()) throw std::runtime_error("the unknown token " + unk + " is not in the vocabulary");
+  if (it == vocab_.end()) throw BundleError("the unknown token " + unk + " is not in the vocabulary");
   unk_id_ = it->second;
+  for (const auto& kv : vocab_) max_token_chars_ = std::max(max_token_chars_, utf8_decode(kv.first).size());
 }
 
 // Greedy longest-match-first over one pre-tokenized word.
@@ -299,7 +381,8 @@ void WordPiece::add_word(const std::u32string& chars, const std::vector<std::pai
   std::vector<std::pair<int64_t, std::pair<size_t, size_t>>> pieces;
   size_t start = 0;
   while (start < chars.size()) {
-    size_t end = chars.size();
+    // no vocabulary entry is longer than max_token_chars_: O(word * longest token), not O(word^2)
+    size_t end = std::min(chars.size(), start + max_token_chars_);
     int64_t found = -1;
     while (start < end) {
       std::string piece = start > 0 ? prefix_ : std::string();
@@ -377,48 +460,59 @@ void WordPiece::add_segment(const std::u32string& text, size_t begin, size_t end
 
 // --- byte-level BPE -------------------------------------------------------------------------------
 
-ByteLevelBPE::ByteLevelBPE(const std::string& dir, const json& manifest) {
-  (void)manifest;
-  json t = load_tokenizer_json(dir);
-  const json& model = t.at("model");
+ByteLevelBPE::ByteLevelBPE(const json& t) {
+  const json& model = t["model"];
   // Normalizer: none or NFC (alone or in a Sequence).
-  std::vector<json> norms;
-  const json& norm = t.value("normalizer", json());
-  if (norm.is_object() && norm.value("type", "") == "Sequence") {
-    for (const json& n : norm.at("normalizers")) norms.push_back(n);
-  } else if (norm.is_object()) {
-    norms.push_back(norm);
+  std::vector<const json*> norms;
+  if (const json* norm = find(t, "normalizer")) {
+    as_object(*norm, W + " normalizer");
+    if (opt_type(*norm) == "Sequence") {
+      for (const json& n : as_array(need(*norm, "normalizers", W + " normalizer"), W + " normalizer.normalizers", 64))
+        norms.push_back(&as_object(n, W + " normalizer.normalizers[]"));
+    } else {
+      norms.push_back(norm);
+    }
   }
-  for (const json& n : norms) {
-    if (n.value("type", "") != "NFC") throw std::runtime_error("unsupported BPE normalizer " + n.value("type", std::string("?")) + " (NFC or none)");
+  for (const json* n : norms) {
+    std::string type = opt_type(*n);
+    if (type != "NFC") throw Unsupported("unsupported BPE normalizer " + (type.empty() ? std::string("?") : type) + " (NFC or none)");
     nfc_ = true;
   }
   // Pre-tokenizer: ByteLevel (alone or the only member of a Sequence).
-  json pre = t.value("pre_tokenizer", json());
-  if (pre.is_object() && pre.value("type", "") == "Sequence" && pre.at("pretokenizers").size() == 1) pre = pre["pretokenizers"][0];
-  if (!pre.is_object() || pre.value("type", "") != "ByteLevel")
-    throw std::runtime_error("this BPE tokenizer's pre-tokenizer is not ByteLevel; only byte-level BPE is supported");
-  add_prefix_space_ = pre.value("add_prefix_space", false);
-  use_regex_ = pre.value("use_regex", true);
+  const json* pre = find(t, "pre_tokenizer");
+  if (pre && pre->is_object() && opt_type(*pre) == "Sequence") {
+    const json& list = as_array(need(*pre, "pretokenizers", W + " pre_tokenizer"), W + " pre_tokenizer.pretokenizers", 64);
+    if (list.size() == 1) pre = &list[0];
+  }
+  if (!pre || !pre->is_object() || opt_type(*pre) != "ByteLevel")
+    throw Unsupported("this BPE tokenizer's pre-tokenizer is not ByteLevel; only byte-level BPE is supported");
+  add_prefix_space_ = opt_bool(*pre, "add_prefix_space", false, W + " pre_tokenizer");
+  use_regex_ = opt_bool(*pre, "use_regex", true, W + " pre_tokenizer");
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix", "dropout"})
-    if (model.contains(key) && !model[key].is_null())
-      throw std::runtime_error(std::string("BPE option ") + key + " is not supported");
-  ignore_merges_ = model.value("ignore_merges", false);
-  for (const auto& [tok, id] : model.at("vocab").items()) vocab_[tok] = id.get<int64_t>();
+    if (find(model, key)) throw Unsupported(std::string("BPE option ") + key + " is not supported");
+  ignore_merges_ = opt_bool(model, "ignore_merges", false, W + " model");
+  set_vocab(need(model, "vocab", W + " model"));
+  // Merges, as Hugging Face loads them: both sides and the merged token must be in the vocabulary.
   int rank = 0;
-  for (const json& m : model.at("merges")) {
+  for (const json& m : as_array(need(model, "merges", W + " model"), W + " model.merges", 1 << 24)) {
     std::string a, b;
     if (m.is_array()) {
-      a = m.at(0), b = m.at(1);
+      if (m.size() != 2) throw BundleError(W + " model.merges has an entry that is not a pair");
+      a = as_string(m[0], W + " model.merges[][0]"), b = as_string(m[1], W + " model.merges[][1]");
     } else {
-      std::string s = m;
+      std::string s = as_string(m, W + " model.merges[]");
       size_t sp = s.find(' ');
+      if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
+        throw BundleError(W + " model.merges has \"" + s.substr(0, 40) + "\", not two tokens separated by one space");
       a = s.substr(0, sp), b = s.substr(sp + 1);
     }
-    ranks_.emplace(a + '\x01' + b, rank++);
+    auto ia = vocab_.find(a), ib = vocab_.find(b), iab = vocab_.find(a + b);
+    if (ia == vocab_.end() || ib == vocab_.end() || iab == vocab_.end())
+      throw BundleError(W + " merges \"" + a.substr(0, 40) + "\" + \"" + b.substr(0, 40) + "\", a token missing from the vocabulary");
+    merges_.emplace(pair_key(ia->second, ib->second), Merge{rank++, iab->second});
   }
   read_common(t);
-  if (single_.empty()) throw std::runtime_error("this BPE tokenizer has no post-processor template ([CLS]/[SEP])");
+  if (single_.empty()) throw Unsupported("this BPE tokenizer has no post-processor template ([CLS]/[SEP])");
   finish_vocab();
   // GPT-2's bytes_to_unicode: printable bytes map to themselves, the rest to U+0100 onwards.
   byte_char_.resize(256);
@@ -433,34 +527,61 @@ ByteLevelBPE::ByteLevelBPE(const std::string& dir, const json& manifest) {
 }
 
 std::vector<std::pair<int64_t, std::pair<size_t, size_t>>> ByteLevelBPE::bpe(const std::vector<std::string>& symbols) const {
-  std::vector<std::string> parts = symbols;
-  std::vector<size_t> starts(parts.size());
-  for (size_t i = 0; i < starts.size(); ++i) starts[i] = i;
-  std::string whole;
-  for (const auto& s : parts) whole += s;
-  if (!(ignore_merges_ && vocab_.count(whole))) {
-    while (parts.size() > 1) {  // merge the lowest-ranked adjacent pair, leftmost first
-      int best = INT_MAX;
-      size_t at = 0;
-      for (size_t i = 0; i + 1 < parts.size(); ++i) {
-        auto it = ranks_.find(parts[i] + '\x01' + parts[i + 1]);
-        if (it != ranks_.end() && it->second < best) best = it->second, at = i;
-      }
-      if (best == INT_MAX) break;
-      parts[at] += parts[at + 1];
-      parts.erase(parts.begin() + long(at) + 1);
-      starts.erase(starts.begin() + long(at) + 1);
-    }
-  } else {
-    parts = {whole};
-    starts = {0};
-  }
+  const size_t n = symbols.size();
   std::vector<std::pair<int64_t, std::pair<size_t, size_t>>> out;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    auto it = vocab_.find(parts[i]);
-    if (it == vocab_.end()) throw std::runtime_error("BPE produced a token missing from the vocabulary: " + parts[i]);
-    size_t end = i + 1 < parts.size() ? starts[i + 1] : symbols.size();
-    out.push_back({it->second, {starts[i], end}});
+  if (n == 0) return out;
+  if (ignore_merges_) {
+    std::string whole;
+    for (const auto& s : symbols) whole += s;
+    auto it = vocab_.find(whole);
+    if (it != vocab_.end()) return {{it->second, {0, n}}};
+  }
+  struct Symbol {
+    int64_t id;  // -1: a byte missing from the vocabulary (never merged)
+    long prev, next;
+    size_t len;  // in bytes (symbols); 0: merged into its left neighbour
+  };
+  std::vector<Symbol> sym(n);
+  for (size_t i = 0; i < n; ++i) {
+    auto it = vocab_.find(symbols[i]);
+    sym[i] = {it == vocab_.end() ? -1 : it->second, long(i) - 1, i + 1 < n ? long(i + 1) : -1, 1};
+  }
+  auto merge_of = [&](int64_t a, int64_t b) -> const Merge* {
+    if (a < 0 || b < 0) return nullptr;
+    auto it = merges_.find(pair_key(a, b));
+    return it == merges_.end() ? nullptr : &it->second;
+  };
+  struct Candidate {
+    int rank;
+    size_t pos;
+    int64_t id;
+    bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> queue;  // lowest rank, leftmost first
+  for (size_t i = 0; i + 1 < n; ++i)
+    if (const Merge* m = merge_of(sym[i].id, sym[i + 1].id)) queue.push({m->rank, i, m->id});
+  while (!queue.empty()) {
+    Candidate top = queue.top();
+    queue.pop();
+    Symbol& cur = sym[top.pos];
+    if (cur.len == 0 || cur.next < 0) continue;
+    Symbol& right = sym[size_t(cur.next)];
+    const Merge* m = merge_of(cur.id, right.id);
+    if (!m || m->id != top.id) continue;  // a stale candidate: one side has merged since
+    cur.id = top.id;
+    cur.len += right.len;
+    right.len = 0;
+    cur.next = right.next;
+    if (cur.next >= 0) sym[size_t(cur.next)].prev = long(top.pos);
+    if (cur.prev >= 0)
+      if (const Merge* l = merge_of(sym[size_t(cur.prev)].id, cur.id)) queue.push({l->rank, size_t(cur.prev), l->id});
+    if (cur.next >= 0)
+      if (const Merge* r = merge_of(cur.id, sym[size_t(cur.next)].id)) queue.push({r->rank, top.pos, r->id});
+  }
+  for (long i = 0; i >= 0; i = sym[size_t(i)].next) {
+    const Symbol& s = sym[size_t(i)];
+    if (s.id < 0) throw BundleError("BPE produced a token missing from the vocabulary: " + symbols[size_t(i)]);
+    out.push_back({s.id, {size_t(i), size_t(i) + s.len}});
   }
   return out;
 }
@@ -495,6 +616,7 @@ void ByteLevelBPE::add_segment(const std::u32string& text, size_t begin, size_t 
 std::string ByteLevelBPE::decode(int64_t id) const {
   for (const auto& a : added_)
     if (a.id == id) return utf8_encode(a.content);
+  if (!has_id(id)) return std::string();  // as tokenizer.decode: ids outside the vocabulary add nothing
   std::string bytes;
   for (char32_t c : utf8_decode(token(id))) {
     std::string s;

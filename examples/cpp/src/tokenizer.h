@@ -6,7 +6,10 @@
 // post-processor's template ([CLS] A [SEP] (B [SEP])) with its type ids.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <unordered_map>
@@ -34,12 +37,23 @@ struct Normalized {
   void push(char32_t c, size_t b, size_t e) { chars.push_back(c), origin.emplace_back(b, e); }
 };
 
+// A valid tokenizer this code does not reproduce (another normalizer, pre-tokenizer, ...): text
+// input is refused naming the part, the self-test still checks the graph on golden.json's ids.
+struct Unsupported : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The content of a file the bundle lists, or nullopt when it lists no such file: the tokenizer
+// reads nothing else (an unlisted added_tokens.json or vocab.txt cannot change its ids).
+using FileReader = std::function<std::optional<std::string>(const std::string& rel)>;
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
   // From the bundle's tokenizer.json (vocab.txt + manifest settings for a WordPiece bundle without
-  // one). Throws std::runtime_error for a tokenizer this code cannot reproduce, saying which part.
-  static std::unique_ptr<Tokenizer> load(const std::string& bundle_dir, const nlohmann::json& manifest);
+  // one). Throws Unsupported for a tokenizer this code cannot reproduce, saying which part, and
+  // BundleError for a malformed one (wrong types, ids out of range, merges of unknown tokens).
+  static std::unique_ptr<Tokenizer> load(const FileReader& read, const nlohmann::json& manifest);
 
   // Tokens of one text, without the template's special tokens.
   Encoding tokenize(const std::string& text, int sequence) const;
@@ -48,8 +62,12 @@ class Tokenizer {
   // The pair template, truncating only the second text to max_len ("only_second").
   Encoding encode_pair(const std::string& a, const std::string& b, size_t max_len) const;
   // tokenizer.decode([id]): the token as text (byte-level tokens decoded to UTF-8).
-  virtual std::string decode(int64_t id) const { return token(id); }
-  const std::string& token(int64_t id) const { return inverse_.at(static_cast<size_t>(id)); }
+  virtual std::string decode(int64_t id) const { return has_id(id) ? token(id) : std::string(); }
+  // The token string of a vocabulary id; BundleError when the id is not in the vocabulary.
+  const std::string& token(int64_t id) const;
+  bool has_id(int64_t id) const { return inverse_.count(id) != 0; }
+  // One past the largest id in the vocabulary (added tokens included).
+  int64_t vocab_size() const { return vocab_size_; }
 
  protected:
   struct Added {
@@ -67,18 +85,22 @@ class Tokenizer {
   virtual void add_segment(const std::u32string& text, size_t begin, size_t end, int sequence, int& word,
                            Encoding& out) const = 0;
   void read_common(const nlohmann::json& tokenizer_json);
-  void finish_vocab();
+  void finish_vocab();  // inverse map, template ids checked, added tokens indexed
+  void set_vocab(const nlohmann::json& vocab);
   Encoding apply_template(const std::vector<Piece>& tmpl, const Encoding& a, const Encoding* b, size_t limit_b) const;
 
   std::unordered_map<std::string, int64_t> vocab_;
-  std::vector<std::string> inverse_;
+  std::unordered_map<int64_t, std::string> inverse_;
+  int64_t vocab_size_ = 0;
   std::vector<Added> added_;  // matched on the raw text, longest first
+  std::unordered_map<char32_t, std::vector<size_t>> added_by_first_;  // first code point -> added_ indices
   std::vector<Piece> single_, pair_;
 };
 
 class WordPiece : public Tokenizer {
  public:
-  WordPiece(const std::string& dir, const nlohmann::json& manifest);
+  // `t`: tokenizer.json (null when absent); `vocab_txt`: vocab.txt, used only without tokenizer.json.
+  WordPiece(const nlohmann::json& t, const std::optional<std::string>& vocab_txt, const nlohmann::json& manifest);
 
  private:
   void add_segment(const std::u32string& text, size_t begin, size_t end, int sequence, int& word,
@@ -88,20 +110,28 @@ class WordPiece : public Tokenizer {
   bool clean_text_ = true, handle_chinese_chars_ = true, strip_accents_ = true, lowercase_ = true;
   std::string prefix_ = "##";
   size_t max_input_chars_per_word_ = 100;
+  size_t max_token_chars_ = 0;  // longest vocabulary entry in code points: bounds the longest-match scan
   int64_t unk_id_ = 0;
 };
 
 class ByteLevelBPE : public Tokenizer {
  public:
-  ByteLevelBPE(const std::string& dir, const nlohmann::json& manifest);
+  explicit ByteLevelBPE(const nlohmann::json& t);
   std::string decode(int64_t id) const override;
 
  private:
   void add_segment(const std::u32string& text, size_t begin, size_t end, int sequence, int& word,
                    Encoding& out) const override;
+  // HF tokenizers' Word::merge_all: symbols in a linked list, candidate merges in a heap ordered by
+  // (rank, position), stale candidates skipped when popped: O(n log n) in the word's bytes (the
+  // previous rescan of every pair after each merge was O(n^2): 18 s for one 36 KB word).
   std::vector<std::pair<int64_t, std::pair<size_t, size_t>>> bpe(const std::vector<std::string>& symbols) const;
   bool nfc_ = false, add_prefix_space_ = false, use_regex_ = true, ignore_merges_ = false;
-  std::unordered_map<std::string, int> ranks_;  // "left\x01right" -> merge rank
+  struct Merge {
+    int rank;
+    int64_t id;  // the merged token's id
+  };
+  std::unordered_map<uint64_t, Merge> merges_;  // (left id << 32 | right id) -> rank and merged id
   std::vector<std::string> byte_char_;          // byte -> its printable code point, UTF-8
   std::unordered_map<std::string, unsigned char> char_byte_;
 };
