@@ -37,8 +37,10 @@ from .progress import Steps
 from .publish import check_target, probe_lock, staged_directory
 
 DEFAULT_OPSET = 18
-# Default --max-seq caps: BERT's 512 is its full range; ModernBERT accepts 8192, but parity and
-# profiles at 8192 cost minutes, so bundles default to 2048 (raise it with --max-seq).
+# Default --max-seq: the model's own maximum (BERT 512; ModernBERT 8192, affordable since its local
+# layers are banded, quantize/banded_attention.py). Without the banded rewrite (--no-optimize,
+# --dense-local-attention, --runtime trt) a local-window model is capped at 2048: dense attention
+# at 8192 costs ~8 GB and a minute per sequence.
 DEFAULT_MAX_SEQ_CAP = 2048
 
 
@@ -60,10 +62,11 @@ def _resolve(family: str | Family, task: str | Task) -> tuple[Family, Task]:
     return fam, tsk
 
 
-def resolve_max_seq(source: Source, max_seq: int | None) -> int:
+def resolve_max_seq(source: Source, max_seq: int | None, *, banded: bool = False) -> int:
+    """The bundle's maximum sequence: ``max_seq`` checked, or the default (see ``DEFAULT_MAX_SEQ_CAP``)."""
     limit = source.max_positions
     if max_seq is None:
-        return min(limit, DEFAULT_MAX_SEQ_CAP)
+        return limit if banded else min(limit, DEFAULT_MAX_SEQ_CAP)
     if max_seq < 1:
         raise BertExportError(f"--max-seq must be >= 1, got {max_seq}")
     if max_seq > limit:
@@ -131,7 +134,8 @@ def export(
     if source.new_head_params:
         steps.note(f"note: {len(source.new_head_params)} {tsk.name} head parameters are not in the checkpoint and were "
                    f"randomly initialised ({', '.join(source.new_head_params[:3])}); fine-tune before serving")
-    seq_limit = resolve_max_seq(source, max_seq)
+    banded = fam.local_window_attr is not None and plans[0].optimize and plans[0].runtime == "ort" and plans[0].banded_attention
+    seq_limit = resolve_max_seq(source, max_seq, banded=banded)
     outputs = graph_outputs(fam, tsk, source)
     graph = TaskGraph(source.model, [o.name for o in outputs])
     window = getattr(source.config, fam.local_window_attr) if fam.local_window_attr else None
@@ -167,7 +171,8 @@ def export(
             bundle_io.save_reference(tmp / bundle_io.REFERENCE, cases, reference, outputs, rows)
             if tokenizer is not None:  # golden.json: real-text examples for consumers (docs/bundle.md)
                 manifest["golden"] = write_golden(tmp, fam, tsk, graph, outputs, manifest, tokenizer)
-            manifest["parity"] = built[0].record["parity"]
+            manifest["parity"] = {**built[0].record["parity"],
+                                  "cases": {c.name: {"shape": list(c.shape), **c.meta.get("seconds", {})} for c in cases}}
         manifest["export"] = {"seconds": export_seconds, "peak_rss_mb": peak_rss_mb()}
         manifest = bundle_io.write_manifest(tmp, manifest)
     steps.note(f"bundle written to {out_dir}")
@@ -198,8 +203,11 @@ def run_parity(graph: TaskGraph, onnx_path: Path, inputs: tuple[TensorSpec, ...]
     with TorchRunner(graph, inputs, outputs, max_seq) as torch_runner, target as ort_runner:
         for case in cases:
             feed = {s.name: case.feed[s.name] for s in inputs}
+            t0 = time.perf_counter()
             reference.append(torch_runner.infer(feed))
+            t1 = time.perf_counter()
             results.append(ort_runner.infer(feed))
+            case.meta["seconds"] = {"pytorch": round(t1 - t0, 3), "onnx": round(time.perf_counter() - t1, 3)}
     return compare(task, outputs, cases, reference, results, runtime=runtime, precision=precision, pooling=pooling), reference
 
 

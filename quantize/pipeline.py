@@ -25,6 +25,7 @@ from bert_export.models.support import quiet_loggers
 
 from . import fp16 as fp16_mod
 from . import int8 as int8_mod
+from .banded_attention import banded_local_attention
 from .calibration import calibration_feeds
 from .fallback import DEFAULT_BUDGET_S, FallbackResult, accuracy_fallback, onnx_local_rank
 from .fusion import fold_for_trt, fuse_for_ort, fused_op_counts, unpack_attention
@@ -50,6 +51,7 @@ class OptimizeOptions:
     calib_samples: int = DEFAULT_CALIB_SAMPLES
     fallback: bool = True
     fallback_budget: float = DEFAULT_BUDGET_S
+    banded_attention: bool = True  # sliding-window layers as blocked attention (quantize/banded_attention.py)
 
     @property
     def precision(self) -> str:
@@ -99,12 +101,13 @@ class OptimizeResult:
     mode_choice: dict[str, Any] = field(default_factory=dict)
     openvino: Any = None  # quantize.openvino.IrResult for --runtime openvino
     ir_path: Path | None = None
+    banded_layers: int = 0
 
     def to_manifest(self) -> dict[str, Any]:
         o = self.options
         out: dict[str, Any] = {
             "target": o.runtime, "optimized": o.optimize, "precision": o.precision, "fused_ops": self.fused_ops,
-            "io_fp16": o.fp16_io,
+            "io_fp16": o.fp16_io, "banded_attention_layers": self.banded_layers,
         }
         if o.int8 and o.runtime == "openvino":
             out["int8"] = {"mode": "nncf", "calib_samples": o.calib_samples, "kernel": "OpenVINO int8 (NNCF FakeQuantize)"}
@@ -127,6 +130,7 @@ class OptimizeResult:
 # onnxscript/onnx-ir log every pass at INFO, which shows once anything (ORT's quantizer does) configures the
 # root logger; the progress line is the user's view of this step.
 @quiet_loggers("onnxscript", "onnx_ir", "onnxruntime", level=logging.WARNING, root=True)
+@quiet_loggers("onnxruntime.tools.symbolic_shape_infer", "symbolic_shape_infer")  # "Unable to determine if sequence <= ...": the banded blocks' padding
 def optimize_graph(
     path: Path,
     family: Family,
@@ -153,6 +157,8 @@ def optimize_graph(
         model = ir.load(path)
         if options.runtime == "ort":
             model = fuse_for_ort(model, padding_mask_only=family.local_window_attr is None, max_positions=max_seq)
+            if options.banded_attention and family.local_window_attr is not None:
+                result.banded_layers = banded_local_attention(model)  # its own pass: local layers O(n·w)
         else:
             model = fold_for_trt(model)
         _save_ir(model, path)
