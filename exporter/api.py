@@ -226,16 +226,13 @@ def validate(bundle: str | Path, *, runtime: str = "ort", threads: int | None = 
     steps = steps or Steps(quiet=True)
     with steps.step("Verifying bundle checksums"):
         b = bundle_io.load_bundle(bundle)
-    ref_path = b.path / bundle_io.REFERENCE
-    if not ref_path.is_file():
-        raise BertExportError(f"{b.path} has no {bundle_io.REFERENCE} (exported with --no-validate); re-export it with validation")
     tsk = get_task(b.manifest["task"])
-    cases, reference, rows = bundle_io.load_reference(ref_path, tuple(s.name for s in b.inputs))
+    cases, reference, rows = bundle_io.load_reference(b)
     with steps.step(f"Running {len(cases)} stored cases on {runtime}"):
         with make_runner(b, runtime, threads) as runner:
             results = [runner.infer(c.feed) for c in cases]
             ran_on = runner.provider_report() if hasattr(runner, "provider_report") else {"runtime": runtime}
     report = compare(tsk, b.outputs, cases, reference, results, runtime=runtime, precision=b.precision,
-                     pooling=b.manifest.get("pooling", {}).get("mode", "cls"), stored_rows=rows)
+                     pooling=(b.manifest.get("pooling") or {}).get("mode", "cls"), stored_rows=rows)
     report.providers = ran_on  # a fallback (ort-cuda that ran on CPU) shows here, not hidden behind the name
     return report

@@ -1,16 +1,21 @@
-"""The deployment bundle: writing it atomically, and loading it with every check a consumer needs.
+"""The deployment bundle: its manifest, and loading it as the untrusted input it is.
 
-A bundle is a directory (see docs/bundle.md): ``model.onnx`` (+ ``model.onnx.data``),
-``config.json``, tokenizer files, ``manifest.json``, ``reference.safetensors`` (parity inputs
-and PyTorch outputs) and ``parity.json``. It is built in a temporary sibling directory and
-renamed into place, so a failed or interrupted export never leaves a half-written bundle.
+A bundle is a directory (see docs/bundle.md): the ONNX graph, ``config.json``, tokenizer files,
+``manifest.json``, ``reference.safetensors`` (parity inputs and PyTorch outputs), ``parity.json``
+and ``golden.json``. Bundles travel to devices, CI runners and colleagues, so reading one trusts
+nothing it says: the manifest is schema-checked first (exporter/manifest.py), and afterwards
+only files listed in ``manifest["files"]`` are opened, each inside the bundle directory (no
+symbolic link on the way), a regular file (no FIFO or device), of the listed size and sha256.
+Publishing a bundle atomically is exporter/publish.py.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,8 @@ import numpy as np
 
 from bert_export.models import BertExportError, TensorSpec
 from bert_export.runtimes.cases import Case
+
+from .manifest import MAX_MANIFEST_BYTES, check_rel_path, strict_json, validate_manifest
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -66,30 +73,168 @@ def save_reference(path: Path, cases: list[Case], reference: list[dict[str, np.n
     save_file(tensors, str(path), metadata={"cases": json.dumps([c.name for c in cases])})
 
 
-def load_reference(path: Path, input_names: tuple[str, ...]) -> tuple[list[Case], list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
-    """The stored cases, reference outputs and stored-row masks (safetensors: no pickle)."""
-    from safetensors import safe_open
+MAX_CASES = 256
 
-    with safe_open(str(path), framework="np") as fh:
-        names = json.loads((fh.metadata() or {})["cases"])
-        data = {k: fh.get_tensor(k) for k in fh.keys()}
+
+def load_reference(bundle: Bundle) -> tuple[list[Case], list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """The stored cases, reference outputs and stored-row masks, checked before anything runs them.
+
+    safetensors (no pickle) read from the verified bytes; the header's metadata is parsed as
+    strict JSON here because a forged header would otherwise surface as a library exception.
+    Every case must feed every graph input with 2-D integer arrays of one shape within the
+    bundle's limits, token ids inside the vocabulary and 0/1 masks; every reference must be
+    finite and non-empty, so a NaN reference or an empty case list can never "pass".
+    """
+    from safetensors.numpy import load as load_tensors
+
+    if not bundle.has_file(REFERENCE):
+        raise BertExportError(f"{bundle.path} has no {REFERENCE} (exported with --no-validate); re-export it with validation")
+    data = bundle.read_bytes(REFERENCE)
+    where = f"{REFERENCE} in bundle {bundle.path}"
+    names = _reference_names(data, where)
+    try:
+        tensors = load_tensors(data)
+    except Exception as exc:  # safetensors raises its own error types for malformed files
+        raise BertExportError(f"{where} is not a valid safetensors file ({' '.join(str(exc).split())[:100]}); re-export the bundle") from None
     cases, refs, rows = [], [], []
     for i, name in enumerate(names):
-        feed = {n: data[f"{i}/feed/{n}"] for n in input_names if f"{i}/feed/{n}" in data}
-        case = Case(name, feed)
-        if f"{i}/mlm" in data:
-            case.mlm_positions = data[f"{i}/mlm"].astype(bool)
-        if f"{i}/context" in data:
-            case.context_mask = data[f"{i}/context"].astype(bool)
+        case = _reference_case(bundle, tensors, i, name, where)
         cases.append(case)
-        refs.append({k.split("/", 2)[2]: v for k, v in data.items() if k.startswith(f"{i}/ref/")})
-        rows.append({k.split("/", 2)[2]: v.astype(bool) for k, v in data.items() if k.startswith(f"{i}/rows/")})
+        refs.append(_reference_outputs(bundle, tensors, i, case, where))
+        rows.append({k.split("/", 2)[2]: v.astype(bool) for k, v in tensors.items() if k.startswith(f"{i}/rows/")})
+        for out, mask in rows[-1].items():
+            if mask.shape != case.shape or int(mask.sum()) != refs[-1][out].shape[0]:
+                raise BertExportError(f"{where}: case {i} stores rows of {out} that do not match its inputs; re-export the bundle")
     return cases, refs, rows
+
+
+def _reference_names(data: bytes, where: str) -> list[str]:
+    if len(data) < 8:
+        raise BertExportError(f"{where} is truncated; re-export the bundle")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8 or size > MAX_MANIFEST_BYTES:
+        raise BertExportError(f"{where} has a corrupt header; re-export the bundle")
+    header = strict_json(data[8:8 + size], where)
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    try:
+        names = json.loads(meta["cases"], parse_constant=float) if isinstance(meta, dict) and isinstance(meta.get("cases"), str) else None
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) and len(n) <= 200 for n in names):
+        raise BertExportError(f"{where} lacks its list of case names; re-export the bundle")
+    if not 1 <= len(names) <= MAX_CASES:
+        raise BertExportError(f"{where} holds {len(names)} cases; a bundle stores 1 to {MAX_CASES}: re-export it")
+    return names
+
+
+def _reference_case(bundle: Bundle, tensors: dict[str, np.ndarray], i: int, name: str, where: str) -> Case:
+    vocab = (bundle.manifest.get("config") or {}).get("vocab_size")
+    feed, shape = {}, None
+    for spec in bundle.inputs:
+        arr = tensors.get(f"{i}/feed/{spec.name}")
+        if arr is None or arr.ndim != 2 or arr.dtype.kind not in "iu" or 0 in arr.shape:
+            raise BertExportError(f"{where}: case {i} ({name}) lacks a 2-D integer {spec.name}; re-export the bundle")
+        if shape is not None and arr.shape != shape:
+            raise BertExportError(f"{where}: case {i} ({name}) has inputs of different shapes; re-export the bundle")
+        shape = arr.shape
+        feed[spec.name] = arr.astype(np.int32 if spec.dtype == "int32" else np.int64)
+    assert shape is not None
+    if shape[1] > bundle.max_seq or shape[0] > 4096:
+        raise BertExportError(f"{where}: case {i} ({name}) has shape {shape}, beyond the bundle's {bundle.max_seq} tokens; re-export the bundle")
+    ids = feed.get("input_ids")
+    if ids is not None and (ids.min() < 0 or (isinstance(vocab, int) and ids.max() >= vocab)):
+        raise BertExportError(f"{where}: case {i} ({name}) has token ids outside the vocabulary; re-export the bundle")
+    for key in ("attention_mask", "token_type_ids"):
+        if key in feed and not np.isin(feed[key], (0, 1)).all():
+            raise BertExportError(f"{where}: case {i} ({name}) has {key} values other than 0 and 1; re-export the bundle")
+    case = Case(name, feed)
+    for key, attr in (("mlm", "mlm_positions"), ("context", "context_mask")):
+        arr = tensors.get(f"{i}/{key}")
+        if arr is not None:
+            if arr.shape != shape:
+                raise BertExportError(f"{where}: case {i} ({name}) has a {key} mask of the wrong shape; re-export the bundle")
+            setattr(case, attr, arr.astype(bool))
+    return case
+
+
+def _reference_outputs(bundle: Bundle, tensors: dict[str, np.ndarray], i: int, case: Case, where: str) -> dict[str, np.ndarray]:
+    refs = {}
+    for spec in bundle.outputs:
+        arr = tensors.get(f"{i}/ref/{spec.name}")
+        if arr is None or arr.dtype.kind != "f" or arr.size == 0:
+            raise BertExportError(f"{where}: case {i} has no reference for {spec.name}; re-export the bundle")
+        if not np.isfinite(arr).all():
+            raise BertExportError(f"{where}: case {i}'s reference for {spec.name} is not finite (NaN or inf); re-export the bundle")
+        refs[spec.name] = arr
+    return refs
+
+
+def open_listed(root: Path, rel: str) -> int:
+    """Open ``root/rel`` read-only and return the descriptor, refusing anything but a regular file
+    reached without following a symbolic link.
+
+    Each directory component is opened with O_NOFOLLOW relative to its parent (openat), so a
+    link anywhere on the way, or a name that leaves the bundle, fails here; the file itself is
+    opened with O_NONBLOCK so a FIFO cannot hang the reader, and fstat refuses FIFOs, devices
+    and directories. The descriptor, not the path, is then read: nothing can be swapped in
+    between the check and the read.
+    """
+    try:
+        check_rel_path(rel)
+    except ValueError as exc:
+        raise BertExportError(f"bundle {root}: {exc}; re-export it") from None
+    parts = rel.split("/")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    dirs: list[int] = []
+    try:
+        dirs.append(os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)))
+        for part in parts[:-1]:
+            dirs.append(os.open(part, flags | getattr(os, "O_DIRECTORY", 0), dir_fd=dirs[-1]))
+        fd = os.open(parts[-1], flags | getattr(os, "O_NONBLOCK", 0), dir_fd=dirs[-1])
+    except FileNotFoundError:
+        raise BertExportError(f"bundle {root} is incomplete: {rel} is missing; re-export it") from None
+    except OSError as exc:
+        reason = "is or passes through a symbolic link" if exc.errno in (errno.ELOOP, errno.ENOTDIR) else (exc.strerror or "cannot be opened").lower()
+        raise BertExportError(f"bundle {root}: {rel} {reason}; a bundle holds regular files only: re-export it") from None
+    finally:
+        for d in dirs:
+            os.close(d)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise BertExportError(f"bundle {root}: {rel} is not a regular file; a bundle holds regular files only: re-export it")
+    return fd
+
+
+def read_listed(root: Path, rel: str, info: dict[str, Any]) -> bytes:
+    """The bytes of a listed file, checked against its listed size and sha256 while reading."""
+    fd = open_listed(root, rel)
+    size = int(info["bytes"])
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(size + 1)
+    if len(data) != size or hashlib.sha256(data).hexdigest() != info["sha256"]:
+        raise BertExportError(f"bundle {root} was modified after export: {rel} does not match its sha256 in {MANIFEST}; re-export it")
+    return data
+
+
+def hash_listed(root: Path, rel: str, info: dict[str, Any]) -> None:
+    """Stream a listed file through sha256 (graphs are hundreds of MB: not held in memory)."""
+    fd = open_listed(root, rel)
+    size, h, seen = int(info["bytes"]), hashlib.sha256(), 0
+    with os.fdopen(fd, "rb") as fh:
+        while seen <= size:
+            block = fh.read(min(1 << 20, size + 1 - seen))
+            if not block:
+                break
+            h.update(block)
+            seen += len(block)
+    if seen != size or h.hexdigest() != info["sha256"]:
+        raise BertExportError(f"bundle {root} was modified after export: {rel} does not match its sha256 in {MANIFEST}; re-export it")
 
 
 @dataclass
 class Bundle:
-    """A verified bundle on disk."""
+    """A bundle on disk whose manifest passed the schema (and, from load_bundle, whose files verified)."""
 
     path: Path
     manifest: dict[str, Any]
@@ -102,9 +247,41 @@ class Bundle:
     def outputs(self) -> tuple[TensorSpec, ...]:
         return tuple(TensorSpec(d["name"], d["dtype"], tuple(d["shape"])) for d in self.manifest["outputs"])
 
+    def file(self, rel: str) -> Path:
+        """The path of ``rel``, a file listed in ``manifest["files"]``; refuses anything else.
+
+        Every reader goes through this (or ``read_bytes``/``read_json``): only listed, regular
+        files inside the bundle may be opened. Code that must hand a path to a library (ONNX
+        Runtime, TensorRT's parser) gets it from here after ``load_bundle`` verified the file.
+        """
+        if not self.has_file(rel):
+            raise BertExportError(f"bundle {self.path} does not list {rel!r} in {MANIFEST}; re-export it")
+        os.close(open_listed(self.path, rel))
+        return self.path / rel
+
+    def has_file(self, rel: str) -> bool:
+        return rel in self.manifest.get("files", {})
+
+    def read_bytes(self, rel: str) -> bytes:
+        """A listed file's bytes, re-checked against its sha256 (small files: configs, tokenizers)."""
+        if not self.has_file(rel):
+            raise BertExportError(f"bundle {self.path} does not list {rel!r} in {MANIFEST}; re-export it")
+        return read_listed(self.path, rel, self.manifest["files"][rel])
+
+    def read_json(self, rel: str) -> Any:
+        return strict_json(self.read_bytes(rel), f"{rel} in bundle {self.path}")
+
+    def unlisted_file(self, name: str) -> Path:
+        """A file the bundle keeps beside its listed ones (the per-GPU TensorRT engine, which carries
+        its own sha256 in ``manifest["tensorrt"]``): a plain name, a regular file, no link."""
+        if "/" in name:
+            raise BertExportError(f"bundle {self.path}: {name!r} must be a plain file name; re-export it")
+        os.close(open_listed(self.path, name))
+        return self.path / name
+
     @property
     def model_path(self) -> Path:
-        return self.path / self.manifest["graph"]["file"]
+        return self.file(self.manifest["graph"]["file"])
 
     @property
     def max_seq(self) -> int:
@@ -116,36 +293,72 @@ class Bundle:
 
     @property
     def has_tokenizer(self) -> bool:
-        return bool(self.manifest.get("tokenizer", {}).get("files"))
+        return bool((self.manifest.get("tokenizer") or {}).get("files"))
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """The schema-checked manifest of the bundle at ``root`` (one-line errors for anything else)."""
+    try:
+        fd = open_listed(root, MANIFEST)
+    except BertExportError:
+        if not (root / MANIFEST).exists() and not (root / MANIFEST).is_symlink():
+            raise BertExportError(f"{root} is not a bert-export bundle (no {MANIFEST}); re-export it") from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BertExportError(f"{root / MANIFEST} is larger than {MAX_MANIFEST_BYTES >> 20} MB; re-export the bundle")
+    raw = strict_json(data, str(root / MANIFEST))
+    validate_manifest(raw, str(root / MANIFEST))
+    return raw
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
-    """Read a bundle's manifest and (by default) verify its schema and every file's checksum."""
+    """Read a bundle: schema-check its manifest, then (by default) verify every listed file.
+
+    Verification opens each listed file as ``open_listed`` does and checks its size and sha256,
+    then checks that the graph refers to no external data outside its listed files.
+    """
     root = Path(path)
     if not root.is_dir():
         raise BertExportError(f"bundle {root} does not exist; export one with `bert-export bert|modernbert --task ...`")
-    mpath = root / MANIFEST
-    if not mpath.is_file():
-        raise BertExportError(f"{root} is not a bert-export bundle (no {MANIFEST}); re-export it")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BertExportError(f"{mpath} is not valid JSON (truncated or edited); re-export the bundle") from None
-    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if version != SCHEMA_VERSION:
-        raise BertExportError(f"{root} has manifest schema_version {version!r}; this bert-export reads version {SCHEMA_VERSION}: re-export the bundle")
-    for key in ("family", "task", "precision", "inputs", "outputs", "graph", "files", "max_sequence_length"):
-        if key not in manifest:
-            raise BertExportError(f"{mpath} lacks {key!r}; the bundle is incomplete: re-export it")
+    manifest = read_manifest(root)
+    bundle = Bundle(root, manifest)
     if verify:
         verify_files(root, manifest["files"])
-    return Bundle(root, manifest)
+        check_graph_references(bundle)
+    return bundle
 
 
 def verify_files(root: Path, files: dict[str, dict[str, Any]]) -> None:
     for rel, info in files.items():
-        p = root / rel
-        if not p.is_file():
-            raise BertExportError(f"bundle {root} is incomplete: {rel} is missing; re-export it")
-        if p.stat().st_size != info.get("bytes") or sha256(p) != info.get("sha256"):
-            raise BertExportError(f"bundle {root} was modified after export: {rel} does not match its sha256 in {MANIFEST}; re-export it")
+        hash_listed(root, rel, info)
+
+
+def check_graph_references(bundle: Bundle) -> None:
+    """Refuse a graph whose initializers point at external data that is not one of its listed files.
+
+    ONNX Runtime resolves an external-data ``location`` relative to the graph: a crafted graph
+    could otherwise make it read any file the user can (``../../home/user/.ssh/id_rsa``).
+    """
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    graph = bundle.manifest["graph"]
+    base = graph["file"].rsplit("/", 1)[0] + "/" if "/" in graph["file"] else ""
+    try:
+        model = onnx.load_model(str(bundle.model_path), load_external_data=False)
+    except Exception:
+        raise BertExportError(f"{graph['file']} in bundle {bundle.path} is not a readable ONNX graph; re-export the bundle") from None
+    allowed = set(graph["files"])
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        try:
+            rel = check_rel_path(base + location)
+        except ValueError:
+            rel = None
+        if rel is None or rel not in allowed:
+            raise BertExportError(f"{graph['file']} in bundle {bundle.path} refers to external data {location!r}, "
+                                  "which is not one of its listed graph files; re-export the bundle")

@@ -27,7 +27,7 @@ import numpy as np
 import psutil
 
 from bert_export.models import BertExportError, Family, get_family
-from bert_export.models.support import versions
+from bert_export.models.support import first_line, versions
 
 from .base import Runner
 
@@ -362,9 +362,10 @@ def resolve_seqs(seqs: Sequence[int] | None, max_seq: int) -> tuple[int, ...]:
 
 def bundle_config(bundle: Any) -> dict[str, Any]:
     """The model configuration: config.json, else the manifest's summary of it (sizes and window)."""
-    path = bundle.path / "config.json"
-    if path.is_file():
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+    if bundle.has_file("config.json"):
+        cfg = bundle.read_json("config.json")
+        if isinstance(cfg, dict):
+            return dict(cfg)
     return {**bundle.manifest["config"], "local_attention": bundle.manifest.get("local_attention")}
 
 
@@ -379,11 +380,13 @@ def torch_runner(bundle: Any, device: str) -> Runner:
     from .torch_runner import TaskGraph, TorchRunner
 
     family, task = get_family(bundle.manifest["family"]), get_task(bundle.manifest["task"])
-    cfg_path = bundle.path / "config.json"
-    if not cfg_path.is_file():
+    if not bundle.has_file("config.json"):
         raise BertExportError(f"{bundle.path} has no config.json, which the PyTorch baseline is built from; re-export the bundle or pass --no-torch")
     transformers.logging.set_verbosity_error()
-    config = getattr(transformers, family.config_class).from_pretrained(str(bundle.path), local_files_only=True)
+    try:
+        config = getattr(transformers, family.config_class).from_dict(bundle.read_json("config.json"))
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise BertExportError(f"config.json in {bundle.path} is not a {family.config_class} ({first_line(exc, 120)}); re-export the bundle or pass --no-torch") from None
     config._attn_implementation = "sdpa"  # what the bundle was exported from (registry export_config)
     torch.manual_seed(0)
     model = task_class(family, task)(config).eval()
@@ -485,7 +488,7 @@ def bench(
     """
     from bert_export.exporter.bundle import load_bundle
 
-    from .factory import RUNTIMES, load_tokenizer, make_runner
+    from .factory import RUNTIMES, bundle_tokenizer, make_runner
 
     if runtime not in RUNTIMES:
         raise BertExportError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
@@ -499,7 +502,7 @@ def bench(
     family = get_family(b.manifest["family"])
     config = bundle_config(b)
     cells = sorted(((bt, s) for bt in batches for s in seqs), key=lambda c: (c[0] * c[1], c))
-    tokenizer = load_tokenizer(b.path) if b.has_tokenizer else None
+    tokenizer = bundle_tokenizer(b)
     stream = _token_stream(tokenizer, int(config["vocab_size"]), max(seqs) + 37 * max(batches))
     specials = specials_of(tokenizer, b.manifest)
     feeds = {c: make_feed(b.inputs, specials, stream, *c) for c in cells}

@@ -6,6 +6,7 @@ adapter, so adding a backend means adding one entry to ``RUNTIMES``.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,23 @@ def make_runner(bundle: Bundle, runtime: str = "ort", threads: int | None = None
     return factory(bundle, threads, **options)
 
 
+def bundle_tokenizer(bundle: Bundle) -> Any | None:
+    """The bundle's tokenizer, built only from the tokenizer files its manifest lists (None without any).
+
+    transformers' loader opens whatever it finds in a directory (an ``added_tokens.json`` dropped
+    into a bundle would silently change the ids), so the listed tokenizer files (and config.json),
+    each read through the bundle's checks, are copied into a private temporary directory and the
+    tokenizer is loaded from there, with remote code refused.
+    """
+    if not bundle.has_tokenizer:
+        return None
+    names = list(bundle.manifest["tokenizer"]["files"]) + (["config.json"] if bundle.has_file("config.json") else [])
+    with tempfile.TemporaryDirectory(prefix="bert-export-tok-") as tmp:
+        for name in names:
+            (Path(tmp) / name).write_bytes(bundle.read_bytes(name))
+        return load_tokenizer(Path(tmp))
+
+
 def load_tokenizer(directory: Path) -> Any | None:
     """The Hugging Face fast tokenizer saved in ``directory``, or None when there is none."""
     if not any((directory / f).exists() for f in ("tokenizer.json", "vocab.txt")):
@@ -68,6 +86,6 @@ def load_tokenizer(directory: Path) -> Any | None:
     import transformers
 
     try:
-        return transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        return transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
     except Exception as exc:
         raise BertExportError(f"could not load the tokenizer in {directory}: {first_line(exc, 200)}") from None

@@ -82,8 +82,24 @@ class OrtRunner(Runner):
             self.session = ort.InferenceSession(str(self.model_path), self.session_options(), providers=with_options)
         except Exception as exc:  # ORT raises several unrelated types for a bad file
             raise BertExportError(f"ONNX Runtime could not load {self.model_path}: {first_line(exc)}; re-export the bundle") from None
+        self._check_signature()
         if self.plan is not None:
             settle(self.plan, self.session.get_providers(), self.strict)
+
+    def _check_signature(self) -> None:
+        """The graph must take exactly the inputs the manifest lists and produce its outputs, with the
+        listed dtypes: a manifest that disagrees with its graph is refused, not fed."""
+        assert self.session is not None
+        got_in = {i.name: i.type for i in self.session.get_inputs()}
+        got_out = {o.name: o.type for o in self.session.get_outputs()}
+        ort_type = {"float32": "tensor(float)"}
+        want_in = {s.name: ort_type.get(s.dtype, f"tensor({s.dtype})") for s in self.inputs}
+        missing = [s.name for s in self.outputs if got_out.get(s.name) != ort_type.get(s.dtype, f"tensor({s.dtype})")]
+        if got_in != want_in or missing:
+            what = f"inputs {sorted(got_in)}" if got_in != want_in else f"output {missing[0]}"
+            self.session = None
+            raise BertExportError(f"{self.model_path.name} does not match its manifest ({what} differ from what the manifest lists); "
+                                  "re-export the bundle")
 
     def provider_report(self) -> dict[str, object]:
         """Which providers were asked for and which the session actually runs on (after activate)."""
@@ -104,7 +120,10 @@ class OrtRunner(Runner):
         assert self.session is not None
         if self.io_binding and self.active_providers and self.active_providers[0] in (CUDA, TRT):
             return self._infer_bound(feed)
-        values = self.session.run(list(self.output_names), feed)
+        try:
+            values = self.session.run(list(self.output_names), feed)
+        except Exception as exc:  # ORT's own error types: out-of-range ids, shapes the graph cannot take
+            raise BertExportError(f"ONNX Runtime failed on this input ({first_line(exc, 160)}); check the ids and shapes fed to {self.model_path.name}") from None
         return {name: np.asarray(v) for name, v in zip(self.output_names, values)}
 
     def _infer_bound(self, feed: dict[str, np.ndarray]) -> Outputs:

@@ -206,6 +206,8 @@ def compare(
     """
     gate = GATES[precision]
     report = Report(runtime, precision, task.name, gate)
+    if not cases or len(results) != len(cases) or len(reference) != len(cases):
+        report.failures.append("no parity cases to compare: a gate over nothing proves nothing")
     tallies: dict[str, Tally] = {}
     worst: dict[str, float] = {}
     for i, (case, ref, got) in enumerate(zip(cases, reference, results)):

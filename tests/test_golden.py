@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 
 from bert_export.exporter.bundle import load_bundle
+
 from bert_export.exporter.golden import GOLDEN, check_golden, load_golden
 from bert_export.models import BertExportError
 from bert_export.runtimes.factory import load_tokenizer, make_runner
 from bert_export.runtimes.parity import GATES
+
+from .conftest import resign
 
 TASKS = ["qa", "embed", "mlm", "seq-cls", "token-cls"]
 
@@ -78,7 +81,8 @@ def test_check_golden_reports_a_wrong_reference(make_bundle: Callable[..., Path]
     (path / GOLDEN).write_text(json.dumps(golden), encoding="utf-8")
     with pytest.raises(BertExportError, match="golden.json does not match its sha256"):
         load_bundle(path)
-    with make_runner(load_bundle(path, verify=False)) as runner:
+    resign(path)
+    with make_runner(load_bundle(path)) as runner:
         problems = check_golden(path, runner, "fp32")
     assert problems and problems[0].startswith("seq-cls-1: logits max abs diff")
 
@@ -88,9 +92,11 @@ def test_golden_version_is_checked(make_bundle: Callable[..., Path], copy_bundle
     golden = json.loads((path / GOLDEN).read_text(encoding="utf-8"))
     golden["version"] = 7
     (path / GOLDEN).write_text(json.dumps(golden), encoding="utf-8")
+    resign(path)
     with pytest.raises(BertExportError, match="version 7"):
         load_golden(path)
     (path / GOLDEN).unlink()
+    resign(path, lambda m: m.pop("golden"))
     with pytest.raises(BertExportError, match="has no golden.json"):
         load_golden(path)
 
