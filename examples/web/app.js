@@ -49,7 +49,7 @@ async function embed() {
 async function check() {
   const g = await checkGolden(bundle);
   state.golden = g;
-  const cols = Object.keys(g.rows[0] || {});
+  const cols = Object.keys(g.rows[0] || {}).filter((c) => c !== 'embedding');
   $('check-out').innerHTML = `<p class="${g.passed ? 'ok' : 'bad'}">${g.passed ? 'matches' : 'DOES NOT match'} golden.json (${g.precision} tolerances)</p>`
     + `<table><tr>${cols.map((c) => `<th>${c}</th>`).join('')}</tr>`
     + g.rows.map((r) => `<tr>${cols.map((c) => `<td>${escapeHtml(typeof r[c] === 'number' ? fmt(r[c], 6) : r[c])}</td>`).join('')}</tr>`).join('')

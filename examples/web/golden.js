@@ -28,7 +28,7 @@ export async function checkGolden(bundle) {
       });
       const cosine = dot / Math.sqrt(ng * nw);
       const ok = idsMatch && (tol.max_abs == null || maxAbs <= tol.max_abs + 1e-6) && cosine >= (tol.cosine_min ?? 0.9999);
-      rows.push({ name: ex.name, ok, ids_match: idsMatch, max_abs: maxAbs, cosine, infer_ms: r.infer_ms });
+      rows.push({ name: ex.name, ok, ids_match: idsMatch, max_abs: maxAbs, cosine, infer_ms: r.infer_ms, embedding: got });
     } else {
       throw new Error(`this page runs qa and embed bundles, not ${bundle.task}`);
     }
