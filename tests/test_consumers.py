@@ -464,3 +464,47 @@ def test_openvino_default_bf16_fails_fp32_golden(minilm: Callable[[str, str], Pa
         pytest.skip("this CPU has no bf16: OpenVINO's default is already f32 here")
     problems = openvino_golden(minilm("qa", "fp32"), None)
     assert any("max abs diff" in p for p in problems), problems
+
+
+# --------------------------------------------------------------------------- the page's JS post-processing
+
+
+def test_web_postprocess_equals_python(tmp_path: Path, minilm_dir: Path) -> None:
+    """examples/web/postprocess.js gives runtimes/postprocess.py's spans, pooling and character spans."""
+    needs(shutil.which("node") is not None, "node missing (run .ci/install.d/30-node.sh)")
+    rng = np.random.default_rng(0)
+    spans = []
+    for n in (1, 5, 40, 90):
+        mask = rng.random(n) < 0.7
+        start, end = rng.normal(size=n), rng.normal(size=n)
+        if n == 40:
+            start[:] = 0.5  # all ties: the first span in row-major order wins
+        spans.append({"start": start.tolist(), "end": end.tolist(), "mask": mask.tolist(), "max_tokens": 30})
+    spans.append({"start": [1.0, 2.0], "end": [1.0, 2.0], "mask": [False, False], "max_tokens": 30})
+    pools = []
+    for mode in ("cls", "mean", "max", "mean_sqrt_len"):
+        for normalize in (False, True):
+            hidden = rng.normal(size=(3, 6, 8)).astype(np.float32)
+            mask = np.array([[1] * 6, [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
+            pools.append({"hidden": hidden.tolist(), "dims": [3, 6, 8], "mask": mask.tolist(), "mode": mode,
+                          "normalize": normalize})
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_dir))
+    texts = ["Paris is the capital of France.", "Crème brûlée, naïve café — 3.5% of Zürich's GDP!",
+             "Marie Curie won the Nobel Prize in 1911.", "unaffable  tokenization   spaces\tand ✓ marks"]
+    offsets = [{"text": t, "tokens": tok.tokenize(t), "prefix": "##"} for t in texts]
+    path = tmp_path / "cases.json"
+    path.write_text(json.dumps({"spans": spans, "pools": pools, "offsets": offsets}))
+    js = run_node("node/postprocess_cases.mjs", str(path))
+    for case, got in zip(spans, js["spans"]):
+        want = pp.best_span(np.array(case["start"]), np.array(case["end"]), np.array(case["mask"]))
+        assert (got is None) == (want is None)
+        if want is not None:
+            assert got[:2] == list(want[:2]) and abs(got[2] - want[2]) <= 1e-12
+    for case, got in zip(pools, js["pools"]):
+        want = pp.pool(np.array(case["hidden"], dtype=np.float32), np.array(case["mask"]), case["mode"], case["normalize"])
+        assert np.abs(np.array(got) - want).max() <= 1e-9
+    for case, got in zip(offsets, js["offsets"]):
+        want = [list(o) for o in tok(case["text"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+        assert got == want, case["text"]

@@ -95,9 +95,9 @@ function fold(ch) {
  * Character spans ([start, end) in code points of `text`) of `tokens`, a tokenizer's pieces of
  * that text in order. @huggingface/tokenizers gives no offset mapping, so we align: strip the
  * continuing-subword prefix ("##") or the byte-level space marker ("Ġ"), then find the piece in
- * the case- and accent-folded text from a moving cursor. A piece that cannot be found (an unknown
- * token) gets an empty span at the cursor and is never chosen as an answer boundary by accident
- * because its span is empty.
+ * the case- and accent-folded text from a moving cursor. The unknown token covers the next word
+ * (or one punctuation or symbol character), as the tokenizers library reports it; a piece that
+ * cannot be found gets an empty span at the cursor.
  */
 export function alignOffsets(text, tokens, { subwordPrefix = '##', unk = '[UNK]' } = {}) {
   const chars = Array.from(text);
@@ -116,7 +116,15 @@ export function alignOffsets(text, tokens, { subwordPrefix = '##', unk = '[UNK]'
     piece = piece.replace(/^\u0120/, '').replace(/\u0120/g, ' ');
     piece = fold(piece).trim();
     const originAt = (u) => (u < origin.length ? origin[u] : chars.length);
-    if (!piece || tok === unk) return [originAt(cursor), originAt(cursor)];
+    if (tok === unk) {
+      // the whole next word (or one punctuation/symbol character) the vocabulary lacks
+      const m = /^\s*([\p{P}\p{S}]|[^\s\p{P}\p{S}]+)/u.exec(folded.slice(cursor));
+      if (!m) return [originAt(cursor), originAt(cursor)];
+      const at = cursor + m[0].length - m[1].length;
+      cursor = at + m[1].length;
+      return [origin[at], origin[cursor - 1] + 1];
+    }
+    if (!piece) return [originAt(cursor), originAt(cursor)];
     const at = folded.indexOf(piece, cursor);
     if (at < 0) return [originAt(cursor), originAt(cursor)];
     cursor = at + piece.length;
