@@ -17,6 +17,7 @@ from bert_export.models import FAMILIES, TASKS, BertExportError, ParityError
 from bert_export.quantize.cli_options import optimization_options, options_from
 from bert_export.runtimes.providers import RUNTIME_NAMES
 
+from .layout import PRECISIONS
 from .progress import Steps, console
 
 
@@ -58,10 +59,14 @@ def _family_command(family_name: str) -> click.Command:
     @click.option("--allow-pickle", is_flag=True, help="Allow loading pickle (.bin) weights you trust.")
     @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the checkpoint (off by default).")
     @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+    @click.option("--precisions", default=None, metavar="LIST",
+                  help="One graph per precision in one bundle, e.g. fp32,fp16,int8 (each optimized and gated; the first "
+                       "is the default). Replaces --fp16/--int8.")
     @optimization_options
     def command(task: str, model: str | None, random_init: bool, tiny: bool, config_items: tuple[str, ...], seed: int,
                 num_labels: int | None, out: Path | None, force: bool, opset: int, max_seq: int | None, no_validate: bool,
-                report: Path | None, allow_pickle: bool, trust_remote_code: bool, quiet: bool, **opt: Any) -> None:
+                report: Path | None, allow_pickle: bool, trust_remote_code: bool, quiet: bool, precisions: str | None,
+                **opt: Any) -> None:
         from .api import export
         from .loading import parse_overrides
 
@@ -72,7 +77,7 @@ def _family_command(family_name: str) -> click.Command:
             result = export(fam, task, model=model, random_init=random_init, overrides=overrides, seed=seed,
                             num_labels=num_labels, out=out, force=force, opset=opset, max_seq=max_seq,
                             validate=not no_validate, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                            steps=Steps(quiet=quiet), optimization=options_from(opt))
+                            steps=Steps(quiet=quiet), optimization=options_from(opt), precisions=precisions)
         except ParityError as exc:  # keep the evidence: the report is what the user needs to act on
             if report is not None and getattr(exc, "report", None) is not None:
                 report.write_text(exc.report.dumps() + "\n", encoding="utf-8")
@@ -92,12 +97,13 @@ for _name in FAMILIES:
 @click.option("--runtime", type=click.Choice(RUNTIME_NAMES), default="ort", show_default=True, help="Runtime to check: ort (CPU), ort-cuda, ort-trt, trt.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads.")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the parity report JSON here.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="Which graph of the bundle [its default].")
 @click.option("-q", "--quiet", is_flag=True)
-def validate(bundle: Path, runtime: str, threads: int | None, report: Path | None, quiet: bool) -> None:
+def validate(bundle: Path, runtime: str, threads: int | None, report: Path | None, precision: str | None, quiet: bool) -> None:
     """Verify a bundle's checksums and re-run its parity cases against the stored PyTorch outputs."""
     from .api import validate as run_validate
 
-    result = run_validate(bundle, runtime=runtime, threads=threads, steps=Steps(quiet=quiet))
+    result = run_validate(bundle, runtime=runtime, threads=threads, steps=Steps(quiet=quiet), precision=precision)
     if report is not None:
         report.write_text(result.dumps() + "\n", encoding="utf-8")
     if not quiet:

@@ -14,6 +14,7 @@ from bert_export.models import BertExportError
 from bert_export.runtimes.providers import RUNTIME_NAMES
 
 from .cli import cli
+from .layout import PRECISIONS
 from .progress import console
 
 
@@ -30,12 +31,15 @@ from .progress import console
 @click.option("--trt-profile", default=None, metavar="MIN,OPT,MAX", help="trt/ort-trt: BATCHxSEQ shapes, e.g. 1x1,8x128,32x512.")
 @click.option("--rebuild-engine", is_flag=True, help="trt: rebuild the bundle's engine for this machine first.")
 @click.option("--strict-runtime", is_flag=True, help="Fail instead of falling back to another provider.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="Which graph of the bundle [its default].")
 def run(bundle: Path, texts: tuple[str, ...], question: str | None, context: str | None, runtime: str, as_json: bool,
-        top_k: int, threads: int | None, trt_profile: str | None, rebuild_engine: bool, strict_runtime: bool) -> None:
+        top_k: int, threads: int | None, trt_profile: str | None, rebuild_engine: bool, strict_runtime: bool,
+        precision: str | None) -> None:
     """Run text through a bundle and print the task's answer (or JSON with --json)."""
+    from bert_export.exporter.bundle import load_bundle
     from bert_export.runtimes.predict import predict
 
-    pred = predict(bundle, texts=texts or None, question=question, context=context, runtime=runtime, threads=threads,
+    pred = predict(load_bundle(bundle, precision=precision), texts=texts or None, question=question, context=context, runtime=runtime, threads=threads,
                    top_k=top_k, trt_profile=trt_profile, rebuild_engine=rebuild_engine, strict=strict_runtime)
     if as_json:
         for line in pred.json_lines():

@@ -183,16 +183,20 @@ def _save_ir(model: ir.Model, path: Path) -> None:
 
 def optimize_export(path: Path, family: Family, task: Any, outputs: tuple[TensorSpec, ...], graph: Any, config: Any,
                     tokenizer: Any | None, max_seq: int, seed: int, pooling: str, options: OptimizeOptions,
-                    validate: bool) -> OptimizeResult:
-    """``optimize_graph`` as the exporter calls it: the parity probe is built here when validating."""
+                    validate: bool, cases: list[Any] | None = None, reference: list[Any] | None = None) -> OptimizeResult:
+    """``optimize_graph`` as the exporter calls it: the parity probe is built here when validating.
+
+    ``cases``/``reference``: the parity cases and their PyTorch outputs when the caller has them
+    already (a multi-precision export runs PyTorch once for all its graphs)."""
     probe = None
     if validate and options.precision != "fp32" and options.fallback:
         from bert_export.runtimes.cases import build_cases
 
         from .probe import ParityProbe
 
-        cases = build_cases(family, task, config, tokenizer, max_seq, seed)
-        probe = ParityProbe(graph, family.inputs, outputs, task, cases, pooling, max_seq, options.precision)
+        if cases is None:
+            cases, reference = build_cases(family, task, config, tokenizer, max_seq, seed), None
+        probe = ParityProbe(graph, family.inputs, outputs, task, cases, pooling, max_seq, options.precision, reference)
     return optimize_graph(path, family, family.inputs, options, tokenizer=tokenizer, max_seq=max_seq,
                           vocab_size=int(config.vocab_size), probe=probe, seed=seed)
 

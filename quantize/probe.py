@@ -20,10 +20,12 @@ from bert_export.runtimes.torch_runner import TaskGraph, TorchRunner
 
 class ParityProbe:
     def __init__(self, graph: TaskGraph, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], task: Task,
-                 cases: list[Case], pooling: str, max_seq: int, precision: str) -> None:
+                 cases: list[Case], pooling: str, max_seq: int, precision: str,
+                 reference: list[dict[str, np.ndarray]] | None = None) -> None:
         self.graph, self.inputs, self.outputs, self.task = graph, inputs, outputs, task
         self.cases, self.pooling, self.max_seq, self.precision = cases, pooling, max_seq, precision
-        self._reference: list[dict[str, np.ndarray]] | None = None
+        # The exporter passes the PyTorch outputs it already has (one reference per bundle, however many precisions).
+        self._reference: list[dict[str, np.ndarray]] | None = reference
 
     @property
     def reference(self) -> list[dict[str, np.ndarray]]:
