@@ -29,8 +29,8 @@ from click.testing import CliRunner
 
 from bert_export.exporter.bundle import Bundle, load_bundle
 from bert_export.exporter.cli import cli
+from bert_export.exporter import layout
 from bert_export.exporter.golden import check_golden
-from bert_export.quantize.pipeline import OptimizeOptions
 from bert_export.runtimes import postprocess as pp
 from bert_export.runtimes.factory import bundle_tokenizer, make_runner
 
@@ -49,7 +49,6 @@ JS_TASK = {"embed": "feature-extraction", "mlm": "fill-mask", "seq-cls": "text-c
            "token-cls": "token-classification", "qa": "question-answering"}
 # transformers.js' dtype names for our precisions (the file it then opens under onnx/).
 JS_DTYPE = {"fp32": "fp32", "fp16": "fp16", "int8": "q8"}
-HF_FILE = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_quantized.onnx"}
 # Same graph, same inputs, two builds of ONNX Runtime: results must agree to float32 noise.
 RAW_TOL = 1e-4
 # ...except int8 between native x86 kernels and the WASM build: dynamic quantization of the
@@ -77,30 +76,40 @@ QA_CASES = [
 
 
 @pytest.fixture(scope="module")
-def minilm(make_bundle: Callable[..., Path]) -> Callable[[str, str], Path]:
-    """``minilm(task, precision)`` -> a real-MiniLM bundle (shared with the other test modules' cache)."""
+def minilm(make_bundle: Callable[..., Path]) -> Callable[[str], Path]:
+    """``minilm(task)`` -> a real-MiniLM bundle with an fp32 (default) and an int8 graph.
 
-    def get(task: str, precision: str) -> Path:
-        if precision == "int8":
-            return make_bundle("bert", task, model=MINILM_ID, optimization=OptimizeOptions(int8=True))
-        return make_bundle("bert", task, model=MINILM_ID)
+    One directory per task serving both precisions, as a model hub does: consumers pick the int8
+    graph by its name (transformers.js dtype "q8", Optimum/ST file_name), run by --precision.
+    """
+
+    def get(task: str) -> Path:
+        # more than 2 labels: transformers 5 leaves the default 2-label id2label out of config.json
+        labels = {"seq-cls": {"num_labels": 3}, "token-cls": {"num_labels": 5}}.get(task, {})
+        return make_bundle("bert", task, model=MINILM_ID, max_seq=128, precisions=",".join(PRECISIONS), **labels)
 
     return get
 
 
-def run_json(bundle: Path, *args: str) -> list[dict[str, Any]]:
-    """What ``bert-export run BUNDLE --json ARGS`` prints, one dict per line (in-process click call)."""
-    res = CliRunner().invoke(cli, ["run", str(bundle), "--json", *args], catch_exceptions=False)
+def run_json(bundle: Path, precision: str, *args: str) -> list[dict[str, Any]]:
+    """What ``bert-export run BUNDLE --json --precision P ARGS`` prints, one dict per line (in-process)."""
+    res = CliRunner().invoke(cli, ["run", str(bundle), "--json", "--precision", precision, *args],
+                             catch_exceptions=False)
     assert res.exit_code == 0, res.output
     return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
 
 
-def run_task(bundle: Path, task: str) -> list[dict[str, Any]]:
+def inputs_for(task: str) -> Any:
+    return QA_CASES if task == "qa" else {"embed": EMBED_TEXTS, "mlm": MLM_TEXTS, "seq-cls": SEQ_TEXTS,
+                                          "token-cls": TOKEN_TEXTS}[task]
+
+
+def run_task(bundle: Path, task: str, precision: str) -> list[dict[str, Any]]:
     """run --json on this module's inputs for ``task`` (qa: one result per case)."""
     if task == "qa":
-        return [run_json(bundle, "--question", c["question"], "--context", c["context"])[0] for c in QA_CASES]
-    texts = {"embed": EMBED_TEXTS, "mlm": MLM_TEXTS, "seq-cls": SEQ_TEXTS, "token-cls": TOKEN_TEXTS}[task]
-    return run_json(bundle, *[a for t in texts for a in ("--text", t)])
+        return [run_json(bundle, precision, "--question", c["question"], "--context", c["context"])[0]
+                for c in QA_CASES]
+    return run_json(bundle, precision, *[a for t in inputs_for(task) for a in ("--text", t)])
 
 
 def graph_logits(b: Bundle, enc: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -136,7 +145,7 @@ def run_node(script: str, *args: str, timeout: int = 240) -> Any:
 
 
 @pytest.fixture(scope="module")
-def js_results(minilm: Callable[[str, str], Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict]:
+def js_results(minilm: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict]:
     """transformers.js results per precision: one Node process runs all five tasks (cached)."""
     cache: dict[str, dict[str, Any]] = {}
 
@@ -145,9 +154,7 @@ def js_results(minilm: Callable[[str, str], Path], tmp_path_factory: pytest.Temp
         if precision not in cache:
             jobs = []
             for task in TASKS:
-                bundle = minilm(task, precision)
-                inputs = QA_CASES if task == "qa" else {"embed": EMBED_TEXTS, "mlm": MLM_TEXTS, "seq-cls": SEQ_TEXTS,
-                                                        "token-cls": TOKEN_TEXTS}[task]
+                bundle = minilm(task)
                 options: dict[str, Any] = {}
                 if task == "embed":
                     pooling = load_bundle(bundle).manifest["pooling"]
@@ -156,8 +163,10 @@ def js_results(minilm: Callable[[str, str], Path], tmp_path_factory: pytest.Temp
                     options = {"ignore_labels": []}  # every token: we rebuild words and entities ourselves
                 elif task == "mlm":
                     options = {"top_k": 5}
-                # dtype None: the bundle's config.json (transformers.js_config) decides: no extra arguments.
-                jobs.append({"model": str(bundle), "task": JS_TASK[task], "dtype": None, "inputs": inputs,
+                # fp32, the bundle's default: dtype None, so config.json (transformers.js_config) decides
+                # and the pipeline gets no extra arguments; int8: transformers.js' own dtype name.
+                dtype = None if precision == PRECISIONS[0] else JS_DTYPE[precision]
+                jobs.append({"model": str(bundle), "task": JS_TASK[task], "dtype": dtype, "inputs": inputs_for(task),
                              "options": options})
             path = tmp_path_factory.mktemp("js") / f"jobs-{precision}.json"
             path.write_text(json.dumps(jobs))
@@ -169,12 +178,14 @@ def js_results(minilm: Callable[[str, str], Path], tmp_path_factory: pytest.Temp
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("task", TASKS)
-def test_transformers_js_pipeline_agrees_with_run(task: str, precision: str, minilm: Callable[[str, str], Path],
+def test_transformers_js_pipeline_agrees_with_run(task: str, precision: str, minilm: Callable[[str], Path],
                                                   js_results: Callable[[str], dict]) -> None:
-    bundle = minilm(task, precision)
-    js = js_results(precision)[JS_TASK[task]]["outputs"]
-    ours = run_task(bundle, task)
-    b = load_bundle(bundle)
+    bundle = minilm(task)
+    res = js_results(precision)[JS_TASK[task]]
+    js = res["outputs"]
+    assert res["files"] == [layout.graph_file(precision)]  # the graph it really opened
+    ours = run_task(bundle, task, precision)
+    b = load_bundle(bundle, precision=precision)
     tok = bundle_tokenizer(b)
     if task == "embed":
         got, want = np.asarray(js[0]), np.asarray(ours[0]["embeddings"])
@@ -203,6 +214,7 @@ def _check_token_cls(b: Bundle, tok: Any, js: list[list[dict]], ours: list[dict]
     entities must be identical to run's (labels, spans, text) with scores within float noise.
     """
     label2id = {v: int(k) for k, v in b.read_json("config.json")["id2label"].items()}
+    assert len(label2id) == b.manifest["labels"]["num_labels"]
     id2label = {str(i): l for l, i in label2id.items()}
     n = len(label2id)
     for text, tokens, row in zip(TOKEN_TEXTS, js, ours):
@@ -270,7 +282,7 @@ def web_server() -> Iterator[tuple[str, dict[str, Path]]]:
 
 
 @pytest.fixture(scope="module")
-def browser_results(minilm: Callable[[str, str], Path], web_server: tuple[str, dict[str, Path]],
+def browser_results(minilm: Callable[[str], Path], web_server: tuple[str, dict[str, Path]],
                     tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict[str, Any]]:
     needs(node_ready() and (NODE_MODULES / "puppeteer-core").is_dir(),
           "puppeteer-core missing (run .ci/install.d/30-node.sh)")
@@ -279,9 +291,8 @@ def browser_results(minilm: Callable[[str, str], Path], web_server: tuple[str, d
     keys = [(task, precision) for task in ("qa", "embed") for precision in PRECISIONS]
     urls = []
     for task, precision in keys:
-        name = f"{task}-{precision}"
-        served[name] = minilm(task, precision)
-        urls.append(f"{base}/index.html?model=bundles/{name}&check=golden")
+        served[task] = minilm(task)
+        urls.append(f"{base}/index.html?model=bundles/{task}&precision={precision}&check=golden")
     shots = tmp_path_factory.mktemp("browser")
     states = run_node("browser.mjs", "--screenshots", str(shots), *urls)
     return dict(zip(keys, states))
@@ -289,13 +300,13 @@ def browser_results(minilm: Callable[[str, str], Path], web_server: tuple[str, d
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("task", ["qa", "embed"])
-def test_browser_example_matches_golden_and_run(task: str, precision: str, minilm: Callable[[str, str], Path],
+def test_browser_example_matches_golden_and_run(task: str, precision: str, minilm: Callable[[str], Path],
                                                 browser_results: dict) -> None:
     state = browser_results[(task, precision)]
-    assert state["status"] == "done", state.get("error")
-    assert state["file"].startswith("onnx/") or state["file"] == "model.onnx"
-    bundle = minilm(task, precision)
-    b = load_bundle(bundle)
+    assert state["status"] == "done", (state.get("error"), state.get("console"))
+    assert state["file"] == layout.graph_file(precision)
+    bundle = minilm(task)
+    b = load_bundle(bundle, precision=precision)
     golden = b.read_json("golden.json")
     tol = golden["tolerances"][precision]
     rows = state["golden"]["rows"]
@@ -305,7 +316,7 @@ def test_browser_example_matches_golden_and_run(task: str, precision: str, minil
         if task == "qa":
             # golden.json is PyTorch fp32; int8 may pick another span ("exact_results": false),
             # so the int8 page is held to run --json on the same graph instead.
-            ours = run_json(bundle, "--question", ex["question"], "--context", ex["context"])[0]
+            ours = run_json(bundle, precision, "--question", ex["question"], "--context", ex["context"])[0]
             assert (row["answer"], row["start"], row["end"]) == (ours["answer"], ours["start"], ours["end"])
             assert abs(row["score"] - ours["score"]) <= RAW_TOL
             if tol["exact_results"]:
@@ -317,7 +328,7 @@ def test_browser_example_matches_golden_and_run(task: str, precision: str, minil
             if tol["max_abs"] is not None:
                 assert np.abs(got - want).max() <= tol["max_abs"]
             assert got @ want / np.linalg.norm(got) / np.linalg.norm(want) >= tol["cosine_min"]
-            ours = np.asarray(run_json(bundle, "--text", ex["text"])[0]["embeddings"][0])
+            ours = np.asarray(run_json(bundle, precision, "--text", ex["text"])[0]["embeddings"][0])
             if precision == "int8":
                 assert np.abs(got - ours).max() <= WASM_INT8["max_abs"]
                 assert got @ ours / np.linalg.norm(got) / np.linalg.norm(ours) >= WASM_INT8["cosine_min"]
@@ -330,18 +341,16 @@ def test_browser_example_matches_golden_and_run(task: str, precision: str, minil
 
 
 @pytest.fixture(scope="module")
-def hf_results(minilm: Callable[[str, str], Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+def hf_results(minilm: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One subprocess in the HF venv loads every bundle with ORTModelFor* / SentenceTransformer."""
     needs(HF_PYTHON.exists(), f"{HF_PYTHON} missing (run .ci/install.d/32-hf-venv.sh)")
     jobs = []
     for precision in PRECISIONS:
         for task in TASKS:
-            inputs = QA_CASES if task == "qa" else {"embed": EMBED_TEXTS, "mlm": MLM_TEXTS, "seq-cls": SEQ_TEXTS,
-                                                    "token-cls": TOKEN_TEXTS}[task]
             # fp32 (onnx/model.onnx) loads with no extra arguments; other precisions are chosen the
             # libraries' documented way, by file name.
-            file_name = None if precision == "fp32" else f"onnx/{HF_FILE[precision]}"
-            jobs.append({"bundle": str(minilm(task, precision)), "task": task, "inputs": inputs,
+            file_name = None if precision == PRECISIONS[0] else layout.graph_file(precision)
+            jobs.append({"bundle": str(minilm(task)), "task": task, "inputs": inputs_for(task),
                          "file_name": file_name, "precision": precision})
     path = tmp_path_factory.mktemp("hf") / "jobs.json"
     path.write_text(json.dumps(jobs))
@@ -356,12 +365,13 @@ def hf_results(minilm: Callable[[str, str], Path], tmp_path_factory: pytest.Temp
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("task", TASKS)
 def test_optimum_and_sentence_transformers_agree_with_run(task: str, precision: str,
-                                                          minilm: Callable[[str, str], Path], hf_results: dict) -> None:
-    bundle = minilm(task, precision)
+                                                          minilm: Callable[[str], Path], hf_results: dict) -> None:
+    bundle = minilm(task)
     res = hf_results[(task, precision)]
     got = res["outputs"]
-    ours = run_task(bundle, task)
-    b = load_bundle(bundle)
+    assert Path(res["model_path"]) == bundle / layout.graph_file(precision)
+    ours = run_task(bundle, task, precision)
+    b = load_bundle(bundle, precision=precision)
     if task == "embed":
         assert res["modules"][-1] == ("Normalize" if b.manifest["pooling"]["normalize"] else "Pooling")
         assert np.abs(np.asarray(got) - np.asarray(ours[0]["embeddings"])).max() <= RAW_TOL
@@ -419,29 +429,29 @@ class OpenVinoRunner:
         return {o.get_any_name(): np.asarray(v) for o, v in out.items()}
 
 
-def openvino_golden(bundle: Path, hint: str | None) -> list[str]:
+def openvino_golden(bundle: Path, hint: str | None, precision: str = "fp32") -> list[str]:
     """The bundle's own golden check (exporter.golden.check_golden) with OpenVINO as the runtime."""
-    b = load_bundle(bundle)
+    b = load_bundle(bundle, precision=precision)
     return check_golden(b, OpenVinoRunner(b, hint), b.precision)
 
 
 @pytest.mark.parametrize("task", ["qa", "embed"])
 def test_openvino_reads_fp32_bundle_and_passes_golden_with_f32_hint(task: str,
-                                                                   minilm: Callable[[str, str], Path]) -> None:
+                                                                   minilm: Callable[[str], Path]) -> None:
     """read_model on the graph as shipped (com.microsoft fused ops included), f32 inference:
     the bundle's own fp32 golden check (max abs 1e-4) passes."""
-    assert openvino_golden(minilm(task, "fp32"), "f32") == []
+    assert openvino_golden(minilm(task), "f32") == []
 
 
 @pytest.mark.parametrize("task", ["qa", "embed"])
-def test_openvino_runs_int8_bundle_like_ort(task: str, minilm: Callable[[str, str], Path]) -> None:
+def test_openvino_runs_int8_bundle_like_ort(task: str, minilm: Callable[[str], Path]) -> None:
     """int8 graph: OpenVINO (f32 hint) against ONNX Runtime on the same graph and golden inputs.
 
     OpenVINO lowers the dynamic activation quantization its own way, so the two int8 results
     differ at int8 noise (measured cosine >= 0.9986 on MiniLM), not float noise; qa spans agree.
     Not golden.json's int8 floor: see the report (ORT itself is at 0.9947 on MiniLM qa-2).
     """
-    b = load_bundle(minilm(task, "int8"))
+    b = load_bundle(minilm(task), precision="int8")
     ov = OpenVinoRunner(b, "f32")
     with make_runner(b, "ort", threads=1) as ort_runner:
         for ex in b.read_json("golden.json")["examples"]:
@@ -457,12 +467,12 @@ def test_openvino_runs_int8_bundle_like_ort(task: str, minilm: Callable[[str, st
                        pp.best_span(want["start_logits"][0], want["end_logits"][0], context)[:2]
 
 
-def test_openvino_default_bf16_fails_fp32_golden(minilm: Callable[[str, str], Path]) -> None:
+def test_openvino_default_bf16_fails_fp32_golden(minilm: Callable[[str], Path]) -> None:
     """Why the f32 hint matters: on CPUs with bf16, OpenVINO's default inference precision is bf16."""
     ov = _openvino()
     if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no bf16: OpenVINO's default is already f32 here")
-    problems = openvino_golden(minilm("qa", "fp32"), None)
+    problems = openvino_golden(minilm("qa"), None)
     assert any("max abs diff" in p for p in problems), problems
 
 

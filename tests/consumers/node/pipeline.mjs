@@ -6,13 +6,22 @@
 // from the bundle directory. The library is resolved from examples/web/node_modules (one install
 // for the browser example and this harness).
 import { createRequire } from 'node:module';
-import { readFileSync } from 'node:fs';
+import fs, { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const webDir = process.env.BERT_EXPORT_WEB_DIR || path.resolve(here, '../../../examples/web');
 const require = createRequire(path.join(webDir, 'package.json'));
+// Record which graph files the library looks up (in Node it checks a local file with
+// fs.existsSync, then hands its path to onnxruntime-node).
+const opened = [];
+const existsSync = fs.existsSync;
+fs.existsSync = function (file, ...rest) {
+  const found = existsSync.call(this, file, ...rest);
+  if (found && /\.onnx(_data)?$/.test(String(file))) opened.push(String(file));
+  return found;
+};
 const { pipeline, env } = require('@huggingface/transformers');
 
 env.allowRemoteModels = false;
@@ -33,6 +42,7 @@ const results = [];
 for (const job of jobs) {
   env.localModelPath = path.dirname(job.model) + path.sep;
   const opts = job.dtype ? { dtype: job.dtype } : {};
+  opened.length = 0;
   const t0 = performance.now();
   const pipe = await pipeline(job.task, path.basename(job.model), opts);
   const loadMs = performance.now() - t0;
@@ -47,7 +57,7 @@ for (const job of jobs) {
   }
   results.push({
     task: job.task, model: job.model, dtype: job.dtype,
-    file: pipe.model.sessions ? Object.keys(pipe.model.sessions) : null,
+    files: opened.map((f) => path.relative(job.model, f).split(path.sep).join('/')),
     load_ms: loadMs, run_ms: performance.now() - t1, outputs: plain(outputs),
   });
   await pipe.dispose();
