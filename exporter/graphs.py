@@ -133,7 +133,8 @@ def build_graphs(bundle_dir: Path, exported: Path, base: dict[str, Any], plans: 
             if job.validate:
                 assert job.cases is not None and job.reference is not None
                 with steps.step(f"Checking the {p} graph against PyTorch on {len(job.cases)} cases"):
-                    results = ort_results(work, job.family.inputs, job.outputs, job.cases, job.max_seq)
+                    graph_outputs = tuple(TensorSpec(o["name"], o["dtype"], tuple(o["shape"])) for o in scratch["outputs"])
+                    results = ort_results(work, job.family.inputs, graph_outputs, job.cases, job.max_seq)
                     report = compare(job.task, job.outputs, job.cases, job.reference, results, runtime="ort", precision=p,
                                      pooling=job.pooling)
                 if not steps.quiet:

@@ -196,7 +196,9 @@ def optimize_export(path: Path, family: Family, task: Any, outputs: tuple[Tensor
 
         if cases is None:
             cases, reference = build_cases(family, task, config, tokenizer, max_seq, seed), None
-        probe = ParityProbe(graph, family.inputs, outputs, task, cases, pooling, max_seq, options.precision, reference)
+        # the graph's own output types (--fp16-io: float16), which ORT runners check against what they are told
+        graph_outputs = tuple(TensorSpec(o.name, "float16", o.axes) for o in outputs) if options.fp16_io else outputs
+        probe = ParityProbe(graph, family.inputs, graph_outputs, task, cases, pooling, max_seq, options.precision, reference)
     return optimize_graph(path, family, family.inputs, options, tokenizer=tokenizer, max_seq=max_seq,
                           vocab_size=int(config.vocab_size), probe=probe, seed=seed)
 

@@ -24,8 +24,13 @@ from .conftest import MINILM_ID
 MS_OPS = {"Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu", "RotaryEmbedding"}
 
 
+def graph_path(bundle: Path) -> Path:
+    """The bundle's default graph (onnx/model.onnx, onnx/model_fp16.onnx, onnx/model_quantized.onnx)."""
+    return bundle / manifest(bundle)["graph"]["file"]
+
+
 def graph_ops(bundle: Path) -> Counter[str]:
-    model = onnx.load(str(bundle / "model.onnx"), load_external_data=False)
+    model = onnx.load(str(graph_path(bundle)), load_external_data=False)
     return Counter(n.op_type for n in model.graph.node)
 
 
@@ -66,7 +71,7 @@ def test_modernbert_skip_layer_norm(make_bundle, tmp_path):
 
     from bert_export.quantize.fusion import skip_layer_norm
 
-    src = make_bundle("modernbert", "embed") / "model.onnx"
+    src = graph_path(make_bundle("modernbert", "embed"))
     model = ir.load(src)
     layers = FAMILIES["modernbert"].tiny_config["num_hidden_layers"]
     assert skip_layer_norm(model) == 2 * layers  # both residual norms of every layer (the last feeds final_norm)
@@ -81,7 +86,7 @@ def test_modernbert_skip_layer_norm(make_bundle, tmp_path):
 
 def test_trt_target_stays_standard_onnx(make_bundle):
     bundle = make_bundle("bert", "qa", optimization=OptimizeOptions(runtime="trt"))
-    model = onnx.load(str(bundle / "model.onnx"))
+    model = onnx.load(str(graph_path(bundle)))
     assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
     assert manifest(bundle)["runtime"] == "trt" and manifest(bundle)["optimization"]["fused_ops"] == {}
 
@@ -93,7 +98,7 @@ def test_no_optimize_ships_the_plain_export(make_bundle):
 
 def test_fp16_io_outputs(make_bundle):
     bundle = make_bundle("bert", "token-cls", optimization=OptimizeOptions(fp16=True, fp16_io=True))
-    model = onnx.load(str(bundle / "model.onnx"))
+    model = onnx.load(str(graph_path(bundle)))
     assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 for o in model.graph.output)
     assert all(i.type.tensor_type.elem_type == onnx.TensorProto.INT64 for i in model.graph.input)
     assert {o["dtype"] for o in manifest(bundle)["outputs"]} == {"float16"}
@@ -110,7 +115,7 @@ def test_minilm_fp32_optimized_gate(make_bundle):
 
 def test_minilm_fp16_gate(make_bundle):
     bundle = make_bundle("bert", "embed", model=MINILM_ID, optimization=OptimizeOptions(fp16=True))
-    m, model = manifest(bundle), onnx.load(str(bundle / "model.onnx"))
+    m, model = manifest(bundle), onnx.load(str(graph_path(bundle)))
     s = m["parity"]["summary"]
     assert m["precision"] == "fp16" and s["cosine_mean"] >= 0.9999 and np.isfinite(max(s["max_abs"].values()))
     assert sum(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer) > 20

@@ -27,7 +27,7 @@ Bundle Bundle::load(const std::string& dir, bool verify) {
   if (stat(mpath.c_str(), &st) != 0) throw BundleError(dir + " is not a bert-export bundle (no manifest.json)");
   Bundle b{dir, read_json(mpath)};
   const auto& m = b.manifest;
-  if (!m.is_object() || !m.contains("schema_version") || m["schema_version"] != kSchemaVersion) {
+  if (!m.is_object() || !m.contains("schema_version") || (m["schema_version"] != kSchemaVersion && m["schema_version"] != 1)) {
     std::string got = m.is_object() && m.contains("schema_version") ? m["schema_version"].dump() : "none";
     throw BundleError(dir + " has manifest schema_version " + got + "; this demo reads version " +
                       std::to_string(kSchemaVersion) + ": re-export the bundle or update the demo");

@@ -6,7 +6,7 @@
 
 namespace bx {
 
-constexpr int kSchemaVersion = 1;  // the manifest schema this demo reads (docs/bundle.md)
+constexpr int kSchemaVersion = 2;  // the newest manifest schema this demo reads (docs/bundle.md); 1 is read too
 
 // A bundle the user must fix (re-export); main() prints it as one line and exits 2.
 struct BundleError : std::runtime_error {
