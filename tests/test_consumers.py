@@ -85,8 +85,10 @@ def minilm(make_bundle: Callable[..., Path]) -> Callable[[str], Path]:
 
     def get(task: str) -> Path:
         # more than 2 labels: transformers 5 leaves the default 2-label id2label out of config.json
-        labels = {"seq-cls": {"num_labels": 3}, "token-cls": {"num_labels": 5}}.get(task, {})
-        return make_bundle("bert", task, model=MINILM_ID, max_seq=128, precisions=",".join(PRECISIONS), **labels)
+        extra = {"seq-cls": {"num_labels": 3}, "token-cls": {"num_labels": 5}}.get(task, {})
+        # embed: the same arguments as tests/test_layout.py's bundle, so a full run exports it once
+        precisions = "fp32,fp16,int8" if task == "embed" else ",".join(PRECISIONS)
+        return make_bundle("bert", task, model=MINILM_ID, max_seq=128, precisions=precisions, **extra)
 
     return get
 
