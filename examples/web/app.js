@@ -52,7 +52,7 @@ async function check() {
   const cols = Object.keys(g.rows[0] || {}).filter((c) => c !== 'embedding');
   $('check-out').innerHTML = `<p class="${g.passed ? 'ok' : 'bad'}">${g.passed ? 'matches' : 'DOES NOT match'} golden.json (${g.precision} tolerances)</p>`
     + `<table><tr>${cols.map((c) => `<th>${c}</th>`).join('')}</tr>`
-    + g.rows.map((r) => `<tr>${cols.map((c) => `<td>${escapeHtml(typeof r[c] === 'number' ? fmt(r[c], 6) : r[c])}</td>`).join('')}</tr>`).join('')
+    + g.rows.map((r) => `<tr>${cols.map((c) => `<td>${escapeHtml(typeof r[c] === 'number' && !Number.isInteger(r[c]) ? fmt(r[c], c.endsWith('_ms') ? 1 : 6) : r[c])}</td>`).join('')}</tr>`).join('')
     + '</table>';
   return g;
 }
