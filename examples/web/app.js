@@ -18,6 +18,7 @@ async function load() {
   bundle = await Bundle.load(new URL($('model').value.replace(/\/?$/, '/'), location.href).href,
     { precision: $('precision').value || undefined });
   bundle.precision = $('precision').value || bundle.manifest.precision;
+  await bundle.run([bundle.encode(bundle.pieces('warm up'))]);  // first run compiles kernels: keep it out of the latency shown
   Object.assign(state, { status: 'loaded', task: bundle.task, file: bundle.file, load_ms: bundle.loadMs });
   $('status').textContent = `${bundle.manifest.family} ${bundle.task}, ${bundle.file} (${bundle.precision}), `
     + `max ${bundle.maxSeq} tokens, session created in ${fmt(bundle.loadMs, 0)} ms`;
