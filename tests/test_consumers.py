@@ -212,6 +212,20 @@ def test_transformers_js_pipeline_agrees_with_run(task: str, precision: str, min
         _check_qa(b, tok, js, ours)
 
 
+def test_transformers_js_fp16_embeddings_agree_with_run(minilm: Callable[[str], Path], tmp_path: Path) -> None:
+    """The embed bundle also has an fp16 graph: dtype "fp16" opens onnx/model_fp16.onnx."""
+    needs(node_ready(), "node + examples/web/node_modules missing (run .ci/install.d/30-node.sh)")
+    bundle = minilm("embed")
+    pooling = load_bundle(bundle).manifest["pooling"]
+    job = {"model": str(bundle), "task": JS_TASK["embed"], "dtype": JS_DTYPE["fp16"], "inputs": EMBED_TEXTS[:-1],
+           "options": {"pooling": pooling["mode"], "normalize": bool(pooling["normalize"])}}
+    (tmp_path / "jobs.json").write_text(json.dumps([job]))
+    (res,) = run_node("node/pipeline.mjs", str(tmp_path / "jobs.json"))
+    assert res["files"] == [layout.graph_file("fp16")]
+    ours = run_json(bundle, "fp16", *[a for t in EMBED_TEXTS[:-1] for a in ("--text", t)])[0]["embeddings"]
+    assert np.abs(np.asarray(res["outputs"][0]) - np.asarray(ours)).max() <= RAW_TOL
+
+
 def _check_js_truncation(b: Bundle, tok: Any, got: np.ndarray, ours: np.ndarray) -> None:
     """LONG_TEXT: transformers.js (4.3) truncates after adding the special tokens, so it cuts the
     closing [SEP] that Python's tokenizers keep. Its vector is exactly our graph's on those ids
@@ -373,6 +387,8 @@ def hf_results(minilm: Callable[[str], Path], tmp_path_factory: pytest.TempPathF
             file_name = None if precision == PRECISIONS[0] else layout.graph_file(precision)
             jobs.append({"bundle": str(minilm(task)), "task": task, "inputs": inputs_for(task),
                          "file_name": file_name, "precision": precision})
+    jobs.append({"bundle": str(minilm("embed")), "task": "embed", "inputs": EMBED_TEXTS,
+                 "file_name": layout.graph_file("fp16"), "precision": "fp16"})
     path = tmp_path_factory.mktemp("hf") / "jobs.json"
     path.write_text(json.dumps(jobs))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
@@ -422,6 +438,13 @@ def test_optimum_and_sentence_transformers_agree_with_run(task: str, precision: 
             i, j, ours_score = pp.best_span(start, end, context)
             assert abs(ours_score - row["score"]) <= RAW_TOL  # Optimum's logits give run's score by our definition
             assert abs(got_qa["score"] - hf_qa_score(start, end, context, i, j)) <= RAW_TOL  # and HF's by theirs
+
+
+def test_sentence_transformers_fp16_graph_agrees_with_run(minilm: Callable[[str], Path], hf_results: dict) -> None:
+    res = hf_results[("embed", "fp16")]
+    assert Path(res["model_path"]) == minilm("embed") / layout.graph_file("fp16")
+    ours = run_task(minilm("embed"), "embed", "fp16")[0]["embeddings"]
+    assert np.abs(np.asarray(res["outputs"]) - np.asarray(ours)).max() <= RAW_TOL
 
 
 # --------------------------------------------------------------------------- OpenVINO
