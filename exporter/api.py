@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bert_export.models import BertExportError, Family, ParityError, Task, TensorSpec, get_family, get_task
+from bert_export.models import BertExportError, Family, Task, TensorSpec, get_family, get_task
 from bert_export.models.support import versions
 from bert_export.runtimes.cases import Case, build_cases, specials_for
 from bert_export.runtimes.factory import load_tokenizer, make_runner

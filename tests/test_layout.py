@@ -187,6 +187,10 @@ def test_precision_picks_the_graph_in_validate_run_and_the_api(capsys: pytest.Ca
     assert np.abs(vectors["fp32"] - default).max() <= 1e-6  # the default is fp32
     cosine = (vectors["fp32"] * vectors["int8"]).sum(1)  # normalised vectors
     assert cosine.min() > 0.99 and np.abs(vectors["fp32"] - vectors["int8"]).max() > 1e-4  # another graph really ran
+    from bert_export.runtimes.bench import bench
+
+    timed = bench(minilm_multi, precision="int8", batches=[1], seqs=[16], warmup=0, runs=1, with_torch=False)
+    assert timed.settings["precision"] == "int8" and [r.precision for r in timed.results] == ["int8"]
 
 
 def test_precision_the_bundle_lacks_is_one_error_line(capsys: pytest.CaptureFixture[str], make_bundle: Callable[..., Path]) -> None:
@@ -208,6 +212,19 @@ def test_bad_precisions_are_refused_before_any_work(capsys: pytest.CaptureFixtur
     code, err = run_cli(capsys, "bert", "--task", "qa", "--random-init", "--tiny", "--out", str(tmp_path / "b"), "-q", *args)
     assert_one_error_line(code, err, needle)
     assert not (tmp_path / "b").exists()
+
+
+def test_one_failing_graph_fails_the_export_and_writes_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from bert_export.exporter import export
+    from bert_export.models import ParityError
+    from bert_export.quantize.pipeline import OptimizeOptions
+    from bert_export.runtimes.parity import GATES, Gate
+
+    monkeypatch.setitem(GATES, "int8", Gate(max_abs=None, agreement=1.01, cos_mean=1.01, cos_min=1.01))  # unreachable
+    with pytest.raises(ParityError, match="parity gate failed for the int8 graph"):
+        export("bert", "qa", random_init=True, overrides=dict(FAMILIES["bert"].tiny_config), out=tmp_path / "b",
+               precisions="fp32,int8", optimization=OptimizeOptions(fallback=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no bundle, no staging or work directories
 
 
 def test_single_low_precision_bundle_uses_its_transformers_js_name(make_bundle: Callable[..., Path]) -> None:
