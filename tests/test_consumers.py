@@ -454,7 +454,7 @@ def _openvino() -> Any:
     try:
         import openvino
     except ImportError:
-        needs(False, "openvino missing (run .ci/install.d/33-openvino.sh)")
+        needs(False, "openvino missing (run .ci/install.d/50-openvino.sh)")
     return openvino
 
 
