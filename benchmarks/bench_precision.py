@@ -94,9 +94,9 @@ def export_variants(family: str, work: Path, tiny: bool) -> dict[str, Path]:
     for label, opt in variants.items():
         t = time.perf_counter()
         out = work / f"{family}-{label.split()[0]}-{len(paths)}"
-        export(family, "embed", random_init=True, out=out, max_seq=SEQ, validate=False, optimization=opt,
-               overrides=dict(fam.tiny_config) if tiny else None)
-        paths[label] = out / "model.onnx"
+        result = export(family, "embed", random_init=True, out=out, max_seq=SEQ, validate=False, optimization=opt,
+                        overrides=dict(fam.tiny_config) if tiny else None)
+        paths[label] = out / result.manifest["graph"]["file"]
         print(f"  exported {label} in {time.perf_counter() - t:.0f} s", flush=True)
     ort_int8 = work / f"{family}-ort-default-int8.onnx"
     quantize_dynamic(str(paths["plain fp32 (no fusion)"]), str(ort_int8), per_channel=True, weight_type=QuantType.QInt8)

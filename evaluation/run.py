@@ -195,11 +195,11 @@ def _expect(b: Bundle, expect_ops: str | Path | None) -> Any:
 def validate_data(bundle: str | Path, *, model: str | Path, data: str | Path | None = None, limit: int | None = None,
                   batch: int = DEFAULT_BATCH, runtime: str = "ort", threads: int | None = None,
                   max_metric_drop: float | None = DEFAULT_MAX_METRIC_DROP, expect_ops: str | Path | None = None,
-                  allow_pickle: bool = False, seed: int = 0, steps: Steps | None = None) -> EvalReport:
-    """The bundle against PyTorch from the user's checkpoint, on the user's data."""
+                  allow_pickle: bool = False, seed: int = 0, steps: Steps | None = None, precision: str | None = None) -> EvalReport:
+    """The bundle against PyTorch from the user's checkpoint, on the user's data (``precision``: which graph)."""
     steps = steps or Steps(quiet=True)
     with steps.step("Verifying bundle checksums"):
-        b = load_bundle(bundle)
+        b = load_bundle(bundle, precision=precision)
     ops = _expect(b, expect_ops)
     inputs = prepare(b, bundle_tokenizer(b), data, limit, batch, seed)
     with steps.step(f"Loading the PyTorch reference from {model}"):
@@ -251,12 +251,12 @@ def _check_comparable(a: Bundle, b: Bundle) -> None:
 
 
 def validate_stored(bundle: str | Path, *, runtime: str = "ort", threads: int | None = None,
-                    expect_ops: str | Path | None = None, steps: Steps | None = None) -> EvalReport:
+                    expect_ops: str | Path | None = None, steps: Steps | None = None, precision: str | None = None) -> EvalReport:
     """The bundle's stored parity cases (``api.validate``), wrapped for the report formats and the ops gate."""
     from bert_export.exporter.api import validate
 
     steps = steps or Steps(quiet=True)
-    ops = _expect(load_bundle(bundle, verify=False), expect_ops) if expect_ops is not None else None
-    parity = validate(bundle, runtime=runtime, threads=threads, steps=steps)
+    ops = _expect(load_bundle(bundle, verify=False, precision=precision), expect_ops) if expect_ops is not None else None
+    parity = validate(bundle, runtime=runtime, threads=threads, steps=steps, precision=precision)
     return EvalReport(parity, "stored PyTorch reference (reference.safetensors)", f"{bundle} ({parity.precision}, {runtime})",
                       ops=ops, data={"path": "stored cases", "examples": len(parity.cases), "batches": len(parity.cases)})

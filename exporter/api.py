@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import resource
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,26 +17,30 @@ from typing import Any
 
 import numpy as np
 
-from bert_export.models import BertExportError, Family, ParityError, Task, TensorSpec, get_family, get_task
+from bert_export.models import BertExportError, Family, Task, TensorSpec, get_family, get_task
 from bert_export.models.support import versions
 from bert_export.runtimes.cases import Case, build_cases, specials_for
 from bert_export.runtimes.factory import load_tokenizer, make_runner
 from bert_export.runtimes.ort_runner import OrtRunner
 from bert_export.runtimes.parity import Report, compare, reduce_rows
 from bert_export.runtimes.torch_runner import TaskGraph, TorchRunner
-from bert_export.quantize.pipeline import OptimizeOptions, optimize_export, update_manifest
-from bert_export.quantize.pipeline import describe as describe_optimization
+from bert_export.quantize.pipeline import OptimizeOptions
 
 from . import bundle as bundle_io
+from . import layout
 from .golden import write_golden
+from .graphs import GraphJob, build_graphs, torch_reference
+from .graphs import plan as graph_plan
 from .loading import Source, copy_tokenizer, load_source, min_sequence
 from .onnx_export import export_onnx, example_length
 from .progress import Steps
 from .publish import check_target, probe_lock, staged_directory
 
 DEFAULT_OPSET = 18
-# Default --max-seq caps: BERT's 512 is its full range; ModernBERT accepts 8192, but parity and
-# profiles at 8192 cost minutes, so bundles default to 2048 (raise it with --max-seq).
+# Default --max-seq: the model's own maximum (BERT 512; ModernBERT 8192, affordable since its local
+# layers are banded, quantize/banded_attention.py). Without the banded rewrite (--no-optimize,
+# --dense-local-attention, --runtime trt) a local-window model is capped at 2048: dense attention
+# at 8192 costs ~8 GB and a minute per sequence.
 DEFAULT_MAX_SEQ_CAP = 2048
 
 
@@ -43,8 +48,9 @@ DEFAULT_MAX_SEQ_CAP = 2048
 class ExportResult:
     bundle: Path
     manifest: dict[str, Any]
-    report: Report | None
+    report: Report | None  # the default graph's
     timings: dict[str, float] = field(default_factory=dict)
+    reports: dict[str, Report] = field(default_factory=dict)  # every graph's, by precision
 
 
 def _resolve(family: str | Family, task: str | Task) -> tuple[Family, Task]:
@@ -56,10 +62,11 @@ def _resolve(family: str | Family, task: str | Task) -> tuple[Family, Task]:
     return fam, tsk
 
 
-def resolve_max_seq(source: Source, max_seq: int | None) -> int:
+def resolve_max_seq(source: Source, max_seq: int | None, *, banded: bool = False) -> int:
+    """The bundle's maximum sequence: ``max_seq`` checked, or the default (see ``DEFAULT_MAX_SEQ_CAP``)."""
     limit = source.max_positions
     if max_seq is None:
-        return min(limit, DEFAULT_MAX_SEQ_CAP)
+        return limit if banded else min(limit, DEFAULT_MAX_SEQ_CAP)
     if max_seq < 1:
         raise BertExportError(f"--max-seq must be >= 1, got {max_seq}")
     if max_seq > limit:
@@ -103,17 +110,19 @@ def export(
     trust_remote_code: bool = False,
     steps: Steps | None = None,
     optimization: OptimizeOptions | None = None,
+    precisions: str | list[str] | tuple[str, ...] | None = None,
 ) -> ExportResult:
     """Load, trace to ONNX, check, compare against PyTorch and write a bundle atomically.
 
-    Raises ``BertExportError`` for bad input and ``ParityError`` when the graph fails the gate
-    (in which case nothing is written).
+    ``precisions`` (``"fp32,fp16,int8"``) writes one graph per precision into the one bundle,
+    each optimized and gated; the first is the default. Without it, ``optimization`` picks the
+    single precision (``--fp16``/``--int8``). Raises ``BertExportError`` for bad input and
+    ``ParityError`` when a graph fails its gate (in which case nothing is written).
     """
     fam, tsk = _resolve(family, task)
     steps = steps or Steps(quiet=True)
-    opt = optimization or OptimizeOptions()
-    opt.check()
-    out_dir = Path(out) if out is not None else default_out(fam, tsk, opt.precision)
+    plans = graph_plan(optimization or OptimizeOptions(), precisions)
+    out_dir = Path(out) if out is not None else default_out(fam, tsk, "-".join(o.precision for o in plans))
     # Before any work: an --out that --force may not replace, an unwritable place, a running export.
     probe_lock(check_target(out_dir, force))
     if max_seq is not None and max_seq < min_sequence(tsk):
@@ -125,47 +134,49 @@ def export(
     if source.new_head_params:
         steps.note(f"note: {len(source.new_head_params)} {tsk.name} head parameters are not in the checkpoint and were "
                    f"randomly initialised ({', '.join(source.new_head_params[:3])}); fine-tune before serving")
-    seq_limit = resolve_max_seq(source, max_seq)
+    banded = fam.local_window_attr is not None and plans[0].optimize and plans[0].runtime == "ort" and plans[0].banded_attention
+    seq_limit = resolve_max_seq(source, max_seq, banded=banded)
     outputs = graph_outputs(fam, tsk, source)
     graph = TaskGraph(source.model, [o.name for o in outputs])
     window = getattr(source.config, fam.local_window_attr) if fam.local_window_attr else None
     report = None
-    with staged_directory(out_dir, force) as tmp:
+    with staged_directory(out_dir, force) as tmp, tempfile.TemporaryDirectory(prefix=".export-", dir=tmp.parent) as work:
         with steps.step(f"Exporting to ONNX (opset {opset}, dynamic batch and sequence)"):
-            exported = export_onnx(graph, fam.inputs, outputs, tmp, opset=opset,
+            exported = export_onnx(graph, fam.inputs, outputs, Path(work), opset=opset,
                                    example_seq=example_length(seq_limit, window), vocab_size=source.config.vocab_size)
-        source.config.save_pretrained(str(tmp))
+        source.config.save_pretrained(str(tmp))  # rewritten by layout.write_config once the graphs exist
         tok_files = copy_tokenizer(source, tmp)
+        layout.write_tokenizer(tmp, tok_files, seq_limit)
         tokenizer = load_tokenizer(tmp) if tok_files else None  # loaded once: manifest, optimizer, parity, golden
         export_seconds = round(time.perf_counter() - start, 2)
         manifest = _manifest(fam, tsk, source, outputs, exported, seq_limit, window, tok_files, tokenizer, opset)
-        if opt.optimize or opt.precision != "fp32":  # quantize/: fusions for the target, fp16/int8, fallback
-            with steps.step(describe_optimization(opt)):
-                optimized = optimize_export(exported.path, fam, tsk, outputs, graph, source.config,
-                                            tokenizer, seq_limit, seed,
-                                            manifest["pooling"]["mode"], opt, validate)
-            update_manifest(manifest, optimized)
-        if validate:
+        pooling = manifest["pooling"]["mode"]
+        cases = reference = None
+        if validate:  # PyTorch runs once; every precision's gate (and fallback probe) compares against it
             cases = build_cases(fam, tsk, source.config, tokenizer, seq_limit, seed)
-            with steps.step(f"Checking parity against PyTorch on {len(cases)} cases"):
-                report, reference = run_parity(graph, exported.path, fam.inputs, outputs, tsk, cases, manifest["pooling"]["mode"], seq_limit,
-                                               precision=opt.precision)
-            (tmp / bundle_io.PARITY).write_text(report.dumps() + "\n", encoding="utf-8")
-            if not steps.quiet:
-                steps.console.print(report.table())
-            if not report.passed:
-                error = ParityError(f"parity gate failed ({'; '.join(report.failures[:3])}); nothing was written")
-                error.report = report
-                raise error
+            with steps.step(f"Running PyTorch on {len(cases)} parity cases"):
+                reference = torch_reference(graph, fam.inputs, outputs, cases, seq_limit)
+        job = GraphJob(fam, tsk, outputs, graph, source.config, tokenizer, seq_limit, seed, pooling, validate, cases, reference)
+        base = {k: manifest[k] for k in ("graph", "outputs", "precision", "runtime")}
+        built = build_graphs(tmp, exported.path, base, plans, job, steps)
+        manifest.update(built[0].top)
+        manifest["graphs"] = {g.precision: g.record for g in built}
+        report = built[0].report
+        layout.write_config(tmp, source.config, fam, tsk, built[0].precision, {g.precision: g.files for g in built})
+        if tsk.name == "embed":
+            layout.write_sentence_transformers(tmp, source.pooling, int(source.config.hidden_size), seq_limit, source.directory)
+        if validate:
+            assert cases is not None and reference is not None and report is not None
             rows = [{o.name: reduce_rows(c) for o in outputs if "vocab" in symbolic_axes(tsk, o.name)} for c in cases]
             bundle_io.save_reference(tmp / bundle_io.REFERENCE, cases, reference, outputs, rows)
             if tokenizer is not None:  # golden.json: real-text examples for consumers (docs/bundle.md)
                 manifest["golden"] = write_golden(tmp, fam, tsk, graph, outputs, manifest, tokenizer)
-            manifest["parity"] = {"passed": True, "runtime": report.runtime, "summary": report.summary, "gate": report.to_json()["gate"]}
+            manifest["parity"] = {**built[0].record["parity"],
+                                  "cases": {c.name: {"shape": list(c.shape), **c.meta.get("seconds", {})} for c in cases}}
         manifest["export"] = {"seconds": export_seconds, "peak_rss_mb": peak_rss_mb()}
         manifest = bundle_io.write_manifest(tmp, manifest)
     steps.note(f"bundle written to {out_dir}")
-    return ExportResult(out_dir, manifest, report, dict(steps.timings))
+    return ExportResult(out_dir, manifest, report, dict(steps.timings), {g.precision: g.report for g in built if g.report})
 
 
 def symbolic_axes(tsk: Task, name: str) -> tuple[Any, ...]:
@@ -173,15 +184,30 @@ def symbolic_axes(tsk: Task, name: str) -> tuple[Any, ...]:
     return next(o.axes for o in tsk.outputs if o.name == name)
 
 
+def _parity_target(opt: OptimizeOptions, optimized: Any) -> dict[str, Any]:
+    """--runtime openvino: parity is checked on the IR, with the precision hint it ships with."""
+    if optimized is None or optimized.ir_path is None:
+        return {}
+    from bert_export.runtimes.openvino_runner import OpenVinoRunner
+
+    return {"runtime": "openvino", "runner": lambda inputs, outputs, max_seq: OpenVinoRunner(
+        optimized.ir_path, inputs, outputs, max_seq, precision_hint=optimized.openvino.hint)}
+
+
 def run_parity(graph: TaskGraph, onnx_path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], task: Task,
-               cases: list[Case], pooling: str, max_seq: int, runtime: str = "ort", precision: str = "fp32") -> tuple[Report, list[dict[str, np.ndarray]]]:
-    """PyTorch vs ONNX Runtime on every case; returns the report and the PyTorch outputs."""
+               cases: list[Case], pooling: str, max_seq: int, runtime: str = "ort", precision: str = "fp32",
+               runner: Any = None) -> tuple[Report, list[dict[str, np.ndarray]]]:
+    """PyTorch vs ONNX Runtime (or ``runner(inputs, outputs, max_seq)``) on every case; returns the report and the PyTorch outputs."""
     reference, results = [], []
-    with TorchRunner(graph, inputs, outputs, max_seq) as torch_runner, OrtRunner(onnx_path, inputs, outputs, max_seq) as ort_runner:
+    target = runner(inputs, outputs, max_seq) if runner is not None else OrtRunner(onnx_path, inputs, outputs, max_seq)
+    with TorchRunner(graph, inputs, outputs, max_seq) as torch_runner, target as ort_runner:
         for case in cases:
             feed = {s.name: case.feed[s.name] for s in inputs}
+            t0 = time.perf_counter()
             reference.append(torch_runner.infer(feed))
+            t1 = time.perf_counter()
             results.append(ort_runner.infer(feed))
+            case.meta["seconds"] = {"pytorch": round(t1 - t0, 3), "onnx": round(time.perf_counter() - t1, 3)}
     return compare(task, outputs, cases, reference, results, runtime=runtime, precision=precision, pooling=pooling), reference
 
 
@@ -223,11 +249,15 @@ def _manifest(fam: Family, tsk: Task, source: Source, outputs: tuple[TensorSpec,
     }
 
 
-def validate(bundle: str | Path, *, runtime: str = "ort", threads: int | None = None, steps: Steps | None = None) -> Report:
-    """Verify a bundle's files, run its stored parity cases on ``runtime`` and apply its gate."""
+def validate(bundle: str | Path, *, runtime: str = "ort", threads: int | None = None, steps: Steps | None = None,
+             precision: str | None = None) -> Report:
+    """Verify a bundle's files, run its stored parity cases on ``runtime`` and apply its gate.
+
+    ``precision`` picks one of a multi-precision bundle's graphs (default: the bundle's default),
+    gated by that precision's tolerances against the shared PyTorch reference."""
     steps = steps or Steps(quiet=True)
     with steps.step("Verifying bundle checksums"):
-        b = bundle_io.load_bundle(bundle)
+        b = bundle_io.load_bundle(bundle, precision=precision)
     tsk = get_task(b.manifest["task"])
     cases, reference, rows = bundle_io.load_reference(b)
     with steps.step(f"Running {len(cases)} stored cases on {runtime}"):

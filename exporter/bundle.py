@@ -27,7 +27,7 @@ from bert_export.runtimes.cases import Case
 
 from .manifest import MAX_MANIFEST_BYTES, check_rel_path, strict_json, validate_manifest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: graphs under onnx/ per precision (manifest["graphs"]); 1 is still read (docs/bundle.md)
 MANIFEST = "manifest.json"
 REFERENCE = "reference.safetensors"
 PARITY = "parity.json"
@@ -234,10 +234,15 @@ def hash_listed(root: Path, rel: str, info: dict[str, Any]) -> None:
 
 @dataclass
 class Bundle:
-    """A bundle on disk whose manifest passed the schema (and, from load_bundle, whose files verified)."""
+    """A bundle on disk whose manifest passed the schema (and, from load_bundle, whose files verified).
+
+    ``selected`` is the precision whose graph this handle runs (None: the bundle's default);
+    ``precision``, ``graph``, ``model_path`` and ``outputs`` follow it.
+    """
 
     path: Path
     manifest: dict[str, Any]
+    selected: str | None = None
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -245,7 +250,37 @@ class Bundle:
 
     @property
     def outputs(self) -> tuple[TensorSpec, ...]:
-        return tuple(TensorSpec(d["name"], d["dtype"], tuple(d["shape"])) for d in self.manifest["outputs"])
+        specs = self.graph.get("outputs") or self.manifest["outputs"]
+        return tuple(TensorSpec(d["name"], d["dtype"], tuple(d["shape"])) for d in specs)
+
+    @property
+    def graphs(self) -> dict[str, dict[str, Any]]:
+        """Every graph by precision. A schema-1 manifest has one, ``graph``, at its ``precision``."""
+        graphs = self.manifest.get("graphs")
+        if isinstance(graphs, dict) and graphs:
+            return graphs
+        m = self.manifest
+        return {str(m["precision"]): {**m["graph"], "outputs": m["outputs"],
+                                      **{k: m[k] for k in ("optimization", "parity") if k in m}}}
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(self.graphs)
+
+    @property
+    def graph(self) -> dict[str, Any]:
+        """The selected graph's record (file, files, ops, outputs, optimization, parity)."""
+        return self.graphs[self.precision]
+
+    def select(self, precision: str | None) -> Bundle:
+        """This bundle running the graph of ``precision`` (None: the default); one-line error when it has none."""
+        if precision is None:
+            return Bundle(self.path, self.manifest)
+        if precision not in self.graphs:
+            have = ", ".join(self.graphs)
+            raise BertExportError(f"bundle {self.path} has no {precision} graph (it has {have}); pick one of those with "
+                                  f"--precision, or re-export with --precisions {have},{precision}")
+        return Bundle(self.path, self.manifest, precision)
 
     def file(self, rel: str) -> Path:
         """The path of ``rel``, a file listed in ``manifest["files"]``; refuses anything else.
@@ -281,7 +316,7 @@ class Bundle:
 
     @property
     def model_path(self) -> Path:
-        return self.file(self.manifest["graph"]["file"])
+        return self.file(self.graph["file"])
 
     @property
     def max_seq(self) -> int:
@@ -289,7 +324,7 @@ class Bundle:
 
     @property
     def precision(self) -> str:
-        return str(self.manifest["precision"])
+        return self.selected or str(self.manifest["precision"])
 
     @property
     def has_tokenizer(self) -> bool:
@@ -313,20 +348,22 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return raw
 
 
-def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+def load_bundle(path: str | Path, verify: bool = True, precision: str | None = None) -> Bundle:
     """Read a bundle: schema-check its manifest, then (by default) verify every listed file.
 
     Verification opens each listed file as ``open_listed`` does and checks its size and sha256,
-    then checks that the graph refers to no external data outside its listed files.
+    then checks that no graph refers to external data outside its listed files. ``precision``
+    selects the graph the returned handle runs (None: the bundle's default).
     """
     root = Path(path)
     if not root.is_dir():
         raise BertExportError(f"bundle {root} does not exist; export one with `bert-export bert|modernbert --task ...`")
     manifest = read_manifest(root)
-    bundle = Bundle(root, manifest)
+    bundle = Bundle(root, manifest).select(precision)
     if verify:
         verify_files(root, manifest["files"])
-        check_graph_references(bundle)
+        for p in bundle.precisions:
+            check_graph_references(bundle.select(p))
     return bundle
 
 
@@ -344,7 +381,7 @@ def check_graph_references(bundle: Bundle) -> None:
     import onnx
     from onnx.external_data_helper import _get_all_tensors
 
-    graph = bundle.manifest["graph"]
+    graph = bundle.graph
     base = graph["file"].rsplit("/", 1)[0] + "/" if "/" in graph["file"] else ""
     try:
         model = onnx.load_model(str(bundle.model_path), load_external_data=False)

@@ -20,6 +20,7 @@ from bert_export.models import FAMILIES, TASKS, BertExportError, ParityError
 from bert_export.quantize.cli_options import optimization_options, options_from
 from bert_export.runtimes.providers import RUNTIME_NAMES
 
+from .layout import PRECISIONS
 from .progress import Steps, console
 
 
@@ -55,16 +56,20 @@ def _family_command(family_name: str) -> click.Command:
     @click.option("--out", type=click.Path(path_type=Path), default=None, help="Bundle directory [exports/<family>-<task>-<precision>].")
     @click.option("--force", is_flag=True, help="Replace an existing --out.")
     @click.option("--opset", default=18, show_default=True, help="ONNX opset (18 or newer).")
-    @click.option("--max-seq", type=int, default=None, help="Longest sequence the bundle accepts [model max, capped at 2048].")
+    @click.option("--max-seq", type=int, default=None, help="Longest sequence the bundle accepts [model max; 2048 for ModernBERT without the banded rewrite].")
     @click.option("--no-validate", is_flag=True, help="Skip the parity check against PyTorch (not recommended).")
     @click.option("--report", type=click.Path(path_type=Path), default=None, help="Also write the parity report JSON here.")
     @click.option("--allow-pickle", is_flag=True, help="Allow loading pickle (.bin) weights you trust.")
     @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the checkpoint (off by default).")
     @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+    @click.option("--precisions", default=None, metavar="LIST",
+                  help="One graph per precision in one bundle, e.g. fp32,fp16,int8 (each optimized and gated; the first "
+                       "is the default). Replaces --fp16/--int8.")
     @optimization_options
     def command(task: str, model: str | None, random_init: bool, tiny: bool, config_items: tuple[str, ...], seed: int,
                 num_labels: int | None, out: Path | None, force: bool, opset: int, max_seq: int | None, no_validate: bool,
-                report: Path | None, allow_pickle: bool, trust_remote_code: bool, quiet: bool, **opt: Any) -> None:
+                report: Path | None, allow_pickle: bool, trust_remote_code: bool, quiet: bool, precisions: str | None,
+                **opt: Any) -> None:
         from .api import export
         from .loading import parse_overrides
         from .publish import check_output_file, write_atomic
@@ -78,7 +83,7 @@ def _family_command(family_name: str) -> click.Command:
             result = export(fam, task, model=model, random_init=random_init, overrides=overrides, seed=seed,
                             num_labels=num_labels, out=out, force=force, opset=opset, max_seq=max_seq,
                             validate=not no_validate, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                            steps=Steps(quiet=quiet), optimization=options_from(opt))
+                            steps=Steps(quiet=quiet), optimization=options_from(opt), precisions=precisions)
         except ParityError as exc:  # keep the evidence: the report is what the user needs to act on
             if report is not None and getattr(exc, "report", None) is not None:
                 write_atomic(report, exc.report.dumps() + "\n")
@@ -101,9 +106,10 @@ for _name in FAMILIES:
 @click.option("--model", "model", default=None, help="Your checkpoint (directory, safetensors): recompute the PyTorch reference on --data.")
 @click.option("--allow-pickle", is_flag=True, help="With --model: allow pickle (.bin) weights you trust.")
 @report_options
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="Which graph of the bundle [its default].")
 @click.option("-q", "--quiet", is_flag=True)
 def validate(bundle: Path, runtime: str, threads: int | None, report: Path | None, quiet: bool, model: str | None,
-             allow_pickle: bool, **extra: Any) -> None:
+             allow_pickle: bool, precision: str | None, **extra: Any) -> None:
     """Verify a bundle's checksums and re-run its parity cases against the stored PyTorch outputs.
 
     With --model CKPT [--data FILE]: recompute the reference from your checkpoint on your data and
@@ -120,8 +126,8 @@ def validate(bundle: Path, runtime: str, threads: int | None, report: Path | Non
         from .cli_compare import run_validate as run_on_data
 
         return run_on_data(bundle, model=model, runtime=runtime, threads=threads, report=report, quiet=quiet,
-                           allow_pickle=allow_pickle, **extra)
-    result = run_validate(bundle, runtime=runtime, threads=threads, steps=Steps(quiet=quiet))
+                           allow_pickle=allow_pickle, precision=precision, **extra)
+    result = run_validate(bundle, runtime=runtime, threads=threads, steps=Steps(quiet=quiet), precision=precision)
     if report is not None:
         write_atomic(report, result.dumps() + "\n")
     if not quiet:

@@ -10,6 +10,7 @@ import click
 from bert_export.models import BertExportError
 
 from .cli import cli
+from .layout import PRECISIONS
 from .progress import console
 
 
@@ -24,9 +25,10 @@ from .progress import console
 @click.option("--json", "json_path", type=click.Path(path_type=Path, allow_dash=True), default=None, help="Write the results as JSON ('-' for stdout).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="Draw latency against sequence length to this PNG.")
 @click.option("--no-torch", is_flag=True, help="Skip the PyTorch eager fp32 baseline (and speedup_vs_torch).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="Which graph of the bundle [its default].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def bench(bundle: Path, runtime: str, batch: str, seq: str | None, warmup: int, runs: int, threads: int | None,
-          json_path: Path | None, plot_path: Path | None, no_torch: bool, quiet: bool) -> None:
+          json_path: Path | None, plot_path: Path | None, no_torch: bool, precision: str | None, quiet: bool) -> None:
     """Measure p50/p90/p99 latency, throughput, GFLOP/s and peak memory of BUNDLE at each batch x seq.
 
     The same inputs (the bundle's tokenizer on built-in English text, full attention masks) also
@@ -66,7 +68,7 @@ def bench(bundle: Path, runtime: str, batch: str, seq: str | None, warmup: int, 
 
     with bar:
         result = run_bench(bundle, runtime=runtime, batches=batches, seqs=seqs, warmup=warmup, runs=runs,
-                           threads=threads, with_torch=not no_torch, progress=progress)
+                           threads=threads, with_torch=not no_torch, progress=progress, precision=precision)
     to_stdout = json_path is not None and str(json_path) == "-"
     if to_stdout:
         sys.stdout.write(result.dumps() + "\n")

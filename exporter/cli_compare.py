@@ -43,20 +43,23 @@ def check_outputs(**paths: Path | None) -> None:
 
 def run_validate(bundle: Path, *, model: str | None, runtime: str, threads: int | None, report: Path | None, quiet: bool,
                  allow_pickle: bool, data: Path | None, limit: int | None, batch: int, max_metric_drop: float,
-                 expect_ops: Path | None, junit: Path | None, markdown: Path | None) -> None:
-    """``validate`` with any of the new options: against the checkpoint (``--model``) or the stored cases."""
+                 expect_ops: Path | None, junit: Path | None, markdown: Path | None, precision: str | None = None) -> None:
+    """``validate`` with any of the new options: against the checkpoint (``--model``) or the stored cases.
+
+    ``precision``: which graph of a multi-precision bundle (default: its default)."""
     from bert_export.evaluation import validate_data, validate_stored
 
     check_outputs(report=report, junit=junit, markdown=markdown)
     steps = Steps(quiet=quiet)
     if model is not None:
         result = validate_data(bundle, model=model, data=data, limit=limit, batch=batch, runtime=runtime, threads=threads,
-                               max_metric_drop=max_metric_drop, expect_ops=expect_ops, allow_pickle=allow_pickle, steps=steps)
+                               max_metric_drop=max_metric_drop, expect_ops=expect_ops, allow_pickle=allow_pickle, steps=steps,
+                               precision=precision)
     else:
         if data is not None or limit is not None:
             raise BertExportError("--data needs --model CKPT (the PyTorch checkpoint to compare against); to compare two "
                                   "bundles without PyTorch use `bert-export compare A B --data FILE`")
-        result = validate_stored(bundle, runtime=runtime, threads=threads, expect_ops=expect_ops, steps=steps)
+        result = validate_stored(bundle, runtime=runtime, threads=threads, expect_ops=expect_ops, steps=steps, precision=precision)
     finish(result, json_path=report, junit=junit, markdown=markdown, quiet=quiet, what=f"{bundle} on {runtime}")
 
 

@@ -14,6 +14,7 @@ from bert_export.models import BertExportError
 from bert_export.runtimes.providers import RUNTIME_NAMES
 
 from .cli import cli
+from .layout import PRECISIONS
 from .progress import console
 
 
@@ -30,14 +31,27 @@ from .progress import console
 @click.option("--trt-profile", default=None, metavar="MIN,OPT,MAX", help="trt/ort-trt: BATCHxSEQ shapes, e.g. 1x1,8x128,32x512.")
 @click.option("--rebuild-engine", is_flag=True, help="trt: rebuild the bundle's engine for this machine first.")
 @click.option("--strict-runtime", is_flag=True, help="Fail instead of falling back to another provider.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="Which graph of the bundle [its default].")
+@click.option("--doc-stride", type=int, default=None,
+              help="qa: overlap in tokens between the windows of a context longer than the bundle [min(max_seq/2, 128)].")
+@click.option("--max-answer-len", type=int, default=30, show_default=True, help="qa: longest answer in tokens.")
+@click.option("--max-question-len", type=int, default=64, show_default=True,
+              help="qa, long contexts: the question is truncated to this many tokens.")
+@click.option("--chunk", is_flag=True, help="embed: texts longer than the bundle are embedded in windows and mean-pooled "
+                                            "(default: truncated, with a note).")
 def run(bundle: Path, texts: tuple[str, ...], question: str | None, context: str | None, runtime: str, as_json: bool,
-        top_k: int, threads: int | None, trt_profile: str | None, rebuild_engine: bool, strict_runtime: bool) -> None:
+        top_k: int, threads: int | None, trt_profile: str | None, rebuild_engine: bool, strict_runtime: bool,
+        doc_stride: int | None, max_answer_len: int, max_question_len: int, chunk: bool, precision: str | None) -> None:
     """Run text through a bundle and print the task's answer (or JSON with --json)."""
+    from bert_export.exporter.bundle import load_bundle
     from bert_export.runtimes.predict import predict
 
+    if max_answer_len < 1 or max_question_len < 1:
+        raise BertExportError("--max-answer-len and --max-question-len must be >= 1")
     _check_utf8([(f"--text #{i + 1}", t) for i, t in enumerate(texts)] + [("--question", question), ("--context", context)])
-    pred = predict(bundle, texts=texts or None, question=question, context=context, runtime=runtime, threads=threads,
-                   top_k=top_k, trt_profile=trt_profile, rebuild_engine=rebuild_engine, strict=strict_runtime)
+    pred = predict(load_bundle(bundle, precision=precision), texts=texts or None, question=question, context=context, runtime=runtime, threads=threads,
+                   top_k=top_k, trt_profile=trt_profile, rebuild_engine=rebuild_engine, strict=strict_runtime,
+                   doc_stride=doc_stride, max_answer_tokens=max_answer_len, max_question_len=max_question_len, chunk=chunk)
     if as_json:
         for line in pred.json_lines():
             click.echo(line)

@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from bert_export.models import FAMILIES, TASKS, BertExportError
 
-SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSIONS = (1, 2)  # 1: one graph at the root (read as it is); 2: graphs under onnx/ per precision
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_FILES = 10_000
 MAX_PATH_CHARS = 255
@@ -78,6 +78,8 @@ class GraphEntry(Strict):
     files: list[RelPath] = Field(min_length=1, max_length=64)
     nodes: Annotated[int, Field(ge=0)] | None = None
     ops: dict[str, Annotated[int, Field(ge=0)]] | None = None
+    # schema 2, in ``graphs``: this graph's outputs (an fp16 graph exported with --fp16-io returns float16)
+    outputs: list[TensorEntry] | None = Field(default=None, min_length=1, max_length=8)
 
 
 class Labels(Strict):
@@ -149,6 +151,7 @@ class Manifest(Strict):
     tokenizer: TokenizerEntry | None = None
     config: ModelSizes | None = None
     graph: GraphEntry
+    graphs: dict[str, GraphEntry] | None = Field(default=None, min_length=1, max_length=8)
     golden: GoldenEntry | None = None
     tensorrt: EngineRecord | None = None
     files: dict[RelPath, FileEntry] = Field(max_length=MAX_FILES)
@@ -183,7 +186,9 @@ class Manifest(Strict):
             raise ValueError(f"a {task.name} bundle needs labels")
         if self.graph.file not in self.graph.files:
             raise ValueError("graph.file is not among graph.files")
+        self._check_graphs(task, got_out)
         named = [("graph.files", f) for f in self.graph.files]
+        named += [(f"graphs.{p}.files", f) for p, g in (self.graphs or {}).items() for f in g.files]
         named += [("tokenizer.files", f) for f in (self.tokenizer.files if self.tokenizer else [])]
         named += [("golden.file", self.golden.file)] if self.golden else []
         for where, rel in named:
@@ -192,6 +197,36 @@ class Manifest(Strict):
         if self.tensorrt is not None and self.tensorrt.file in self.files:
             raise ValueError("tensorrt.file must not be a listed file")
         return self
+
+    def _check_graphs(self, task: Any, outputs: list[str]) -> None:
+        """Schema 2: one graph per known precision, files disjoint, ``graph`` = the default's, same output names."""
+        from bert_export.runtimes.parity import GATES
+
+        if self.schema_version == 1:
+            if self.graphs is not None:
+                raise ValueError("graphs is a schema-2 field; a schema-1 manifest has only graph")
+            return
+        if self.graphs is None:
+            raise ValueError("a schema-2 manifest lists its graphs by precision in graphs")
+        unknown = [p for p in self.graphs if p not in GATES]
+        if unknown:
+            raise ValueError(f"graphs has precision {unknown[0]!r}, not one of {', '.join(GATES)}")
+        default = self.graphs.get(self.precision)
+        if default is None:
+            raise ValueError(f"graphs has no entry for the default precision {self.precision!r}")
+        if default.file != self.graph.file or default.files != self.graph.files:
+            raise ValueError("graph must name the default precision's graph files (graphs[precision])")
+        seen: set[str] = set()
+        for p, g in self.graphs.items():
+            if g.file not in g.files:
+                raise ValueError(f"graphs.{p}.file is not among graphs.{p}.files")
+            if seen & set(g.files):
+                raise ValueError(f"graphs.{p} shares a file with another precision's graph")
+            seen |= set(g.files)
+            if g.outputs is not None:
+                names = [t.name for t in g.outputs]
+                if sorted(names) != sorted(outputs) or any(t.dtype not in ("float32", "float16") for t in g.outputs):
+                    raise ValueError(f"graphs.{p}.outputs {names} are not the manifest's outputs {outputs}")
 
 
 def _reject_constant(name: str) -> Any:

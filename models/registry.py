@@ -114,6 +114,10 @@ class Family:
     fusion_hints: dict[str, Any] = field(default_factory=dict)
     # Config attributes forced at export time (why: see each family's comment).
     export_config: dict[str, Any] = field(default_factory=dict)
+    # `--int8` on ONNX Runtime without --int8-mode: the fastest mode that passes the int8 gate, and the
+    # measurements behind the choice (benchmarks/cpu_int8.md; full size, b1 s128, 2 threads, ms).
+    int8_mode: str = "dynamic"
+    int8_measured: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -149,6 +153,9 @@ FAMILIES: dict[str, Family] = {
                 max_position_embeddings=128,
             ),
             fusion_hints=dict(attention="Attention", skip_layer_norm=True, embed_layer_norm=True, gelu="BiasGelu"),
+            int8_mode="dynamic",
+            int8_measured={"source": "issue #15 table (full-size qa, b1 s128, 2 threads, medians of 30)",
+                           "dynamic_ms": 48, "static_ms": 67, "ort_quantize_dynamic_ms": "47-73"},
             # SDPA is what transformers 5 picks by default and what users run; the dynamo exporter
             # traces its masks symbolically (TorchScript bakes the example's length in).
             export_config=dict(_attn_implementation="sdpa"),
@@ -168,6 +175,9 @@ FAMILIES: dict[str, Family] = {
                 cls_token_id=1, sep_token_id=2,
             ),
             fusion_hints=dict(attention="MultiHeadAttention", rotary=True, skip_layer_norm=True, gelu="GeGLU"),
+            int8_mode="static",
+            int8_measured={"source": "issue #15 table (full-size qa, b1 s128, 2 threads, medians of 30)",
+                           "dynamic_ms": 113, "static_ms": 95, "ort_quantize_dynamic_ms": 104},
             # No flash-attention or torch.compile paths inside the traced graph: SDPA with
             # explicit (sliding-window) masks is the one path the exporter can make dynamic.
             export_config=dict(_attn_implementation="sdpa"),

@@ -25,12 +25,15 @@ from bert_export.models.support import quiet_loggers
 
 from . import fp16 as fp16_mod
 from . import int8 as int8_mod
+from .banded_attention import banded_local_attention
 from .calibration import calibration_feeds
-from .fallback import FallbackResult, accuracy_fallback
+from .fallback import DEFAULT_BUDGET_S, FallbackResult, accuracy_fallback, onnx_local_rank
 from .fusion import fold_for_trt, fuse_for_ort, fused_op_counts, unpack_attention
 
-TARGETS = ("ort", "trt")
-DEFAULT_INT8_MODE = {"ort": "dynamic", "trt": "static"}
+TARGETS = ("ort", "trt", "openvino")
+# The ORT default is per family (models/registry.py: Family.int8_mode, from measurements); trt takes QDQ only;
+# openvino quantizes with NNCF (static, calibrated).
+DEFAULT_INT8_MODE = {"ort": "dynamic", "trt": "static", "openvino": "nncf"}
 DEFAULT_CALIB_SAMPLES = 24
 
 
@@ -42,14 +45,17 @@ class OptimizeOptions:
     optimize: bool = True
     fp16: bool = False
     fp16_io: bool = False
+    bf16: bool = False
     int8: bool = False
     int8_mode: str | None = None
     calib_samples: int = DEFAULT_CALIB_SAMPLES
     fallback: bool = True
+    fallback_budget: float = DEFAULT_BUDGET_S
+    banded_attention: bool = True  # sliding-window layers as blocked attention (quantize/banded_attention.py)
 
     @property
     def precision(self) -> str:
-        return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
+        return "int8" if self.int8 else "fp16" if self.fp16 else "bf16" if self.bf16 else "fp32"
 
     @property
     def mode(self) -> str | None:
@@ -58,8 +64,14 @@ class OptimizeOptions:
     def check(self) -> None:
         if self.runtime not in TARGETS:
             raise BertExportError(f"unknown --runtime {self.runtime!r} for export; choose one of: {', '.join(TARGETS)}")
-        if self.fp16 and self.int8:
-            raise BertExportError("--fp16 and --int8 are exclusive; pick one precision")
+        if sum((self.fp16, self.int8, self.bf16)) > 1:
+            raise BertExportError("--fp16, --bf16 and --int8 are exclusive; pick one precision")
+        if self.bf16 and self.runtime != "openvino":
+            raise BertExportError("--bf16 is an OpenVINO precision; add --runtime openvino (ONNX Runtime's CPU kernels have no bf16 path)")
+        if self.runtime == "openvino" and self.fp16:
+            raise BertExportError("--runtime openvino has no --fp16 on the CPU; use --bf16 (or fp32, the default)")
+        if self.runtime == "openvino" and self.int8_mode is not None:
+            raise BertExportError("--int8-mode is for --runtime ort/trt; --runtime openvino quantizes with NNCF")
         if self.fp16_io and not self.fp16:
             raise BertExportError("--fp16-io needs --fp16")
         if self.int8_mode is not None and not self.int8:
@@ -68,6 +80,12 @@ class OptimizeOptions:
             raise BertExportError(f"unknown --int8-mode {self.int8_mode!r}; choose dynamic or static")
         if self.runtime == "trt" and self.mode == "dynamic":
             raise BertExportError("TensorRT accepts only QDQ INT8; use --int8-mode static with --runtime trt")
+        if self.runtime == "openvino":
+            from .openvino import require
+
+            require(self.int8)  # the extra is checked before any work starts
+        if self.fallback_budget <= 0:
+            raise BertExportError(f"--fallback-budget must be > 0 seconds, got {self.fallback_budget:g}")
         if self.calib_samples < 1:
             raise BertExportError(f"--calib-samples must be >= 1, got {self.calib_samples}")
 
@@ -80,21 +98,30 @@ class OptimizeResult:
     nodes: int = 0
     fallback: FallbackResult | None = None
     output_dtype: str = "float32"
+    mode_choice: dict[str, Any] = field(default_factory=dict)
+    openvino: Any = None  # quantize.openvino.IrResult for --runtime openvino
+    ir_path: Path | None = None
+    banded_layers: int = 0
 
     def to_manifest(self) -> dict[str, Any]:
         o = self.options
         out: dict[str, Any] = {
             "target": o.runtime, "optimized": o.optimize, "precision": o.precision, "fused_ops": self.fused_ops,
-            "io_fp16": o.fp16_io,
+            "io_fp16": o.fp16_io, "banded_attention_layers": self.banded_layers,
         }
-        if o.int8:
+        if o.int8 and o.runtime == "openvino":
+            out["int8"] = {"mode": "nncf", "calib_samples": o.calib_samples, "kernel": "OpenVINO int8 (NNCF FakeQuantize)"}
+        elif o.int8:
             static = o.mode == "static"
             out["int8"] = {
                 "mode": o.mode, "calib_samples": o.calib_samples, "weights": "int8 symmetric per output channel",
                 "activations": ("calibrated per tensor, " + ("int8 symmetric" if o.runtime == "trt" else "uint8 asymmetric"))
                 if static else f"int8 per token row at run time, after SmoothQuant (alpha {int8_mod.SMOOTH_ALPHA}) channel scaling",
                 "kernel": "QDQ" if static else "MatMulIntegerToFloat (u8s8)",
+                "mode_choice": self.mode_choice,
             }
+        if self.openvino is not None:
+            out["openvino"] = self.openvino.to_manifest()
         if o.fp16 or o.int8:
             out["fallback"] = {"enabled": o.fallback, **(self.fallback.to_json() if self.fallback else {"kept_fp32": []})}
         return out
@@ -103,6 +130,7 @@ class OptimizeResult:
 # onnxscript/onnx-ir log every pass at INFO, which shows once anything (ORT's quantizer does) configures the
 # root logger; the progress line is the user's view of this step.
 @quiet_loggers("onnxscript", "onnx_ir", "onnxruntime", level=logging.WARNING, root=True)
+@quiet_loggers("onnxruntime.tools.symbolic_shape_infer", "symbolic_shape_infer")  # "Unable to determine if sequence <= ...": the banded blocks' padding
 def optimize_graph(
     path: Path,
     family: Family,
@@ -114,14 +142,23 @@ def optimize_graph(
     vocab_size: int,
     probe: Callable[[Path], Any] | None = None,
     seed: int = 0,
+    ir_dir: Path | None = None,
 ) -> OptimizeResult:
-    """Rewrite ``path`` in place: fusions for the target, then the precision, then fallback."""
+    """Rewrite ``path`` in place: fusions for the target, then the precision, then fallback.
+
+    ``--runtime openvino`` leaves the ONNX graph fp32 (standard ops) and writes the IR to ``ir_dir``."""
     options.check()
-    result = OptimizeResult(options)
+    options, choice = resolve_int8_mode(options, family)
+    result = OptimizeResult(options, mode_choice=choice)
+    if options.runtime == "openvino":
+        return _optimize_openvino(path, family, inputs, options, result, tokenizer=tokenizer, max_seq=max_seq,
+                                  vocab_size=vocab_size, probe=probe, seed=seed, ir_dir=ir_dir or path.parent / "openvino")
     if options.optimize:
         model = ir.load(path)
         if options.runtime == "ort":
             model = fuse_for_ort(model, padding_mask_only=family.local_window_attr is None, max_positions=max_seq)
+            if options.banded_attention and family.local_window_attr is not None:
+                result.banded_layers = banded_local_attention(model)  # its own pass: local layers O(n·w)
         else:
             model = fold_for_trt(model)
         _save_ir(model, path)
@@ -132,29 +169,75 @@ def optimize_graph(
         if options.precision != "fp32":
             feeds = calibration_feeds(inputs, tokenizer, samples=options.calib_samples, max_seq=min(max_seq, 128),
                                       vocab_size=vocab_size, seed=seed)
-            build, candidates = _builder(options, fp32_path, path, work, feeds)
+            build, candidates, rank = _builder(options, fp32_path, path, work, feeds)
             if probe is not None and options.fallback:
-                result.fallback = accuracy_fallback(candidates, build, probe, fp32_path, feeds[:8])
+                reference = work / "fp32-unpacked.onnx" if options.mode == "dynamic" else fp32_path
+                result.fallback = accuracy_fallback(candidates, build, probe, reference, feeds[:8], rank=rank,
+                                                    budget_s=options.fallback_budget)
             else:
                 build(frozenset())
+    _count_ops(path, result)
+    return result
+
+
+def resolve_int8_mode(options: OptimizeOptions, family: Family) -> tuple[OptimizeOptions, dict[str, Any]]:
+    """``--int8`` without ``--int8-mode`` on ONNX Runtime: the family's measured fastest mode that passes the gate.
+
+    Measured once per family on full-size models (benchmarks/bench_cpu_int8.py) and stored as data in the
+    registry, not timed at export: timing on a shared or different machine at export would make the bundle
+    depend on the load of the moment, and each extra mode costs a full quantization plus fallback.
+    """
+    if not options.int8 or options.runtime != "ort":
+        return options, {}
+    if options.int8_mode is not None:
+        return options, {"mode": options.int8_mode, "source": "--int8-mode"}
+    import dataclasses
+
+    mode = getattr(family, "int8_mode", None) or DEFAULT_INT8_MODE["ort"]
+    choice = {"mode": mode, "source": f"registry: {family.name} default (fastest passing mode, measured)",
+              "measured": dict(getattr(family, "int8_measured", {}) or {})}
+    return dataclasses.replace(options, int8_mode=mode), choice
+
+
+def _count_ops(path: Path, result: OptimizeResult) -> None:
     final = onnx.load(str(path), load_external_data=False)
     counts: dict[str, int] = {}
     for node in final.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     result.ops, result.nodes = dict(sorted(counts.items())), len(final.graph.node)
     result.fused_ops = fused_op_counts(ir.from_proto(final))
-    result.output_dtype = "float16" if options.fp16_io else "float32"
+    result.output_dtype = "float16" if result.options.fp16_io else "float32"
+
+
+def _optimize_openvino(path: Path, family: Family, inputs: tuple[TensorSpec, ...], options: OptimizeOptions,
+                       result: OptimizeResult, *, tokenizer: Any | None, max_seq: int, vocab_size: int,
+                       probe: Callable[[Path], Any] | None, seed: int, ir_dir: Path) -> OptimizeResult:
+    """Standard-ONNX folding (OpenVINO fuses by itself), then the IR in the asked precision."""
+    from .openvino import build_ir, require
+
+    require(options.int8)  # before any work
+    if options.optimize:
+        model = ir.load(path)
+        _save_ir(fold_for_trt(model), path)
+    feeds = calibration_feeds(inputs, tokenizer, samples=options.calib_samples, max_seq=min(max_seq, 128),
+                              vocab_size=vocab_size, seed=seed) if options.int8 else []
+    result.openvino = build_ir(path, ir_dir, options.precision, feeds, probe, fallback=options.fallback, seed=seed,
+                                 budget_s=options.fallback_budget)
+    result.fallback = result.openvino.fallback
+    result.ir_path = ir_dir / "model.xml"
+    _count_ops(path, result)
     return result
 
 
-def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, feeds: list) -> tuple[Callable[[frozenset[str]], Path], list[str]]:
-    """A function that writes the low-precision graph with some nodes kept fp32, and the candidates."""
+def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, feeds: list) -> tuple[Callable[[frozenset[str]], Path], list[str], Any]:
+    """A function that writes the low-precision graph with some nodes kept fp32, the candidates, and the
+    fallback's sensitivity ranker (None: measured on the built graph)."""
     base = onnx.load(str(fp32_path))
     if options.fp16:
         def build_fp16(keep: frozenset[str]) -> Path:
             onnx.save(fp16_mod.to_fp16(copy.deepcopy(base), io_fp16=options.fp16_io, keep_fp32=keep), str(out))
             return out
-        return build_fp16, fp16_mod.fp16_candidates(base)
+        return build_fp16, fp16_mod.fp16_candidates(base), None
     candidates = int8_mod.quantizable_nodes(base)
     if options.mode == "dynamic":
         unpacked = work / "fp32-unpacked.onnx"
@@ -166,13 +249,14 @@ def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, f
         def build_dynamic(keep: frozenset[str]) -> Path:
             int8_mod.quantize_rowwise(unpacked, out, exclude=keep, smooth=smooth)
             return out
-        return build_dynamic, int8_mod.quantizable_nodes(onnx.load(str(unpacked)))
+        candidates = int8_mod.quantizable_nodes(onnx.load(str(unpacked)))
+        return build_dynamic, candidates, lambda q: onnx_local_rank(unpacked, candidates, feeds[:8], "rows", smooth)(q)
     cache = work / "calibration.json"
 
     def build_static(keep: frozenset[str]) -> Path:
         int8_mod.quantize_static(fp32_path, out, feeds, cache, symmetric=options.runtime == "trt", exclude=keep)
         return out
-    return build_static, candidates
+    return build_static, candidates, lambda q: onnx_local_rank(fp32_path, candidates, feeds[:8], "tensor")(q)
 
 
 def _save_ir(model: ir.Model, path: Path) -> None:
@@ -183,27 +267,44 @@ def _save_ir(model: ir.Model, path: Path) -> None:
 
 def optimize_export(path: Path, family: Family, task: Any, outputs: tuple[TensorSpec, ...], graph: Any, config: Any,
                     tokenizer: Any | None, max_seq: int, seed: int, pooling: str, options: OptimizeOptions,
-                    validate: bool) -> OptimizeResult:
-    """``optimize_graph`` as the exporter calls it: the parity probe is built here when validating."""
+                    validate: bool, ir_dir: Path | None = None, cases: list[Any] | None = None,
+                    reference: list[Any] | None = None) -> OptimizeResult:
+    """``optimize_graph`` as the exporter calls it: the parity probe is built here when validating.
+
+    ``cases``/``reference``: the parity cases and their PyTorch outputs when the caller has them
+    already (a multi-precision export runs PyTorch once for all its graphs)."""
     probe = None
-    if validate and options.precision != "fp32" and options.fallback:
+    if validate and options.precision not in ("fp32", "bf16") and options.fallback:
         from bert_export.runtimes.cases import build_cases
 
         from .probe import ParityProbe
 
-        cases = build_cases(family, task, config, tokenizer, max_seq, seed)
-        probe = ParityProbe(graph, family.inputs, outputs, task, cases, pooling, max_seq, options.precision)
+        if cases is None:
+            cases, reference = build_cases(family, task, config, tokenizer, max_seq, seed), None
+        # the graph's own output types (--fp16-io: float16), which ORT runners check against what they are told
+        graph_outputs = tuple(TensorSpec(o.name, "float16", o.axes) for o in outputs) if options.fp16_io else outputs
+        runner = None
+        if options.runtime == "openvino":
+            from bert_export.runtimes.openvino_runner import HINTS, OpenVinoRunner
+
+            def runner(p: Path) -> Any:
+                return OpenVinoRunner(p, family.inputs, outputs, max_seq, precision_hint=HINTS[options.precision])
+        probe = ParityProbe(graph, family.inputs, graph_outputs, task, cases, pooling, max_seq, options.precision,
+                            runner=runner, reference=reference)
     return optimize_graph(path, family, family.inputs, options, tokenizer=tokenizer, max_seq=max_seq,
-                          vocab_size=int(config.vocab_size), probe=probe, seed=seed)
+                          vocab_size=int(config.vocab_size), probe=probe, seed=seed, ir_dir=ir_dir)
 
 
 def describe(options: OptimizeOptions) -> str:
     """The progress line for the step."""
-    what = ["fusing for " + ("ONNX Runtime" if options.runtime == "ort" else "TensorRT (standard ONNX)")] if options.optimize else []
+    target = {"ort": "ONNX Runtime", "trt": "TensorRT (standard ONNX)", "openvino": "OpenVINO (standard ONNX, then IR)"}[options.runtime]
+    what = ["fusing for " + target] if options.optimize else []
+    if options.bf16:
+        what.append("bf16 (OpenVINO precision hint)")
     if options.fp16:
         what.append("fp16" + (" with fp16 inputs/outputs" if options.fp16_io else ""))
     if options.int8:
-        what.append(f"int8 {options.mode}")
+        what.append("int8 " + (options.int8_mode or ("per-family default mode" if options.runtime == "ort" else str(options.mode))))
     return "Optimizing: " + ", ".join(what)
 
 

@@ -485,13 +485,15 @@ def bench(
     threads: int | None = None,
     with_torch: bool = True,
     progress: Callable[[int], Tick] | None = None,
+    precision: str | None = None,
 ) -> BenchResult:
     """Benchmark ``runtime`` (and PyTorch eager fp32 unless ``with_torch=False``) on every batch x seq.
 
     ``progress(total)`` is called once with the number of inferences to come and returns a
     callback ticked after each one (the CLI's progress bar). With ``threads`` this sets
     ``torch.set_num_threads`` for the process. The runtime runs all its cells first, then
-    PyTorch, so that each one's memory is measured without the other loaded.
+    PyTorch, so that each one's memory is measured without the other loaded. ``precision`` picks
+    one graph of a multi-precision bundle (default: its default).
     """
     from bert_export.exporter.bundle import load_bundle
 
@@ -504,7 +506,7 @@ def bench(
     if threads is not None and threads < 1:
         raise BertExportError(f"--threads must be >= 1, got {threads}")
     batches = parse_sizes(batches, "batch")
-    b = load_bundle(bundle_path)
+    b = load_bundle(bundle_path, precision=precision)
     seqs = resolve_seqs(parse_sizes(seqs, "seq") if seqs is not None else None, b.max_seq)
     family = get_family(b.manifest["family"])
     config = bundle_config(b)

@@ -48,8 +48,26 @@ def _trt(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
     return TrtRunner(bundle, options.get("trt_profile"), rebuild=bool(options.get("rebuild_engine")))
 
 
+def _openvino(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
+    """The bundle's OpenVINO IR when it has one (--runtime openvino exports), else its ONNX graph read by
+    OpenVINO; the precision hint comes from the manifest (f32 unless the bundle is bf16), or ``precision_hint``."""
+    from .openvino_runner import HINTS, OpenVinoRunner, require_openvino
+
+    require_openvino()
+    section = (bundle.manifest.get("optimization") or {}).get("openvino")
+    hint = options.get("precision_hint") or HINTS.get(bundle.precision, "f32")
+    if isinstance(section, dict) and isinstance(section.get("ir"), str) and isinstance(section.get("weights"), str):
+        hint = options.get("precision_hint") or str(section.get("precision_hint", hint))
+        if hint not in ("f32", "bf16"):
+            raise BertExportError(f"bundle {bundle.path}: unknown OpenVINO precision hint {hint!r}; re-export it")
+        return OpenVinoRunner(bundle.file(section["ir"]), bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads,
+                              precision_hint=hint, weights_path=bundle.file(section["weights"]))
+    return OpenVinoRunner(bundle.model_path, bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads, precision_hint=hint)
+
+
 # Runtime names the commands accept (providers.RUNTIME_NAMES lists the same, without importing this).
-RUNTIMES: dict[str, Callable[..., Runner]] = {"ort": _ort_cpu, "ort-cuda": _ort_gpu("ort-cuda"), "ort-trt": _ort_gpu("ort-trt"), "trt": _trt}
+RUNTIMES: dict[str, Callable[..., Runner]] = {"ort": _ort_cpu, "ort-cuda": _ort_gpu("ort-cuda"), "ort-trt": _ort_gpu("ort-trt"), "trt": _trt,
+                                             "openvino": _openvino}
 
 
 def make_runner(bundle: Bundle, runtime: str = "ort", threads: int | None = None, **options: Any) -> Runner:

@@ -9,16 +9,27 @@ JSON shapes (the contract; ``run --json`` prints these, the C++ demo prints the 
 - ``qa``:        ``{"answer": str, "score": float, "start": int, "end": int}``
   ``start``/``end`` are character offsets into the context, end exclusive, so
   ``context[start:end] == answer``. ``score`` = p(start) * p(end), each a softmax over the
-  context tokens only. No valid span (an empty or fully truncated context): answer "" and
-  score 0.0 at 0, 0.
+  context tokens only; spans of at most 30 tokens. No valid span (an empty or fully truncated
+  context): answer "" and score 0.0 at 0, 0. *Unlike* Hugging Face's pipeline (Python and
+  transformers.js), whose softmaxes also include the [CLS] token (then zero its score): the
+  winning span is the same (the denominators are constants; HF Python caps spans at 15 tokens,
+  transformers.js does not cap), but our score is higher by the [CLS] mass, i.e.
+  ``score_hf = score * (1 - q_start) * (1 - q_end)`` with ``q`` the [CLS] probability in the
+  softmax over context + [CLS]. We leave [CLS] out because these bundles answer extractively
+  (no "no answer" head convention is assumed).
 - ``seq-cls``:   ``{"label": str, "score": float}``: the argmax label (the model's id2label)
   and its softmax probability (sigmoid for a single-logit head).
 - ``token-cls``: ``{"entities": [{"label": str, "text": str, "score": float, "start": int,
-  "end": int}, ...]}``: one label per word (its first sub-token's argmax), then "simple"
-  aggregation: consecutive words with the same entity type merge (``B-X`` starts a new
-  entity, ``I-X`` continues one; labels without a B-/I- prefix merge when equal); words
-  labelled ``O`` are dropped. ``score`` is the mean of the words' probabilities; ``start``/
-  ``end`` are character offsets into the text, ``text == input[start:end]``.
+  "end": int}, ...]}``: Hugging Face's ``aggregation_strategy="first"``: one label per word
+  (its first sub-token's argmax and probability), then consecutive words with the same entity
+  type merge (``B-X`` starts a new entity, ``I-X`` continues one; labels without a B-/I- prefix
+  merge when equal); words labelled ``O`` are dropped. ``score`` is the mean of the words'
+  probabilities; ``start``/``end`` are character offsets into the text, ``text ==
+  input[start:end]`` (HF's ``word`` is the decoded tokens instead, lower-cased for uncased
+  models). Words are the tokenizer's own (``word_ids``): for WordPiece that is exactly HF's
+  word split; for byte-level BPE, HF's pipeline falls back to a whitespace heuristic (so
+  ``Paris,`` is one word there, two here). Not HF's "simple", which labels each sub-token by its
+  own argmax before grouping, so a word can split between entities.
 - ``mlm``:       ``{"fills": [{"start": int, "end": int, "candidates": [{"token": str,
   "id": int, "score": float}, ...]}, ...]}``: one entry per mask token, in text order;
   ``start``/``end`` locate the mask token in the text; ``top_k`` (default 5) candidates by

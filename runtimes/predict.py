@@ -23,6 +23,7 @@ import numpy as np
 from bert_export.models import BertExportError
 
 from . import postprocess as pp
+from . import qa_windows
 from .base import Runner
 from .factory import bundle_tokenizer, make_runner
 
@@ -87,10 +88,18 @@ def predict(
     threads: int | None = None,
     top_k: int = pp.TOP_K,
     max_answer_tokens: int = pp.MAX_ANSWER_TOKENS,
+    doc_stride: int | None = None,
+    max_question_len: int = qa_windows.MAX_QUESTION_LEN,
+    chunk: bool = False,
     runner: Runner | None = None,
     **runner_options: Any,
 ) -> Prediction:
-    """Run ``texts`` (or a ``question`` and ``context`` for qa) through ``bundle`` on ``runtime``."""
+    """Run ``texts`` (or a ``question`` and ``context`` for qa) through ``bundle`` on ``runtime``.
+
+    Longer than the bundle's maximum: a qa context is read in overlapping windows (``doc_stride``
+    tokens of overlap, default min(max_seq // 2, 128); runtimes/qa_windows.py); embed texts are
+    truncated with a note, or with ``chunk`` embedded in windows and mean-pooled (runtimes/long_embed.py).
+    """
     from bert_export.exporter.bundle import Bundle, load_bundle
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
@@ -107,7 +116,11 @@ def predict(
     try:
         runner.activate()
         if task == "qa":
-            results = [_qa(b, tokenizer, runner, question or "", context or "", max_answer_tokens)]
+            results = [_qa(b, tokenizer, runner, question or "", context or "", max_answer_tokens, doc_stride, max_question_len)]
+        elif task == "embed" and chunk:
+            from .long_embed import embed_chunked
+
+            results = [embed_chunked(b, tokenizer, runner, list(texts or ()), _feed)]
         else:
             results = _texts(b, tokenizer, runner, task, list(texts or ()), top_k)
         report = runner.provider_report() if hasattr(runner, "provider_report") else {"runtime": runner.name}
@@ -140,15 +153,16 @@ def _feed(b: Bundle, enc: Any) -> dict[str, np.ndarray]:
     return feed
 
 
-def _warn_truncated(tokenizer: Any, texts: Sequence[str], max_seq: int) -> None:
+def _warn_truncated(tokenizer: Any, texts: Sequence[str], max_seq: int, chunk_hint: bool = False) -> None:
     lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]]
     long = [i for i, n in enumerate(lengths) if n > max_seq]
     if long:
-        log.warning("note: %d text(s) exceed this bundle's %d tokens and were truncated (first: --text #%d)", len(long), max_seq, long[0] + 1)
+        log.warning("note: %d text(s) exceed this bundle's %d tokens and were truncated (first: --text #%d)%s", len(long), max_seq,
+                    long[0] + 1, "; embed with --chunk to cover them whole" if chunk_hint else "")
 
 
 def _texts(b: Bundle, tokenizer: Any, runner: Runner, task: str, texts: list[str], top_k: int) -> list[dict[str, Any]]:
-    _warn_truncated(tokenizer, texts, b.max_seq)
+    _warn_truncated(tokenizer, texts, b.max_seq, chunk_hint=task == "embed")
     id2label = (b.manifest.get("labels") or {}).get("id2label") or {}
     mask_id = getattr(tokenizer, "mask_token_id", None)
     if task == "mlm":
@@ -187,18 +201,39 @@ def _check_masks(tokenizer: Any, texts: Sequence[str], mask_id: int | None) -> N
         raise BertExportError(f"--text #{missing[0]} has no {token} to fill; write e.g. \"Paris is the {token} of France.\"")
 
 
-def _qa(b: Bundle, tokenizer: Any, runner: Runner, question: str, context: str, max_answer_tokens: int) -> dict[str, Any]:
+def _qa(b: Bundle, tokenizer: Any, runner: Runner, question: str, context: str, max_answer_tokens: int,
+        doc_stride: int | None = None, max_question_len: int = qa_windows.MAX_QUESTION_LEN) -> dict[str, Any]:
+    full = len(tokenizer([question], [context], truncation=False)["input_ids"][0])
+    if full > b.max_seq and context:
+        return _qa_windows(b, tokenizer, runner, question, context, max_answer_tokens, doc_stride, max_question_len, full)
     try:
         enc = tokenizer([question], [context], truncation="only_second", max_length=b.max_seq, return_offsets_mapping=True,
                         return_token_type_ids=True)
     except Exception as exc:  # the question alone does not fit: tokenizers raise a generic exception
         raise BertExportError(f"the question does not fit in this bundle's {b.max_seq} tokens ({str(exc).splitlines()[0][:120]}); "
                               "shorten the question") from None
-    full = len(tokenizer([question], [context], truncation=False)["input_ids"][0])
-    if full > b.max_seq:
-        log.warning("note: question + context are %d tokens; the context was truncated to this bundle's %d", full, b.max_seq)
     out = runner.infer(_feed(b, enc))
     sequence_ids = enc.sequence_ids(0)
     context_tokens = np.array([s == 1 for s in sequence_ids], dtype=bool)
     return pp.qa_result(out["start_logits"][0], out["end_logits"][0], context_tokens, enc["offset_mapping"][0], context,
                         max_answer_tokens)
+
+
+def _qa_windows(b: Bundle, tokenizer: Any, runner: Runner, question: str, context: str, max_answer_tokens: int,
+                doc_stride: int | None, max_question_len: int, full: int) -> dict[str, Any]:
+    """A context past the bundle's maximum: overlapping windows, batched, best span across them."""
+    stride = qa_windows.default_stride(b.max_seq, doc_stride)
+    enc, question, notes = qa_windows.encode_windows(tokenizer, question, context, b.max_seq, stride, max_question_len)
+    for note in notes:
+        log.warning("%s", note)
+    n = len(enc["input_ids"])
+    log.info("note: question + context are %d tokens; read in %d overlapping windows of %d (stride %d)", full, n, b.max_seq, stride)
+    chunk = min(CHUNK, getattr(getattr(runner, "profile", None), "max", (CHUNK,))[0])
+    feed = _feed(b, enc)
+    starts, ends = [], []
+    for lo in range(0, n, chunk):
+        out = runner.infer({k: v[lo:lo + chunk] for k, v in feed.items()})
+        starts.append(out["start_logits"])
+        ends.append(out["end_logits"])
+    windows = qa_windows.windows_from(enc, np.concatenate(starts), np.concatenate(ends), getattr(tokenizer, "cls_token_id", None))
+    return qa_windows.best_answer(windows, context, max_answer_tokens)

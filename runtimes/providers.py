@@ -32,7 +32,7 @@ ORT_RUNTIMES: dict[str, tuple[str, ...]] = {
 
 # Every runtime the commands accept (factory.RUNTIMES maps them to runners; kept here so the CLI
 # can offer the choices without importing onnxruntime).
-RUNTIME_NAMES = ("ort", "ort-cuda", "ort-trt", "trt")
+RUNTIME_NAMES = ("ort", "ort-cuda", "ort-trt", "trt", "openvino")
 
 # Set to 1 to treat the machine as GPU-less (tests; or to pin a job to the CPU).
 NO_GPU_ENV = "BERT_EXPORT_NO_GPU"

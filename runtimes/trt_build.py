@@ -147,7 +147,7 @@ def trt_major(trt: Any) -> int:
 # --- build records -----------------------------------------------------------------------------
 
 def onnx_sha256(bundle: Bundle) -> str | None:
-    graph = bundle.manifest["graph"]["file"]
+    graph = bundle.graph["file"]  # the selected precision's graph (--precision); the engine is built from it
     return (bundle.manifest.get("files", {}).get(graph) or {}).get("sha256")
 
 

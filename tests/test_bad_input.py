@@ -154,7 +154,7 @@ def test_validate_missing_bundle(capsys, tmp_path) -> None:
 
 def test_validate_truncated_bundle(capsys, make_bundle, copy_bundle) -> None:
     bundle = copy_bundle(make_bundle("bert", "qa"))
-    model = bundle / "model.onnx"
+    model = bundle / "onnx/model.onnx"
     model.write_bytes(model.read_bytes()[:1000])
     code, err = run_cli(capsys, "validate", str(bundle))
     assert_one_error_line(code, err, "model.onnx does not match its sha256", "re-export")
@@ -176,15 +176,15 @@ def test_validate_corrupt_manifest(capsys, make_bundle, copy_bundle) -> None:
 
 def _alter_weights(bundle: Path, rehash: bool) -> None:
     """Scale the largest initializer by 1.05 (what a bad re-quantization or a rogue edit does)."""
-    model = onnx.load(str(bundle / "model.onnx"))
+    model = onnx.load(str(bundle / "onnx/model.onnx"))
     biggest = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
     arr = onnx.numpy_helper.to_array(biggest) * 1.05
     biggest.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), biggest.name))
-    onnx.save(model, str(bundle / "model.onnx"))
+    onnx.save(model, str(bundle / "onnx/model.onnx"))
     if rehash:  # also forge the checksum: only the numeric comparison can catch this
         manifest = json.loads((bundle / MANIFEST).read_text())
-        entry = manifest["files"]["model.onnx"]
-        entry["sha256"], entry["bytes"] = sha256(bundle / "model.onnx"), (bundle / "model.onnx").stat().st_size
+        entry = manifest["files"]["onnx/model.onnx"]
+        entry["sha256"], entry["bytes"] = sha256(bundle / "onnx/model.onnx"), (bundle / "onnx/model.onnx").stat().st_size
         (bundle / MANIFEST).write_text(json.dumps(manifest))
 
 

@@ -123,8 +123,12 @@ def test_symlinked_directory_on_the_way_is_refused(capsys, tiny: Path, secret: P
 
 
 def test_graph_file_not_listed_is_refused(capsys, tiny: Path) -> None:
-    shutil.copy(tiny / "model.onnx", tiny / "other.onnx")
-    edit_manifest(tiny, lambda m: m["graph"].update(file="other.onnx", files=["other.onnx"]))
+    shutil.copy(tiny / "onnx/model.onnx", tiny / "other.onnx")
+
+    def point_at_other(m: dict) -> None:
+        for record in (m["graph"], m["graphs"][m["precision"]]):
+            record.update(file="other.onnx", files=["other.onnx"])
+    edit_manifest(tiny, point_at_other)
     refused(capsys, tiny, "graph.files names 'other.onnx', which is not listed in files")
 
 
@@ -145,13 +149,13 @@ def test_device_behind_a_link_is_refused(capsys, tiny: Path) -> None:
 def test_external_data_outside_the_listed_files_is_refused(capsys, tiny: Path, secret: Path) -> None:
     import onnx
 
-    model = onnx.load(str(tiny / "model.onnx"))
+    model = onnx.load(str(tiny / "onnx/model.onnx"))
     init = model.graph.initializer[0]
     init.ClearField("raw_data")
     init.data_location = onnx.TensorProto.EXTERNAL
     for key, value in (("location", "../outside/secret"), ("offset", "0"), ("length", "4")):
         init.external_data.add(key=key, value=value)
-    onnx.save(model, str(tiny / "model.onnx"))
+    onnx.save(model, str(tiny / "onnx/model.onnx"))
     resign(tiny)
     refused(capsys, tiny, "refers to external data '../outside/secret'")
 

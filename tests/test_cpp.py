@@ -166,7 +166,7 @@ def test_other_tasks_match_python(demo: Path, make_bundle: Callable[..., Path], 
 def test_tampered_bundle_is_refused(demo: Path, qa_bundle: Path, copy_bundle: Callable[[Path], Path], damage: str) -> None:
     bundle = copy_bundle(qa_bundle)
     if damage == "model":
-        path = bundle / "model.onnx"
+        path = bundle / "onnx/model.onnx"
         data = bytearray(path.read_bytes())
         data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data))

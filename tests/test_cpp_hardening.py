@@ -206,11 +206,9 @@ def symlink_out(bundle: Path) -> None:
 
 def symlinked_dir(bundle: Path) -> None:
     manifest = read_manifest(bundle)
-    outside = _outside(bundle, "model.onnx", (bundle / "model.onnx").read_bytes()).parent
-    (bundle / "model.onnx").unlink()
+    outside = _outside(bundle, "model.onnx", (bundle / "onnx/model.onnx").read_bytes()).parent
+    shutil.rmtree(bundle / "onnx")
     (bundle / "onnx").symlink_to(outside, target_is_directory=True)
-    manifest["graph"] = {**manifest["graph"], "file": "onnx/model.onnx", "files": ["onnx/model.onnx"]}
-    manifest["files"]["onnx/model.onnx"] = manifest["files"].pop("model.onnx")
     relist(bundle, manifest)
 
 
@@ -235,12 +233,12 @@ def directory_listed(bundle: Path) -> None:
 
 
 def graph_unlisted(bundle: Path) -> None:
-    shutil.copy(bundle / "model.onnx", bundle / "other.onnx")
+    shutil.copy(bundle / "onnx/model.onnx", bundle / "other.onnx")
     set_manifest(graph__file="other.onnx")(bundle)
 
 
 def graph_outside(bundle: Path) -> None:
-    outside = _outside(bundle, "model.onnx", (bundle / "model.onnx").read_bytes())
+    outside = _outside(bundle, "model.onnx", (bundle / "onnx/model.onnx").read_bytes())
     set_manifest(graph__file=f"../{outside.parent.name}/model.onnx")(bundle)
 
 
@@ -437,11 +435,8 @@ def test_valid_bundles_pass_under_sanitizers(asan_demo: Path, bases: dict[str, P
     assert proc.returncode == 0 and json.loads(proc.stdout)["answer"], proc.stderr
     moved = tmp_path / "moved"
     shutil.copytree(bases["qa"], moved)
-    manifest = read_manifest(moved)
-    (moved / "onnx").mkdir()
-    (moved / "model.onnx").rename(moved / "onnx" / "model.onnx")
+    manifest = read_manifest(moved)  # the bases' graphs are in onnx/ already; graph.file as a per-precision object too
     manifest["graph"] = {**manifest["graph"], "file": {"fp32": "onnx/model.onnx"}, "files": ["onnx/model.onnx"]}
-    manifest["files"]["onnx/model.onnx"] = manifest["files"].pop("model.onnx")
     relist(moved, manifest)
     proc = demo_run(asan_demo, moved, "--self-test")
     assert proc.returncode == 0 and "self-test: 3/3" in proc.stdout, proc.stdout + proc.stderr

@@ -53,7 +53,7 @@ def test_tiny_export_passes_fp32_gate(make_bundle, family: str, task: str) -> No
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_graph_has_named_dynamic_axes(make_bundle, family: str) -> None:
     bundle = make_bundle(family, "qa")
-    model = onnx.load(str(bundle / "model.onnx"), load_external_data=False)
+    model = onnx.load(str(bundle / "onnx/model.onnx"), load_external_data=False)
     manifest = load_bundle(bundle).manifest
     assert model.opset_import[0].version >= 18
     assert [i.name for i in model.graph.input] == [s["name"] for s in manifest["inputs"]]
@@ -96,7 +96,7 @@ def test_manifest_records_what_consumers_need(make_bundle) -> None:
     assert manifest["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 3]}]
     assert manifest["max_sequence_length"] == 128
     assert {"torch", "transformers", "onnx", "onnxruntime"} <= manifest["versions"].keys()
-    assert {"model.onnx", "config.json", "parity.json", "reference.safetensors", "vocab.txt"} <= manifest["files"].keys()
+    assert {"onnx/model.onnx", "config.json", "parity.json", "reference.safetensors", "vocab.txt"} <= manifest["files"].keys()
     assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
     assert manifest["parity"]["passed"] is True
     assert manifest["export"]["seconds"] > 0

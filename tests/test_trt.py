@@ -74,7 +74,7 @@ def _record(b: Any, **changes: Any) -> dict[str, Any]:
 def test_record_checks(bert_qa: Path) -> None:
     b = load_bundle(bert_qa)
     rec = _record(b)
-    assert rec["onnx_sha256"] == b.manifest["files"]["model.onnx"]["sha256"] and rec["compute_capability"] == "9.0"
+    assert rec["onnx_sha256"] == b.manifest["files"][b.graph["file"]]["sha256"] and rec["compute_capability"] == "9.0"
     trt_build.check_record(rec, b, trt_version="10.9.0", gpu=H100)
     cases = [
         ({}, dict(trt_version="10.10.0", gpu=H100), "built with TensorRT 10.9.0"),

@@ -217,7 +217,7 @@ void check_manifest(const json& m) {
   const std::string M = "manifest.json";
   as_object(m, M);
   const json* sv = find(m, "schema_version");
-  if (!sv || !sv->is_number_integer() || sv->get<int64_t>() != kSchemaVersion)
+  if (!sv || !sv->is_number_integer() || (sv->get<int64_t>() != kSchemaVersion && sv->get<int64_t>() != 1))
     throw BundleError("manifest schema_version " + (sv ? short_dump(*sv) : std::string("none")) + "; this demo reads version " +
                       std::to_string(kSchemaVersion) + ": re-export the bundle or update the demo");
   for (const char* key : {"family", "task", "precision", "inputs", "outputs", "graph", "files", "max_sequence_length"})

@@ -13,7 +13,7 @@
 
 namespace bx {
 
-constexpr int kSchemaVersion = 1;        // the manifest schema this demo reads (docs/bundle.md)
+constexpr int kSchemaVersion = 2;        // the newest manifest schema this demo reads (docs/bundle.md); 1 is read too
 constexpr int kMaxJsonDepth = 64;        // deeper JSON is refused before parsing
 constexpr uint64_t kMaxJsonBytes = 256ull << 20;  // manifest, tokenizer.json, golden.json, vocab.txt
 constexpr int64_t kMaxTokenId = (int64_t(1) << 31) - 1;  // ids fit the int32 inputs of any graph

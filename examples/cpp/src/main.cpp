@@ -29,6 +29,7 @@
 
 #include "bundle.h"
 #include "postprocess.h"
+#include "qa_windows.h"
 #include "tokenizer.h"
 #include "unicode.h"
 
@@ -480,7 +481,23 @@ int parse_threads(const std::string& v) {
 
 void usage() {
   std::cerr << "usage: bert_export_demo BUNDLE (--self-test | --tokenize TEXT | --text TEXT [--text TEXT ...] |\n"
-               "                                --question Q --context C) [--threads N]\n";
+               "                                --question Q --context C [--doc-stride N]) [--threads N]\n";
+}
+
+json qa_long(App& app, const bx::Encoding& full, const std::string& context, size_t max_seq, long doc_stride) {
+  size_t stride = doc_stride >= 0 ? size_t(doc_stride) : std::min(max_seq / 2, bx::kDocStride);
+  std::vector<bx::Encoding> windows;
+  try {
+    windows = bx::qa_windows(full, max_seq, stride);
+  } catch (const std::runtime_error& e) {
+    throw UsageError(e.what());
+  }
+  int64_t cls = app.bundle.manifest.at("special_tokens").at("cls").get<int64_t>();
+  auto logits = [&](size_t w) {
+    auto out = app.model->run(feed_of(windows[w]));
+    return std::make_pair(out.at("start_logits").data, out.at("end_logits").data);
+  };
+  return bx::qa_windows_result(windows, logits, cls, bx::utf8_decode(context), bx::kMaxAnswerTokens);
 }
 
 int run(int argc, char** argv) {
@@ -492,6 +509,7 @@ int run(int argc, char** argv) {
   std::vector<std::string> texts;
   bool selftest = false, has_q = false, has_c = false, has_tok = false;
   int threads = 0;
+  long doc_stride = -1;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -503,6 +521,12 @@ int run(int argc, char** argv) {
     else if (a == "--text") texts.push_back(value());
     else if (a == "--question") question = value(), has_q = true;
     else if (a == "--context") context = value(), has_c = true;
+    else if (a == "--doc-stride") {  // qa, long contexts: overlap between windows (qa_windows.h)
+      std::string v = value();
+      if (v.empty() || v.size() > 9 || v.find_first_not_of("0123456789") != std::string::npos)
+        throw UsageError("--doc-stride needs a number, got " + v);
+      doc_stride = std::stol(v);
+    }
     else if (a == "--threads") threads = parse_threads(value());
     else throw UsageError("unknown option " + a + "; see --help");
   }
@@ -522,6 +546,11 @@ int run(int argc, char** argv) {
   if (has_q || has_c) {
     if (task != "qa") throw UsageError("--question/--context are for qa bundles; this one is " + task + ": use --text");
     if (!has_q || !has_c) throw UsageError("qa needs both --question and --context");
+    bx::Encoding full = app.tok().encode_pair(question, context, 0);
+    if (full.ids.size() > max_seq) {  // longer than the bundle: overlapping windows (qa_windows.h)
+      std::cout << qa_long(app, full, context, max_seq, doc_stride).dump() << "\n";
+      return 0;
+    }
     bx::Encoding e = app.tok().encode_pair(question, context, max_seq);
     std::cout << dump(app.result(e, app.model->run(feed_of(e)), "", context)) << "\n";
     return 0;

@@ -1,0 +1,180 @@
+"""One bundle, one graph per precision: optimize each from the same export, gate each against PyTorch.
+
+    export_onnx (fp32, once) -> for each precision: copy -> optimize_export -> parity gate
+    -> onnx/model{,_fp16,_quantized}.onnx + manifest["graphs"][precision]
+
+PyTorch runs once per bundle: the parity cases' reference outputs are computed before the loop
+and shared by every precision's gate and by the int8/fp16 accuracy fallback's probe. The first
+precision is the bundle's default (``manifest["precision"]``, ``manifest["graph"]``, what
+``run``/``validate``/``bench`` and transformers.js use unless told otherwise).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bert_export.models import BertExportError, Family, ParityError, Task, TensorSpec
+from bert_export.quantize.pipeline import OptimizeOptions, optimize_export, update_manifest
+from bert_export.quantize.pipeline import describe as describe_optimization
+from bert_export.runtimes.cases import Case
+from bert_export.runtimes.ort_runner import OrtRunner
+from bert_export.runtimes.parity import Report, compare
+from bert_export.runtimes.torch_runner import TaskGraph, TorchRunner
+
+from .layout import parse_precisions, place_graph
+from .progress import Steps
+
+PARITY_DEFAULT = "parity.json"
+# Keys of a graph record that also form manifest["graph"] (the default graph, for simple consumers).
+GRAPH_KEYS = ("file", "files", "nodes", "ops", "exported_ops")
+
+
+def parity_file(precision: str, default: str) -> str:
+    """The default graph's report keeps its schema-1 name; the others are ``parity_<precision>.json``."""
+    return PARITY_DEFAULT if precision == default else f"parity_{precision}.json"
+
+
+def plan(options: OptimizeOptions, precisions: str | list[str] | tuple[str, ...] | None) -> list[OptimizeOptions]:
+    """The optimizer's options per graph, default first.
+
+    Without ``precisions`` this is the single graph ``--fp16``/``--int8`` asked for. With it, the
+    precision flags (``--fp16-io``, ``--int8-mode``, ``--calib-samples``, ``--no-fallback``) apply
+    to the graphs of their precision, and ``--fp16``/``--int8`` are refused (the list says it all).
+    """
+    if precisions is None:
+        options.check()
+        return [options]
+    wanted = parse_precisions(precisions)
+    if options.fp16 or options.int8:
+        raise BertExportError(f"--precisions replaces --fp16/--int8; list every precision, the default first "
+                              f"(e.g. --precisions {'int8' if options.int8 else 'fp16'},fp32)")
+    if options.fp16_io and "fp16" not in wanted:
+        raise BertExportError("--fp16-io applies to an fp16 graph; add fp16 to --precisions")
+    if options.int8_mode is not None and "int8" not in wanted:
+        raise BertExportError("--int8-mode applies to an int8 graph; add int8 to --precisions")
+    out = []
+    for p in wanted:
+        o = dataclasses.replace(options, fp16=p == "fp16", fp16_io=options.fp16_io and p == "fp16", int8=p == "int8",
+                                int8_mode=options.int8_mode if p == "int8" else None)
+        o.check()
+        out.append(o)
+    return out
+
+
+@dataclass
+class BuiltGraph:
+    precision: str
+    files: list[str]
+    record: dict[str, Any]  # manifest["graphs"][precision]
+    top: dict[str, Any]  # what the default graph puts at the manifest's top level (precision, runtime, optimization, outputs)
+    report: Report | None
+
+
+def torch_reference(graph: TaskGraph, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
+                    cases: list[Case], max_seq: int) -> list[dict[str, np.ndarray]]:
+    """PyTorch's outputs on every parity case (computed once per bundle)."""
+    with TorchRunner(graph, inputs, outputs, max_seq) as runner:
+        return [runner.infer({s.name: c.feed[s.name] for s in inputs}) for c in cases]
+
+
+def ort_results(path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], cases: list[Case],
+                max_seq: int) -> list[dict[str, np.ndarray]]:
+    with OrtRunner(path, inputs, outputs, max_seq) as runner:
+        return [runner.infer({s.name: c.feed[s.name] for s in inputs}) for c in cases]
+
+
+@dataclass
+class GraphJob:
+    """What every precision's build shares (the export, the model, the parity cases and reference)."""
+
+    family: Family
+    task: Task
+    outputs: tuple[TensorSpec, ...]
+    graph: TaskGraph
+    config: Any
+    tokenizer: Any | None
+    max_seq: int
+    seed: int
+    pooling: str
+    validate: bool
+    cases: list[Case] | None
+    reference: list[dict[str, np.ndarray]] | None
+
+
+def build_graphs(bundle_dir: Path, exported: Path, base: dict[str, Any], plans: list[OptimizeOptions], job: GraphJob,
+                 steps: Steps) -> list[BuiltGraph]:
+    """Optimize, gate and place one graph per plan into ``bundle_dir/onnx/``; raises ParityError on a failed gate.
+
+    ``base`` holds the exported graph's manifest entries (``graph``, ``outputs``, ``precision``,
+    ``runtime``) that ``update_manifest`` rewrites per precision.
+    """
+    default = plans[0].precision
+    built = []
+    for options in plans:
+        p = options.precision
+        with tempfile.TemporaryDirectory(prefix=f".work-{p}-", dir=bundle_dir.parent) as work_dir:
+            work = _copy_graph(exported, Path(work_dir))
+            scratch = copy.deepcopy(base)
+            if options.optimize or p != "fp32":  # quantize/: fusions for the target, fp16/int8, fallback
+                with steps.step(describe_optimization(options) + (f" ({p} graph)" if len(plans) > 1 else "")):
+                    ir_dir = bundle_dir / ("openvino" if len(plans) == 1 else f"openvino-{p}") if options.runtime == "openvino" else None
+                    optimized = optimize_export(work, job.family, job.task, job.outputs, job.graph, job.config, job.tokenizer,
+                                                job.max_seq, job.seed, job.pooling, options, job.validate, ir_dir=ir_dir,
+                                                cases=job.cases, reference=job.reference)
+                update_manifest(scratch, optimized)
+            report = None
+            if job.validate:
+                assert job.cases is not None and job.reference is not None
+                with steps.step(f"Checking parity of the {p} graph against PyTorch on {len(job.cases)} cases"):
+                    graph_outputs = tuple(TensorSpec(o["name"], o["dtype"], tuple(o["shape"])) for o in scratch["outputs"])
+                    ir = getattr(optimized, "ir_path", None) if options.runtime == "openvino" else None
+                    if ir is not None:  # --runtime openvino: the gate runs the IR with the hint it ships with
+                        from bert_export.runtimes.openvino_runner import OpenVinoRunner
+
+                        with OpenVinoRunner(ir, job.family.inputs, graph_outputs, job.max_seq,
+                                            precision_hint=optimized.openvino.hint) as ov:
+                            results = [ov.infer({s.name: c.feed[s.name] for s in job.family.inputs}) for c in job.cases]
+                    else:
+                        results = ort_results(work, job.family.inputs, graph_outputs, job.cases, job.max_seq)
+                    report = compare(job.task, job.outputs, job.cases, job.reference, results,
+                                     runtime="openvino" if ir is not None else "ort", precision=p, pooling=job.pooling)
+                if not steps.quiet:
+                    steps.console.print(report.table())
+                if not report.passed:
+                    error = ParityError(f"parity gate failed for the {p} graph ({'; '.join(report.failures[:3])}); nothing was written")
+                    error.report = report
+                    raise error
+            files = place_graph(work, bundle_dir, p)
+        built.append(_record(p, files, scratch, report, parity_file(p, default), bundle_dir))
+    return built
+
+
+def _copy_graph(exported: Path, work: Path) -> Path:
+    """The exported graph and its external data (same names, so its references still resolve)."""
+    for src in exported.parent.iterdir():
+        if src == exported or src.name.startswith(exported.name):
+            shutil.copyfile(src, work / src.name)
+    return work / exported.name
+
+
+def _record(precision: str, files: list[str], scratch: dict[str, Any], report: Report | None, report_file: str,
+            bundle_dir: Path) -> BuiltGraph:
+    graph = {**scratch["graph"], "file": files[0], "files": files}
+    record: dict[str, Any] = {**{k: graph[k] for k in GRAPH_KEYS if k in graph}, "outputs": scratch["outputs"]}
+    extra = {k: v for k, v in scratch.items() if k not in ("graph", "outputs", "precision", "runtime")}
+    record.update(extra)  # optimization (and whatever update_manifest adds)
+    if report is not None:
+        (bundle_dir / report_file).write_text(report.dumps() + "\n", encoding="utf-8")
+        record["parity"] = {"passed": True, "runtime": report.runtime, "summary": report.summary,
+                            "gate": report.to_json()["gate"], "report": report_file}
+    top = {"precision": precision, "runtime": scratch.get("runtime", "ort"), "outputs": scratch["outputs"], **extra,
+           "graph": {k: graph[k] for k in GRAPH_KEYS if k in graph}}
+    return BuiltGraph(precision, files, record, top, report)

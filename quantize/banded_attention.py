@@ -1,0 +1,292 @@
+"""Banded (blocked) local attention for ModernBERT's sliding-window layers: O(n·w) instead of O(n²).
+
+ModernBERT attends within ``|i - j| <= local_attention / 2`` in two of every three layers. The
+exported graph (transformers 5 SDPA, fused by quantize/fusion.py) computes those layers as one
+``com.microsoft.MultiHeadAttention`` per layer with the band folded into a dense
+``[batch, 1, seq, seq]`` additive bias, so they pay the full quadratic time and memory of a
+global layer (8192 tokens: 62 s and 8.1 GB on ModernBERT-base).
+
+What exists already, and why it does not fit (checked against ONNX Runtime 1.32 and ONNX 1.23):
+
+* ``com.microsoft.MultiHeadAttention`` / ``Attention``: no window argument; the band can only be
+  given as a dense bias, which is what makes the local layers quadratic. Its CPU flash path runs
+  only with no mask and no bias at all.
+* ``com.microsoft.GroupQueryAttention`` has ``local_window_size``, but it is a causal decoder op
+  (past/present KV cache, ``seqlens_k``, the window looks left only): a bidirectional encoder
+  window cannot be expressed with it.
+* ``com.microsoft.SparseAttention`` is CUDA only (block-sparse causal layouts for Phi-3).
+* ONNX ``Attention`` (opset 23) takes ``attn_mask`` and ``is_causal``: a dense mask again, no
+  window; and opset 23 is newer than what TensorRT 10 and onnxruntime-web read.
+
+So the rewrite is our own, in standard ONNX ops that every runtime we ship to has
+(Reshape, Transpose, Pad, Slice, Concat, MatMul, Where, Softmax): the sequence is padded to a
+multiple of the block size ``b = w/2``; query block ``c`` attends the keys of blocks
+``c-1, c, c+1`` (``3b`` keys, which cover ``±w/2`` exactly); inside that ``[b, 3b]`` tile a
+constant band and the key-padding mask (from the graph's ``attention_mask``) select the keys.
+Time and memory are ``O(n · 3b)`` per layer. Masked scores are *replaced* by a finite fill
+(not ``-inf``): rows with no key at all (padding past the last real token) stay finite in
+fp32 and fp16, so nothing leaks into real positions. Global layers are left untouched.
+
+The rule matches the fused MultiHeadAttention whose bias is built from a
+``LessOrEqual(Abs(Sub(i, j)), h)`` band and a key-padding mask of a graph input; both facts are
+read from the graph, nothing from names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+
+import numpy as np
+import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
+from onnxscript.rewriter import RewriteRuleClassBase, RewriteRuleSet
+
+MS = "com.microsoft"
+# The fill for scores outside the window: finite in fp32 and fp16 (fp16's lowest), far below any real score.
+MASKED_SCORE = -65504.0
+# Ancestors searched for the band and the padding mask above an attention bias (the mask subgraph is ~20 nodes).
+_SEARCH_LIMIT = 200
+
+
+def _ancestors(value: ir.Value, limit: int = _SEARCH_LIMIT) -> Iterable[ir.Node]:
+    """Breadth-first producers of ``value``; a Shape's input carries no data, so it is not followed."""
+    seen: set[int] = set()
+    queue = deque([value])
+    while queue and len(seen) < limit:
+        node = queue.popleft().producer()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        if node.op_type != "Shape":
+            queue.extend(i for i in node.inputs if i is not None)
+
+
+def _const_int(value: ir.Value | None) -> int | None:
+    if value is None:
+        return None
+    tensor = value.const_value
+    if tensor is None:
+        node = value.producer()
+        if node is not None and node.op_type == "Constant" and "value" in node.attributes:
+            tensor = node.attributes["value"].value
+    if tensor is None:
+        return None
+    array = np.asarray(tensor.numpy()).ravel()
+    return int(array[0]) if array.size == 1 else None
+
+
+def find_band(bias: ir.Value) -> tuple[int, ir.Value] | None:
+    """(half_window, attention_mask input) when ``bias`` is a sliding-window + key-padding mask, else None.
+
+    The band is ``LessOrEqual(Abs(Sub(...)), h)`` (transformers' bidirectional sliding-window
+    mask); the padding mask is a graph input among the bias's ancestors. A bias without a band
+    (a global layer) or with anything we cannot read returns None and the node is left alone.
+    """
+    half, mask = None, None
+    for node in _ancestors(bias):
+        if node.op_type == "LessOrEqual" and node.inputs[0] is not None:
+            absolute = node.inputs[0].producer()
+            if absolute is not None and absolute.op_type == "Abs":
+                h = _const_int(node.inputs[1])
+                if h is None or (half is not None and h != half):
+                    return None
+                half = h
+        for value in node.inputs:
+            if value is not None and value.is_graph_input() and value.shape is not None and len(value.shape) == 2:
+                mask = value
+    if half is None or mask is None or half < 1:
+        return None
+    return half, mask
+
+
+class BandedLocalAttention(RewriteRuleClassBase):
+    """MultiHeadAttention(q, k, v, bias=band ∧ padding) -> blocked attention over ``3·(w/2)`` keys per query."""
+
+    def __init__(self) -> None:
+        super().__init__(name="BandedLocalAttention")
+        self._found: dict[int, tuple[int, ir.Value]] = {}
+
+    def pattern(self, op, query, key, value, bias):  # type: ignore[no-untyped-def]
+        return op.MultiHeadAttention(query, key, value, None, None, bias, _domain=MS, _outputs=["attn"])
+
+    def check(self, context, query, key, value, bias, attn, **_) -> bool:  # type: ignore[no-untyped-def]
+        node = attn.producer()
+        if node is None or len(node.outputs) != 1:
+            return False
+        attrs = node.attributes
+        if attrs.get("unidirectional") is not None and attrs["unidirectional"].as_int():
+            return False
+        hidden = query.shape[-1] if query.shape is not None and len(query.shape) == 3 else None
+        if not isinstance(hidden, int) or key.shape != query.shape or value.shape is None or value.shape[-1] != hidden:
+            return False
+        band = find_band(bias)
+        if band is None:
+            return False
+        self._found[id(bias)] = band
+        return True
+
+    def rewrite(self, op, query, key, value, bias, attn, **_):  # type: ignore[no-untyped-def]
+        node = attn.producer()
+        half, mask = self._found[id(bias)]
+        heads = node.attributes["num_heads"].as_int()
+        hidden = int(query.shape[-1])
+        head = hidden // heads
+        scale_attr = node.attributes.get("scale")
+        scale = scale_attr.as_float() if scale_attr is not None and scale_attr.as_float() != 0 else 1.0 / math.sqrt(head)
+        return blocked_attention(op, query, key, value, mask, half=half, heads=heads, head=head, scale=scale)
+
+
+def _ints(op, values: list[int]):  # type: ignore[no-untyped-def]
+    return op.Constant(value=ir.tensor(np.asarray(values, dtype=np.int64)))
+
+
+def _float(op, value: float):  # type: ignore[no-untyped-def]
+    """A float32 scalar as a ``value`` tensor (ONNX Runtime's symbolic shape inference reads no ``value_float``)."""
+    return op.Constant(value=ir.tensor(np.asarray(value, dtype=np.float32)))
+
+
+def blocked_attention(op, query, key, value, mask, *, half: int, heads: int, head: int, scale: float):  # type: ignore[no-untyped-def]
+    """Softmax(q kᵀ·scale + band/padding) v over blocks of ``b = half`` queries and their ``3b`` neighbour keys.
+
+    q/k/v are [batch, seq, heads·head] (MultiHeadAttention's layout); so is the result.
+    """
+    b = half
+    seq = op.Shape(query, start=1, end=2)  # [1]
+    blocks = op.Div(op.Add(seq, _ints(op, [b - 1])), _ints(op, [b]))  # ceil(seq / b)
+    tail = op.Sub(op.Mul(blocks, _ints(op, [b])), seq)  # padding up to the block multiple
+    zero, one = _ints(op, [0]), _ints(op, [b])
+    q_pads = op.Concat(_ints(op, [0, 0, 0, 0, 0, 0]), tail, _ints(op, [0]), axis=0)
+    kv_pads = op.Concat(_ints(op, [0, 0]), one, _ints(op, [0, 0, 0]), op.Add(tail, one), _ints(op, [0]), axis=0)
+
+    def heads_first(x):  # [B, S, H*D] -> [B, H, S, D]
+        return op.Transpose(op.Reshape(x, _ints(op, [0, 0, heads, head])), perm=[0, 2, 1, 3])
+
+    def windows(x, axis: int):  # blocks 0..n+1 on `axis` -> concat of (c-1, c, c+1) for c in 0..n-1, on axis+1
+        parts = []
+        for k in range(3):
+            start = _ints(op, [k])
+            end = op.Add(blocks, _ints(op, [k]))
+            parts.append(op.Slice(x, start, end, _ints(op, [axis])))
+        return op.Concat(*parts, axis=axis + 1)
+
+    q = op.Mul(heads_first(query), op.CastLike(_float(op, scale), query))
+    q = op.Reshape(op.Pad(q, q_pads), _ints(op, [0, heads, -1, b, head]))  # [B, H, n, b, D]
+    k = op.Reshape(op.Pad(heads_first(key), kv_pads), _ints(op, [0, heads, -1, b, head]))  # [B, H, n+2, b, D]
+    v = op.Reshape(op.Pad(heads_first(value), kv_pads), _ints(op, [0, heads, -1, b, head]))
+    k_win, v_win = windows(k, 2), windows(v, 2)  # [B, H, n, 3b, D]
+    scores = op.MatMul(q, op.Transpose(k_win, perm=[0, 1, 2, 4, 3]))  # [B, H, n, b, 3b]
+
+    # which keys each query may see: the constant band inside the tile, and real (unpadded) keys
+    rows, cols = np.arange(b)[:, None], np.arange(3 * b)[None, :]
+    band = op.Constant(value=ir.tensor(np.abs(cols - b - rows) <= half))  # [b, 3b] bool
+    m_pads = op.Concat(_ints(op, [0]), one, _ints(op, [0]), op.Add(tail, one), axis=0)
+    keys = op.Reshape(op.Pad(op.Cast(mask, to=ir.DataType.INT64), m_pads), _ints(op, [0, -1, b]))  # [B, n+2, b]
+    keys = op.Cast(op.Unsqueeze(windows(keys, 1), _ints(op, [1, 3])), to=ir.DataType.BOOL)  # [B, 1, n, 1, 3b]
+    allowed = op.And(band, keys)  # [B, 1, n, b, 3b]
+    fill = op.CastLike(_float(op, MASKED_SCORE), scores)
+    probs = op.Softmax(op.Where(allowed, scores, fill), axis=-1)
+    out = op.MatMul(probs, v_win)  # [B, H, n, b, D]
+    out = op.Reshape(out, _ints(op, [0, heads, -1, head]))  # [B, H, n*b, D]
+    out = op.Slice(out, zero, seq, _ints(op, [2]))
+    return op.Reshape(op.Transpose(out, perm=[0, 2, 1, 3]), _ints(op, [0, 0, heads * head]))
+
+
+# Ops a pure key-padding bias is built from (transformers' bidirectional mask): no position comparison
+# other than ``position >= 0``, so nothing causal or windowed.
+_PADDING_MASK_OPS = frozenset({"Shape", "Squeeze", "Unsqueeze", "Range", "GreaterOrEqual", "And", "Max", "Expand",
+                               "Concat", "GatherND", "Gather", "Cast", "Where", "Reshape", "Constant", "Slice"})
+
+
+def find_key_padding(bias: ir.Value) -> ir.Value | None:
+    """The [batch, seq] attention_mask input when ``bias`` only masks padded keys, else None."""
+    mask = None
+    for node in _ancestors(bias):
+        if node.op_type not in _PADDING_MASK_OPS or node.domain not in ("", "ai.onnx"):
+            return None
+        if node.op_type == "GreaterOrEqual" and _const_int(node.inputs[1]) != 0:
+            return None
+        for value in node.inputs:
+            if value is not None and value.is_graph_input() and value.shape is not None and len(value.shape) == 2:
+                mask = value
+    return mask
+
+
+class FlashGlobalAttention(RewriteRuleClassBase):
+    """Global layers: key padding as one extra q/k feature, so ONNX Runtime's CPU flash attention runs.
+
+    ONNX Runtime's CPU MultiHeadAttention takes its memory-light flash path (MLAS, O(n) memory)
+    only with no bias and no mask; with the padding bias it materialises [batch, heads, n, n]
+    probabilities (3.2 GB at 8192 on ModernBERT-base). Appending one feature per head,
+    ``q' = [q, 1]`` and ``k' = [k, (mask - 1) · PAD_PENALTY]``, adds exactly 0 to every real key's
+    score and ``-PAD_PENALTY · scale`` to every padded key's (exp underflows to 0), with the
+    scale pinned to ``1/sqrt(head)``: the same attention, with no bias. The penalty is finite
+    in fp16 so that ``0 · penalty`` stays 0.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="FlashGlobalAttention")
+        self._found: dict[int, ir.Value] = {}
+
+    def pattern(self, op, query, key, value, bias):  # type: ignore[no-untyped-def]
+        return op.MultiHeadAttention(query, key, value, None, None, bias, _domain=MS, _outputs=["attn"])
+
+    def check(self, context, query, key, value, bias, attn, **_) -> bool:  # type: ignore[no-untyped-def]
+        node = attn.producer()
+        if node is None or len(node.outputs) != 1 or "unidirectional" in node.attributes:
+            return False
+        hidden = query.shape[-1] if query.shape is not None and len(query.shape) == 3 else None
+        if not isinstance(hidden, int) or key.shape != query.shape:
+            return False
+        mask = find_key_padding(bias)
+        if mask is None:
+            return False
+        self._found[id(bias)] = mask
+        return True
+
+    def rewrite(self, op, query, key, value, bias, attn, **_):  # type: ignore[no-untyped-def]
+        node = attn.producer()
+        mask = self._found[id(bias)]
+        heads = node.attributes["num_heads"].as_int()
+        hidden = int(query.shape[-1])
+        head = hidden // heads
+        scale_attr = node.attributes.get("scale")
+        scale = scale_attr.as_float() if scale_attr is not None and scale_attr.as_float() != 0 else 1.0 / math.sqrt(head)
+        per_head = _ints(op, [0, 0, heads, head])
+        flat = _ints(op, [0, 0, heads * (head + 1)])
+        q4, k4 = op.Reshape(query, per_head), op.Reshape(key, per_head)  # [B, S, H, D]
+        ones = op.Expand(op.CastLike(_float(op, 1.0), query),
+                         op.Concat(op.Shape(q4, start=0, end=3), _ints(op, [1]), axis=0))  # [B, S, H, 1]
+        penalty = op.Mul(op.Sub(op.CastLike(mask, key), op.CastLike(_float(op, 1.0), key)),
+                         op.CastLike(_float(op, PAD_PENALTY), key))  # [B, S]: 0 real, -P padded
+        extra = op.Expand(op.Unsqueeze(penalty, _ints(op, [2, 3])), op.Shape(ones))  # [B, S, H, 1]
+        q2 = op.Reshape(op.Concat(q4, ones, axis=-1), flat)
+        k2 = op.Reshape(op.Concat(k4, extra, axis=-1), flat)
+        return op.MultiHeadAttention(q2, k2, value, num_heads=heads, scale=scale, _domain=MS)
+
+
+PAD_PENALTY = 30000.0
+
+
+def banded_local_attention(model: ir.Model, *, flash_global: bool = True) -> int:
+    """Rewrite every sliding-window MultiHeadAttention in ``model``; returns how many were rewritten.
+
+    With ``flash_global`` the global layers' padding bias also becomes a key feature
+    (``FlashGlobalAttention``) so that they run ONNX Runtime's O(n)-memory flash kernel.
+    """
+    count = RewriteRuleSet([BandedLocalAttention.rule()]).apply_to_model(model)
+    if flash_global:
+        RewriteRuleSet([FlashGlobalAttention.rule()]).apply_to_model(model)
+    if count:
+        common_passes.CommonSubexpressionEliminationPass()(model)  # one copy of the shared mask/shape ops
+        common_passes.RemoveUnusedNodesPass()(model)
+    return count
+
+
+def local_attention_count(model: ir.Model) -> int:
+    """How many MultiHeadAttention nodes still carry a sliding-window bias (0 after the rewrite)."""
+    return sum(1 for n in model.graph.all_nodes()
+               if n.op_type == "MultiHeadAttention" and len(n.inputs) > 5 and n.inputs[5] is not None
+               and find_band(n.inputs[5]) is not None)

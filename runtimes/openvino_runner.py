@@ -1,0 +1,108 @@
+"""OpenVINO runner (CPU): the bundle's OpenVINO IR, or its ONNX graph read by OpenVINO's frontend.
+
+The precision OpenVINO computes in is a *hint* on the compiled model, not a property of the
+file: on CPUs with AVX512-BF16 or AMX OpenVINO defaults to bf16, which fails an fp32 gate. So
+the runner always sets ``INFERENCE_PRECISION_HINT`` from the bundle's manifest (``f32`` unless
+the bundle was exported as ``bf16``) and reports what the compiled model really uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bert_export.models import BertExportError, TensorSpec
+from bert_export.models.support import first_line
+
+from .base import Outputs, Runner
+
+INSTALL_HINT = "install the OpenVINO extra: pip install 'bert-export[openvino]'"
+# bert-export precision -> OpenVINO inference precision hint
+HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f32"}
+
+
+def require_openvino() -> Any:
+    """The ``openvino`` module, or one clear error naming the extra."""
+    try:
+        import openvino
+    except ImportError:
+        raise BertExportError(f"--runtime openvino needs the openvino package; {INSTALL_HINT}") from None
+    return openvino
+
+
+class OpenVinoRunner(Runner):
+    """Compiles an OpenVINO IR (``.xml`` + ``.bin``) or an ONNX file for the CPU and runs it."""
+
+    name = "openvino"
+
+    def __init__(self, model_path: str | Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+                 max_seq: int | None = None, *, threads: int | None = None, precision_hint: str = "f32",
+                 device: str = "CPU", weights_path: str | Path | None = None, latency: bool = True,
+                 perf_count: bool = False) -> None:
+        super().__init__(inputs, outputs, max_seq)
+        self.model_path, self.weights_path = Path(model_path), weights_path
+        self.threads, self.precision_hint, self.device = threads, precision_hint, device
+        self.latency, self.perf_count = latency, perf_count
+        self.compiled: Any = None
+        self.request: Any = None
+
+    def config(self) -> dict[str, str]:
+        cfg = {"INFERENCE_PRECISION_HINT": self.precision_hint,
+               "PERFORMANCE_HINT": "LATENCY" if self.latency else "THROUGHPUT"}
+        if self.threads:
+            cfg["INFERENCE_NUM_THREADS"] = str(self.threads)
+        if self.perf_count:
+            cfg["PERF_COUNT"] = "YES"
+        return cfg
+
+    def _activate(self) -> None:
+        ov = require_openvino()
+        core = ov.Core()
+        try:
+            if self.weights_path is not None:
+                model = core.read_model(str(self.model_path), str(self.weights_path))
+            else:
+                model = core.read_model(str(self.model_path))
+            self.compiled = core.compile_model(model, self.device, self.config())
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line C++ messages
+            raise BertExportError(f"OpenVINO could not load {self.model_path.name}: {first_line(exc, 300)}; re-export the bundle") from None
+        names = {n for port in self.compiled.outputs for n in port.get_names()}
+        missing = [o for o in self.output_names if o not in names]
+        takes = sorted(n for port in self.compiled.inputs for n in port.get_names())
+        if missing or takes != sorted(s.name for s in self.inputs):
+            self.compiled = None
+            what = f"outputs {missing}" if missing else f"inputs {takes}"
+            raise BertExportError(f"OpenVINO model {self.model_path.name} does not match its manifest ({what} differ from "
+                                  "what the manifest lists); re-export the bundle")
+        self.request = self.compiled.create_infer_request()
+
+    def _deactivate(self) -> None:
+        self.request = self.compiled = None
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> Outputs:
+        result = self.request.infer(feed, share_inputs=True)
+        by_name = {n: result[port] for port in self.compiled.outputs for n in port.get_names()}
+        return {name: np.array(by_name[name], dtype=np.float32) for name in self.output_names}
+
+    def provider_report(self) -> dict[str, Any]:
+        """What OpenVINO compiled for: device, the precision it really computes in, threads."""
+        report: dict[str, Any] = {"runtime": "openvino", "device": self.device, "precision_hint": self.precision_hint}
+        if self.compiled is not None:
+            for key in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS"):
+                try:
+                    value = self.compiled.get_property(key)
+                    report[key.lower()] = value.to_string() if hasattr(value, "to_string") else str(value)
+                except Exception:
+                    pass
+        return report
+
+    def perf_counters(self) -> list[dict[str, Any]]:
+        """Per-op profile of the last inference (needs ``perf_count=True``)."""
+        out = []
+        for p in self.request.get_profiling_info():
+            out.append({"name": p.node_name, "type": p.node_type, "exec_type": p.exec_type,
+                        "us": p.real_time.total_seconds() * 1e6, "status": str(p.status)})
+        return out
