@@ -18,7 +18,8 @@ import numpy as np
 from bert_export.models import BertExportError
 from bert_export.runtimes import postprocess as pp
 from bert_export.runtimes.base import Runner
-from bert_export.runtimes.predict import _feed, _texts
+from bert_export.runtimes.predict import _feed, _qa_windows, _texts
+from bert_export.runtimes.qa_windows import MAX_QUESTION_LEN
 
 MAX_TEXT_CHARS = 20_000  # per input; longer ones are refused (run truncates tokens, but a server bounds its work)
 
@@ -115,8 +116,11 @@ class TextModel:
                 replies[k].error = (f"the question does not fit in this bundle's {b.max_seq} tokens "
                                     f"({str(exc).splitlines()[0][:120]}); shorten the question")
                 continue
-            if full > b.max_seq:
-                replies[k].note = f"note: question + context are {full} tokens; the context was truncated to this bundle's {b.max_seq}"
+            if full > b.max_seq and it["CONTEXT"]:  # as run does: overlapping windows, best span across them
+                replies[k].json = _dumps(_qa_windows(b, tok, self.runner, it["QUESTION"], it["CONTEXT"], pp.MAX_ANSWER_TOKENS,
+                                                     None, MAX_QUESTION_LEN, full))
+                replies[k].note = f"note: question + context are {full} tokens; read in overlapping windows of {b.max_seq}"
+                continue
             ok.append(k)
         if not ok:
             return replies

@@ -243,10 +243,11 @@ def test_serve_qa_concurrent_http_grpc_equals_run_json(qa_server: Server, minilm
         assert QA[i][1][got["start"]:got["end"]] == got["answer"]
 
 
-def test_serve_long_context_is_truncated_with_a_note(qa_server: Server, minilm_qa: Path) -> None:
+def test_serve_long_context_reads_windows_like_run(qa_server: Server, minilm_qa: Path) -> None:
+    """A context past the bundle's maximum is read in overlapping windows, as `run` does, with a note."""
     question, context = QA[0][0], QA[0][1] + " Filler sentence about nothing in particular." * 60
     out = infer(qa_server, "http", {"QUESTION": [question.encode()], "CONTEXT": [context.encode()]})
-    assert out["ERROR"] == [""] and "truncated" in out["NOTE"][0] and "128" in out["NOTE"][0]
+    assert out["ERROR"] == [""] and "overlapping windows" in out["NOTE"][0] and "128" in out["NOTE"][0]
     assert close(json.loads(out["JSON"][0]), run_json(minilm_qa, "--question", question, "--context", context))
 
 
