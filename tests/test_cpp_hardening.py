@@ -535,7 +535,7 @@ def test_fuzz_target_runs_clean(tmp_path: Path) -> None:
     shutil.copytree(CPP / "fuzz" / "corpus", corpus)
     seconds = int(os.environ.get("BERT_EXPORT_FUZZ_SECONDS", "30"))
     run = subprocess.run(
-        [str(CPP / "build-fuzz" / "bx_fuzz"), f"-max_total_time={seconds}", "-max_len=16384", "-timeout=10",
+        [str(CPP / "build-fuzz" / "bx_fuzz"), f"-max_total_time={seconds}", "-seed=1", "-max_len=16384", "-timeout=10",
          "-rss_limit_mb=2048", "-print_final_stats=1", f"-artifact_prefix={tmp_path}/", str(corpus)],
         capture_output=True, text=True, timeout=seconds + 300, errors="replace",
         env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
