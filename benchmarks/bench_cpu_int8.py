@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_precision import median_ms  # one timing loop for both precision benchmarks (same folder)
 
 HERE = Path(__file__).resolve().parent
 THREADS = 2
@@ -62,17 +63,6 @@ def feeds(names: list[str], vocab: int, batch: int, seq: int) -> dict[str, np.nd
     f = {"input_ids": rng.integers(5, vocab, (batch, seq), dtype=np.int64),
          "attention_mask": np.ones((batch, seq), np.int64), "token_type_ids": np.zeros((batch, seq), np.int64)}
     return {n: f[n] for n in names}
-
-
-def median_ms(fn: Any, runs: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return round(statistics.median(times) * 1000, 2)
 
 
 def family_info(family: str, tiny: bool) -> tuple[list[str], int, dict[str, Any]]:
