@@ -34,6 +34,17 @@ def needs(available: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def own_peak_rss(argv: list[str]) -> list[str]:
+    """`argv` run through a small `sh` that forks it, so the child's peak RSS is its own.
+
+    Linux carries a process's peak RSS (getrusage ru_maxrss, which libFuzzer's -rss_limit_mb
+    reads too) across execve, and a fork's copy of the parent's pages counts toward it: a child
+    spawned straight from a pytest that has grown to 2 GB starts with a 2 GB "peak". Forking
+    from a fresh `sh` (not exec-ing in place: `; exit $?` keeps sh alive) starts the count at
+    the child's own size."""
+    return ["sh", "-c", '"$@"; exit $?', "sh", *argv]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("BERT_EXPORT_SLOW") == "1":
         return

@@ -19,6 +19,7 @@ from bert_export.runtimes import bench as bench_mod
 from bert_export.runtimes.ort_runner import OrtRunner
 from bert_export.runtimes.predict import Prediction
 
+from .conftest import own_peak_rss
 from .test_bad_input import assert_one_error_line, run_cli
 
 CLI = [sys.executable, "-c", "from bert_export.exporter.cli import main; main()"]  # the entry point (-m misses subcommands)
@@ -78,11 +79,26 @@ def test_absurd_sizes_in_bounded_memory(tmp_path: Path) -> None:
              ".ru_maxrss // 1024)); from bert_export.exporter.cli import main; main(sys.argv[1:])")
     for args in (["--config", "hidden_size=1048576", "--config", "num_attention_heads=1"], ["--num-labels", "1000000000"],
                  ["--config", "max_position_embeddings=100000000"]):
-        proc = subprocess.run([sys.executable, "-c", probe, "bert", "--task", "seq-cls", "--random-init", *args,
-                               "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(own_peak_rss([sys.executable, "-c", probe, "bert", "--task", "seq-cls", "--random-init",
+                                            *args, "--out", str(tmp_path / "o")]),
+                              capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
-        assert int(proc.stdout.split()[-1]) < 2048, f"peak RSS {proc.stdout.strip()} MB for {args}"
+        assert int(proc.stdout.split()[-1]) < 1024, f"peak RSS {proc.stdout.strip()} MB for {args}"
+
+
+def test_own_peak_rss_measures_the_child_alone() -> None:
+    """The memory bounds above (and the fuzz run's) hold only if a child's peak is its own: spawned
+    straight from this process it starts at this process' resident size (Linux keeps ru_maxrss
+    across execve), through own_peak_rss it does not."""
+    ballast = bytearray(400 << 20)
+    ballast[::4096] = b"\x01" * len(ballast[::4096])  # resident, not just reserved
+    probe = [sys.executable, "-S", "-c", "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)"]
+    direct = int(subprocess.run(probe, capture_output=True, text=True, check=True).stdout)
+    wrapped = int(subprocess.run(own_peak_rss(probe), capture_output=True, text=True, check=True).stdout)
+    del ballast
+    assert direct >= 400, f"direct child's peak {direct} MB: the inherited peak no longer shows (kernel changed?)"
+    assert wrapped < 100, f"child's own peak {wrapped} MB through own_peak_rss"
 
 
 # --------------------------------------------------------------------------- run: invalid UTF-8, NaN

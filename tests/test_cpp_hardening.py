@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import needs
+from tests.conftest import needs, own_peak_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 CPP = ROOT / "examples" / "cpp"
@@ -534,9 +534,10 @@ def test_fuzz_target_runs_clean(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     shutil.copytree(CPP / "fuzz" / "corpus", corpus)
     seconds = int(os.environ.get("BERT_EXPORT_FUZZ_SECONDS", "30"))
-    run = subprocess.run(
-        [str(CPP / "build-fuzz" / "bx_fuzz"), f"-max_total_time={seconds}", "-seed=1", "-max_len=16384", "-timeout=10",
-         "-rss_limit_mb=2048", "-print_final_stats=1", f"-artifact_prefix={tmp_path}/", str(corpus)],
+    run = subprocess.run(  # own_peak_rss: libFuzzer's RSS limit would otherwise count pytest's own size
+        own_peak_rss([str(CPP / "build-fuzz" / "bx_fuzz"), f"-max_total_time={seconds}", "-seed=1", "-max_len=16384",
+                      "-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1", f"-artifact_prefix={tmp_path}/",
+                      str(corpus)]),
         capture_output=True, text=True, timeout=seconds + 300, errors="replace",
         env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
     assert run.returncode == 0, run.stderr[-5000:]
