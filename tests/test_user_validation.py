@@ -113,35 +113,60 @@ def sst(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> SimpleNam
     # moves no prediction; this one measurably does, which is what the gates below must see.
     int8 = export("bert", "seq-cls", model=str(ckpt), max_seq=128, out=root / "int8", validate=False,
                   optimization=OptimizeOptions(int8=True, int8_mode="static", fallback=False)).bundle
-    return SimpleNamespace(root=root, ckpt=ckpt, data=data, fp32=fp32, int8=int8)
+    # The same texts labelled with the checkpoint's own predictions: PyTorch scores 100% on them, so
+    # every prediction int8 changes is a drop (on the gold labels, flips can cancel out).
+    self_data = root / "self-labelled.csv"
+    with self_data.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        w.writerows(zip([t for t, _ in eval_rows()], checkpoint_predictions(ckpt, [t for t, _ in eval_rows()])))
+    return SimpleNamespace(root=root, ckpt=ckpt, data=data, self_data=self_data, fp32=fp32, int8=int8)
+
+
+def checkpoint_predictions(ckpt: Path, texts: list[str]) -> list[str]:
+    import torch
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(ckpt))
+    model = transformers.BertForSequenceClassification.from_pretrained(str(ckpt)).eval()
+    with torch.inference_mode():
+        logits = model(**tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")).logits
+    return [model.config.id2label[int(i)] for i in logits.argmax(-1)]
 
 
 # --- the real-data case ------------------------------------------------------------------------
 
 
 def test_int8_metric_drop_reported_and_gated(sst: SimpleNamespace, tmp_path: Path, run_cli) -> None:
-    """The metric table shows PyTorch and int8 side by side; a zero-drop gate fails with exit 1; reports written."""
+    """The metric table shows PyTorch and int8 side by side; a zero-drop gate fails with exit 1; reports written.
+
+    On the gold labels: the metrics mean something (above the majority class) and int8 moves
+    predictions. The gate itself is then checked on the same texts labelled with the checkpoint's own
+    predictions, where every moved prediction is a drop, so this test cannot pass by cancellation."""
     from junitparser import Failure, JUnitXml
 
+    gold = tmp_path / "gold.json"
+    run_cli("validate", sst.int8, "--model", sst.ckpt, "--data", sst.data, "--max-metric-drop", "100", "--report", gold)
+    g = json.loads(gold.read_text())
+    gold_acc = next(row for row in g["metrics"] if row["name"] == "accuracy")
+    n = len(eval_rows())
+    majority = max(sum(lab == "positive" for _, lab in eval_rows()), sum(lab == "negative" for _, lab in eval_rows())) / n
+    assert gold_acc["reference"] > majority + 0.03, (gold_acc, majority)  # the head learned the task
+    flipped = g["data"]["disagreements"]["count"]
+    assert flipped > 0, "static int8 changed no prediction on this data; the gate test below needs a drop"
+
     report, junit, md = tmp_path / "r.json", tmp_path / "r.xml", tmp_path / "r.md"
-    proc = run_cli("validate", sst.int8, "--model", sst.ckpt, "--data", sst.data, "--max-metric-drop", "0",
+    proc = run_cli("validate", sst.int8, "--model", sst.ckpt, "--data", sst.self_data, "--max-metric-drop", "0",
                    "--report", report, "--junit", junit, "--markdown", md)
     r = json.loads(report.read_text())
     rows = {row["name"]: row for row in r["metrics"]}
     assert set(rows) == {"accuracy", "macro_f1"}
     acc = rows["accuracy"]
-    n = len(eval_rows())
     assert r["data"]["examples"] == n and r["data"]["batches"] == -(-n // 16)
-    # the head learned the task: above always answering the majority class (the labels mean something)
-    majority = max(sum(lab == "positive" for _, lab in eval_rows()), sum(lab == "negative" for _, lab in eval_rows())) / n
-    assert acc["reference"] > majority + 0.03, (acc, majority)
-    assert acc["drop_points"] == pytest.approx(100 * (acc["reference"] - acc["candidate"]), abs=1e-6)
-    # fractions of n examples
-    assert round(acc["reference"] * n) == pytest.approx(acc["reference"] * n, abs=1e-6)
-    flipped = r["data"]["disagreements"]["count"]
-    assert flipped > 0, "static int8 changed no prediction on this data; the gate test below needs a drop"
-    if max(row["drop_points"] for row in rows.values()) <= 0:  # flips that cancel out: no drop for the gate to catch
-        pytest.skip(f"int8 changed {flipped} predictions but its metric did not drop on this run; the gate needs a drop")
+    assert r["data"]["disagreements"]["count"] == flipped  # same texts, same predictions
+    assert acc["reference"] == 1.0  # the labels are PyTorch's own answers
+    assert acc["candidate"] * n == pytest.approx(n - flipped, abs=1e-6)  # each moved prediction costs one
+    assert acc["drop_points"] == pytest.approx(100 * flipped / n, abs=1e-6)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert error_lines(proc)[-1].startswith("error: ") and "drop" in error_lines(proc)[-1]
     assert "Traceback" not in proc.stderr
@@ -166,7 +191,7 @@ def test_int8_metric_drop_reported_and_gated(sst: SimpleNamespace, tmp_path: Pat
     from bert_export.evaluation import validate_data
 
     limit = max(row["drop_points"] for row in rows.values()) + 0.01
-    again = validate_data(sst.int8, model=sst.ckpt, data=sst.data, max_metric_drop=limit)
+    again = validate_data(sst.int8, model=sst.ckpt, data=sst.self_data, max_metric_drop=limit)
     assert [g.passed for g in again.gates if "drop" in g.name] == [True, True]
     assert [row.to_json() for row in again.metrics] == r["metrics"]
 
