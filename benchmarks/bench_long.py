@@ -177,6 +177,8 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS[:4]))
     ap.add_argument("--validate", action="store_true", help="Export the banded bundle with the parity gate (its 8192 case).")
     ap.add_argument("--work", type=Path, default=None, help="Keep bundles and outputs here (default: a temp dir).")
+    ap.add_argument("--note", default="shared machine (other jobs running): compare ratios within this run",
+                    help="How loaded the machine was, for the report.")
     ap.add_argument("--child", nargs=4, metavar=("VARIANT", "SEQ", "BUNDLE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -205,7 +207,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": THREADS,
-                    "note": "shared machine (other jobs running); ratios within this run"},
+                    "note": args.note},
         "bundles": bundles, "rows": rows, "parity": compare(outs, lengths),
     }
     from bert_export.models.support import versions
@@ -214,6 +216,21 @@ def main() -> None:
     (HERE / "long_inputs.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     write_report(result)
     plot(result)
+
+
+def gflop(seq: int, banded: bool) -> float:
+    """Encoder GFLOP of ModernBERT-base at ``seq`` (batch 1): the projections and MLP (linear in seq), the
+    global layers' QK^T and PV (quadratic), and the local layers' (``3 * w/2`` keys per query when banded,
+    all ``seq`` keys when dense). Softmax, norms and activations are left out (a few %)."""
+    from transformers import ModernBertConfig
+
+    c = ModernBertConfig()
+    h, inter, layers, w = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.local_attention
+    n_global = sum(kind == "full_attention" for kind in c.layer_types)
+    linear = 2 * seq * (h * 3 * h + h * h + h * 2 * inter + inter * h) * layers
+    attn = lambda keys: 2 * 2 * seq * keys * h  # noqa: E731  QK^T and PV, multiply-add = 2
+    local_keys = min(seq, 3 * (w // 2)) if banded else seq
+    return (linear + n_global * attn(seq) + (layers - n_global) * attn(local_keys)) / 1e9
 
 
 def _table(result: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -232,7 +249,7 @@ def write_report(result: dict[str, Any]) -> None:
              f"{result['versions'].get('onnxruntime')}, torch {result['versions'].get('torch')}. "
              "Each cell ran in its own process; seconds are medians of the runs listed in long_inputs.json "
              "(3 runs, 2 at 4096, 1 for the dense and PyTorch variants at 8192; warm-up at the same length below 4096); memory is the peak resident set "
-             "above the loaded model. The machine was shared with other jobs: compare ratios within this table.", "",
+             f"above the loaded model. Machine: {result['machine'].get('cpu')}, {result['machine'].get('note')}.", "",
              "| seq | " + " | ".join(f"{v} s" for v in t) + " | " + " | ".join(f"{v} MB" for v in t) + " | dense/banded | pytorch/banded |",
              "|---:|" + "---:|" * (2 * len(t) + 2)]
     for seq in lengths:
@@ -243,6 +260,19 @@ def write_report(result: dict[str, Any]) -> None:
     if "banded" in t and 2048 in t["banded"] and 8192 in t["banded"]:
         grow = {v: t[v][8192]["seconds"] / t[v][2048]["seconds"] for v in t if 2048 in t[v] and 8192 in t[v]}
         lines += ["", "Growth 2048 -> 8192 (time): " + ", ".join(f"{v} {g:.1f}x" for v, g in grow.items()) + "."]
+        lines += ["", f"The work itself grows {gflop(8192, True) / gflop(2048, True):.1f}x from 2048 to 8192 with banded local "
+                  f"layers ({gflop(2048, True):.0f} -> {gflop(8192, True):.0f} GFLOP: the global layers' attention is exact, so "
+                  f"quadratic) and {gflop(8192, False) / gflop(2048, False):.1f}x with dense ones; a time growth below the work's "
+                  "growth needs the long runs to be more efficient than the short ones.", "",
+                  "Throughput (GFLOP/s of the model's own work, `gflop()` in the script; fp32 rows only):", "",
+                  "| seq | GFLOP banded | GFLOP dense | " + " | ".join(f"{v}" for v in t if not v.startswith("int8")) + " |",
+                  "|---:|---:|---:|" + "---:|" * len([v for v in t if not v.startswith("int8")])]
+        for seq in lengths:
+            cells = []
+            for v in (v for v in t if not v.startswith("int8")):
+                work = gflop(seq, v == "banded")
+                cells.append(f"{work / t[v][seq]['seconds']:.0f}" if seq in t[v] else "-")
+            lines.append(f"| {seq} | {gflop(seq, True):.0f} | {gflop(seq, False):.0f} | " + " | ".join(cells) + " |")
     lines += ["", "Parity against PyTorch at every length (fp32: max |diff| of last_hidden_state; int8: min cosine per token):", "",
               "| check | " + " | ".join(map(str, lengths)) + " |", "|---|" + "---:|" * len(lengths)]
     for name, by_len in result["parity"].items():
