@@ -157,8 +157,8 @@ def local_errors(xs: dict[str, list[np.ndarray]], weights: dict[str, np.ndarray]
                  smooth: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Per node: relative error of its own int8 product on the *reference* inputs (upstream error excluded).
 
-    ``scheme``: ``rows`` (dynamic: per-token scales, after SmoothQuant's ``smooth`` factors) or ``tensor``
-    (static/NNCF: one calibrated range). Simulated in numpy from one fp32 run: no graph is rebuilt.
+    ``scheme``: ``rows`` (dynamic: per-token scales, after SmoothQuant's ``smooth`` factors), ``tensor-dynamic``
+    (one scale per input tensor at run time, after ``smooth``) or ``tensor`` (static/NNCF: one calibrated range). Simulated in numpy from one fp32 run: no graph is rebuilt.
     """
     out = {}
     for name, w in weights.items():
@@ -172,7 +172,12 @@ def local_errors(xs: dict[str, list[np.ndarray]], weights: dict[str, np.ndarray]
             x_all, w = [x / f for x in x_all], w * f[:, None]
         wq, num, den = fake_quant_weight(w), 0.0, 0.0
         for x in x_all:
-            xq = fake_quant_rows(x) if scheme == "rows" else fake_quant_tensor(x, lo, hi)
+            if scheme == "rows":
+                xq = fake_quant_rows(x)
+            elif scheme == "tensor-dynamic":  # DynamicQuantizeMatMul: this input's own range, at run time
+                xq = fake_quant_tensor(x, float(x.min()), float(x.max()))
+            else:
+                xq = fake_quant_tensor(x, lo, hi)
             y = x @ w
             num += float(np.square(xq @ wq - y).sum())
             den += float(np.square(y).sum())
@@ -212,7 +217,8 @@ def gate_line(report: Any) -> str:
 
 def accuracy_fallback(candidates: Sequence[str], build: Build, probe: Probe, reference_graph: Path | None,
                       feeds: Sequence[dict[str, np.ndarray]], max_kept: int | None = None, *,
-                      rank: Rank | None = None, budget_s: float = DEFAULT_BUDGET_S, progress: bool = True) -> FallbackResult:
+                      rank: Rank | None = None, budget_s: float = DEFAULT_BUDGET_S, progress: bool = True,
+                      kept_label: str = "fp32") -> FallbackResult:
     """Keep the most sensitive nodes in fp32, as few as the parity gate (``probe``) allows."""
     start = time.perf_counter()
     first = build(frozenset())
@@ -233,7 +239,7 @@ def accuracy_fallback(candidates: Sequence[str], build: Build, probe: Probe, ref
     built = [0]  # the k whose graph is on disk now (-1: a set from the shrinking pass)
     _last_built[0] = frozenset()
 
-    with _Progress(progress, limit) as bar:
+    with _Progress(progress, limit, kept_label) as bar:
         def trial(k: int) -> bool:
             rep = probe(build(frozenset(order[:k])))
             reports[k], built[0], _last_built[0] = rep, k, frozenset(order[:k])
@@ -317,8 +323,8 @@ def _short(summary: dict[str, Any]) -> dict[str, Any]:
 class _Progress:
     """A transient rich progress bar: trials run, k kept, and the gate numbers of the last trial."""
 
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total = enabled, total
+    def __init__(self, enabled: bool, total: int, kept_label: str = "fp32") -> None:
+        self.enabled, self.total, self.kept_label = enabled, total, kept_label
         self.progress: Any = None
 
     def __enter__(self) -> _Progress:
@@ -335,7 +341,7 @@ class _Progress:
 
     def show(self, k: int, total: int, report: Any, elapsed: float) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, completed=k, description=f"{k}/{total} kept fp32: {gate_line(report)}")
+            self.progress.update(self.task, completed=k, description=f"{k}/{total} kept {self.kept_label}: {gate_line(report)}")
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:

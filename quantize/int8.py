@@ -121,7 +121,7 @@ def smooth_factors(src: Path, feeds: list, alpha: float = SMOOTH_ALPHA) -> dict[
 
 
 def quantize_rowwise(src: Path, dst: Path, exclude: set[str] | frozenset[str] = frozenset(),
-                     smooth: dict[str, np.ndarray] | None = None) -> None:
+                     smooth: dict[str, np.ndarray] | None = None, per_tensor: set[str] | frozenset[str] = frozenset()) -> None:
     """Dynamic INT8 with one activation scale per token row, on ONNX Runtime's u8s8 integer GEMM.
 
     Per MatMul ``y = x @ W`` (W an initializer [K, N]):
@@ -136,6 +136,10 @@ def quantize_rowwise(src: Path, dst: Path, exclude: set[str] | frozenset[str] = 
     blocks): on this AVX512-VNNI EPYC it runs a 128x768x3072 MatMul in 2.2 ms against 0.46 ms
     for MatMulInteger and 2.9 ms for fp32; this construct takes 0.8 ms. Caveat: on CPUs without
     VNNI, u8s8 kernels (vpmaddubsw) can saturate with full-range int8 weights.
+
+    Nodes in ``per_tensor`` (chosen by the granularity pass, quantize/pipeline.py) use ONNX Runtime's
+    ``DynamicQuantizeMatMul`` instead: one activation scale per tensor, quantization fused into the
+    GEMM (one kernel instead of nine), for the MatMuls whose inputs have no outlier rows.
     """
     from onnx import helper, numpy_helper
 
@@ -164,6 +168,10 @@ def quantize_rowwise(src: Path, dst: Path, exclude: set[str] | frozenset[str] = 
         w_q = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
         model.graph.initializer.extend([numpy_helper.from_array(w_q, f"{p}_Wq"), numpy_helper.from_array(w_scale.astype(np.float32), f"{p}_ws")])
         used.add(node.input[1])
+        if p in per_tensor:  # activation range per tensor, quantized inside the GEMM kernel
+            new_nodes.append(helper.make_node("DynamicQuantizeMatMul", [x, f"{p}_Wq", f"{p}_ws"], [y], name=f"{p}_int8t",
+                                              domain="com.microsoft"))
+            continue
         new_nodes += [
             helper.make_node("Abs", [x], [f"{p}_abs"], name=f"{p}_abs"),
             helper.make_node("ReduceMax", [f"{p}_abs", "rq_axes"], [f"{p}_amax"], name=f"{p}_amax", keepdims=1),

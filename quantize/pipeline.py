@@ -35,6 +35,7 @@ TARGETS = ("ort", "trt", "openvino")
 # openvino quantizes with NNCF (static, calibrated).
 DEFAULT_INT8_MODE = {"ort": "dynamic", "trt": "static", "openvino": "nncf"}
 DEFAULT_CALIB_SAMPLES = 24
+MIN_PER_TENSOR_BUDGET_S = 30.0  # the per-tensor pass's floor when the fp32 fallback used the whole budget
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class OptimizeOptions:
     fallback: bool = True
     fallback_budget: float = DEFAULT_BUDGET_S
     banded_attention: bool = True  # sliding-window layers as blocked attention (quantize/banded_attention.py)
+    per_tensor: bool = True  # dynamic int8: MatMuls that pass with one activation scale per tensor use the fused kernel
 
     @property
     def precision(self) -> str:
@@ -102,6 +104,7 @@ class OptimizeResult:
     openvino: Any = None  # quantize.openvino.IrResult for --runtime openvino
     ir_path: Path | None = None
     banded_layers: int = 0
+    granularity: FallbackResult | None = None  # dynamic int8: which MatMuls stay per-row (the rest per-tensor)
 
     def to_manifest(self) -> dict[str, Any]:
         o = self.options
@@ -120,6 +123,13 @@ class OptimizeResult:
                 "kernel": "QDQ" if static else "MatMulIntegerToFloat (u8s8)",
                 "mode_choice": self.mode_choice,
             }
+            if self.granularity is not None:
+                g = self.granularity.to_json()
+                g["kept_per_row"] = g.pop("kept_fp32")
+                per_tensor = self.ops.get("DynamicQuantizeMatMul", 0)
+                out["int8"]["kernel"] = (f"MatMulIntegerToFloat (u8s8, per-row activations) on {self.ops.get('MatMulIntegerToFloat', 0)} "
+                                         f"MatMuls, DynamicQuantizeMatMul (per-tensor, fused) on {per_tensor}")
+                out["int8"]["granularity"] = g
         if self.openvino is not None:
             out["openvino"] = self.openvino.to_manifest()
         if o.fp16 or o.int8:
@@ -174,6 +184,10 @@ def optimize_graph(
                 reference = work / "fp32-unpacked.onnx" if options.mode == "dynamic" else fp32_path
                 result.fallback = accuracy_fallback(candidates, build, probe, reference, feeds[:8], rank=rank,
                                                     budget_s=options.fallback_budget)
+                if options.mode == "dynamic" and options.per_tensor and result.fallback.passed:
+                    left = max(options.fallback_budget - result.fallback.seconds, MIN_PER_TENSOR_BUDGET_S)
+                    result.granularity = per_tensor_pass(reference, path, build.smooth, frozenset(result.fallback.kept),  # type: ignore[attr-defined]
+                                                         probe, feeds[:8], left)
             else:
                 build(frozenset())
     _count_ops(path, result)
@@ -249,6 +263,7 @@ def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, f
         def build_dynamic(keep: frozenset[str]) -> Path:
             int8_mod.quantize_rowwise(unpacked, out, exclude=keep, smooth=smooth)
             return out
+        build_dynamic.smooth = smooth  # type: ignore[attr-defined]  # the per-tensor pass reuses the calibration
         candidates = int8_mod.quantizable_nodes(onnx.load(str(unpacked)))
         return build_dynamic, candidates, lambda q: onnx_local_rank(unpacked, candidates, feeds[:8], "rows", smooth)(q)
     cache = work / "calibration.json"
@@ -257,6 +272,26 @@ def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, f
         int8_mod.quantize_static(fp32_path, out, feeds, cache, symmetric=options.runtime == "trt", exclude=keep)
         return out
     return build_static, candidates, lambda q: onnx_local_rank(fp32_path, candidates, feeds[:8], "tensor")(q)
+
+
+def per_tensor_pass(unpacked: Path, out: Path, smooth: dict[str, Any], fp32_kept: frozenset[str], probe: Callable[[Path], Any],
+                    feeds: list, budget_s: float) -> FallbackResult:
+    """Dynamic int8, second pass: move the MatMuls that tolerate one activation scale per tensor to ONNX
+    Runtime's fused ``DynamicQuantizeMatMul``; the rest keep per-row scales.
+
+    Per-row scales are what make int8 pass the gate on BERT-like activations (outlier tokens), but they
+    cost nine small ops around each GEMM. Not every MatMul needs them: the same bounded search as the
+    fp32 fallback (``accuracy_fallback``: ranked once by the local error of per-tensor quantization,
+    then doubling, bisection and shrinking of the set kept per-row) finds the fewest per-row MatMuls
+    that still pass. The fp32 set of the first pass is left alone; if the budget runs out before a
+    passing mix is found, every MatMul stays per-row (the first pass's graph, which passed)."""
+    candidates = [n for n in int8_mod.quantizable_nodes(onnx.load(str(unpacked))) if n not in fp32_kept]
+
+    def build(per_row: frozenset[str]) -> Path:
+        int8_mod.quantize_rowwise(unpacked, out, exclude=fp32_kept, smooth=smooth, per_tensor=frozenset(candidates) - per_row)
+        return out
+    rank = onnx_local_rank(unpacked, candidates, feeds, "tensor-dynamic", smooth)
+    return accuracy_fallback(candidates, build, probe, None, feeds, rank=rank, budget_s=budget_s, kept_label="per-row")
 
 
 def _save_ir(model: ir.Model, path: Path) -> None:
