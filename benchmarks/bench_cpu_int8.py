@@ -44,12 +44,12 @@ FFN = (128, 768, 3072)
 # label -> (kind, how it is built). kind: ort (an .onnx file), ov (an IR or ONNX for OpenVINO, with a hint), torch
 VARIANTS: dict[str, dict[str, Any]] = {
     "PyTorch eager fp32": {"kind": "torch"},
-    "plain export fp32 (ORT)": {"kind": "ort", "file": "plain/model.onnx"},
-    "ours fp32 fused (ORT)": {"kind": "ort", "file": "fp32/model.onnx"},
-    "ours int8 dynamic (ORT)": {"kind": "ort", "file": "int8-dynamic/model.onnx"},
-    "ours int8 static (ORT)": {"kind": "ort", "file": "int8-static/model.onnx"},
+    "plain export fp32 (ORT)": {"kind": "ort", "file": "plain/onnx/model.onnx"},
+    "ours fp32 fused (ORT)": {"kind": "ort", "file": "fp32/onnx/model.onnx"},
+    "ours int8 dynamic (ORT)": {"kind": "ort", "file": "int8-dynamic/onnx/model_quantized.onnx"},
+    "ours int8 static (ORT)": {"kind": "ort", "file": "int8-static/onnx/model_quantized.onnx"},
     "ORT quantize_dynamic defaults": {"kind": "ort", "file": "ort-qdq-default.onnx"},
-    "OpenVINO default (plain export)": {"kind": "ov", "file": "plain/model.onnx", "hint": None},
+    "OpenVINO default (plain export)": {"kind": "ov", "file": "plain/onnx/model.onnx", "hint": None},
     "OpenVINO + NNCF defaults": {"kind": "ov", "file": "nncf-default/model.xml", "hint": None},
     "ours OpenVINO int8 (NNCF + fallback, f32 hint)": {"kind": "ov", "file": "ov-int8/openvino/model.xml", "hint": "f32"},
     "ours OpenVINO int8, bf16 hint": {"kind": "ov", "file": "ov-int8/openvino/model.xml", "hint": "bf16", "skip": True},
@@ -120,7 +120,7 @@ def prepare(family: str, work: Path, tiny: bool) -> dict[str, Any]:
         except Exception as exc:  # a failed gate is a result too
             seconds[name] = {"seconds": round(time.perf_counter() - t, 1), "error": str(exc)[:300]}
         print(f"  {family} {name}: {seconds[name]}", flush=True)
-    plain = root / "plain" / "model.onnx"
+    plain = root / "plain" / "onnx" / "model.onnx"
     if not (root / "ort-qdq-default.onnx").exists():
         from onnxruntime.quantization import quantize_dynamic
 
@@ -147,7 +147,7 @@ def nncf_default(onnx_path: Path, out: Path, family: str, tiny: bool) -> None:
     from bert_export.runtimes.factory import load_tokenizer
 
     fam = get_family(family)
-    tok = load_tokenizer(onnx_path.parent)
+    tok = load_tokenizer(onnx_path.parent.parent)  # the bundle: graphs live in onnx/
     _, vocab, _ = family_info(family, tiny)
     data = calibration_feeds(fam.inputs, tok, samples=32, max_seq=128, vocab_size=vocab)
     model = ov.convert_model(str(onnx_path))
@@ -304,7 +304,7 @@ def gates(work: Path) -> dict[str, Any]:
             fb = res.manifest["optimization"].get("fallback", {})
             out[name] = {**_gate(res.manifest["parity"]["summary"]), "kept_fp32": len(fb.get("kept_fp32", [])),
                          "export_s": round(time.perf_counter() - t, 1)}
-    plain = root / "plain" / "model.onnx"
+    plain = root / "plain" / "onnx" / "model.onnx"
     fam, task = get_family("bert"), get_task("embed")
     source = load_source(fam, task, model=minilm)
     tok = load_tokenizer(root / "plain")
