@@ -64,6 +64,7 @@ class IrResult:
     fallback: FallbackResult | None = None
     ignored: list[str] = field(default_factory=list)
     ops: dict[str, int] = field(default_factory=dict)
+    bf16_trial: dict[str, Any] | None = None  # int8: the gate with the bf16 hint (kept when it passes)
 
     def to_manifest(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ir": IR_XML, "weights": IR_BIN, "version": self.version, "device": DEVICE,
@@ -71,6 +72,8 @@ class IrResult:
         if self.precision == "int8":
             out["int8"] = {"tool": f"nncf {self.nncf_version}", "model_type": "transformer", "preset": "nncf default (mixed)",
                            "ignored_scope": self.ignored}
+            if self.bf16_trial is not None:
+                out["int8"]["bf16_hint_trial"] = self.bf16_trial
         return out
 
 
@@ -131,8 +134,14 @@ def _run_exposed(ov: Any, model: Any, tensors: set[str], feeds: Sequence[dict[st
 @quiet_loggers("nncf", "openvino", level=logging.ERROR, root=True)
 def build_ir(onnx_path: Path, ir_dir: Path, precision: str, feeds: list[dict[str, np.ndarray]],
              probe: Callable[[Path], Any] | None, *, fallback: bool = True, seed: int = 0,
-             budget_s: float = 240.0) -> IrResult:
-    """Convert ``onnx_path`` and write ``ir_dir/model.xml``/``.bin`` in ``precision`` (fp32|bf16|int8)."""
+             budget_s: float = 240.0, bf16_probe: Callable[[Path], Any] | None = None) -> IrResult:
+    """Convert ``onnx_path`` and write ``ir_dir/model.xml``/``.bin`` in ``precision`` (fp32|bf16|int8).
+
+    INT8 with ``bf16_probe`` (the same gate, run with the bf16 hint): on a CPU that computes bf16, the
+    parts NNCF leaves unquantized (attention, LayerNorm, GELU, the MatMuls kept by the fallback) run in
+    bf16 when the int8 gate still holds that way, which is what OpenVINO does by default there. The
+    hint is only tried where this CPU has bf16: elsewhere OpenVINO would silently compute f32, and the
+    gate would prove nothing about the bf16 math a deployment CPU would do."""
     ov, nncf = require(precision == "int8")
     ir_dir.mkdir(parents=True, exist_ok=True)
     xml = ir_dir / "model.xml"
@@ -163,8 +172,22 @@ def build_ir(onnx_path: Path, ir_dir: Path, precision: str, feeds: list[dict[str
         result.ignored = list(result.fallback.kept)
     else:
         build(frozenset())
+    if bf16_probe is not None and cpu_has_bf16(ov) and (result.fallback is None or result.fallback.passed):
+        report = bf16_probe(xml)
+        result.bf16_trial = {"passed": bool(report.passed), "summary": {k: round(v, 6) for k, v in report.summary.items()
+                                                                          if isinstance(v, float)}}
+        if report.passed:
+            result.hint = "bf16"
     result.ops = _ops(ov.Core().read_model(str(xml)))
     return result
+
+
+def cpu_has_bf16(ov: Any) -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 here (AVX512-BF16 or AMX)."""
+    try:
+        return "BF16" in ov.Core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # an old plugin without the property: assume not
+        return False
 
 
 def _ops(model: Any) -> dict[str, int]:

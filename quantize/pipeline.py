@@ -153,6 +153,7 @@ def optimize_graph(
     probe: Callable[[Path], Any] | None = None,
     seed: int = 0,
     ir_dir: Path | None = None,
+    bf16_runner: Callable[[Path], Any] | None = None,
 ) -> OptimizeResult:
     """Rewrite ``path`` in place: fusions for the target, then the precision, then fallback.
 
@@ -162,7 +163,8 @@ def optimize_graph(
     result = OptimizeResult(options, mode_choice=choice)
     if options.runtime == "openvino":
         return _optimize_openvino(path, family, inputs, options, result, tokenizer=tokenizer, max_seq=max_seq,
-                                  vocab_size=vocab_size, probe=probe, seed=seed, ir_dir=ir_dir or path.parent / "openvino")
+                                  vocab_size=vocab_size, probe=probe, seed=seed, ir_dir=ir_dir or path.parent / "openvino",
+                                  bf16_runner=bf16_runner)
     if options.optimize:
         model = ir.load(path)
         if options.runtime == "ort":
@@ -225,7 +227,7 @@ def _count_ops(path: Path, result: OptimizeResult) -> None:
 
 def _optimize_openvino(path: Path, family: Family, inputs: tuple[TensorSpec, ...], options: OptimizeOptions,
                        result: OptimizeResult, *, tokenizer: Any | None, max_seq: int, vocab_size: int,
-                       probe: Callable[[Path], Any] | None, seed: int, ir_dir: Path) -> OptimizeResult:
+                       probe: Any | None, seed: int, ir_dir: Path, bf16_runner: Callable[[Path], Any] | None = None) -> OptimizeResult:
     """Standard-ONNX folding (OpenVINO fuses by itself), then the IR in the asked precision."""
     from .openvino import build_ir, require
 
@@ -235,8 +237,9 @@ def _optimize_openvino(path: Path, family: Family, inputs: tuple[TensorSpec, ...
         _save_ir(fold_for_trt(model), path)
     feeds = calibration_feeds(inputs, tokenizer, samples=options.calib_samples, max_seq=min(max_seq, 128),
                               vocab_size=vocab_size, seed=seed) if options.int8 else []
+    bf16_probe = probe.with_runner(bf16_runner) if options.int8 and probe is not None and bf16_runner is not None else None
     result.openvino = build_ir(path, ir_dir, options.precision, feeds, probe, fallback=options.fallback, seed=seed,
-                                 budget_s=options.fallback_budget)
+                                 budget_s=options.fallback_budget, bf16_probe=bf16_probe)
     result.fallback = result.openvino.fallback
     result.ir_path = ir_dir / "model.xml"
     _count_ops(path, result)
@@ -309,6 +312,7 @@ def optimize_export(path: Path, family: Family, task: Any, outputs: tuple[Tensor
     ``cases``/``reference``: the parity cases and their PyTorch outputs when the caller has them
     already (a multi-precision export runs PyTorch once for all its graphs)."""
     probe = None
+    bf16_runner: Callable[[Path], Any] | None = None  # OpenVINO int8: the same gate with the bf16 hint
     if validate and options.precision not in ("fp32", "bf16") and options.fallback:
         from bert_export.runtimes.cases import build_cases
 
@@ -322,12 +326,15 @@ def optimize_export(path: Path, family: Family, task: Any, outputs: tuple[Tensor
         if options.runtime == "openvino":
             from bert_export.runtimes.openvino_runner import HINTS, OpenVinoRunner
 
-            def runner(p: Path) -> Any:
-                return OpenVinoRunner(p, family.inputs, outputs, max_seq, precision_hint=HINTS[options.precision])
+            def runner(p: Path, hint: str | None = None) -> Any:
+                return OpenVinoRunner(p, family.inputs, outputs, max_seq, precision_hint=hint or HINTS[options.precision])
+
+            bf16_runner = lambda p: runner(p, "bf16")  # noqa: E731
         probe = ParityProbe(graph, family.inputs, graph_outputs, task, cases, pooling, max_seq, options.precision,
                             runner=runner, reference=reference)
     return optimize_graph(path, family, family.inputs, options, tokenizer=tokenizer, max_seq=max_seq,
-                          vocab_size=int(config.vocab_size), probe=probe, seed=seed, ir_dir=ir_dir)
+                          vocab_size=int(config.vocab_size), probe=probe, seed=seed, ir_dir=ir_dir,
+                          bf16_runner=bf16_runner)
 
 
 def describe(options: OptimizeOptions) -> str:

@@ -33,6 +33,13 @@ class ParityProbe:
         # The exporter passes the PyTorch outputs it already has (one reference per bundle, however many precisions).
         self._reference: list[dict[str, np.ndarray]] | None = reference
 
+    def with_runner(self, runner: Callable[[Path], Runner]) -> ParityProbe:
+        """The same gate (same cases, same PyTorch reference, computed once) run through another runner."""
+        other = ParityProbe(self.graph, self.inputs, self.outputs, self.task, self.cases, self.pooling, self.max_seq,
+                            self.precision, runner=runner)
+        other._reference = self.reference
+        return other
+
     @property
     def reference(self) -> list[dict[str, np.ndarray]]:
         if self._reference is None:
