@@ -47,7 +47,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "plain export fp32 (ORT)": {"kind": "ort", "file": "plain/onnx/model.onnx"},
     "ours fp32 fused (ORT)": {"kind": "ort", "file": "fp32/onnx/model.onnx"},
     "ours int8 dynamic (ORT)": {"kind": "ort", "file": "int8-dynamic/onnx/model_quantized.onnx"},
-    "ours int8 dynamic, per-row only (ORT)": {"kind": "ort", "file": "int8-dynamic-rows/onnx/model_quantized.onnx"},
+    "ours int8 dynamic + per-tensor pass (ORT)": {"kind": "ort", "file": "int8-dynamic-pt/onnx/model_quantized.onnx"},
     "ours int8 static (ORT)": {"kind": "ort", "file": "int8-static/onnx/model_quantized.onnx"},
     "ORT quantize_dynamic defaults": {"kind": "ort", "file": "ort-qdq-default.onnx"},
     "OpenVINO default (plain export)": {"kind": "ov", "file": "plain/onnx/model.onnx", "hint": None},
@@ -102,7 +102,7 @@ def prepare(family: str, work: Path, tiny: bool) -> dict[str, Any]:
         "plain": (OptimizeOptions(optimize=False), False),
         "fp32": (OptimizeOptions(), False),
         "int8-dynamic": (OptimizeOptions(int8=True, int8_mode="dynamic"), True),
-        "int8-dynamic-rows": (OptimizeOptions(int8=True, int8_mode="dynamic", per_tensor=False), True),
+        "int8-dynamic-pt": (OptimizeOptions(int8=True, int8_mode="dynamic", per_tensor=True), True),
         "int8-static": (OptimizeOptions(int8=True, int8_mode="static"), True),
         "ov-int8": (OptimizeOptions(runtime="openvino", int8=True, fallback_budget=150), True),
         "ov-fp32": (OptimizeOptions(runtime="openvino"), False),
@@ -298,7 +298,7 @@ def gates(work: Path) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {}
     for name, opt in {"ours int8 dynamic (ORT)": OptimizeOptions(int8=True, int8_mode="dynamic"),
-                      "ours int8 dynamic, per-row only (ORT)": OptimizeOptions(int8=True, int8_mode="dynamic", per_tensor=False),
+                      "ours int8 dynamic + per-tensor pass (ORT)": OptimizeOptions(int8=True, int8_mode="dynamic", per_tensor=True),
                       "ours int8 static (ORT)": OptimizeOptions(int8=True, int8_mode="static"),
                       "ours OpenVINO int8 (NNCF + fallback, the bundle's hint)": OptimizeOptions(runtime="openvino", int8=True),
                       "ours OpenVINO bf16": OptimizeOptions(runtime="openvino", bf16=True),

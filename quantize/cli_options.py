@@ -34,9 +34,10 @@ _OPTIONS = (
     click.option("--fallback-budget", "opt_fallback_budget", type=float, default=DEFAULT_BUDGET_S, show_default=True,
                  help="Seconds the accuracy fallback may search; then the best passing choice so far is kept "
                       "(or every candidate, if none passed yet)."),
-    click.option("--int8-rows-only", "opt_int8_rows_only", is_flag=True,
-                 help="Dynamic INT8: keep per-row activation scales on every MatMul (skip the pass that moves the "
-                      "MatMuls the gate allows to ONNX Runtime's fused per-tensor kernel)."),
+    click.option("--int8-per-tensor", "opt_int8_per_tensor", is_flag=True,
+                 help="Dynamic INT8: move the MatMuls the gate allows to ONNX Runtime's fused per-tensor kernel "
+                      "(DynamicQuantizeMatMul; ~12%% faster on BERT-base). Its rounding differs between ONNX Runtime "
+                      "releases (1.30 vs 1.32: cosine 0.997), so the gate holds for the exporting release only."),
     click.option("--dense-local-attention", "opt_dense_local", is_flag=True,
                  help="ModernBERT: keep the sliding-window layers dense (masked full attention) instead of the "
                       "banded O(n·w) rewrite; for comparison only."),
@@ -57,5 +58,5 @@ def options_from(kwargs: dict[str, Any]) -> OptimizeOptions:
         fp16_io=kwargs.pop("opt_fp16_io"), bf16=kwargs.pop("opt_bf16"), int8=kwargs.pop("opt_int8"), int8_mode=kwargs.pop("opt_int8_mode"),
         calib_samples=kwargs.pop("opt_calib_samples"), fallback=not kwargs.pop("opt_no_fallback"),
         fallback_budget=kwargs.pop("opt_fallback_budget"),
-        banded_attention=not kwargs.pop("opt_dense_local"), per_tensor=not kwargs.pop("opt_int8_rows_only"),
+        banded_attention=not kwargs.pop("opt_dense_local"), per_tensor=kwargs.pop("opt_int8_per_tensor"),
     )

@@ -187,7 +187,8 @@ def quantize_rowwise(src: Path, dst: Path, exclude: set[str] | frozenset[str] = 
             helper.make_node("Mul", [f"{p}_yw", f"{p}_s"], [y], name=f"{p}_y"),
         ]
     if targets:
-        model.graph.initializer.extend(shared)
+        if targets - set(per_tensor):  # the per-row construct's constants
+            model.graph.initializer.extend(shared)
         if not any(o.domain == "com.microsoft" for o in model.opset_import):
             model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     del model.graph.node[:]

@@ -53,7 +53,7 @@ class OptimizeOptions:
     fallback: bool = True
     fallback_budget: float = DEFAULT_BUDGET_S
     banded_attention: bool = True  # sliding-window layers as blocked attention (quantize/banded_attention.py)
-    per_tensor: bool = True  # dynamic int8: MatMuls that pass with one activation scale per tensor use the fused kernel
+    per_tensor: bool = False  # dynamic int8: MatMuls that pass with one activation scale per tensor use the fused kernel
 
     @property
     def precision(self) -> str:

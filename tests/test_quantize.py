@@ -133,28 +133,27 @@ def test_minilm_int8_dynamic_gate_embed(make_bundle):
     m = manifest(bundle)
     s = m["parity"]["summary"]
     assert m["precision"] == "int8" and s["cosine_mean"] >= 0.997 and s["cosine_min"] >= 0.995
-    # 24 projections (QKV, out, FFN up/down per layer): all but the few the fallback keeps run in int8,
-    # per-row where the gate needs it and per-tensor (fused DynamicQuantizeMatMul) where it allows
+    # 24 projections (QKV, out, FFN up/down per layer): all but the few the fallback keeps run in int8 (per-row)
     kept = m["optimization"]["fallback"]["kept_fp32"]
     ops = m["optimization"]["fused_ops"]
-    assert ops["MatMulIntegerToFloat"] + ops.get("DynamicQuantizeMatMul", 0) == 24 - len(kept) and len(kept) <= 4
-    assert ops["MultiHeadAttention"] == 6
-    g = m["optimization"]["int8"]["granularity"]
-    assert ops.get("DynamicQuantizeMatMul", 0) == 24 - len(kept) - len(g["kept_per_row"]) > 0, g
-    assert g["passed"] and not set(g["kept_per_row"]) & set(kept)
+    assert ops["MatMulIntegerToFloat"] == 24 - len(kept) and len(kept) <= 4 and "DynamicQuantizeMatMul" not in ops
+    assert ops["MultiHeadAttention"] == 6 and "granularity" not in m["optimization"]["int8"]
 
 
-def test_int8_rows_only_keeps_per_row_everywhere(tmp_path):
-    """--int8-rows-only: no per-tensor pass, every int8 MatMul keeps its per-row activation scales."""
-    from bert_export.exporter.cli import main
-
+def test_minilm_int8_per_tensor_pass(tmp_path):
+    """--int8-per-tensor: after the fp32 fallback, the MatMuls the gate allows move to the fused per-tensor
+    kernel, the rest keep per-row scales; the gate still holds on real text."""
     with pytest.raises(SystemExit) as exc:
-        main(["bert", "--task", "embed", "--random-init", "--tiny", "--int8", "--int8-mode", "dynamic", "--int8-rows-only",
-              "--out", str(tmp_path / "b")])
+        main(["bert", "--task", "embed", "--model", MINILM_ID, "--max-seq", "128", "--int8", "--int8-mode", "dynamic",
+              "--int8-per-tensor", "--out", str(tmp_path / "b")])
     assert exc.value.code in (0, None)
-    o = manifest(tmp_path / "b")["optimization"]
-    assert "DynamicQuantizeMatMul" not in o["fused_ops"] and o["fused_ops"]["MatMulIntegerToFloat"] > 0
-    assert "granularity" not in o["int8"]
+    m = manifest(tmp_path / "b")
+    s, ops, g = m["parity"]["summary"], m["optimization"]["fused_ops"], m["optimization"]["int8"]["granularity"]
+    assert s["cosine_mean"] >= 0.997 and s["cosine_min"] >= 0.995
+    kept = m["optimization"]["fallback"]["kept_fp32"]
+    assert ops["DynamicQuantizeMatMul"] == 24 - len(kept) - len(g["kept_per_row"]) > 0, g
+    assert ops["MatMulIntegerToFloat"] == len(g["kept_per_row"]) > 0  # MiniLM needs per-row somewhere
+    assert g["passed"] and not set(g["kept_per_row"]) & set(kept)
 
 
 def test_minilm_int8_dynamic_gate_qa(make_bundle):
