@@ -381,7 +381,7 @@ def markdown(r: dict[str, Any]) -> str:
              f"Written by `benchmarks/bench_cpu_int8.py` on {r['machine']['cpu']} ({THREADS} threads), "
              f"ONNX Runtime {r['machine']['onnxruntime']}, OpenVINO {r['machine']['openvino']}, NNCF {r['machine']['nncf']}, "
              f"torch {r['machine']['torch']}; CPU features: {', '.join(r['machine'].get('cpu_flags', [])) or 'unknown'}. Load average before / after: {r['load_before']} / {r['load_after']} "
-             "(the machine is shared with other engineers' jobs: compare ratios within this run). Full-size random-init "
+             "(compare ratios within one run: absolute times vary between machines and hours). Full-size random-init "
              f"`qa` models, each variant timed in its own process, medians of {r['runs']} at b1 s128 after 5 warm-up runs "
              f"({max(5, r['runs'] // 6)} after 2 at b8 s128 and b1 s512).", "",
              "## CPU ceilings (single MatMul 128x768x3072, same run)", "", "| kernel | GOP/s |", "|---|---:|"]

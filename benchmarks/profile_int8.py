@@ -152,7 +152,7 @@ def one(label: str, family: str, work: Path, runs: int, tiny: bool = False) -> d
 def markdown(r: dict[str, Any]) -> str:
     lines = ["# Where the INT8 time goes (b1 s128, 2 threads)", "",
              f"Written by `benchmarks/profile_int8.py`; load average before / after {r['load_before']} / {r['load_after']} "
-             "(shared machine). ONNX Runtime: `enable_profiling` kernel times; OpenVINO: `PERF_COUNT`. Mean per inference over "
+             ". ONNX Runtime: `enable_profiling` kernel times; OpenVINO: `PERF_COUNT`. Mean per inference over "
              f"{r['runs']} runs; profiling itself adds some time, so the sums are compared with the profiled wall time. "
              "`overhead` = wall time minus the kernels' sum. `int8 GEMM at ceiling` is the family's weight and attention "
              "GOP divided by the best int8 ceiling of `benchmarks/cpu_int8.md` (if found).", ""]
