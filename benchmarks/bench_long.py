@@ -103,7 +103,8 @@ def child(variant: str, seq: int, bundle: str | None, out: str) -> None:
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
-        session = ort.InferenceSession(str(Path(bundle) / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        graph = next((Path(bundle) / "onnx").glob("model*.onnx"))  # layout 2: onnx/model.onnx or model_quantized.onnx
+        session = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
 
         def run() -> np.ndarray:
             return session.run(["last_hidden_state"], f)[0]
