@@ -181,14 +181,14 @@ def optimize_graph(
         if options.precision != "fp32":
             feeds = calibration_feeds(inputs, tokenizer, samples=options.calib_samples, max_seq=min(max_seq, 128),
                                       vocab_size=vocab_size, seed=seed)
-            build, candidates, rank = _builder(options, fp32_path, path, work, feeds)
+            build, candidates, rank, smooth = _builder(options, fp32_path, path, work, feeds)
             if probe is not None and options.fallback:
                 reference = work / "fp32-unpacked.onnx" if options.mode == "dynamic" else fp32_path
                 result.fallback = accuracy_fallback(candidates, build, probe, reference, feeds[:8], rank=rank,
                                                     budget_s=options.fallback_budget)
                 if options.mode == "dynamic" and options.per_tensor and result.fallback.passed:
                     left = max(options.fallback_budget - result.fallback.seconds, MIN_PER_TENSOR_BUDGET_S)
-                    result.granularity = per_tensor_pass(reference, path, build.smooth, frozenset(result.fallback.kept),  # type: ignore[attr-defined]
+                    result.granularity = per_tensor_pass(reference, path, smooth, candidates, frozenset(result.fallback.kept),
                                                          probe, feeds[:8], left)
             else:
                 build(frozenset())
@@ -246,15 +246,17 @@ def _optimize_openvino(path: Path, family: Family, inputs: tuple[TensorSpec, ...
     return result
 
 
-def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, feeds: list) -> tuple[Callable[[frozenset[str]], Path], list[str], Any]:
-    """A function that writes the low-precision graph with some nodes kept fp32, the candidates, and the
-    fallback's sensitivity ranker (None: measured on the built graph)."""
+def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path,
+             feeds: list) -> tuple[Callable[[frozenset[str]], Path], list[str], Any, dict[str, Any] | None]:
+    """A function that writes the low-precision graph with some nodes kept fp32, the candidates, the
+    fallback's sensitivity ranker (None: measured on the built graph), and dynamic int8's SmoothQuant
+    factors (None otherwise; the per-tensor pass reuses them)."""
     base = onnx.load(str(fp32_path))
     if options.fp16:
         def build_fp16(keep: frozenset[str]) -> Path:
             onnx.save(fp16_mod.to_fp16(copy.deepcopy(base), io_fp16=options.fp16_io, keep_fp32=keep), str(out))
             return out
-        return build_fp16, fp16_mod.fp16_candidates(base), None
+        return build_fp16, fp16_mod.fp16_candidates(base), None, None
     candidates = int8_mod.quantizable_nodes(base)
     if options.mode == "dynamic":
         unpacked = work / "fp32-unpacked.onnx"
@@ -266,19 +268,18 @@ def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, f
         def build_dynamic(keep: frozenset[str]) -> Path:
             int8_mod.quantize_rowwise(unpacked, out, exclude=keep, smooth=smooth)
             return out
-        build_dynamic.smooth = smooth  # type: ignore[attr-defined]  # the per-tensor pass reuses the calibration
         candidates = int8_mod.quantizable_nodes(onnx.load(str(unpacked)))
-        return build_dynamic, candidates, lambda q: onnx_local_rank(unpacked, candidates, feeds[:8], "rows", smooth)(q)
+        return build_dynamic, candidates, lambda q: onnx_local_rank(unpacked, candidates, feeds[:8], "rows", smooth)(q), smooth
     cache = work / "calibration.json"
 
     def build_static(keep: frozenset[str]) -> Path:
         int8_mod.quantize_static(fp32_path, out, feeds, cache, symmetric=options.runtime == "trt", exclude=keep)
         return out
-    return build_static, candidates, lambda q: onnx_local_rank(fp32_path, candidates, feeds[:8], "tensor")(q)
+    return build_static, candidates, lambda q: onnx_local_rank(fp32_path, candidates, feeds[:8], "tensor")(q), None
 
 
-def per_tensor_pass(unpacked: Path, out: Path, smooth: dict[str, Any], fp32_kept: frozenset[str], probe: Callable[[Path], Any],
-                    feeds: list, budget_s: float) -> FallbackResult:
+def per_tensor_pass(unpacked: Path, out: Path, smooth: dict[str, Any] | None, int8_nodes: list[str], fp32_kept: frozenset[str],
+                    probe: Callable[[Path], Any], feeds: list, budget_s: float) -> FallbackResult:
     """Dynamic int8, second pass: move the MatMuls that tolerate one activation scale per tensor to ONNX
     Runtime's fused ``DynamicQuantizeMatMul``; the rest keep per-row scales.
 
@@ -288,7 +289,7 @@ def per_tensor_pass(unpacked: Path, out: Path, smooth: dict[str, Any], fp32_kept
     then doubling, bisection and shrinking of the set kept per-row) finds the fewest per-row MatMuls
     that still pass. The fp32 set of the first pass is left alone; if the budget runs out before a
     passing mix is found, every MatMul stays per-row (the first pass's graph, which passed)."""
-    candidates = [n for n in int8_mod.quantizable_nodes(onnx.load(str(unpacked))) if n not in fp32_kept]
+    candidates = [n for n in int8_nodes if n not in fp32_kept]  # the first pass's candidates (no reload of the graph)
 
     def build(per_row: frozenset[str]) -> Path:
         int8_mod.quantize_rowwise(unpacked, out, exclude=fp32_kept, smooth=smooth, per_tensor=frozenset(candidates) - per_row)
