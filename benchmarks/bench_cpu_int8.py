@@ -66,6 +66,14 @@ def feeds(names: list[str], vocab: int, batch: int, seq: int) -> dict[str, np.nd
     return {n: f[n] for n in names}
 
 
+def resolve_hint(hint: str | None, ir_path: Path) -> str | None:
+    """``"bundle"``: the bundle's own hint (manifest ``openvino.precision_hint``), what ``run --runtime openvino`` sets."""
+    if hint != "bundle":
+        return hint
+    manifest = json.loads((ir_path.parent.parent / "manifest.json").read_text())
+    return manifest["optimization"]["openvino"]["precision_hint"]
+
+
 def family_info(family: str, tiny: bool) -> tuple[list[str], int, dict[str, Any]]:
     from bert_export.models import get_family
 
@@ -196,9 +204,7 @@ def time_variant(label: str, family: str, work: Path, runs: int, tiny: bool) -> 
         import openvino as ov
 
         cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(THREADS)}
-        hint = spec["hint"]
-        if hint == "bundle":  # what `bert-export run --runtime openvino` sets: the manifest's hint
-            hint = json.loads((path.parent.parent / "manifest.json").read_text())["optimization"]["openvino"]["precision_hint"]
+        hint = resolve_hint(spec["hint"], path)
         if hint:
             cfg["INFERENCE_PRECISION_HINT"] = hint
         compiled = ov.Core().compile_model(str(path), "CPU", cfg)

@@ -29,7 +29,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_cpu_int8 import THREADS, family_info, feeds, gop  # noqa: E402
+from bench_cpu_int8 import THREADS, family_info, feeds, gop, resolve_hint  # noqa: E402
 
 PROFILED = {
     "ours int8 dynamic (ORT)": ("ort", "int8-dynamic/onnx/model_quantized.onnx", None),
@@ -116,8 +116,7 @@ def profile_ov(path: Path, feed: dict[str, np.ndarray], runs: int, hint: str | N
     import openvino as ov
 
     cfg = {"PERF_COUNT": "YES", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(THREADS)}
-    if hint == "bundle":  # the manifest's hint, as `run --runtime openvino` sets it
-        hint = json.loads((path.parent.parent / "manifest.json").read_text())["optimization"]["openvino"]["precision_hint"]
+    hint = resolve_hint(hint, path)
     if hint:
         cfg["INFERENCE_PRECISION_HINT"] = hint
     compiled = ov.Core().compile_model(str(path), "CPU", cfg)
