@@ -64,7 +64,8 @@ def _ancestors(value: ir.Value, limit: int = _SEARCH_LIMIT) -> Iterable[ir.Node]
             queue.extend(i for i in node.inputs if i is not None)
 
 
-def _const_int(value: ir.Value | None) -> int | None:
+def _const_scalar(value: ir.Value | None) -> np.ndarray | None:
+    """The value of a one-element constant (initializer or Constant node), else None."""
     if value is None:
         return None
     tensor = value.const_value
@@ -75,7 +76,17 @@ def _const_int(value: ir.Value | None) -> int | None:
     if tensor is None:
         return None
     array = np.asarray(tensor.numpy()).ravel()
-    return int(array[0]) if array.size == 1 else None
+    return array if array.size == 1 else None
+
+
+def _const_int(value: ir.Value | None) -> int | None:
+    array = _const_scalar(value)
+    return None if array is None else int(array[0])
+
+
+def _const_float(value: ir.Value | None) -> float | None:
+    array = _const_scalar(value)
+    return None if array is None else float(array[0])
 
 
 def find_band(bias: ir.Value) -> tuple[int, ir.Value] | None:
@@ -149,20 +160,29 @@ def _float(op, value: float):  # type: ignore[no-untyped-def]
 
 
 def blocked_attention(op, query, key, value, mask, *, half: int, heads: int, head: int, scale: float):  # type: ignore[no-untyped-def]
-    """Softmax(q kᵀ·scale + band/padding) v over blocks of ``b = half`` queries and their ``3b`` neighbour keys.
+    """MultiHeadAttention's layout ([batch, seq, heads·head] in and out) around ``banded_heads_first``."""
 
-    q/k/v are [batch, seq, heads·head] (MultiHeadAttention's layout); so is the result.
+    def heads_first(x):  # [B, S, H*D] -> [B, H, S, D]
+        return op.Transpose(op.Reshape(x, _ints(op, [0, 0, heads, head])), perm=[0, 2, 1, 3])
+
+    q = op.Mul(heads_first(query), op.CastLike(_float(op, scale), query))
+    out = banded_heads_first(op, q, heads_first(key), heads_first(value), mask, half=half, head=head)
+    return op.Reshape(op.Transpose(out, perm=[0, 2, 1, 3]), _ints(op, [0, 0, heads * head]))
+
+
+def banded_heads_first(op, q, k, v, mask, *, half: int, head: int):  # type: ignore[no-untyped-def]
+    """Softmax(q kᵀ + band/padding) v over blocks of ``b = half`` queries and their ``3b`` neighbour keys.
+
+    q/k/v are [batch, heads, seq, head] with the softmax scale already in q (or split between q
+    and k); so is the result.
     """
     b = half
-    seq = op.Shape(query, start=1, end=2)  # [1]
+    seq = op.Shape(q, start=2, end=3)  # [1]
     blocks = op.Div(op.Add(seq, _ints(op, [b - 1])), _ints(op, [b]))  # ceil(seq / b)
     tail = op.Sub(op.Mul(blocks, _ints(op, [b])), seq)  # padding up to the block multiple
     zero, one = _ints(op, [0]), _ints(op, [b])
     q_pads = op.Concat(_ints(op, [0, 0, 0, 0, 0, 0]), tail, _ints(op, [0]), axis=0)
     kv_pads = op.Concat(_ints(op, [0, 0]), one, _ints(op, [0, 0, 0]), op.Add(tail, one), _ints(op, [0]), axis=0)
-
-    def heads_first(x):  # [B, S, H*D] -> [B, H, S, D]
-        return op.Transpose(op.Reshape(x, _ints(op, [0, 0, heads, head])), perm=[0, 2, 1, 3])
 
     def windows(x, axis: int):  # blocks 0..n+1 on `axis` -> concat of (c-1, c, c+1) for c in 0..n-1, on axis+1
         parts = []
@@ -172,10 +192,10 @@ def blocked_attention(op, query, key, value, mask, *, half: int, heads: int, hea
             parts.append(op.Slice(x, start, end, _ints(op, [axis])))
         return op.Concat(*parts, axis=axis + 1)
 
-    q = op.Mul(heads_first(query), op.CastLike(_float(op, scale), query))
-    q = op.Reshape(op.Pad(q, q_pads), _ints(op, [0, heads, -1, b, head]))  # [B, H, n, b, D]
-    k = op.Reshape(op.Pad(heads_first(key), kv_pads), _ints(op, [0, heads, -1, b, head]))  # [B, H, n+2, b, D]
-    v = op.Reshape(op.Pad(heads_first(value), kv_pads), _ints(op, [0, heads, -1, b, head]))
+    blocked = _ints(op, [0, 0, -1, b, head])
+    q = op.Reshape(op.Pad(q, q_pads), blocked)  # [B, H, n, b, D]
+    k = op.Reshape(op.Pad(k, kv_pads), blocked)  # [B, H, n+2, b, D]
+    v = op.Reshape(op.Pad(v, kv_pads), blocked)
     k_win, v_win = windows(k, 2), windows(v, 2)  # [B, H, n, 3b, D]
     scores = op.MatMul(q, op.Transpose(k_win, perm=[0, 1, 2, 4, 3]))  # [B, H, n, b, 3b]
 
@@ -183,15 +203,58 @@ def blocked_attention(op, query, key, value, mask, *, half: int, heads: int, hea
     rows, cols = np.arange(b)[:, None], np.arange(3 * b)[None, :]
     band = op.Constant(value=ir.tensor(np.abs(cols - b - rows) <= half))  # [b, 3b] bool
     m_pads = op.Concat(_ints(op, [0]), one, _ints(op, [0]), op.Add(tail, one), axis=0)
-    keys = op.Reshape(op.Pad(op.Cast(mask, to=ir.DataType.INT64), m_pads), _ints(op, [0, -1, b]))  # [B, n+2, b]
+    # no Cast when the mask is int64 already: OpenVINO folds a no-op Cast into the graph input and gives
+    # that input the Cast's output name as an alias, which the runner's input check rightly refuses
+    mask64 = mask if mask.dtype == ir.DataType.INT64 else op.Cast(mask, to=ir.DataType.INT64)
+    keys = op.Reshape(op.Pad(mask64, m_pads), _ints(op, [0, -1, b]))  # [B, n+2, b]
     keys = op.Cast(op.Unsqueeze(windows(keys, 1), _ints(op, [1, 3])), to=ir.DataType.BOOL)  # [B, 1, n, 1, 3b]
     allowed = op.And(band, keys)  # [B, 1, n, b, 3b]
     fill = op.CastLike(_float(op, MASKED_SCORE), scores)
     probs = op.Softmax(op.Where(allowed, scores, fill), axis=-1)
     out = op.MatMul(probs, v_win)  # [B, H, n, b, D]
-    out = op.Reshape(out, _ints(op, [0, heads, -1, head]))  # [B, H, n*b, D]
-    out = op.Slice(out, zero, seq, _ints(op, [2]))
-    return op.Reshape(op.Transpose(out, perm=[0, 2, 1, 3]), _ints(op, [0, 0, heads * head]))
+    out = op.Reshape(out, _ints(op, [0, 0, -1, head]))  # [B, H, n*b, D]
+    return op.Slice(out, zero, seq, _ints(op, [2]))
+
+
+class BandedStandardAttention(RewriteRuleClassBase):
+    """Standard-ONNX SDPA (the TensorRT and OpenVINO targets) with a sliding-window bias -> the same blocks.
+
+    torch's exporter writes ``scaled_dot_product_attention`` with a boolean mask as
+    ``MatMul(q·s, kᵀ·s) + Where(mask, 0, -inf) -> Softmax -> Where(IsNaN, 0, ·) -> MatMul(·, v)``
+    on [batch, heads, seq, head] tensors (the scale split between q and kᵀ). TensorRT and
+    OpenVINO fuse that into their own attention kernels but keep the window as a dense mask,
+    so the local layers stay quadratic there too. The replacement is ``banded_heads_first`` on
+    the already-scaled q and k: standard ops only, as those targets require.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="BandedStandardAttention")
+        self._found: dict[int, tuple[int, ir.Value]] = {}
+
+    def pattern(self, op, q_scaled, k_t_scaled, bias, zero, value):  # type: ignore[no-untyped-def]
+        probs = op.Softmax(op.Add(op.MatMul(q_scaled, k_t_scaled), bias), _outputs=["probs"])
+        return op.MatMul(op.Where(op.IsNaN(probs), zero, probs), value)
+
+    def check(self, context, q_scaled, k_t_scaled, bias, zero, value, probs, **_) -> bool:  # type: ignore[no-untyped-def]
+        axis = probs.producer().attributes.get("axis")
+        if axis is not None and axis.as_int() not in (-1, 3):
+            return False
+        head = q_scaled.shape[-1] if q_scaled.shape is not None and len(q_scaled.shape) == 4 else None
+        if not isinstance(head, int) or k_t_scaled.shape is None or len(k_t_scaled.shape) != 4:
+            return False
+        if value.shape is None or len(value.shape) != 4 or value.shape[-1] != head:
+            return False
+        fill = _const_float(zero)
+        band = find_band(bias)
+        if fill != 0.0 or band is None:
+            return False
+        self._found[id(bias)] = band
+        return True
+
+    def rewrite(self, op, q_scaled, k_t_scaled, bias, zero, value, probs, **_):  # type: ignore[no-untyped-def]
+        half, mask = self._found[id(bias)]
+        key = op.Transpose(k_t_scaled, perm=[0, 1, 3, 2])
+        return banded_heads_first(op, q_scaled, key, value, mask, half=half, head=int(q_scaled.shape[-1]))
 
 
 # Ops a pure key-padding bias is built from (transformers' bidirectional mask): no position comparison
@@ -281,6 +344,15 @@ def banded_local_attention(model: ir.Model, *, flash_global: bool = True) -> int
         RewriteRuleSet([FlashGlobalAttention.rule()]).apply_to_model(model)
     if count:
         common_passes.CommonSubexpressionEliminationPass()(model)  # one copy of the shared mask/shape ops
+        common_passes.RemoveUnusedNodesPass()(model)
+    return count
+
+
+def banded_standard_attention(model: ir.Model) -> int:
+    """The same rewrite on a standard-ONNX graph (``--runtime trt|openvino``); returns how many layers."""
+    count = RewriteRuleSet([BandedStandardAttention.rule()]).apply_to_model(model)
+    if count:
+        common_passes.CommonSubexpressionEliminationPass()(model)
         common_passes.RemoveUnusedNodesPass()(model)
     return count
 

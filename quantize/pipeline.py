@@ -25,7 +25,7 @@ from bert_export.models.support import quiet_loggers
 
 from . import fp16 as fp16_mod
 from . import int8 as int8_mod
-from .banded_attention import banded_local_attention
+from .banded_attention import banded_local_attention, banded_standard_attention
 from .calibration import calibration_feeds
 from .fallback import DEFAULT_BUDGET_S, FallbackResult, accuracy_fallback, onnx_local_rank
 from .fusion import fold_for_trt, fuse_for_ort, fused_op_counts, unpack_attention
@@ -173,6 +173,7 @@ def optimize_graph(
                 result.banded_layers = banded_local_attention(model)  # its own pass: local layers O(n·w)
         else:
             model = fold_for_trt(model)
+            result.banded_layers = _banded_standard(model, family, options)
         _save_ir(model, path)
     with tempfile.TemporaryDirectory(prefix="bert-export-opt-") as work_dir:
         work = Path(work_dir)
@@ -225,6 +226,13 @@ def _count_ops(path: Path, result: OptimizeResult) -> None:
     result.output_dtype = "float16" if result.options.fp16_io else "float32"
 
 
+def _banded_standard(model: ir.Model, family: Family, options: OptimizeOptions) -> int:
+    """Banded local layers on a standard-ONNX target (TensorRT, OpenVINO): its own pass, after folding."""
+    if not options.banded_attention or family.local_window_attr is None:
+        return 0
+    return banded_standard_attention(model)
+
+
 def _optimize_openvino(path: Path, family: Family, inputs: tuple[TensorSpec, ...], options: OptimizeOptions,
                        result: OptimizeResult, *, tokenizer: Any | None, max_seq: int, vocab_size: int,
                        probe: Any | None, seed: int, ir_dir: Path, bf16_runner: Callable[[Path], Any] | None = None) -> OptimizeResult:
@@ -233,8 +241,9 @@ def _optimize_openvino(path: Path, family: Family, inputs: tuple[TensorSpec, ...
 
     require(options.int8)  # before any work
     if options.optimize:
-        model = ir.load(path)
-        _save_ir(fold_for_trt(model), path)
+        model = fold_for_trt(ir.load(path))
+        result.banded_layers = _banded_standard(model, family, options)
+        _save_ir(model, path)
     feeds = calibration_feeds(inputs, tokenizer, samples=options.calib_samples, max_seq=min(max_seq, 128),
                               vocab_size=vocab_size, seed=seed) if options.int8 else []
     bf16_probe = probe.with_runner(bf16_runner) if options.int8 and probe is not None and bf16_runner is not None else None
