@@ -281,7 +281,7 @@ def write_report(result: dict[str, Any]) -> None:
     p = (result["bundles"].get("banded") or {}).get("parity") or {}
     if p.get("cases"):
         lines += ["", "The banded bundle's own parity gate at export (cases, shapes, seconds in PyTorch and ONNX Runtime):", ""]
-        lines += [f"- {name}: {c['shape']}, PyTorch {c.get('pytorch')} s, ONNX Runtime {c.get('onnx')} s" for name, c in p["cases"].items()]
+        lines += [f"- {name}: {c['shape']}, " + ", ".join(f"{k} {v} s" for k, v in c.get("seconds", {}).items()) for name, c in p["cases"].items()]
     (HERE / "long_inputs.md").write_text("\n".join(lines) + "\n")
 
 

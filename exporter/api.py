@@ -15,15 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bert_export.models import BertExportError, Family, Task, TensorSpec, get_family, get_task
 from bert_export.models.support import versions
-from bert_export.runtimes.cases import Case, build_cases, specials_for
+from bert_export.runtimes.cases import build_cases, specials_for
 from bert_export.runtimes.factory import load_tokenizer, make_runner
-from bert_export.runtimes.ort_runner import OrtRunner
 from bert_export.runtimes.parity import Report, compare, reduce_rows
-from bert_export.runtimes.torch_runner import TaskGraph, TorchRunner
+from bert_export.runtimes.torch_runner import TaskGraph
 from bert_export.quantize.pipeline import OptimizeOptions
 
 from . import bundle as bundle_io
@@ -172,7 +169,7 @@ def export(
             if tokenizer is not None:  # golden.json: real-text examples for consumers (docs/bundle.md)
                 manifest["golden"] = write_golden(tmp, fam, tsk, graph, outputs, manifest, tokenizer)
             manifest["parity"] = {**built[0].record["parity"],
-                                  "cases": {c.name: {"shape": list(c.shape), **c.meta.get("seconds", {})} for c in cases}}
+                                  "cases": {c.name: {"shape": list(c.shape), "seconds": c.meta.get("seconds", {})} for c in cases}}
         manifest["export"] = {"seconds": export_seconds, "peak_rss_mb": peak_rss_mb()}
         manifest = bundle_io.write_manifest(tmp, manifest)
     steps.note(f"bundle written to {out_dir}")
@@ -192,23 +189,6 @@ def _parity_target(opt: OptimizeOptions, optimized: Any) -> dict[str, Any]:
 
     return {"runtime": "openvino", "runner": lambda inputs, outputs, max_seq: OpenVinoRunner(
         optimized.ir_path, inputs, outputs, max_seq, precision_hint=optimized.openvino.hint)}
-
-
-def run_parity(graph: TaskGraph, onnx_path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], task: Task,
-               cases: list[Case], pooling: str, max_seq: int, runtime: str = "ort", precision: str = "fp32",
-               runner: Any = None) -> tuple[Report, list[dict[str, np.ndarray]]]:
-    """PyTorch vs ONNX Runtime (or ``runner(inputs, outputs, max_seq)``) on every case; returns the report and the PyTorch outputs."""
-    reference, results = [], []
-    target = runner(inputs, outputs, max_seq) if runner is not None else OrtRunner(onnx_path, inputs, outputs, max_seq)
-    with TorchRunner(graph, inputs, outputs, max_seq) as torch_runner, target as ort_runner:
-        for case in cases:
-            feed = {s.name: case.feed[s.name] for s in inputs}
-            t0 = time.perf_counter()
-            reference.append(torch_runner.infer(feed))
-            t1 = time.perf_counter()
-            results.append(ort_runner.infer(feed))
-            case.meta["seconds"] = {"pytorch": round(t1 - t0, 3), "onnx": round(time.perf_counter() - t1, 3)}
-    return compare(task, outputs, cases, reference, results, runtime=runtime, precision=precision, pooling=pooling), reference
 
 
 def _manifest(fam: Family, tsk: Task, source: Source, outputs: tuple[TensorSpec, ...], exported: Any, max_seq: int,

@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,17 +79,31 @@ class BuiltGraph:
     report: Report | None
 
 
+def infer_cases(runner: Any, inputs: tuple[TensorSpec, ...], cases: list[Case], label: str) -> list[dict[str, np.ndarray]]:
+    """Every case through an active runner, its wall time kept in ``case.meta["seconds"][label]``.
+
+    The manifest's parity record carries these times, so the batch-1 case at the maximum length
+    says how long PyTorch and each graph took on it (a bounded cost the user can see).
+    """
+    results = []
+    for case in cases:
+        start = time.perf_counter()
+        results.append(runner.infer({s.name: case.feed[s.name] for s in inputs}))
+        case.meta.setdefault("seconds", {})[label] = round(time.perf_counter() - start, 3)
+    return results
+
+
 def torch_reference(graph: TaskGraph, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
                     cases: list[Case], max_seq: int) -> list[dict[str, np.ndarray]]:
     """PyTorch's outputs on every parity case (computed once per bundle)."""
     with TorchRunner(graph, inputs, outputs, max_seq) as runner:
-        return [runner.infer({s.name: c.feed[s.name] for s in inputs}) for c in cases]
+        return infer_cases(runner, inputs, cases, "pytorch")
 
 
 def ort_results(path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], cases: list[Case],
-                max_seq: int) -> list[dict[str, np.ndarray]]:
+                max_seq: int, label: str = "onnx") -> list[dict[str, np.ndarray]]:
     with OrtRunner(path, inputs, outputs, max_seq) as runner:
-        return [runner.infer({s.name: c.feed[s.name] for s in inputs}) for c in cases]
+        return infer_cases(runner, inputs, cases, label)
 
 
 @dataclass
@@ -141,9 +156,9 @@ def build_graphs(bundle_dir: Path, exported: Path, base: dict[str, Any], plans: 
 
                         with OpenVinoRunner(ir, job.family.inputs, graph_outputs, job.max_seq,
                                             precision_hint=optimized.openvino.hint) as ov:
-                            results = [ov.infer({s.name: c.feed[s.name] for s in job.family.inputs}) for c in job.cases]
+                            results = infer_cases(ov, job.family.inputs, job.cases, f"openvino {p}")
                     else:
-                        results = ort_results(work, job.family.inputs, graph_outputs, job.cases, job.max_seq)
+                        results = ort_results(work, job.family.inputs, graph_outputs, job.cases, job.max_seq, f"ort {p}")
                     report = compare(job.task, job.outputs, job.cases, job.reference, results,
                                      runtime="openvino" if ir is not None else "ort", precision=p, pooling=job.pooling)
                 if not steps.quiet:

@@ -80,6 +80,18 @@ def test_pass_applied_and_global_layers_full(banded_embed: Path) -> None:
     assert "Abs" not in ops and "LessOrEqual" not in ops
 
 
+def test_parity_gate_times_its_max_seq_case(banded_embed: Path) -> None:
+    """The gate keeps a case at the bundle's maximum (batch 1 past LONG_CASE_SEQ) and the manifest says how long
+    every case took, in PyTorch and in the graph."""
+    from bert_export.runtimes.cases import LONG_CASE_SEQ
+
+    m = load_bundle(banded_embed).manifest
+    case = m["parity"]["cases"]["max-seq"]
+    assert case["shape"] == [1 if m["max_sequence_length"] > LONG_CASE_SEQ else 2, m["max_sequence_length"]]
+    for name, c in m["parity"]["cases"].items():
+        assert set(c["seconds"]) == {"pytorch", "ort fp32"} and all(t > 0 for t in c["seconds"].values()), name
+
+
 def test_dense_flag_keeps_masked_attention_and_agrees(make_bundle, banded_embed: Path) -> None:
     from bert_export.quantize.pipeline import OptimizeOptions
 
