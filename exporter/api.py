@@ -35,9 +35,10 @@ from .publish import check_target, probe_lock, staged_directory
 
 DEFAULT_OPSET = 18
 # Default --max-seq: the model's own maximum (BERT 512; ModernBERT 8192, affordable since its local
-# layers are banded, quantize/banded_attention.py). Without the banded rewrite (--no-optimize,
-# --dense-local-attention, --runtime trt) a local-window model is capped at 2048: dense attention
-# at 8192 costs ~8 GB and a minute per sequence.
+# layers are banded and its global ones run ORT's flash kernel, quantize/banded_attention.py). Without
+# those (--no-optimize, --dense-local-attention, --runtime trt|openvino) a local-window model is capped at
+# 2048: dense attention at 8192 costs ~8 GB and a minute per sequence in ORT, and even with banded local
+# layers the standard-ONNX global attention peaked at 22 GB in OpenVINO at 8192 (measured, fp32).
 DEFAULT_MAX_SEQ_CAP = 2048
 
 
