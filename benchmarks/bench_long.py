@@ -216,23 +216,30 @@ def main() -> None:
     (work / "bundles.json").write_text(json.dumps(bundles, default=str))
     outs = work / "outputs"
     outs.mkdir(exist_ok=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []  # cells whose process died (exit -9: killed, out of memory)
     for seq in lengths:
         for variant in variants:
             base = outs / f"{variant}-{seq}"
             bundle = "-" if variant == "pytorch" else str(work / "bundles" / variant)
-            subprocess.run([sys.executable, __file__, "--child", variant, str(seq), bundle, str(base)], check=True)
+            Path(str(base) + ".json").unlink(missing_ok=True)
+            proc = subprocess.run([sys.executable, __file__, "--child", variant, str(seq), bundle, str(base)])
+            if proc.returncode != 0:  # e.g. killed for memory: a row saying so, and the run goes on
+                print(f"{variant} at {seq}: exit {proc.returncode}", flush=True)
+                failed.append({"variant": variant, "seq": seq, "exit": proc.returncode})
+                continue
             rows.append(json.loads(Path(str(base) + ".json").read_text()))
             print(json.dumps(rows[-1]), flush=True)
     if args.add:  # an addendum to the same session's run: earlier rows stay, these replace their (variant, seq)
         earlier = json.loads((HERE / "long_inputs.json").read_text())
         done = {(r["variant"], r["seq"]) for r in rows}
         rows = [r for r in earlier["rows"] if (r["variant"], r["seq"]) not in done] + rows
+        failed = [f for f in earlier.get("failed", []) if (f["variant"], f["seq"]) not in done] + failed
         lengths = sorted({r["seq"] for r in rows})
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": THREADS,
                     "note": args.note},
-        "bundles": bundles, "rows": rows, "parity": compare(outs, lengths),
+        "bundles": bundles, "rows": rows, "failed": failed, "parity": compare(outs, lengths),
     }
     from bert_export.models.support import versions
 
@@ -299,6 +306,9 @@ def write_report(result: dict[str, Any]) -> None:
                 work = gflop(seq, v.endswith("banded"))
                 cells.append(f"{work / t[v][seq]['seconds']:.0f}" if seq in t[v] else "-")
             lines.append(f"| {seq} | {gflop(seq, True):.0f} | {gflop(seq, False):.0f} | " + " | ".join(cells) + " |")
+    if result.get("failed"):
+        lines += ["", "Cells whose process died (no number; exit -9 is the kernel killing it for memory on this 24 GB machine): "
+                  + ", ".join(f"{f['variant']} at {f['seq']} (exit {f['exit']})" for f in result["failed"]) + "."]
     lines += ["", "Parity against PyTorch at every length (fp32: max |diff| of last_hidden_state; int8: min cosine per token):", "",
               "| check | " + " | ".join(map(str, lengths)) + " |", "|---|" + "---:|" * len(lengths)]
     for name, by_len in result["parity"].items():

@@ -26,6 +26,7 @@ from bert_export.models.support import quiet_loggers
 from . import fp16 as fp16_mod
 from . import int8 as int8_mod
 from .banded_attention import banded_local_attention, banded_standard_attention
+from .sdpa_guard import drop_softmax_nan_guards
 from .calibration import calibration_feeds
 from .fallback import DEFAULT_BUDGET_S, FallbackResult, accuracy_fallback, onnx_local_rank
 from .fusion import fold_for_trt, fuse_for_ort, fused_op_counts, unpack_attention
@@ -227,10 +228,11 @@ def _count_ops(path: Path, result: OptimizeResult) -> None:
 
 
 def _banded_standard(model: ir.Model, family: Family, options: OptimizeOptions) -> int:
-    """Banded local layers on a standard-ONNX target (TensorRT, OpenVINO): its own pass, after folding."""
-    if not options.banded_attention or family.local_window_attr is None:
-        return 0
-    return banded_standard_attention(model)
+    """Standard-ONNX targets (TensorRT, OpenVINO), after folding, two passes of their own: banded local layers,
+    then the dead NaN guards dropped so that the targets' own attention fusion sees a plain softmax chain."""
+    banded = banded_standard_attention(model) if options.banded_attention and family.local_window_attr else 0
+    drop_softmax_nan_guards(model)
+    return banded
 
 
 def _optimize_openvino(path: Path, family: Family, inputs: tuple[TensorSpec, ...], options: OptimizeOptions,

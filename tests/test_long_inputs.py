@@ -124,6 +124,12 @@ def test_banded_on_standard_onnx_targets(make_bundle, runtime: str) -> None:
     assert not any(n.startswith("MultiHeadAttention") for n in ops)  # standard ONNX only
     assert "Abs" not in ops and "LessOrEqual" not in ops  # the dense window mask is gone
     assert ops.count("Softmax") == 3  # one global layer (dense, exact) + two blocked local layers
+    assert "IsNaN" not in ops  # the dead NaN guard is gone (quantize/sdpa_guard.py): a plain softmax chain
+    if runtime == "openvino":  # ...which OpenVINO fuses into its memory-light attention for the global layer
+        import openvino as ov
+
+        ir_ops = [o.get_type_name() for o in ov.Core().read_model(str(path / "openvino" / "model.xml")).get_ordered_ops()]
+        assert ir_ops.count("ScaledDotProductAttention") == 1
     runners = ["ort"] + (["openvino"] if runtime == "openvino" else [])
     for lengths, width in ([5, 3, 1], 5), ([17, 9, 2], 17), ([130, 64, 33, 100], 130):
         feed = _batch(lengths, width, seed=width)
