@@ -35,10 +35,12 @@ from .publish import check_target, probe_lock, staged_directory
 
 DEFAULT_OPSET = 18
 # Default --max-seq: the model's own maximum (BERT 512; ModernBERT 8192, affordable since its local
-# layers are banded and its global ones run ORT's flash kernel, quantize/banded_attention.py). Without
-# those (--no-optimize, --dense-local-attention, --runtime trt|openvino) a local-window model is capped at
-# 2048: dense attention at 8192 costs ~8 GB and a minute per sequence in ORT, and even with banded local
-# layers the standard-ONNX global attention peaked at 22 GB in OpenVINO at 8192 (measured, fp32).
+# layers are banded, quantize/banded_attention.py, and its global ones run a memory-light attention
+# kernel: ONNX Runtime's flash path, OpenVINO's fused SDPA once quantize/sdpa_guard.py has dropped the
+# dead NaN guard). Without those (--no-optimize, --dense-local-attention, --runtime trt, whose gate runs
+# the standard-ONNX graph in ONNX Runtime with unfused global attention) a local-window model is capped
+# at 2048: dense attention at 8192 costs ~8 GB and a minute per sequence.
+LONG_DEFAULT_RUNTIMES = ("ort", "openvino")
 DEFAULT_MAX_SEQ_CAP = 2048
 
 
@@ -58,6 +60,12 @@ def _resolve(family: str | Family, task: str | Task) -> tuple[Family, Task]:
     except KeyError as exc:
         raise BertExportError(str(exc.args[0])) from None
     return fam, tsk
+
+
+def long_inputs_affordable(fam: Family, plan: OptimizeOptions) -> bool:
+    """Whether a local-window family's default --max-seq may be its own maximum (see ``LONG_DEFAULT_RUNTIMES``)."""
+    return (fam.local_window_attr is not None and plan.optimize and plan.banded_attention
+            and plan.runtime in LONG_DEFAULT_RUNTIMES)
 
 
 def resolve_max_seq(source: Source, max_seq: int | None, *, banded: bool = False) -> int:
@@ -132,8 +140,7 @@ def export(
     if source.new_head_params:
         steps.note(f"note: {len(source.new_head_params)} {tsk.name} head parameters are not in the checkpoint and were "
                    f"randomly initialised ({', '.join(source.new_head_params[:3])}); fine-tune before serving")
-    banded = fam.local_window_attr is not None and plans[0].optimize and plans[0].runtime == "ort" and plans[0].banded_attention
-    seq_limit = resolve_max_seq(source, max_seq, banded=banded)
+    seq_limit = resolve_max_seq(source, max_seq, banded=long_inputs_affordable(fam, plans[0]))
     outputs = graph_outputs(fam, tsk, source)
     graph = TaskGraph(source.model, [o.name for o in outputs])
     window = getattr(source.config, fam.local_window_attr) if fam.local_window_attr else None

@@ -56,7 +56,7 @@ def _family_command(family_name: str) -> click.Command:
     @click.option("--out", type=click.Path(path_type=Path), default=None, help="Bundle directory [exports/<family>-<task>-<precision>].")
     @click.option("--force", is_flag=True, help="Replace an existing --out.")
     @click.option("--opset", default=18, show_default=True, help="ONNX opset (18 or newer).")
-    @click.option("--max-seq", type=int, default=None, help="Longest sequence the bundle accepts [model max; 2048 for ModernBERT without the banded rewrite].")
+    @click.option("--max-seq", type=int, default=None, help="Longest sequence the bundle accepts [model max; 2048 for ModernBERT without the banded rewrite or with --runtime trt].")
     @click.option("--no-validate", is_flag=True, help="Skip the parity check against PyTorch (not recommended).")
     @click.option("--report", type=click.Path(path_type=Path), default=None, help="Also write the parity report JSON here.")
     @click.option("--allow-pickle", is_flag=True, help="Allow loading pickle (.bin) weights you trust.")

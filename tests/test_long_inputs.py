@@ -92,6 +92,20 @@ def test_parity_gate_times_its_max_seq_case(banded_embed: Path) -> None:
         assert set(c["seconds"]) == {"pytorch", "ort fp32"} and all(t > 0 for t in c["seconds"].values()), name
 
 
+def test_default_max_seq_is_the_models_where_long_inputs_are_affordable() -> None:
+    """ModernBERT defaults to its own maximum where local layers are banded and global ones run a memory-light
+    kernel (ORT, OpenVINO); --runtime trt's gate runs unfused global attention in ORT, so it keeps 2048."""
+    from bert_export.exporter.api import long_inputs_affordable
+    from bert_export.quantize.pipeline import OptimizeOptions
+
+    fam = get_family("modernbert")
+    assert long_inputs_affordable(fam, OptimizeOptions()) and long_inputs_affordable(fam, OptimizeOptions(runtime="openvino"))
+    assert not long_inputs_affordable(fam, OptimizeOptions(runtime="trt"))
+    assert not long_inputs_affordable(fam, OptimizeOptions(banded_attention=False))
+    assert not long_inputs_affordable(fam, OptimizeOptions(optimize=False))
+    assert not long_inputs_affordable(get_family("bert"), OptimizeOptions())  # no window: its maximum is 512 anyway
+
+
 def test_dense_flag_keeps_masked_attention_and_agrees(make_bundle, banded_embed: Path) -> None:
     from bert_export.quantize.pipeline import OptimizeOptions
 
