@@ -88,9 +88,8 @@ def test_parity_gate_times_its_max_seq_case(banded_embed: Path) -> None:
     m = load_bundle(banded_embed).manifest
     case = m["parity"]["cases"]["max-seq"]
     assert case["shape"] == [1 if m["max_sequence_length"] > LONG_CASE_SEQ else 2, m["max_sequence_length"]]
-    for name, c in m["parity"]["cases"].items():  # every case timed (a tiny one may round to 0.000 s)
-        assert set(c["seconds"]) == {"pytorch", "ort fp32"} and all(t >= 0 for t in c["seconds"].values()), name
-    assert case["seconds"]["pytorch"] > 0 and case["seconds"]["ort fp32"] > 0  # the longest one takes real time
+    for name, c in m["parity"]["cases"].items():  # every case timed, in both (3 significant digits: never 0)
+        assert set(c["seconds"]) == {"pytorch", "ort fp32"} and all(t > 0 for t in c["seconds"].values()), name
 
 
 def test_default_max_seq_is_the_models_where_long_inputs_are_affordable() -> None:
