@@ -101,7 +101,7 @@ def torch_reference(graph: TaskGraph, inputs: tuple[TensorSpec, ...], outputs: t
 
 
 def ort_results(path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], cases: list[Case],
-                max_seq: int, label: str = "onnx") -> list[dict[str, np.ndarray]]:
+                max_seq: int, label: str) -> list[dict[str, np.ndarray]]:
     with OrtRunner(path, inputs, outputs, max_seq) as runner:
         return infer_cases(runner, inputs, cases, label)
 

@@ -43,6 +43,8 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 from onnxscript.rewriter import RewriteRuleClassBase, RewriteRuleSet
 
+from .fusion import const_array
+
 MS = "com.microsoft"
 # The fill for scores outside the window: finite in fp32 and fp16 (fp16's lowest), far below any real score.
 MASKED_SCORE = -65504.0
@@ -64,28 +66,19 @@ def _ancestors(value: ir.Value, limit: int = _SEARCH_LIMIT) -> Iterable[ir.Node]
             queue.extend(i for i in node.inputs if i is not None)
 
 
-def _const_scalar(value: ir.Value | None) -> np.ndarray | None:
-    """The value of a one-element constant (initializer or Constant node), else None."""
-    if value is None:
-        return None
-    tensor = value.const_value
-    if tensor is None:
-        node = value.producer()
-        if node is not None and node.op_type == "Constant" and "value" in node.attributes:
-            tensor = node.attributes["value"].value
-    if tensor is None:
-        return None
-    array = np.asarray(tensor.numpy()).ravel()
-    return array if array.size == 1 else None
+def _scalar(value: ir.Value | None) -> np.ndarray | None:
+    """A one-element constant, flattened, else None."""
+    array = const_array(value)
+    return None if array is None or np.asarray(array).size != 1 else np.asarray(array).ravel()
 
 
 def _const_int(value: ir.Value | None) -> int | None:
-    array = _const_scalar(value)
+    array = _scalar(value)
     return None if array is None else int(array[0])
 
 
 def _const_float(value: ir.Value | None) -> float | None:
-    array = _const_scalar(value)
+    array = _scalar(value)
     return None if array is None else float(array[0])
 
 

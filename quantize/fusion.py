@@ -64,7 +64,8 @@ def fold_for_trt(model: ir.Model) -> ir.Model:
     return model
 
 
-def _const(value: ir.Value | None) -> np.ndarray | None:
+def const_array(value: ir.Value | None) -> np.ndarray | None:
+    """The value of a constant (initializer or Constant node) as an array, else None."""
     if value is None:
         return None
     if value.const_value is not None:
@@ -89,7 +90,7 @@ def pack_weights(model: ir.Model) -> int:
     for node in list(model.graph):
         if node.op_type != "Concat" or node.outputs[0].is_graph_output():
             continue
-        parts = [_const(v) for v in node.inputs]
+        parts = [const_array(v) for v in node.inputs]
         if not parts or any(p is None for p in parts):
             continue
         axis = node.attributes["axis"].as_int()
@@ -172,7 +173,7 @@ def embed_layer_norm(model: ir.Model) -> int:
         pos = next((g for g in gathers if g not in (word, seg)), None)
         if word is None or seg is None or pos is None or not _is_arange_positions(pos.inputs[1]):
             continue
-        if any(_const(g.inputs[0]) is None for g in (word, seg, pos)):
+        if any(const_array(g.inputs[0]) is None for g in (word, seg, pos)):
             continue
         casts = []
         for src in (ids, segments):
@@ -206,8 +207,8 @@ def _is_arange_positions(value: ir.Value | None) -> bool:
     sl = _producer(value, "Slice")
     if sl is None:
         return False
-    data = _const(sl.inputs[0])
-    starts = _const(sl.inputs[1]) if len(sl.inputs) > 1 else None
+    data = const_array(sl.inputs[0])
+    starts = const_array(sl.inputs[1]) if len(sl.inputs) > 1 else None
     if data is None or starts is None or data.ndim != 2 or data.shape[0] != 1:
         return False
     return bool(np.array_equal(data[0], np.arange(data.shape[1]))) and int(np.asarray(starts).ravel()[0]) == 0
@@ -234,7 +235,7 @@ def skip_layer_norm(model: ir.Model) -> int:
         if ln.op_type != "LayerNormalization" or ln.domain not in ("", "ai.onnx") or len(ln.outputs) > 1:
             continue
         add = _producer(ln.inputs[0], "Add")
-        if add is None or _const(ln.inputs[1]) is None:
+        if add is None or const_array(ln.inputs[1]) is None:
             continue
         a, b = add.inputs
         if a is None or b is None or a.shape is None or b.shape is None or len(a.shape) != 3 or len(b.shape) != 3:
@@ -337,7 +338,7 @@ def _is_range_from_zero(value: ir.Value | None) -> bool:
         node = node.inputs[0].producer() if node.inputs[0] is not None else None
     if node is None or node.op_type != "Range":
         return False
-    start, step = _const(node.inputs[0]), _const(node.inputs[2])
+    start, step = const_array(node.inputs[0]), const_array(node.inputs[2])
     return start is not None and step is not None and float(start) == 0 and float(step) == 1
 
 
@@ -354,7 +355,7 @@ def unpack_attention(model: ir.Model) -> int:
         if node.op_type != "Attention" or node.domain != MS or len(node.inputs) < 3:
             continue
         weight = node.inputs[1]
-        w = _const(weight)
+        w = const_array(weight)
         if w is None or w.shape[1] % 3 or "qkv_hidden_sizes" in node.attributes:
             continue
         x, bias = node.inputs[0], node.inputs[2]

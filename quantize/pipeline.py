@@ -174,7 +174,7 @@ def optimize_graph(
                 result.banded_layers = banded_local_attention(model)  # its own pass: local layers O(n·w)
         else:
             model = fold_for_trt(model)
-            result.banded_layers = _banded_standard(model, family, options)
+            result.banded_layers = _standard_attention_passes(model, family, options)
         _save_ir(model, path)
     with tempfile.TemporaryDirectory(prefix="bert-export-opt-") as work_dir:
         work = Path(work_dir)
@@ -227,7 +227,7 @@ def _count_ops(path: Path, result: OptimizeResult) -> None:
     result.output_dtype = "float16" if result.options.fp16_io else "float32"
 
 
-def _banded_standard(model: ir.Model, family: Family, options: OptimizeOptions) -> int:
+def _standard_attention_passes(model: ir.Model, family: Family, options: OptimizeOptions) -> int:
     """Standard-ONNX targets (TensorRT, OpenVINO), after folding, two passes of their own: banded local layers,
     then the dead NaN guards dropped so that the targets' own attention fusion sees a plain softmax chain."""
     banded = banded_standard_attention(model) if options.banded_attention and family.local_window_attr else 0
@@ -244,7 +244,7 @@ def _optimize_openvino(path: Path, family: Family, inputs: tuple[TensorSpec, ...
     require(options.int8)  # before any work
     if options.optimize:
         model = fold_for_trt(ir.load(path))
-        result.banded_layers = _banded_standard(model, family, options)
+        result.banded_layers = _standard_attention_passes(model, family, options)
         _save_ir(model, path)
     feeds = calibration_feeds(inputs, tokenizer, samples=options.calib_samples, max_seq=min(max_seq, 128),
                               vocab_size=vocab_size, seed=seed) if options.int8 else []

@@ -18,14 +18,12 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import RewriteRuleClassBase, RewriteRuleSet
 
+from .fusion import const_array
+
 
 def _finite_const(value: ir.Value | None) -> bool:
-    tensor = None if value is None else value.const_value
-    if tensor is None and value is not None:
-        node = value.producer()
-        if node is not None and node.op_type == "Constant" and "value" in node.attributes:
-            tensor = node.attributes["value"].value
-    return tensor is not None and bool(np.isfinite(np.asarray(tensor.numpy(), dtype=np.float64)).all())
+    array = const_array(value)
+    return array is not None and bool(np.isfinite(np.asarray(array, dtype=np.float64)).all())
 
 
 class DropSoftmaxNanGuard(RewriteRuleClassBase):
