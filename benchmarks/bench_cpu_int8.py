@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -52,7 +51,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ORT quantize_dynamic defaults": {"kind": "ort", "file": "ort-qdq-default.onnx"},
     "OpenVINO default (plain export)": {"kind": "ov", "file": "plain/onnx/model.onnx", "hint": None},
     "OpenVINO + NNCF defaults": {"kind": "ov", "file": "nncf-default/model.xml", "hint": None},
-    "ours OpenVINO int8 (NNCF + fallback, the bundle's hint)": {"kind": "ov", "file": "ov-int8/openvino/model.xml", "hint": "bundle"},
+    "ours OpenVINO int8 (NNCF + fallback, the bundle's hint)": {
+        "kind": "ov",
+        "file": "ov-int8/openvino/model.xml",
+        "hint": "bundle",
+    },
     "ours OpenVINO int8, f32 hint": {"kind": "ov", "file": "ov-int8/openvino/model.xml", "hint": "f32"},
     "ours OpenVINO fp32 (f32 hint)": {"kind": "ov", "file": "ov-fp32/openvino/model.xml", "hint": "f32", "skip": True},
     "ours OpenVINO bf16": {"kind": "ov", "file": "ov-fp32/openvino/model.xml", "hint": "bf16"},
@@ -61,8 +64,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def feeds(names: list[str], vocab: int, batch: int, seq: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    f = {"input_ids": rng.integers(5, vocab, (batch, seq), dtype=np.int64),
-         "attention_mask": np.ones((batch, seq), np.int64), "token_type_ids": np.zeros((batch, seq), np.int64)}
+    f = {
+        "input_ids": rng.integers(5, vocab, (batch, seq), dtype=np.int64),
+        "attention_mask": np.ones((batch, seq), np.int64),
+        "token_type_ids": np.zeros((batch, seq), np.int64),
+    }
     return {n: f[n] for n in names}
 
 
@@ -96,6 +102,7 @@ def gop(cfg: dict[str, Any], seq: int) -> float:
 
 # ---- step 1: prepare ------------------------------------------------------------------------------------
 
+
 def prepare(family: str, work: Path, tiny: bool) -> dict[str, Any]:
     """Export every variant into ``work/family`` (skipping those that exist); returns export seconds."""
     from bert_export.exporter import export
@@ -121,12 +128,25 @@ def prepare(family: str, work: Path, tiny: bool) -> dict[str, Any]:
             continue
         t = time.perf_counter()
         try:
-            res = export(family, "qa", random_init=True, overrides=overrides, out=root / name, max_seq=128 if tiny else 512,
-                         validate=validate, optimization=opt, force=True)
+            res = export(
+                family,
+                "qa",
+                random_init=True,
+                overrides=overrides,
+                out=root / name,
+                max_seq=128 if tiny else 512,
+                validate=validate,
+                optimization=opt,
+                force=True,
+            )
             fb = res.manifest.get("optimization", {}).get("fallback", {})
-            seconds[name] = {"seconds": round(time.perf_counter() - t, 1), "kept_fp32": len(fb.get("kept_fp32", [])),
-                             "gate_evaluations": fb.get("gate_evaluations"), "fallback_seconds": fb.get("seconds"),
-                             "passed": (res.manifest.get("parity") or {}).get("passed")}
+            seconds[name] = {
+                "seconds": round(time.perf_counter() - t, 1),
+                "kept_fp32": len(fb.get("kept_fp32", [])),
+                "gate_evaluations": fb.get("gate_evaluations"),
+                "fallback_seconds": fb.get("seconds"),
+                "passed": (res.manifest.get("parity") or {}).get("passed"),
+            }
         except Exception as exc:  # a failed gate is a result too
             seconds[name] = {"seconds": round(time.perf_counter() - t, 1), "error": str(exc)[:300]}
         print(f"  {family} {name}: {seconds[name]}", flush=True)
@@ -168,6 +188,7 @@ def nncf_default(onnx_path: Path, out: Path, family: str, tiny: bool) -> None:
 
 # ---- step 2: time one variant ----------------------------------------------------------------------------
 
+
 def time_variant(label: str, family: str, work: Path, runs: int, tiny: bool) -> dict[str, float]:
     spec = VARIANTS[label]
     if spec.get("skip"):
@@ -182,7 +203,9 @@ def time_variant(label: str, family: str, work: Path, runs: int, tiny: bool) -> 
 
         torch.set_num_threads(THREADS)
         fam = get_family(family)
-        model = load_source(fam, get_task("qa"), random_init=True, overrides=dict(fam.tiny_config) if tiny else None).model.eval()
+        model = load_source(
+            fam, get_task("qa"), random_init=True, overrides=dict(fam.tiny_config) if tiny else None
+        ).model.eval()
 
         def runner(f: dict[str, np.ndarray]) -> Any:
             t = {k: torch.from_numpy(v) for k, v in f.items()}
@@ -190,6 +213,7 @@ def time_variant(label: str, family: str, work: Path, runs: int, tiny: bool) -> 
             def run() -> Any:
                 with torch.inference_mode():
                     return model(**t)
+
             return run
     elif spec["kind"] == "ort":
         import onnxruntime as ort
@@ -212,14 +236,18 @@ def time_variant(label: str, family: str, work: Path, runs: int, tiny: bool) -> 
 
         def runner(f: dict[str, np.ndarray]) -> Any:
             return lambda: request.infer(f, share_inputs=True)
+
     out = {}
     for batch, seq in SHAPES:
         fed = feeds(names, vocab, batch, min(seq, 128) if tiny else seq)
-        out[f"b{batch}s{seq}"] = median_ms(runner(fed), runs if batch * seq <= 128 else max(5, runs // 6), warmup=5 if batch * seq <= 128 else 2)
+        out[f"b{batch}s{seq}"] = median_ms(
+            runner(fed), runs if batch * seq <= 128 else max(5, runs // 6), warmup=5 if batch * seq <= 128 else 2
+        )
     return out
 
 
 # ---- step 3: ceilings ------------------------------------------------------------------------------------
+
 
 def ceilings(runs: int) -> dict[str, float]:
     """GOP/s of single FFN-shaped MatMuls: what the cores can do at best in each number format."""
@@ -233,8 +261,17 @@ def ceilings(runs: int) -> dict[str, float]:
     out: dict[str, float] = {}
 
     def ort_time(node: Any, inits: list, x: np.ndarray, xtype: int) -> float:
-        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", xtype, [m, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT if xtype == TensorProto.FLOAT else TensorProto.INT32, None)], inits)
+        g = helper.make_graph(
+            [node],
+            "g",
+            [helper.make_tensor_value_info("x", xtype, [m, k])],
+            [
+                helper.make_tensor_value_info(
+                    "y", TensorProto.FLOAT if xtype == TensorProto.FLOAT else TensorProto.INT32, None
+                )
+            ],
+            inits,
+        )
         model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
@@ -242,14 +279,24 @@ def ceilings(runs: int) -> dict[str, float]:
         return median_ms(lambda: sess.run(None, {"x": x}), runs * 3)
 
     wq = numpy_helper.from_array(rng.integers(-127, 127, (k, n), dtype=np.int8), "w")
-    ms = ort_time(helper.make_node("MatMulInteger", ["x", "w"], ["y"]), [wq], rng.integers(0, 255, (m, k), dtype=np.uint8), TensorProto.UINT8)
+    ms = ort_time(
+        helper.make_node("MatMulInteger", ["x", "w"], ["y"]),
+        [wq],
+        rng.integers(0, 255, (m, k), dtype=np.uint8),
+        TensorProto.UINT8,
+    )
     out["u8s8 MatMulInteger (ORT) GOP/s"] = round(ops / ms * 1e3, 1)
     # ORT's own dynamic int8 kernel (DynamicQuantizeMatMul, weights prepacked): what quantize_dynamic emits
     wq_f = rng.standard_normal((k, n), dtype=np.float32)
     ws = numpy_helper.from_array((np.abs(wq_f).max(0) / 127).astype(np.float32), "ws")
     node = helper.make_node("DynamicQuantizeMatMul", ["x", "w", "ws"], ["y"], domain="com.microsoft")
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [wq, ws])
+    g = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [wq, ws],
+    )
     dq = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
@@ -258,7 +305,12 @@ def ceilings(runs: int) -> dict[str, float]:
     ms = median_ms(lambda: sess.run(None, {"x": xf}), runs * 3)
     out["int8 DynamicQuantizeMatMul, per-tensor (ORT) GOP/s"] = round(ops / ms * 1e3, 1)
     wf = numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "w")
-    ms = ort_time(helper.make_node("MatMul", ["x", "w"], ["y"]), [wf], rng.standard_normal((m, k), dtype=np.float32), TensorProto.FLOAT)
+    ms = ort_time(
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+        [wf],
+        rng.standard_normal((m, k), dtype=np.float32),
+        TensorProto.FLOAT,
+    )
     out["fp32 MatMul (ORT) GFLOP/s"] = round(ops / ms * 1e3, 1)
     # OpenVINO: one MatMul, f32 and bf16 hints; and the same MatMul through NNCF (int8)
     from openvino import opset13 as ops_
@@ -268,19 +320,28 @@ def ceilings(runs: int) -> dict[str, float]:
     model = ov.Model([ops_.matmul(x, w, False, False)], [x])
     feed = {"x": rng.standard_normal((m, k), dtype=np.float32)}
     for hint in ("f32", "bf16"):
-        req = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": str(THREADS)}).create_infer_request()
+        req = (
+            ov.Core()
+            .compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": str(THREADS)})
+            .create_infer_request()
+        )
         ms = median_ms(lambda: req.infer(feed), runs * 3)
         out[f"{hint} MatMul (OpenVINO) GFLOP/s"] = round(ops / ms * 1e3, 1)
     import nncf
 
     q = nncf.quantize(model, nncf.Dataset([feed] * 4), subset_size=4)
-    req = ov.Core().compile_model(q, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(THREADS)}).create_infer_request()
+    req = (
+        ov.Core()
+        .compile_model(q, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(THREADS)})
+        .create_infer_request()
+    )
     ms = median_ms(lambda: req.infer(feed), runs * 3)
     out["int8 MatMul (OpenVINO, NNCF) GOP/s"] = round(ops / ms * 1e3, 1)
     return out
 
 
 # ---- step 4: accuracy gates on MiniLM --------------------------------------------------------------------
+
 
 def gates(work: Path) -> dict[str, Any]:
     """Pooled cosine and agreement of each int8 variant on the packaged MiniLM (real text, the int8 gate)."""
@@ -303,19 +364,31 @@ def gates(work: Path) -> dict[str, Any]:
     root = work / "minilm"
     root.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {}
-    for name, opt in {"ours int8 dynamic (ORT)": OptimizeOptions(int8=True, int8_mode="dynamic"),
-                      "ours int8 dynamic + per-tensor pass (ORT)": OptimizeOptions(int8=True, int8_mode="dynamic", per_tensor=True),
-                      "ours int8 static (ORT)": OptimizeOptions(int8=True, int8_mode="static"),
-                      "ours OpenVINO int8 (NNCF + fallback, the bundle's hint)": OptimizeOptions(runtime="openvino", int8=True),
-                      "ours OpenVINO bf16": OptimizeOptions(runtime="openvino", bf16=True),
-                      "plain": OptimizeOptions(optimize=False)}.items():
+    for name, opt in {
+        "ours int8 dynamic (ORT)": OptimizeOptions(int8=True, int8_mode="dynamic"),
+        "ours int8 dynamic + per-tensor pass (ORT)": OptimizeOptions(int8=True, int8_mode="dynamic", per_tensor=True),
+        "ours int8 static (ORT)": OptimizeOptions(int8=True, int8_mode="static"),
+        "ours OpenVINO int8 (NNCF + fallback, the bundle's hint)": OptimizeOptions(runtime="openvino", int8=True),
+        "ours OpenVINO bf16": OptimizeOptions(runtime="openvino", bf16=True),
+        "plain": OptimizeOptions(optimize=False),
+    }.items():
         t = time.perf_counter()
-        res = export("bert", "embed", model=minilm, out=root / name.split(" (")[0].replace(" ", "-"), max_seq=128,
-                     optimization=opt, force=True)
+        res = export(
+            "bert",
+            "embed",
+            model=minilm,
+            out=root / name.split(" (")[0].replace(" ", "-"),
+            max_seq=128,
+            optimization=opt,
+            force=True,
+        )
         if name != "plain":
             fb = res.manifest["optimization"].get("fallback", {})
-            out[name] = {**_gate(res.manifest["parity"]["summary"]), "kept_fp32": len(fb.get("kept_fp32", [])),
-                         "export_s": round(time.perf_counter() - t, 1)}
+            out[name] = {
+                **_gate(res.manifest["parity"]["summary"]),
+                "kept_fp32": len(fb.get("kept_fp32", [])),
+                "export_s": round(time.perf_counter() - t, 1),
+            }
             ov_section = res.manifest["optimization"].get("openvino")
             if ov_section:
                 out[name]["hint"] = ov_section["precision_hint"]
@@ -337,30 +410,50 @@ def gates(work: Path) -> dict[str, Any]:
     quantize_dynamic(str(plain), str(qd))
     out["ORT quantize_dynamic defaults"] = _gate(ort_probe(qd).summary)
     data = calibration_feeds(fam.inputs, tok, samples=32, max_seq=128, vocab_size=source.config.vocab_size)
-    q = nncf.quantize(ov.convert_model(str(plain)), nncf.Dataset(data), model_type=nncf.ModelType.TRANSFORMER, subset_size=32)
+    q = nncf.quantize(
+        ov.convert_model(str(plain)), nncf.Dataset(data), model_type=nncf.ModelType.TRANSFORMER, subset_size=32
+    )
     ov.save_model(q, str(root / "nncf-default.xml"))
     for hint in ("bf16", "f32"):
-        probe = ParityProbe(graph, fam.inputs, outputs, task, cases, source.pooling["mode"], 128, "int8",
-                            runner=lambda p, h=hint: OpenVinoRunner(p, fam.inputs, outputs, 128, precision_hint=h))
+        probe = ParityProbe(
+            graph,
+            fam.inputs,
+            outputs,
+            task,
+            cases,
+            source.pooling["mode"],
+            128,
+            "int8",
+            runner=lambda p, h=hint: OpenVinoRunner(p, fam.inputs, outputs, 128, precision_hint=h),
+        )
         probe._reference = ort_probe.reference
         out[f"OpenVINO + NNCF defaults ({hint} hint)"] = _gate(probe(root / "nncf-default.xml").summary)
     return out
 
 
 def _gate(summary: dict[str, Any]) -> dict[str, Any]:
-    from bert_export.runtimes.parity import GATES
+    from bert_export.models.precisions import GATES
 
     g = GATES["int8"]
     cm, cmin = summary.get("cosine_mean"), summary.get("cosine_min")
-    return {"cosine_mean": round(cm, 5), "cosine_min": round(cmin, 5),
-            "int8_gate": bool(cm >= g.cos_mean and cmin >= g.cos_min)}
+    return {
+        "cosine_mean": round(cm, 5),
+        "cosine_min": round(cmin, 5),
+        "int8_gate": bool(cm >= g.cos_mean and cmin >= g.cos_min),
+    }
 
 
 # ---- driver ----------------------------------------------------------------------------------------------
 
+
 def sub(args: list[str]) -> Any:
     """Run one step in a fresh process; its last stdout line is JSON."""
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
+    proc = subprocess.run(
+        [sys.executable, __file__, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": str(THREADS)},
+    )
     if proc.returncode != 0:
         print(proc.stderr[-2000:], file=sys.stderr)
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
@@ -374,7 +467,9 @@ def cpu_flags() -> list[str]:
         flags = set(Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split())
     except (OSError, IndexError):
         return []
-    return sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"})
+    return sorted(
+        flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"}
+    )
 
 
 def load_average() -> str:
@@ -383,46 +478,80 @@ def load_average() -> str:
 
 def markdown(r: dict[str, Any]) -> str:
     c = r["ceilings"]
-    lines = ["# CPU INT8: ours vs ORT quantize_dynamic vs OpenVINO + NNCF", "",
-             f"Written by `benchmarks/bench_cpu_int8.py` on {r['machine']['cpu']} ({THREADS} threads), "
-             f"ONNX Runtime {r['machine']['onnxruntime']}, OpenVINO {r['machine']['openvino']}, NNCF {r['machine']['nncf']}, "
-             f"torch {r['machine']['torch']}; CPU features: {', '.join(r['machine'].get('cpu_flags', [])) or 'unknown'}. Load average before / after: {r['load_before']} / {r['load_after']} "
-             "(compare ratios within one run: absolute times vary between machines and hours). Full-size random-init "
-             f"`qa` models, each variant timed in its own process, medians of {r['runs']} at b1 s128 after 5 warm-up runs "
-             f"({max(5, r['runs'] // 6)} after 2 at b8 s128 and b1 s512).", "",
-             "## CPU ceilings (single MatMul 128x768x3072, same run)", "", "| kernel | GOP/s |", "|---|---:|"]
+    lines = [
+        "# CPU INT8: ours vs ORT quantize_dynamic vs OpenVINO + NNCF",
+        "",
+        f"Written by `benchmarks/bench_cpu_int8.py` on {r['machine']['cpu']} ({THREADS} threads), "
+        f"ONNX Runtime {r['machine']['onnxruntime']}, OpenVINO {r['machine']['openvino']}, NNCF {r['machine']['nncf']}, "
+        f"torch {r['machine']['torch']}; CPU features: {', '.join(r['machine'].get('cpu_flags', [])) or 'unknown'}. Load average before / after: {r['load_before']} / {r['load_after']} "
+        "(compare ratios within one run: absolute times vary between machines and hours). Full-size random-init "
+        f"`qa` models, each variant timed in its own process, medians of {r['runs']} at b1 s128 after 5 warm-up runs "
+        f"({max(5, r['runs'] // 6)} after 2 at b8 s128 and b1 s512).",
+        "",
+        "## CPU ceilings (single MatMul 128x768x3072, same run)",
+        "",
+        "| kernel | GOP/s |",
+        "|---|---:|",
+    ]
     lines += [f"| {k.rsplit(' ', 1)[0]} | {v} |" for k, v in c.items()]
-    int_ceiling = max([v for k, v in c.items() if k.startswith(("u8s8", "int8")) and isinstance(v, (int, float))] or [1])
+    int_ceiling = max(
+        [v for k, v in c.items() if k.startswith(("u8s8", "int8")) and isinstance(v, (int, float))] or [1]
+    )
     for family, rows in r["families"].items():
         g = r["gop"][family]
         ov_nncf = rows.get("OpenVINO + NNCF defaults", {}).get("b1s128")
-        lines += ["", f"## {family}-base ({g:.1f} GOP per sequence at 128; int8 floor at the best int8 ceiling "
-                      f"{g / int_ceiling * 1e3:.1f} ms)", "",
-                  "| variant | b1 s128 ms | % of int8 ceiling | vs OV+NNCF | b8 s128 ms | b1 s512 ms |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"## {family}-base ({g:.1f} GOP per sequence at 128; int8 floor at the best int8 ceiling "
+            f"{g / int_ceiling * 1e3:.1f} ms)",
+            "",
+            "| variant | b1 s128 ms | % of int8 ceiling | vs OV+NNCF | b8 s128 ms | b1 s512 ms |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for label, ms in rows.items():
             if "error" in ms:
                 lines.append(f"| {label} | error: {ms['error'][:80]} | | | | |")
                 continue
             b1 = ms["b1s128"]
             eff = g / b1 * 1e3 / int_ceiling * 100
-            lines.append(f"| {label} | {b1:.1f} | {eff:.0f}% | {ov_nncf / b1:.2f}x | {ms['b8s128']:.1f} | {ms['b1s512']:.1f} |"
-                         if ov_nncf else f"| {label} | {b1:.1f} | {eff:.0f}% | - | {ms['b8s128']:.1f} | {ms['b1s512']:.1f} |")
+            lines.append(
+                f"| {label} | {b1:.1f} | {eff:.0f}% | {ov_nncf / b1:.2f}x | {ms['b8s128']:.1f} | {ms['b1s512']:.1f} |"
+                if ov_nncf
+                else f"| {label} | {b1:.1f} | {eff:.0f}% | - | {ms['b8s128']:.1f} | {ms['b1s512']:.1f} |"
+            )
         prep = r.get("prepare", {}).get(family, {})
         if prep:
-            lines += ["", "Export (with the accuracy fallback where the gate was checked): "
-                      + "; ".join(f"{k} {v.get('seconds')} s" + (f" (kept {v['kept_fp32']} fp32, {v['gate_evaluations']} gate runs)"
-                                                                if v.get("gate_evaluations") else "") + (" FAILED: " + v["error"][:120] if "error" in v else "")
-                                  for k, v in prep.items() if isinstance(v, dict))]
+            lines += [
+                "",
+                "Export (with the accuracy fallback where the gate was checked): "
+                + "; ".join(
+                    f"{k} {v.get('seconds')} s"
+                    + (
+                        f" (kept {v['kept_fp32']} fp32, {v['gate_evaluations']} gate runs)"
+                        if v.get("gate_evaluations")
+                        else ""
+                    )
+                    + (" FAILED: " + v["error"][:120] if "error" in v else "")
+                    for k, v in prep.items()
+                    if isinstance(v, dict)
+                ),
+            ]
     if r.get("gates"):
-        lines += ["", "## Accuracy at the int8 gate (packaged MiniLM, real text: pooled cosine mean >= 0.997, min >= 0.995)", "",
-                  "| variant | cosine mean | cosine min | passes | kept fp32 | per-row MatMuls | OpenVINO hint |",
-                  "|---|---:|---:|---|---:|---:|---|"]
+        lines += [
+            "",
+            "## Accuracy at the int8 gate (packaged MiniLM, real text: pooled cosine mean >= 0.997, min >= 0.995)",
+            "",
+            "| variant | cosine mean | cosine min | passes | kept fp32 | per-row MatMuls | OpenVINO hint |",
+            "|---|---:|---:|---|---:|---:|---|",
+        ]
         for label, s in r["gates"].items():
             if "error" in s:
                 lines.append(f"| {label} | error: {s['error'][:80]} | | | | | |")
                 continue
-            lines.append(f"| {label} | {s['cosine_mean']:.5f} | {s['cosine_min']:.5f} | {'yes' if s['int8_gate'] else 'no'} "
-                         f"| {s.get('kept_fp32', '-')} | {s.get('per_row', '-')} | {s.get('hint', '-')} |")
+            lines.append(
+                f"| {label} | {s['cosine_mean']:.5f} | {s['cosine_min']:.5f} | {'yes' if s['int8_gate'] else 'no'} "
+                f"| {s.get('kept_fp32', '-')} | {s.get('per_row', '-')} | {s.get('hint', '-')} |"
+            )
     lines += ["", r.get("notes", "")]
     return "\n".join(lines) + "\n"
 
@@ -435,7 +564,9 @@ def main() -> None:
     parser.add_argument("--skip-prepare", action="store_true")
     parser.add_argument("--skip-gates", action="store_true")
     parser.add_argument("--only", default="", help="comma-separated variant labels to time (default: all)")
-    parser.add_argument("--tiny", action="store_true", help="Smoke test on tiny configs (writes nothing under benchmarks/).")
+    parser.add_argument(
+        "--tiny", action="store_true", help="Smoke test on tiny configs (writes nothing under benchmarks/)."
+    )
     parser.add_argument("--notes", default="")
     parser.add_argument("--step", choices=["prepare", "time", "ceilings", "gates"], help=argparse.SUPPRESS)
     parser.add_argument("--family", help=argparse.SUPPRESS)
@@ -464,9 +595,21 @@ def main() -> None:
 
     common = ["--work", str(args.work), "--runs", str(args.runs), *tiny]
     families = args.families.split(",")
-    r: dict[str, Any] = {"runs": args.runs, "notes": args.notes, "families": {}, "prepare": {}, "gop": {},
-                         "machine": {"cpu": cpu_name(), "onnxruntime": onnxruntime.__version__, "openvino": openvino.get_version().split("-")[0],
-                                     "nncf": nncf.__version__, "torch": torch.__version__, "cpu_flags": cpu_flags()}}
+    r: dict[str, Any] = {
+        "runs": args.runs,
+        "notes": args.notes,
+        "families": {},
+        "prepare": {},
+        "gop": {},
+        "machine": {
+            "cpu": cpu_name(),
+            "onnxruntime": onnxruntime.__version__,
+            "openvino": openvino.get_version().split("-")[0],
+            "nncf": nncf.__version__,
+            "torch": torch.__version__,
+            "cpu_flags": cpu_flags(),
+        },
+    }
     if not args.skip_prepare:
         for family in families:
             print(f"preparing {family}", flush=True)

@@ -104,8 +104,9 @@ def child(variant: str, seq: int, bundle: str | None, out: str) -> None:
 
         core = ov.Core()
         model = core.read_model(str(Path(bundle) / "openvino" / "model.xml"))
-        request = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": THREADS, "INFERENCE_PRECISION_HINT": "f32"}
-                                     ).create_infer_request()
+        request = core.compile_model(
+            model, "CPU", {"INFERENCE_NUM_THREADS": THREADS, "INFERENCE_PRECISION_HINT": "f32"}
+        ).create_infer_request()
 
         def run() -> np.ndarray:
             return np.array(request.infer(f)["last_hidden_state"])
@@ -125,6 +126,7 @@ def child(variant: str, seq: int, bundle: str | None, out: str) -> None:
 
         def warm() -> None:
             session.run(["last_hidden_state"], {k: v[:, :128] for k, v in f.items()})
+
     warm()
     loaded = _rss_mb()
     times = []
@@ -136,10 +138,18 @@ def child(variant: str, seq: int, bundle: str | None, out: str) -> None:
             result = run()
             times.append(time.perf_counter() - t)
     np.save(out + ".npy", result.astype(np.float32))
-    Path(out + ".json").write_text(json.dumps({
-        "variant": variant, "seq": seq, "seconds": round(statistics.median(times), 3), "runs": [round(t, 3) for t in times],
-        "loaded_mb": round(loaded), "peak_above_mb": round(peak.peak - loaded),
-    }))
+    Path(out + ".json").write_text(
+        json.dumps(
+            {
+                "variant": variant,
+                "seq": seq,
+                "seconds": round(statistics.median(times), 3),
+                "runs": [round(t, 3) for t in times],
+                "loaded_mb": round(loaded),
+                "peak_above_mb": round(peak.peak - loaded),
+            }
+        )
+    )
 
 
 def export_bundles(root: Path, max_seq: int, variants: list[str]) -> dict[str, dict[str, Any]]:
@@ -159,11 +169,22 @@ def export_bundles(root: Path, max_seq: int, variants: list[str]) -> dict[str, d
         if name not in variants:
             continue
         t = time.perf_counter()
-        r = export("modernbert", "embed", random_init=True, seed=0, out=root / name, force=True, max_seq=max_seq,
-                   optimization=opt, validate=validate)
-        made[name] = {"export_seconds": round(time.perf_counter() - t, 1),
-                      "banded_layers": r.manifest["optimization"]["banded_attention_layers"],
-                      "parity": r.manifest.get("parity")}
+        r = export(
+            "modernbert",
+            "embed",
+            random_init=True,
+            seed=0,
+            out=root / name,
+            force=True,
+            max_seq=max_seq,
+            optimization=opt,
+            validate=validate,
+        )
+        made[name] = {
+            "export_seconds": round(time.perf_counter() - t, 1),
+            "banded_layers": r.manifest["optimization"]["banded_attention_layers"],
+            "parity": r.manifest.get("parity"),
+        }
         print(f"exported {name} in {made[name]['export_seconds']} s", flush=True)
     return made
 
@@ -192,12 +213,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
     ap.add_argument("--variants", default=",".join(VARIANTS[:4]))
-    ap.add_argument("--validate", action="store_true", help="Export the banded bundle with the parity gate (its 8192 case).")
+    ap.add_argument(
+        "--validate", action="store_true", help="Export the banded bundle with the parity gate (its 8192 case)."
+    )
     ap.add_argument("--work", type=Path, default=None, help="Keep bundles and outputs here (default: a temp dir).")
-    ap.add_argument("--note", default="shared machine (other jobs running): compare ratios within this run",
-                    help="How loaded the machine was, for the report.")
-    ap.add_argument("--add", action="store_true",
-                    help="Keep the other rows of benchmarks/long_inputs.json (same --work) and add or replace these.")
+    ap.add_argument(
+        "--note",
+        default="shared machine (other jobs running): compare ratios within this run",
+        help="How loaded the machine was, for the report.",
+    )
+    ap.add_argument(
+        "--add",
+        action="store_true",
+        help="Keep the other rows of benchmarks/long_inputs.json (same --work) and add or replace these.",
+    )
     ap.add_argument("--child", nargs=4, metavar=("VARIANT", "SEQ", "BUNDLE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -237,9 +266,16 @@ def main() -> None:
         failed = [f for f in earlier.get("failed", []) if (f["variant"], f["seq"]) not in done] + failed
         lengths = sorted({r["seq"] for r in rows})
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": THREADS,
-                    "note": args.note},
-        "bundles": bundles, "rows": rows, "failed": failed, "parity": compare(outs, lengths),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "threads": THREADS,
+            "note": args.note,
+        },
+        "bundles": bundles,
+        "rows": rows,
+        "failed": failed,
+        "parity": compare(outs, lengths),
     }
     from bert_export.models.support import versions
 
@@ -274,32 +310,67 @@ def _table(result: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
 def write_report(result: dict[str, Any]) -> None:
     t = _table(result)
     lengths = sorted({r["seq"] for r in result["rows"]})
-    ratios = [(a, b) for a, b in (("dense", "banded"), ("pytorch", "banded"), ("int8-dense", "int8-banded"), ("ov-dense", "ov-banded")) if a in t and b in t]
-    lines = ["# Long inputs: ModernBERT-base, banded local attention", "",
-             "Generated by `benchmarks/bench_long.py` (see its docstring for the method). ModernBERT-base "
-             "(`ModernBertConfig()`, seeded random weights, `embed`), batch 1, 2 threads, ONNX Runtime "
-             f"{result['versions'].get('onnxruntime')}, torch {result['versions'].get('torch')}. "
-             "Each cell ran in its own process; seconds are medians of the runs listed in long_inputs.json "
-             "(3 runs, 2 at 4096, 1 for the dense and PyTorch variants at 8192; warm-up at the same length below 4096); memory is the peak resident set "
-             f"above the loaded model. Machine: {result['machine'].get('cpu')}, {result['machine'].get('note')}.", "",
-             "| seq | " + " | ".join(f"{v} s" for v in t) + " | " + " | ".join(f"{v} MB" for v in t) + " | "
-             + " | ".join(f"{a}/{b}" for a, b in ratios) + " |",
-             "|---:|" + "---:|" * (2 * len(t) + len(ratios))]
+    ratios = [
+        (a, b)
+        for a, b in (
+            ("dense", "banded"),
+            ("pytorch", "banded"),
+            ("int8-dense", "int8-banded"),
+            ("ov-dense", "ov-banded"),
+        )
+        if a in t and b in t
+    ]
+    lines = [
+        "# Long inputs: ModernBERT-base, banded local attention",
+        "",
+        "Generated by `benchmarks/bench_long.py` (see its docstring for the method). ModernBERT-base "
+        "(`ModernBertConfig()`, seeded random weights, `embed`), batch 1, 2 threads, ONNX Runtime "
+        f"{result['versions'].get('onnxruntime')}, torch {result['versions'].get('torch')}. "
+        "Each cell ran in its own process; seconds are medians of the runs listed in long_inputs.json "
+        "(3 runs, 2 at 4096, 1 for the dense and PyTorch variants at 8192; warm-up at the same length below 4096); memory is the peak resident set "
+        f"above the loaded model. Machine: {result['machine'].get('cpu')}, {result['machine'].get('note')}.",
+        "",
+        "| seq | "
+        + " | ".join(f"{v} s" for v in t)
+        + " | "
+        + " | ".join(f"{v} MB" for v in t)
+        + " | "
+        + " | ".join(f"{a}/{b}" for a, b in ratios)
+        + " |",
+        "|---:|" + "---:|" * (2 * len(t) + len(ratios)),
+    ]
     for seq in lengths:
         cells = [f"{t[v][seq]['seconds']:.2f}" if seq in t[v] else "-" for v in t]
         mems = [f"{t[v][seq]['peak_above_mb']}" if seq in t[v] else "-" for v in t]
-        ratio = lambda a, b: f"{t[a][seq]['seconds'] / t[b][seq]['seconds']:.2f}x" if seq in t.get(a, {}) and seq in t.get(b, {}) else "-"  # noqa: E731
-        lines.append(f"| {seq} | " + " | ".join(cells) + " | " + " | ".join(mems) + " | " + " | ".join(ratio(a, b) for a, b in ratios) + " |")
+        ratio = lambda a, b: (  # noqa: E731
+            f"{t[a][seq]['seconds'] / t[b][seq]['seconds']:.2f}x"
+            if seq in t.get(a, {}) and seq in t.get(b, {})
+            else "-"
+        )  # noqa: E731
+        lines.append(
+            f"| {seq} | "
+            + " | ".join(cells)
+            + " | "
+            + " | ".join(mems)
+            + " | "
+            + " | ".join(ratio(a, b) for a, b in ratios)
+            + " |"
+        )
     if "banded" in t and 2048 in t["banded"] and 8192 in t["banded"]:
         grow = {v: t[v][8192]["seconds"] / t[v][2048]["seconds"] for v in t if 2048 in t[v] and 8192 in t[v]}
         lines += ["", "Growth 2048 -> 8192 (time): " + ", ".join(f"{v} {g:.1f}x" for v, g in grow.items()) + "."]
-        lines += ["", f"The work itself grows {gflop(8192, True) / gflop(2048, True):.1f}x from 2048 to 8192 with banded local "
-                  f"layers ({gflop(2048, True):.0f} -> {gflop(8192, True):.0f} GFLOP: the global layers' attention is exact, so "
-                  f"quadratic) and {gflop(8192, False) / gflop(2048, False):.1f}x with dense ones; a time growth below the work's "
-                  "growth needs the long runs to be more efficient than the short ones.", "",
-                  "Throughput (GFLOP/s of the model's own work, `gflop()` in the script; fp32 rows only):", "",
-                  "| seq | GFLOP banded | GFLOP dense | " + " | ".join(f"{v}" for v in t if not v.startswith("int8")) + " |",
-                  "|---:|---:|---:|" + "---:|" * len([v for v in t if not v.startswith("int8")])]
+        lines += [
+            "",
+            f"The work itself grows {gflop(8192, True) / gflop(2048, True):.1f}x from 2048 to 8192 with banded local "
+            f"layers ({gflop(2048, True):.0f} -> {gflop(8192, True):.0f} GFLOP: the global layers' attention is exact, so "
+            f"quadratic) and {gflop(8192, False) / gflop(2048, False):.1f}x with dense ones; a time growth below the work's "
+            "growth needs the long runs to be more efficient than the short ones.",
+            "",
+            "Throughput (GFLOP/s of the model's own work, `gflop()` in the script; fp32 rows only):",
+            "",
+            "| seq | GFLOP banded | GFLOP dense | " + " | ".join(f"{v}" for v in t if not v.startswith("int8")) + " |",
+            "|---:|---:|---:|" + "---:|" * len([v for v in t if not v.startswith("int8")]),
+        ]
         for seq in lengths:
             cells = []
             for v in (v for v in t if not v.startswith("int8")):
@@ -307,16 +378,32 @@ def write_report(result: dict[str, Any]) -> None:
                 cells.append(f"{work / t[v][seq]['seconds']:.0f}" if seq in t[v] else "-")
             lines.append(f"| {seq} | {gflop(seq, True):.0f} | {gflop(seq, False):.0f} | " + " | ".join(cells) + " |")
     if result.get("failed"):
-        lines += ["", "Cells whose process died (no number; exit -9 is the kernel killing it for memory on this 24 GB machine): "
-                  + ", ".join(f"{f['variant']} at {f['seq']} (exit {f['exit']})" for f in result["failed"]) + "."]
-    lines += ["", "Parity against PyTorch at every length (fp32: max |diff| of last_hidden_state; int8: min cosine per token):", "",
-              "| check | " + " | ".join(map(str, lengths)) + " |", "|---|" + "---:|" * len(lengths)]
+        lines += [
+            "",
+            "Cells whose process died (no number; exit -9 is the kernel killing it for memory on this 24 GB machine): "
+            + ", ".join(f"{f['variant']} at {f['seq']} (exit {f['exit']})" for f in result["failed"])
+            + ".",
+        ]
+    lines += [
+        "",
+        "Parity against PyTorch at every length (fp32: max |diff| of last_hidden_state; int8: min cosine per token):",
+        "",
+        "| check | " + " | ".join(map(str, lengths)) + " |",
+        "|---|" + "---:|" * len(lengths),
+    ]
     for name, by_len in result["parity"].items():
         lines.append(f"| {name} | " + " | ".join(str(by_len.get(s, by_len.get(str(s), "-"))) for s in lengths) + " |")
     p = (result["bundles"].get("banded") or {}).get("parity") or {}
     if p.get("cases"):
-        lines += ["", "The banded bundle's own parity gate at export (cases, shapes, seconds in PyTorch and ONNX Runtime):", ""]
-        lines += [f"- {name}: {c['shape']}, " + ", ".join(f"{k} {v} s" for k, v in c.get("seconds", {}).items()) for name, c in p["cases"].items()]
+        lines += [
+            "",
+            "The banded bundle's own parity gate at export (cases, shapes, seconds in PyTorch and ONNX Runtime):",
+            "",
+        ]
+        lines += [
+            f"- {name}: {c['shape']}, " + ", ".join(f"{k} {v} s" for k, v in c.get("seconds", {}).items())
+            for name, c in p["cases"].items()
+        ]
     (HERE / "long_inputs.md").write_text("\n".join(lines) + "\n")
 
 

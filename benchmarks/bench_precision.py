@@ -36,8 +36,11 @@ BATCHES = (1, 8)
 
 def feeds(names: list[str], vocab: int, batch: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    f = {"input_ids": rng.integers(5, vocab, (batch, SEQ), dtype=np.int64),
-         "attention_mask": np.ones((batch, SEQ), np.int64), "token_type_ids": np.zeros((batch, SEQ), np.int64)}
+    f = {
+        "input_ids": rng.integers(5, vocab, (batch, SEQ), dtype=np.int64),
+        "attention_mask": np.ones((batch, SEQ), np.int64),
+        "token_type_ids": np.zeros((batch, SEQ), np.int64),
+    }
     return {n: f[n] for n in names}
 
 
@@ -94,8 +97,16 @@ def export_variants(family: str, work: Path, tiny: bool) -> dict[str, Path]:
     for label, opt in variants.items():
         t = time.perf_counter()
         out = work / f"{family}-{label.split()[0]}-{len(paths)}"
-        result = export(family, "embed", random_init=True, out=out, max_seq=SEQ, validate=False, optimization=opt,
-                        overrides=dict(fam.tiny_config) if tiny else None)
+        result = export(
+            family,
+            "embed",
+            random_init=True,
+            out=out,
+            max_seq=SEQ,
+            validate=False,
+            optimization=opt,
+            overrides=dict(fam.tiny_config) if tiny else None,
+        )
         paths[label] = out / result.manifest["graph"]["file"]
         print(f"  exported {label} in {time.perf_counter() - t:.0f} s", flush=True)
     ort_int8 = work / f"{family}-ort-default-int8.onnx"
@@ -129,17 +140,29 @@ def cpu_name() -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = [START, "## Optimizer (quantize/): precision and fusion", "",
-             f"Machine: {results['machine']['cpu']}, {THREADS} threads, ONNX Runtime {results['machine']['onnxruntime']}, "
-             f"torch {results['machine']['torch']}. Load average before / after: {results['load_before']} / "
-             f"{results['load_after']} (other engineers share these 2 cores: ratios are more reliable than "
-             f"absolute times). Sequence {SEQ}, full attention mask, `embed` task, random weights; median of "
-             f"{results['runs']} runs after 5 warm-up runs. Written by `benchmarks/bench_precision.py`.", ""]
+    lines = [
+        START,
+        "## Optimizer (quantize/): precision and fusion",
+        "",
+        f"Machine: {results['machine']['cpu']}, {THREADS} threads, ONNX Runtime {results['machine']['onnxruntime']}, "
+        f"torch {results['machine']['torch']}. Load average before / after: {results['load_before']} / "
+        f"{results['load_after']} (other engineers share these 2 cores: ratios are more reliable than "
+        f"absolute times). Sequence {SEQ}, full attention mask, `embed` task, random weights; median of "
+        f"{results['runs']} runs after 5 warm-up runs. Written by `benchmarks/bench_precision.py`.",
+        "",
+    ]
     for family, rows in results["families"].items():
-        lines += [f"### {family}", "", "| variant | batch 1 ms | x eager | batch 8 ms | x eager |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            f"### {family}",
+            "",
+            "| variant | batch 1 ms | x eager | batch 8 ms | x eager |",
+            "|---|---:|---:|---:|---:|",
+        ]
         eager = rows["PyTorch eager fp32"]
         for label, ms in rows.items():
-            lines.append(f"| {label} | {ms['1']:.1f} | {eager['1'] / ms['1']:.2f} | {ms['8']:.1f} | {eager['8'] / ms['8']:.2f} |")
+            lines.append(
+                f"| {label} | {ms['1']:.1f} | {eager['1'] / ms['1']:.2f} | {ms['8']:.1f} | {eager['8'] / ms['8']:.2f} |"
+            )
         lines.append("")
     lines += [results.get("notes", ""), END]
     return "\n".join(lines)
@@ -149,7 +172,7 @@ def write_results(results: dict[str, Any]) -> None:
     section = markdown(results)
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     RESULTS.write_text(text)
@@ -166,7 +189,9 @@ def main() -> None:
     import torch
 
     results: dict[str, Any] = {
-        "runs": args.runs, "load_before": load_average(), "families": {},
+        "runs": args.runs,
+        "load_before": load_average(),
+        "families": {},
         "machine": {"cpu": cpu_name(), "onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
         "notes": args.notes,
     }

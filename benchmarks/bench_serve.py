@@ -27,10 +27,8 @@ import os
 import platform
 import signal
 import socket
-import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -51,17 +49,28 @@ TEXTS = [
     "Ünïcödé: naïve café, 東京.",
     "The model was exported to ONNX, fused for ONNX Runtime, validated against PyTorch and deployed.",
 ]
-QA = [("Who wrote the novel?", "Pride and Prejudice is a novel written by Jane Austen and published in 1813."),
-      ("What do encoders produce?", "Encoders such as BERT produce contextual embeddings for every token of the input text."),
-      ("Where is the tower?", "The Eiffel Tower stands in Paris, on the Champ de Mars, beside the Seine river in France."),
-      ("When did it open?", "The museum opened its doors to the public in 1793, during the French Revolution.")]
-CLI = [sys.executable, "-c", "from bert_export.exporter.cli import main; main()"]
+QA = [
+    ("Who wrote the novel?", "Pride and Prejudice is a novel written by Jane Austen and published in 1813."),
+    (
+        "What do encoders produce?",
+        "Encoders such as BERT produce contextual embeddings for every token of the input text.",
+    ),
+    (
+        "Where is the tower?",
+        "The Eiffel Tower stands in Paris, on the Champ de Mars, beside the Seine river in France.",
+    ),
+    ("When did it open?", "The museum opened its doors to the public in 1793, during the French Revolution."),
+]
+CLI = [sys.executable, "-c", "from bert_export.cli.main import main; main()"]
 
 
 def bundle(task: str, work: Path) -> Path:
     out = work / f"minilm-{task}-128"
     if not (out / "manifest.json").exists():
-        subprocess.run([*CLI, "bert", "--task", task, "--model", MINILM, "--max-seq", "128", "--out", str(out), "--force", "-q"], check=True)
+        subprocess.run(
+            [*CLI, "bert", "--task", task, "--model", MINILM, "--max-seq", "128", "--out", str(out), "--force", "-q"],
+            check=True,
+        )
     return out
 
 
@@ -69,7 +78,7 @@ def bundle(task: str, work: Path) -> Path:
 
 BASELINE = r"""
 import json, sys, time
-from bert_export.exporter.bundle import load_bundle
+from bert_export.bundle.reader import load_bundle
 from bert_export.runtimes.factory import make_runner
 from bert_export.runtimes.predict import predict
 path, task, n, batch, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[7]
@@ -100,8 +109,13 @@ print(json.dumps({"requests": n * batch, "seconds": total, "rps": n * batch / to
 
 
 def baseline(path: Path, task: str, n: int, batch: int, mode: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-c", BASELINE, str(path), task, str(n), str(batch), json.dumps(TEXTS), json.dumps(QA), mode],
-                         capture_output=True, text=True, timeout=600, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", BASELINE, str(path), task, str(n), str(batch), json.dumps(TEXTS), json.dumps(QA), mode],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -174,13 +188,35 @@ def counters(http: int, metrics: int, name: str) -> dict[str, Any]:
     return {"per_size": per_size, **prom}
 
 
-def serve_levels(path: Path, task: str, requests: int, max_seconds: float, max_batch: int, delay_ms: float) -> list[dict[str, Any]]:
+def serve_levels(
+    path: Path, task: str, requests: int, max_seconds: float, max_batch: int, delay_ms: float
+) -> list[dict[str, Any]]:
     http, grpc_port, metrics = free_ports(3)
     name = f"bench_{task}"
     log = open(path.parent / f"serve-{task}.log", "wb")  # beside the bundles (--work), not in the repository
-    proc = subprocess.Popen([*CLI, "serve", str(path), "--name", name, "--port", str(http), "--grpc-port", str(grpc_port),
-                             "--metrics-port", str(metrics), "--max-batch", str(max_batch), "--max-queue-delay-ms", str(delay_ms), "--open-statistics"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "serve",
+            str(path),
+            "--name",
+            name,
+            "--port",
+            str(http),
+            "--grpc-port",
+            str(grpc_port),
+            "--metrics-port",
+            str(metrics),
+            "--max-batch",
+            str(max_batch),
+            "--max-queue-delay-ms",
+            str(delay_ms),
+            "--open-statistics",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -194,14 +230,33 @@ def serve_levels(path: Path, task: str, requests: int, max_seconds: float, max_b
         levels = []
         for clients in (1, *CONCURRENCY):  # the first pass warms up (not reported)
             before = counters(http, metrics, name)
-            out = subprocess.run([sys.executable, "-c", LOAD, f"127.0.0.1:{grpc_port}", name, task, str(clients),
-                                  str(max(1, requests // clients) if levels or clients != 1 else 16), str(max_seconds),
-                                  json.dumps(TEXTS), json.dumps(QA)], capture_output=True, text=True, timeout=max_seconds + 120)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    LOAD,
+                    f"127.0.0.1:{grpc_port}",
+                    name,
+                    task,
+                    str(clients),
+                    str(max(1, requests // clients) if levels or clients != 1 else 16),
+                    str(max_seconds),
+                    json.dumps(TEXTS),
+                    json.dumps(QA),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=max_seconds + 120,
+            )
             if out.returncode != 0:
                 raise SystemExit(out.stderr[-2000:])
             after = counters(http, metrics, name)
             row = json.loads(out.stdout.strip().splitlines()[-1])
-            sizes = {k: v - before["per_size"].get(k, 0) for k, v in after["per_size"].items() if v - before["per_size"].get(k, 0)}
+            sizes = {
+                k: v - before["per_size"].get(k, 0)
+                for k, v in after["per_size"].items()
+                if v - before["per_size"].get(k, 0)
+            }
             inf = after.get("nv_inference_count", 0) - before.get("nv_inference_count", 0)
             exe = after.get("nv_inference_exec_count", 0) - before.get("nv_inference_exec_count", 0)
             row.update({"batch_sizes": dict(sorted(sizes.items())), "mean_batch": inf / exe if exe else None})
@@ -209,8 +264,11 @@ def serve_levels(path: Path, task: str, requests: int, max_seconds: float, max_b
                 levels.append({"warmup": True})
                 continue
             levels.append(row)
-            print(f"  {task} serve x{clients}: {row['rps']:.1f} req/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
-                  f"failed {row['failed']}, mean batch {row['mean_batch']:.2f}", flush=True)
+            print(
+                f"  {task} serve x{clients}: {row['rps']:.1f} req/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
+                f"failed {row['failed']}, mean batch {row['mean_batch']:.2f}",
+                flush=True,
+            )
         return [r for r in levels if not r.get("warmup")]
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -223,36 +281,49 @@ def serve_levels(path: Path, task: str, requests: int, max_seconds: float, max_b
 def write(results: dict[str, Any]) -> None:
     (HERE / "serving.json").write_text(json.dumps(results, indent=2) + "\n")
     m = results["machine"]
-    lines = ["# Serving load test (`bert-export serve`, Triton via PyTriton, CPU)", "",
-             f"Generated by `benchmarks/bench_serve.py` on {m['cpu']} ({m['cores']} cores), {m['date']}; "
-             f"{results['requests']} requests per concurrency level over gRPC on 127.0.0.1, max batch {results['max_batch']}, "
-             f"queue delay {results['delay_ms']} ms. The machine was shared with other work: compare the ratios, "
-             "which come from this one run, not the absolute numbers.", "",
-             "`run` = `predict()` on one input per call in a loop in its own process (the API's single-request path: it "
-             "rebuilds the bundle's tokenizer from its listed files on every call); "
-             "kept = serve's batch function (`TextModel`) on one input per call with tokenizer and runner kept (the fair "
-             "single-request baseline: the server's gain over it is dynamic batching alone); "
-             "ceiling = serve's batch function (`TextModel`) on 32 inputs per call without a server (what batching can reach on this CPU). "
-             "Batch sizes are Triton's own count of executions per batch size (statistics API) for that level.", ""]
+    lines = [
+        "# Serving load test (`bert-export serve`, Triton via PyTriton, CPU)",
+        "",
+        f"Generated by `benchmarks/bench_serve.py` on {m['cpu']} ({m['cores']} cores), {m['date']}; "
+        f"{results['requests']} requests per concurrency level over gRPC on 127.0.0.1, max batch {results['max_batch']}, "
+        f"queue delay {results['delay_ms']} ms. The machine was shared with other work: compare the ratios, "
+        "which come from this one run, not the absolute numbers.",
+        "",
+        "`run` = `predict()` on one input per call in a loop in its own process (the API's single-request path: it "
+        "rebuilds the bundle's tokenizer from its listed files on every call); "
+        "kept = serve's batch function (`TextModel`) on one input per call with tokenizer and runner kept (the fair "
+        "single-request baseline: the server's gain over it is dynamic batching alone); "
+        "ceiling = serve's batch function (`TextModel`) on 32 inputs per call without a server (what batching can reach on this CPU). "
+        "Batch sizes are Triton's own count of executions per batch size (statistics API) for that level.",
+        "",
+    ]
     for task, r in results["tasks"].items():
         base, kept = r["run_single"]["rps"], r["single_kept"]["rps"]
-        lines += [f"## MiniLM {task} (max_seq 128)", "",
-                  f"`run` single request: {base:.1f} req/s (p50 {r['run_single']['p50_ms']:.1f} ms); "
-                  f"kept single: {kept:.1f} req/s (p50 {r['single_kept']['p50_ms']:.1f} ms); "
-                  f"ceiling (32 per call): {r['ceiling_32']['rps']:.1f} req/s ({r['ceiling_32']['rps'] / kept:.2f}x kept)", "",
-                  "| clients | requests | failed | req/s | vs `run` | vs kept | p50 ms | p99 ms | mean batch | batches formed (size: count) |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            f"## MiniLM {task} (max_seq 128)",
+            "",
+            f"`run` single request: {base:.1f} req/s (p50 {r['run_single']['p50_ms']:.1f} ms); "
+            f"kept single: {kept:.1f} req/s (p50 {r['single_kept']['p50_ms']:.1f} ms); "
+            f"ceiling (32 per call): {r['ceiling_32']['rps']:.1f} req/s ({r['ceiling_32']['rps'] / kept:.2f}x kept)",
+            "",
+            "| clients | requests | failed | req/s | vs `run` | vs kept | p50 ms | p99 ms | mean batch | batches formed (size: count) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for row in r["serve"]:
             sizes = ", ".join(f"{k}: {v}" for k, v in row["batch_sizes"].items())
-            lines.append(f"| {row['clients']} | {row['requests']} | {row['failed']} | {row['rps']:.1f} | {row['rps'] / base:.2f}x | "
-                         f"{row['rps'] / kept:.2f}x | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['mean_batch']:.2f} | {sizes} |")
+            lines.append(
+                f"| {row['clients']} | {row['requests']} | {row['failed']} | {row['rps']:.1f} | {row['rps'] / base:.2f}x | "
+                f"{row['rps'] / kept:.2f}x | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['mean_batch']:.2f} | {sizes} |"
+            )
         lines.append("")
     (HERE / "serving.md").write_text("\n".join(lines))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=256, help="Requests per concurrency level (split over the clients).")
+    ap.add_argument(
+        "--requests", type=int, default=256, help="Requests per concurrency level (split over the clients)."
+    )
     ap.add_argument("--max-seconds", type=float, default=120.0, help="Time limit per level.")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--delay-ms", type=float, default=2.0)
@@ -260,11 +331,21 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "exports" / "bench-serve")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                                           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
-                               "requests": args.requests, "max_batch": args.max_batch, "delay_ms": args.delay_ms, "tasks": {}}
+    results: dict[str, Any] = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        },
+        "requests": args.requests,
+        "max_batch": args.max_batch,
+        "delay_ms": args.delay_ms,
+        "tasks": {},
+    }
     try:
-        results["machine"]["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        results["machine"]["cpu"] = next(
+            l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     for task in args.tasks.split(","):
@@ -275,8 +356,12 @@ def main() -> None:
         print(f"  {task} one input per call, tokenizer and runner kept: {hot['rps']:.1f} req/s", flush=True)
         ceiling = baseline(path, task, 8, 32, "model")
         print(f"  {task} ceiling (32 per call): {ceiling['rps']:.1f} req/s", flush=True)
-        results["tasks"][task] = {"run_single": single, "single_kept": hot, "ceiling_32": ceiling,
-                                  "serve": serve_levels(path, task, args.requests, args.max_seconds, args.max_batch, args.delay_ms)}
+        results["tasks"][task] = {
+            "run_single": single,
+            "single_kept": hot,
+            "ceiling_32": ceiling,
+            "serve": serve_levels(path, task, args.requests, args.max_seconds, args.max_batch, args.delay_ms),
+        }
     write(results)
     print(f"wrote {HERE / 'serving.md'}")
 

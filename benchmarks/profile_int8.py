@@ -41,17 +41,36 @@ PROFILED = {
 
 ROW_QUANT_SUFFIXES = ("_abs", "_amax", "_amax_c", "_inv", "_xs", "_xq", "_s", "_y", "_smooth")
 ORT_CATEGORY = {
-    "MatMulInteger": "int8 GEMM", "MatMulIntegerToFloat": "int8 GEMM", "QLinearMatMul": "int8 GEMM",
-    "DynamicQuantizeMatMul": "int8 GEMM", "QAttention": "int8 GEMM", "QGemm": "int8 GEMM", "MatMulNBits": "int8 GEMM",
-    "MatMul": "fp32 GEMM", "Gemm": "fp32 GEMM", "FusedMatMul": "fp32 GEMM", "FusedGemm": "fp32 GEMM",
-    "Attention": "attention (fp32: QK^T, softmax, PV)", "MultiHeadAttention": "attention (fp32: QK^T, softmax, PV)",
+    "MatMulInteger": "int8 GEMM",
+    "MatMulIntegerToFloat": "int8 GEMM",
+    "QLinearMatMul": "int8 GEMM",
+    "DynamicQuantizeMatMul": "int8 GEMM",
+    "QAttention": "int8 GEMM",
+    "QGemm": "int8 GEMM",
+    "MatMulNBits": "int8 GEMM",
+    "MatMul": "fp32 GEMM",
+    "Gemm": "fp32 GEMM",
+    "FusedMatMul": "fp32 GEMM",
+    "FusedGemm": "fp32 GEMM",
+    "Attention": "attention (fp32: QK^T, softmax, PV)",
+    "MultiHeadAttention": "attention (fp32: QK^T, softmax, PV)",
     "Softmax": "attention (fp32: QK^T, softmax, PV)",
-    "QuantizeLinear": "quantize / dequantize", "DequantizeLinear": "quantize / dequantize",
+    "QuantizeLinear": "quantize / dequantize",
+    "DequantizeLinear": "quantize / dequantize",
     "DynamicQuantizeLinear": "quantize / dequantize",
-    "LayerNormalization": "LayerNorm", "SkipLayerNormalization": "LayerNorm", "EmbedLayerNormalization": "LayerNorm",
-    "SimplifiedLayerNormalization": "LayerNorm", "SkipSimplifiedLayerNormalization": "LayerNorm",
-    "Gelu": "GELU", "BiasGelu": "GELU", "FastGelu": "GELU", "Erf": "GELU",
-    "Cast": "casts / reshapes", "Reshape": "casts / reshapes", "Transpose": "casts / reshapes", "Split": "casts / reshapes",
+    "LayerNormalization": "LayerNorm",
+    "SkipLayerNormalization": "LayerNorm",
+    "EmbedLayerNormalization": "LayerNorm",
+    "SimplifiedLayerNormalization": "LayerNorm",
+    "SkipSimplifiedLayerNormalization": "LayerNorm",
+    "Gelu": "GELU",
+    "BiasGelu": "GELU",
+    "FastGelu": "GELU",
+    "Erf": "GELU",
+    "Cast": "casts / reshapes",
+    "Reshape": "casts / reshapes",
+    "Transpose": "casts / reshapes",
+    "Split": "casts / reshapes",
 }
 
 
@@ -109,7 +128,12 @@ def profile_ort(path: Path, feed: dict[str, np.ndarray], runs: int) -> dict[str,
             cats[ort_category(op, e["name"][: -len("_kernel_time")])] += e["dur"] / 1000 / n
             ops[op] += e["dur"] / 1000 / n
     run_ms = statistics.median(e["dur"] for e in runs_ev) / 1000
-    return {"wall_ms": round(statistics.median(walls) * 1000, 2), "run_ms": round(run_ms, 2), "categories": dict(cats), "ops": dict(ops)}
+    return {
+        "wall_ms": round(statistics.median(walls) * 1000, 2),
+        "run_ms": round(run_ms, 2),
+        "categories": dict(cats),
+        "ops": dict(ops),
+    }
 
 
 def profile_ov(path: Path, feed: dict[str, np.ndarray], runs: int, hint: str | None) -> dict[str, Any]:
@@ -137,7 +161,13 @@ def profile_ov(path: Path, feed: dict[str, np.ndarray], runs: int, hint: str | N
     value = compiled.get_property("INFERENCE_PRECISION_HINT")
     actual = value.to_string() if hasattr(value, "to_string") else str(value)
     wall = statistics.median(walls) * 1000
-    return {"wall_ms": round(wall, 2), "run_ms": round(wall, 2), "categories": dict(cats), "ops": dict(ops), "precision": actual}
+    return {
+        "wall_ms": round(wall, 2),
+        "run_ms": round(wall, 2),
+        "categories": dict(cats),
+        "ops": dict(ops),
+        "precision": actual,
+    }
 
 
 def one(label: str, family: str, work: Path, runs: int, tiny: bool = False) -> dict[str, Any]:
@@ -149,27 +179,59 @@ def one(label: str, family: str, work: Path, runs: int, tiny: bool = False) -> d
 
 
 def markdown(r: dict[str, Any]) -> str:
-    lines = ["# Where the INT8 time goes (b1 s128, 2 threads)", "",
-             f"Written by `benchmarks/profile_int8.py`; load average before / after {r['load_before']} / {r['load_after']} "
-             ". ONNX Runtime: `enable_profiling` kernel times; OpenVINO: `PERF_COUNT`. Mean per inference over "
-             f"{r['runs']} runs; profiling itself adds some time, so the sums are compared with the profiled wall time. "
-             "`overhead` = wall time minus the kernels' sum. `int8 GEMM at ceiling` is the family's weight and attention "
-             "GOP divided by the best int8 ceiling of `benchmarks/cpu_int8.md` (if found).", ""]
+    lines = [
+        "# Where the INT8 time goes (b1 s128, 2 threads)",
+        "",
+        f"Written by `benchmarks/profile_int8.py`; load average before / after {r['load_before']} / {r['load_after']} "
+        ". ONNX Runtime: `enable_profiling` kernel times; OpenVINO: `PERF_COUNT`. Mean per inference over "
+        f"{r['runs']} runs; profiling itself adds some time, so the sums are compared with the profiled wall time. "
+        "`overhead` = wall time minus the kernels' sum. `int8 GEMM at ceiling` is the family's weight and attention "
+        "GOP divided by the best int8 ceiling of `benchmarks/cpu_int8.md` (if found).",
+        "",
+    ]
     ceiling = r.get("ceiling")
     for family, variants in r["families"].items():
         cats = sorted({c for v in variants.values() if "categories" in v for c in v["categories"]})
-        lines += [f"## {family}-base", "", "| ms per inference | " + " | ".join(variants) + " |", "|---" + "|---:" * len(variants) + "|"]
+        lines += [
+            f"## {family}-base",
+            "",
+            "| ms per inference | " + " | ".join(variants) + " |",
+            "|---" + "|---:" * len(variants) + "|",
+        ]
         for c in cats:
-            lines.append(f"| {c} | " + " | ".join(f"{v['categories'].get(c, 0):.1f}" if "categories" in v else "-" for v in variants.values()) + " |")
-        lines.append("| overhead | " + " | ".join(f"{v['wall_ms'] - sum(v['categories'].values()):.1f}" if "categories" in v else "-" for v in variants.values()) + " |")
-        lines.append("| **wall (profiled)** | " + " | ".join(f"**{v['wall_ms']:.1f}**" if "wall_ms" in v else v.get("error", "-")[:60] for v in variants.values()) + " |")
+            lines.append(
+                f"| {c} | "
+                + " | ".join(
+                    f"{v['categories'].get(c, 0):.1f}" if "categories" in v else "-" for v in variants.values()
+                )
+                + " |"
+            )
+        lines.append(
+            "| overhead | "
+            + " | ".join(
+                f"{v['wall_ms'] - sum(v['categories'].values()):.1f}" if "categories" in v else "-"
+                for v in variants.values()
+            )
+            + " |"
+        )
+        lines.append(
+            "| **wall (profiled)** | "
+            + " | ".join(
+                f"**{v['wall_ms']:.1f}**" if "wall_ms" in v else v.get("error", "-")[:60] for v in variants.values()
+            )
+            + " |"
+        )
         if ceiling:
             g = gop(family_info(family, r.get("tiny", False))[2], 128)
             lines.append(f"\nAll {g:.1f} GOP at the best int8 ceiling ({ceiling} GOP/s): {g / ceiling * 1e3:.1f} ms.")
         for label, v in variants.items():
             if "ops" in v:
                 top = sorted(v["ops"].items(), key=lambda kv: -kv[1])[:8]
-                lines.append(f"\n{label}: top ops " + ", ".join(f"{k} {ms:.1f}" for k, ms in top) + (f"; compiled precision {v['precision']}" if "precision" in v else ""))
+                lines.append(
+                    f"\n{label}: top ops "
+                    + ", ".join(f"{k} {ms:.1f}" for k, ms in top)
+                    + (f"; compiled precision {v['precision']}" if "precision" in v else "")
+                )
         lines.append("")
     lines.append(r.get("notes", ""))
     return "\n".join(lines) + "\n"
@@ -181,8 +243,12 @@ def main() -> None:
     parser.add_argument("--families", default="bert,modernbert")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--notes", default="")
-    parser.add_argument("--tiny", action="store_true", help="Smoke test on bench_cpu_int8.py --tiny's models (writes nothing).")
-    parser.add_argument("--rewrite", action="store_true", help="Rewrite int8_profile.md from int8_profile.json with --notes.")
+    parser.add_argument(
+        "--tiny", action="store_true", help="Smoke test on bench_cpu_int8.py --tiny's models (writes nothing)."
+    )
+    parser.add_argument(
+        "--rewrite", action="store_true", help="Rewrite int8_profile.md from int8_profile.json with --notes."
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--family", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -195,17 +261,39 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(args.one, args.family, args.work, args.runs, args.tiny)))
         return
-    r: dict[str, Any] = {"runs": args.runs, "tiny": args.tiny, "notes": args.notes, "families": {},
-                         "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    r: dict[str, Any] = {
+        "runs": args.runs,
+        "tiny": args.tiny,
+        "notes": args.notes,
+        "families": {},
+        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
     bench = HERE / "cpu_int8.json"
     if bench.exists():
         c = json.loads(bench.read_text()).get("ceilings", {})
-        r["ceiling"] = max([v for k, v in c.items() if k.startswith(("u8s8", "int8")) and isinstance(v, (int, float))], default=None)
+        r["ceiling"] = max(
+            [v for k, v in c.items() if k.startswith(("u8s8", "int8")) and isinstance(v, (int, float))], default=None
+        )
     for family in args.families.split(","):
         r["families"][family] = {}
         for label in PROFILED:
-            proc = subprocess.run([sys.executable, __file__, "--one", label, "--family", family, "--work", str(args.work),
-                                   "--runs", str(args.runs), *(["--tiny"] if args.tiny else [])], capture_output=True, text=True)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    label,
+                    "--family",
+                    family,
+                    "--work",
+                    str(args.work),
+                    "--runs",
+                    str(args.runs),
+                    *(["--tiny"] if args.tiny else []),
+                ],
+                capture_output=True,
+                text=True,
+            )
             try:
                 r["families"][family][label] = json.loads(proc.stdout.strip().splitlines()[-1])
             except (IndexError, json.JSONDecodeError):

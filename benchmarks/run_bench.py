@@ -27,7 +27,7 @@ MODELS = {"bert-base": "bert", "modernbert-base": "modernbert"}
 
 def cli() -> list[str]:
     exe = Path(sys.executable).with_name("bert-export")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bert_export.exporter.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bert_export.cli.main"]
 
 
 def run(cmd: list[str]) -> float:
@@ -85,11 +85,42 @@ def main() -> None:
     for name in names:
         bundle = args.work / name
         if not (bundle / "manifest.json").exists():
-            run([*cli(), MODELS[name], "--task", "embed", "--random-init", "--max-seq", max_seq, "--out", str(bundle), "--force"])
+            run(
+                [
+                    *cli(),
+                    MODELS[name],
+                    "--task",
+                    "embed",
+                    "--random-init",
+                    "--max-seq",
+                    max_seq,
+                    "--out",
+                    str(bundle),
+                    "--force",
+                ]
+            )
         loads[f"before {name}"] = list(os.getloadavg())
-        seconds[name] = run([*cli(), "bench", str(bundle), "--batch", args.batch, "--seq", args.seq, "--warmup", args.warmup,
-                             "--runs", args.runs, "--threads", args.threads, "--json", str(HERE / f"bench-{name}{args.tag}.json"),
-                             "--plot", str(HERE / f"bench-{name}{args.tag}.png")])
+        seconds[name] = run(
+            [
+                *cli(),
+                "bench",
+                str(bundle),
+                "--batch",
+                args.batch,
+                "--seq",
+                args.seq,
+                "--warmup",
+                args.warmup,
+                "--runs",
+                args.runs,
+                "--threads",
+                args.threads,
+                "--json",
+                str(HERE / f"bench-{name}{args.tag}.json"),
+                "--plot",
+                str(HERE / f"bench-{name}{args.tag}.png"),
+            ]
+        )
         loads[f"after {name}"] = list(os.getloadavg())
         if not args.keep:
             shutil.rmtree(bundle, ignore_errors=True)

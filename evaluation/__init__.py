@@ -2,7 +2,7 @@
 
     from bert_export.evaluation import validate_data, compare_bundles
 
-Names are imported on first use, so the CLI can read ``evaluation.cli_options`` at start-up
+Names are imported on first use, so the CLI can read ``DEFAULT_MAX_METRIC_DROP`` at start-up
 without loading torch and the runtimes.
 """
 
@@ -11,13 +11,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+DEFAULT_MAX_METRIC_DROP = 0.5  # points; the default metric gate of validate/compare
+
 _NAMES = {
-    "Dataset": "data", "Example": "data", "read_data": "data",
-    "EvalReport": "report", "GateResult": "report",
+    "Dataset": "data",
+    "Example": "data",
+    "read_data": "data",
+    "EvalReport": "report",
+    "GateResult": "report",
     "MetricRow": "scoring",
-    "compare_bundles": "run", "validate_data": "run", "validate_stored": "run",
+    "compare_bundles": "run",
+    "validate_data": "run",
+    "validate_stored": "run",
 }
-__all__ = sorted(_NAMES)
+__all__ = sorted([*_NAMES, "DEFAULT_MAX_METRIC_DROP"])
 
 
 def __getattr__(name: str) -> Any:

@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from bert_export.evaluation.data import Dataset
 from bert_export.models import BertExportError, TensorSpec
 from bert_export.runtimes.cases import MLM_FRACTION, Case
-
-from .data import Dataset
 
 
 @dataclass
@@ -39,8 +38,10 @@ class Item:
 def encode(dataset: Dataset, task: str, tokenizer: Any, max_seq: int, seed: int = 0) -> list[Item]:
     """Tokenize every input of ``dataset`` (truncated to ``max_seq``; ``Item.truncated`` says so)."""
     if tokenizer is None:
-        raise BertExportError("this bundle has no tokenizer files, so it cannot read text data; export it from a "
-                              "model directory that has tokenizer.json or vocab.txt")
+        raise BertExportError(
+            "this bundle has no tokenizer files, so it cannot read text data; export it from a "
+            "model directory that has tokenizer.json or vocab.txt"
+        )
     rng = np.random.default_rng(seed)
     items: list[Item] = []
     for i, ex in enumerate(dataset.examples):
@@ -70,21 +71,36 @@ def _single(tokenizer: Any, i: int, part: int, text: str | list[str], max_seq: i
     enc = _encoding(tokenizer, text, truncation=True, max_length=max_seq, is_split_into_words=words)
     full = len(tokenizer(text, truncation=False, is_split_into_words=words)["input_ids"])
     ids = list(enc["input_ids"])
-    return Item(i, part, ids, list(enc.get("token_type_ids") or [0] * len(ids)), [tuple(o) for o in enc["offset_mapping"]],
-                enc.word_ids(), truncated=full > max_seq)
+    return Item(
+        i,
+        part,
+        ids,
+        list(enc.get("token_type_ids") or [0] * len(ids)),
+        [tuple(o) for o in enc["offset_mapping"]],
+        enc.word_ids(),
+        truncated=full > max_seq,
+    )
 
 
 def _pair(tokenizer: Any, i: int, question: str, context: str, max_seq: int) -> Item:
     try:
         enc = _encoding(tokenizer, question, context, truncation="only_second", max_length=max_seq)
     except Exception:  # the question alone exceeds max_seq
-        raise BertExportError(f"--data row {i + 1}: the question alone does not fit in this bundle's {max_seq} tokens; "
-                              "shorten it") from None
+        raise BertExportError(
+            f"--data row {i + 1}: the question alone does not fit in this bundle's {max_seq} tokens; shorten it"
+        ) from None
     full = len(tokenizer(question, context, truncation=False)["input_ids"])
     ids = list(enc["input_ids"])
     seq = enc.sequence_ids()
-    return Item(i, 0, ids, list(enc.get("token_type_ids") or [0] * len(ids)), [tuple(o) for o in enc["offset_mapping"]],
-                context=[s == 1 for s in seq], truncated=full > max_seq)
+    return Item(
+        i,
+        0,
+        ids,
+        list(enc.get("token_type_ids") or [0] * len(ids)),
+        [tuple(o) for o in enc["offset_mapping"]],
+        context=[s == 1 for s in seq],
+        truncated=full > max_seq,
+    )
 
 
 def _mask(item: Item, tokenizer: Any, mask_id: int, rng: np.random.Generator) -> None:
@@ -100,14 +116,16 @@ def _mask(item: Item, tokenizer: Any, mask_id: int, rng: np.random.Generator) ->
         item.ids[t] = mask_id
 
 
-def bucket(items: list[Item], inputs: tuple[TensorSpec, ...], batch_size: int, pad_id: int) -> list[tuple[Case, list[int]]]:
+def bucket(
+    items: list[Item], inputs: tuple[TensorSpec, ...], batch_size: int, pad_id: int
+) -> list[tuple[Case, list[int]]]:
     """Length-sorted padded batches: (case, indices into ``items``) each."""
     if batch_size < 1:
         raise BertExportError(f"--batch must be >= 1, got {batch_size}")
     order = sorted(range(len(items)), key=lambda k: (len(items[k].ids), k))
     out = []
     for n, start in enumerate(range(0, len(order), batch_size)):
-        members = order[start:start + batch_size]
+        members = order[start : start + batch_size]
         rows = [items[k] for k in members]
         length = max(len(r.ids) for r in rows)
         ids = np.full((len(rows), length), pad_id, dtype=np.int64)
@@ -123,7 +141,11 @@ def bucket(items: list[Item], inputs: tuple[TensorSpec, ...], batch_size: int, p
             mlm[r, item.masked] = True
         full = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         feed = {s.name: full[s.name] for s in inputs}
-        case = Case(f"batch-{n}", feed, mlm_positions=mlm if mlm.any() else None,
-                    context_mask=context if context.any() else None)
+        case = Case(
+            f"batch-{n}",
+            feed,
+            mlm_positions=mlm if mlm.any() else None,
+            context_mask=context if context.any() else None,
+        )
         out.append((case, members))
     return out

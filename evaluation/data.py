@@ -68,8 +68,9 @@ def require(*modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         names = {"sklearn": "scikit-learn"}
-        raise BertExportError(f"{', '.join(names.get(m, m) for m in missing)} is needed for --data; "
-                              "pip install 'bert-export[eval]'")
+        raise BertExportError(
+            f"{', '.join(names.get(m, m) for m in missing)} is needed for --data; pip install 'bert-export[eval]'"
+        )
 
 
 # which optional module each gold kind's metric uses
@@ -83,7 +84,9 @@ def read_data(path: str | Path, task: str, limit: int | None = None) -> Dataset:
         raise BertExportError(f"--limit must be >= 1, got {limit}")
     suffix = p.suffix.lower()
     if suffix not in EXTENSIONS:
-        raise BertExportError(f"--data {p}: unknown extension {p.suffix or '(none)'!r}; use one of {', '.join(EXTENSIONS)}")
+        raise BertExportError(
+            f"--data {p}: unknown extension {p.suffix or '(none)'!r}; use one of {', '.join(EXTENSIONS)}"
+        )
     if not p.is_file():
         raise BertExportError(f"--data {p} does not exist or is not a file")
     require("pandas", *(("pyarrow",) if suffix == ".parquet" else ()))
@@ -115,9 +118,15 @@ def _frame(p: Path, suffix: str) -> Any:
     except pd.errors.EmptyDataError:
         raise BertExportError(f"--data {p} is empty; give it a header row and at least one example") from None
     except ImportError as exc:  # parquet without pyarrow
-        raise BertExportError(f"--data {p}: {exc.name or 'pyarrow'} is needed to read it; pip install 'bert-export[eval]'") from None
+        raise BertExportError(
+            f"--data {p}: {exc.name or 'pyarrow'} is needed to read it; pip install 'bert-export[eval]'"
+        ) from None
     except (ValueError, OSError) as exc:
-        kind = {".jsonl": "JSON lines (one object per line)", ".csv": "CSV with a header row", ".parquet": "Parquet"}.get(suffix, suffix)
+        kind = {
+            ".jsonl": "JSON lines (one object per line)",
+            ".csv": "CSV with a header row",
+            ".parquet": "Parquet",
+        }.get(suffix, suffix)
         raise BertExportError(f"--data {p} is not valid {kind}: {_first(exc)}") from None
 
 
@@ -131,7 +140,9 @@ def _check_text_encoding(p: Path, suffix: str) -> None:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BertExportError(f"--data {p} is not UTF-8 (bad byte at offset {exc.start}); re-save it as UTF-8") from None
+        raise BertExportError(
+            f"--data {p} is not UTF-8 (bad byte at offset {exc.start}); re-save it as UTF-8"
+        ) from None
 
 
 def _first(exc: BaseException) -> str:
@@ -142,24 +153,43 @@ def _first(exc: BaseException) -> str:
 def _need(p: Path, columns: list[str], *names: str, what: str) -> None:
     missing = [n for n in names if n not in columns]
     if missing:
-        raise BertExportError(f"--data {p} lacks column(s) {', '.join(missing)} ({what}); it has: {', '.join(columns) or 'none'}")
+        raise BertExportError(
+            f"--data {p} lacks column(s) {', '.join(missing)} ({what}); it has: {', '.join(columns) or 'none'}"
+        )
 
 
-def _examples(p: Path, task: str, columns: list[str], records: list[dict[str, Any]]) -> tuple[list[Example], str | None]:
+def _examples(
+    p: Path, task: str, columns: list[str], records: list[dict[str, Any]]
+) -> tuple[list[Example], str | None]:
     if task == "qa":
         _need(p, columns, "question", "context", what="a qa bundle reads question + context")
         gold = "answers" if "answers" in columns else None
-        return [Example(question=_str(p, r, "question", i), context=_str(p, r, "context", i),
-                        answers=_answers(p, r["answers"], i) if gold else None) for i, r in enumerate(records)], gold
+        return [
+            Example(
+                question=_str(p, r, "question", i),
+                context=_str(p, r, "context", i),
+                answers=_answers(p, r["answers"], i) if gold else None,
+            )
+            for i, r in enumerate(records)
+        ], gold
     if task == "embed" and "sentence1" in columns:
         _need(p, columns, "sentence1", "sentence2", "score", what="an embed pairs file")
-        return [Example(pair=(_str(p, r, "sentence1", i), _str(p, r, "sentence2", i)), score=_float(p, r["score"], i))
-                for i, r in enumerate(records)], "score"
+        return [
+            Example(pair=(_str(p, r, "sentence1", i), _str(p, r, "sentence2", i)), score=_float(p, r["score"], i))
+            for i, r in enumerate(records)
+        ], "score"
     if task == "token-cls" and ("tokens" in columns or "labels" in columns):
         return _token_rows(p, columns, records), "labels"
-    _need(p, columns, "text", what=f"a {task} bundle reads text" + (" (or sentence1, sentence2, score)" if task == "embed" else ""))
+    _need(
+        p,
+        columns,
+        "text",
+        what=f"a {task} bundle reads text" + (" (or sentence1, sentence2, score)" if task == "embed" else ""),
+    )
     if task == "seq-cls" and "label" in columns:
-        return [Example(text=_str(p, r, "text", i), label=_label(p, r["label"], i)) for i, r in enumerate(records)], "label"
+        return [
+            Example(text=_str(p, r, "text", i), label=_label(p, r["label"], i)) for i, r in enumerate(records)
+        ], "label"
     examples = [Example(text=_str(p, r, "text", i)) for i, r in enumerate(records)]
     return examples, ("masked" if task == "mlm" else None)
 
@@ -175,7 +205,9 @@ def _token_rows(p: Path, columns: list[str], records: list[dict[str, Any]]) -> l
             words = [str(w) for w in _list(p, r["tokens"], "tokens", i)]
         else:
             words = _str(p, r, "text", i).split()
-        out.append(Example(text=" ".join(words), words=words, labels=_tags(p, words, _list(p, r["labels"], "labels", i), i)))
+        out.append(
+            Example(text=" ".join(words), words=words, labels=_tags(p, words, _list(p, r["labels"], "labels", i), i))
+        )
     return out
 
 
@@ -228,7 +260,9 @@ def _list(p: Path, value: Any, column: str, i: int) -> list[Any]:
 
 def _tags(p: Path, words: list[str], tags: list[Any], i: int) -> list[str]:
     if len(words) != len(tags):
-        raise BertExportError(f"--data {p} row {i + 1}: {len(tags)} labels for {len(words)} words; give one tag per word")
+        raise BertExportError(
+            f"--data {p} row {i + 1}: {len(tags)} labels for {len(words)} words; give one tag per word"
+        )
     return [str(t) for t in tags]
 
 
@@ -244,6 +278,7 @@ def _answers(p: Path, value: Any, i: int) -> list[str]:
             pass
     answers = [value] if isinstance(value, str) else value
     if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-        raise BertExportError(f"--data {p} row {i + 1}: answers must be a string, a list of strings or "
-                              f"{{\"text\": [...]}}, got {value!r}")
+        raise BertExportError(
+            f'--data {p} row {i + 1}: answers must be a string, a list of strings or {{"text": [...]}}, got {value!r}'
+        )
     return answers  # an empty list: no answer in the context (SQuAD 2.0), gold is ""

@@ -38,8 +38,15 @@ def macro_f1(gold: Sequence[int], pred: Sequence[int], labels: Sequence[int]) ->
     from sklearn.metrics import f1_score
 
     present = sorted(set(gold) | set(pred))
-    return float(f1_score(list(gold), list(pred), labels=[l for l in labels if l in present] or present,
-                          average="macro", zero_division=0))
+    return float(
+        f1_score(
+            list(gold),
+            list(pred),
+            labels=[l for l in labels if l in present] or present,  # noqa: E741
+            average="macro",
+            zero_division=0,
+        )
+    )
 
 
 # --- token-cls -----------------------------------------------------------------------------
@@ -127,8 +134,10 @@ def topk_accuracy(gold: np.ndarray, ranked: np.ndarray) -> dict[str, float]:
     """``gold`` [n] token ids, ``ranked`` [n, >=5] candidate ids best first."""
     if gold.size == 0:
         return {"top1_accuracy": 0.0, "top5_accuracy": 0.0}
-    return {"top1_accuracy": float((ranked[:, 0] == gold).mean()),
-            "top5_accuracy": float((ranked[:, :5] == gold[:, None]).any(1).mean())}
+    return {
+        "top1_accuracy": float((ranked[:, 0] == gold).mean()),
+        "top5_accuracy": float((ranked[:, :5] == gold[:, None]).any(1).mean()),
+    }
 
 
 def spearman(pred: Sequence[float], gold: Sequence[float]) -> float:

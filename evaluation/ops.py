@@ -10,10 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bert_export.evaluation.report import GateResult
 from bert_export.models import BertExportError
 from bert_export.quantize.fusion import FUSED_OPS
-
-from .report import GateResult
 
 
 def fused_counts(manifest: dict[str, Any]) -> dict[str, int]:
@@ -29,7 +28,7 @@ def load_expected(source: str | Path) -> tuple[dict[str, int], str]:
     """Expected counts from a JSON file (``{"Attention": 6, ...}`` or a manifest) or another bundle directory."""
     p = Path(source)
     if p.is_dir():
-        from bert_export.exporter.bundle import load_bundle
+        from bert_export.bundle.reader import load_bundle
 
         return fused_counts(load_bundle(p).manifest), f"bundle {p}"
     if not p.is_file():
@@ -37,13 +36,19 @@ def load_expected(source: str | Path) -> tuple[dict[str, int], str]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BertExportError(f"--expect-ops {p} is not valid JSON ({getattr(exc, 'msg', exc)}); write e.g. {{\"Attention\": 6}}") from None
+        raise BertExportError(
+            f'--expect-ops {p} is not valid JSON ({getattr(exc, "msg", exc)}); write e.g. {{"Attention": 6}}'
+        ) from None
     if isinstance(data, dict) and ("optimization" in data or "graph" in data):
         return fused_counts(data), f"manifest {p}"
     if isinstance(data, dict) and isinstance(data.get("fused_ops"), dict):
         data = data["fused_ops"]
-    if not isinstance(data, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in data.values()):
-        raise BertExportError(f"--expect-ops {p} must map op names to counts, e.g. {{\"Attention\": 6, \"SkipLayerNormalization\": 12}}")
+    if not isinstance(data, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in data.values()
+    ):
+        raise BertExportError(
+            f'--expect-ops {p} must map op names to counts, e.g. {{"Attention": 6, "SkipLayerNormalization": 12}}'
+        )
     return {str(k): int(v) for k, v in data.items()}, str(p)
 
 
@@ -51,5 +56,9 @@ def check_ops(manifest: dict[str, Any], expected: dict[str, int], where: str) ->
     """Fails when any op has fewer instances than expected (more is fine: a new fusion)."""
     have = fused_counts(manifest)
     drops = [f"{op} {have.get(op, 0)} < {n} expected" for op, n in sorted(expected.items()) if have.get(op, 0) < n]
-    detail = "; ".join(drops) if drops else ", ".join(f"{op} {have.get(op, 0)}" for op in sorted(expected)) or "no ops expected"
+    detail = (
+        "; ".join(drops)
+        if drops
+        else ", ".join(f"{op} {have.get(op, 0)}" for op in sorted(expected)) or "no ops expected"
+    )
     return GateResult(f"fused ops vs {where}", not drops, detail)

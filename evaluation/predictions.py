@@ -11,17 +11,18 @@ from typing import Any
 
 import numpy as np
 
+from bert_export.evaluation.batches import Item
+from bert_export.evaluation.data import Dataset
 from bert_export.runtimes import postprocess as pp
 from bert_export.runtimes.cases import Case
-
-from .batches import Item
-from .data import Dataset
 
 
 class Collector:
     """Accumulates one side's predictions (reference or candidate) batch by batch."""
 
-    def __init__(self, task: str, dataset: Dataset, items: list[Item], id2label: Mapping[str, str], pooling: Mapping[str, Any]) -> None:
+    def __init__(
+        self, task: str, dataset: Dataset, items: list[Item], id2label: Mapping[str, str], pooling: Mapping[str, Any]
+    ) -> None:
         self.task, self.dataset, self.items = task, dataset, items
         self.id2label, self.pooling = dict(id2label), dict(pooling)
         self.values: dict[int, Any] = {}  # item index -> prediction
@@ -38,14 +39,26 @@ class Collector:
             return self._word_tags(np.asarray(out["logits"][r, :n], dtype=np.float32), item)
         if self.task == "qa":
             ex = self.dataset.examples[item.example]
-            res = pp.qa_result(np.asarray(out["start_logits"][r, :n], np.float32), np.asarray(out["end_logits"][r, :n], np.float32),
-                               np.asarray(item.context, bool), item.offsets, ex.context or "")
+            res = pp.qa_result(
+                np.asarray(out["start_logits"][r, :n], np.float32),
+                np.asarray(out["end_logits"][r, :n], np.float32),
+                np.asarray(item.context, bool),
+                item.offsets,
+                ex.context or "",
+            )
             return res["answer"]
         if self.task == "mlm":
             logits = np.asarray(out["logits"][r, item.masked], dtype=np.float32)
-            return np.argsort(-logits, axis=-1, kind="stable")[:, :5] if len(item.masked) else np.zeros((0, 5), np.int64)
-        hidden = np.asarray(out["last_hidden_state"][r:r + 1], dtype=np.float32)
-        return pp.pool(hidden, case.keep[r:r + 1], str(self.pooling.get("mode", "cls")), bool(self.pooling.get("normalize", False)))[0]
+            return (
+                np.argsort(-logits, axis=-1, kind="stable")[:, :5] if len(item.masked) else np.zeros((0, 5), np.int64)
+            )
+        hidden = np.asarray(out["last_hidden_state"][r : r + 1], dtype=np.float32)
+        return pp.pool(
+            hidden,
+            case.keep[r : r + 1],
+            str(self.pooling.get("mode", "cls")),
+            bool(self.pooling.get("normalize", False)),
+        )[0]
 
     def _word_tags(self, logits: np.ndarray, item: Item) -> list[str]:
         """One tag per word: its first sub-token's argmax; words cut off by truncation get ``O``."""

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bert_export.evaluation.scoring import MetricRow
 from bert_export.models import BertExportError
 from bert_export.runtimes.parity import SHORT, Report, _apply_gate
-
-from .scoring import MetricRow
 
 
 @dataclass
@@ -52,21 +51,33 @@ class EvalReport:
     @property
     def gates(self) -> list[GateResult]:
         p = self.parity
-        out = [GateResult(f"precision gate ({p.precision})", p.passed,
-                          "; ".join(p.failures) if p.failures else _summary_text(p.summary))]
+        out = [
+            GateResult(
+                f"precision gate ({p.precision})",
+                p.passed,
+                "; ".join(p.failures) if p.failures else _summary_text(p.summary),
+            )
+        ]
         if self.max_metric_drop is not None:
             for row in self.metrics:
                 ok = row.drop <= self.max_metric_drop
-                out.append(GateResult(f"{row.name} drop <= {self.max_metric_drop:g} points", ok,
-                                      f"{row.name}: reference {100 * row.reference:.2f}, candidate {100 * row.candidate:.2f}, "
-                                      f"drop {row.drop:.2f} points (max {self.max_metric_drop:g})"))
+                out.append(
+                    GateResult(
+                        f"{row.name} drop <= {self.max_metric_drop:g} points",
+                        ok,
+                        f"{row.name}: reference {100 * row.reference:.2f}, candidate {100 * row.candidate:.2f}, "
+                        f"drop {row.drop:.2f} points (max {self.max_metric_drop:g})",
+                    )
+                )
         if self.ops is not None:
             out.append(self.ops)
         return out
 
     @property
     def failures(self) -> list[str]:
-        return [g.detail if g.name.startswith("precision") else f"{g.name}: {g.detail}" for g in self.gates if not g.passed]
+        return [
+            g.detail if g.name.startswith("precision") else f"{g.name}: {g.detail}" for g in self.gates if not g.passed
+        ]
 
     @property
     def passed(self) -> bool:
@@ -77,10 +88,20 @@ class EvalReport:
     def to_json(self) -> dict[str, Any]:
         """The parity report's keys (as before) plus metrics, gates and data."""
         out = self.parity.to_json()
-        out.update({"passed": self.passed, "reference": self.reference, "candidate": self.candidate,
-                    "parity_passed": self.parity.passed, "data": self.data,
-                    "metrics": [r.to_json() for r in self.metrics], "max_metric_drop": self.max_metric_drop,
-                    "gates": [g.to_json() for g in self.gates], "failures": self.failures, "notes": self.notes})
+        out.update(
+            {
+                "passed": self.passed,
+                "reference": self.reference,
+                "candidate": self.candidate,
+                "parity_passed": self.parity.passed,
+                "data": self.data,
+                "metrics": [r.to_json() for r in self.metrics],
+                "max_metric_drop": self.max_metric_drop,
+                "gates": [g.to_json() for g in self.gates],
+                "failures": self.failures,
+                "notes": self.notes,
+            }
+        )
         return out
 
     def dumps(self) -> str:
@@ -91,7 +112,10 @@ class EvalReport:
     def metric_table(self) -> Any:
         from rich.table import Table
 
-        t = Table(title=f"task metrics vs gold ({self.parity.task}, {self.data.get('examples', '?')} examples)", title_justify="left")
+        t = Table(
+            title=f"task metrics vs gold ({self.parity.task}, {self.data.get('examples', '?')} examples)",
+            title_justify="left",
+        )
         for col in ("metric", "reference", "candidate", "drop (points)"):
             t.add_column(col, justify="left" if col == "metric" else "right", no_wrap=True)
         for r in self.metrics:
@@ -117,20 +141,33 @@ class EvalReport:
         if not d:
             return ""
         first = d["first"][0] if d.get("first") else None
-        where = f" (first: example {first['example'] + 1}, {first['reference']!r} -> {first['candidate']!r})" if first else ""
+        where = (
+            f" (first: example {first['example'] + 1}, {first['reference']!r} -> {first['candidate']!r})"
+            if first
+            else ""
+        )
         return f"predictions differ on {d['count']} of {d['of']} inputs{where}"
 
     def markdown(self) -> str:
         """A CI job summary (GitHub's $GITHUB_STEP_SUMMARY, GitLab MR notes)."""
         p = self.parity
-        lines = [f"## bert-export: {'✅ pass' if self.passed else '❌ fail'} ({p.task}, {p.precision} on {p.runtime})", "",
-                 f"- reference: {_md(self.reference)}", f"- candidate: {_md(self.candidate)}"]
+        lines = [
+            f"## bert-export: {'✅ pass' if self.passed else '❌ fail'} ({p.task}, {p.precision} on {p.runtime})",
+            "",
+            f"- reference: {_md(self.reference)}",
+            f"- candidate: {_md(self.candidate)}",
+        ]
         if self.data:
-            lines.append(f"- data: {_md(str(self.data.get('path', 'stored cases')))}: {self.data.get('examples', '?')} examples "
-                         f"in {self.data.get('batches', len(p.cases))} batches")
+            lines.append(
+                f"- data: {_md(str(self.data.get('path', 'stored cases')))}: {self.data.get('examples', '?')} examples "
+                f"in {self.data.get('batches', len(p.cases))} batches"
+            )
         if self.metrics:
             lines += ["", "| metric | reference | candidate | drop (points) |", "|---|---:|---:|---:|"]
-            lines += [f"| {r.name} | {100 * r.reference:.2f} | {100 * r.candidate:.2f} | {r.drop:+.2f} |" for r in self.metrics]
+            lines += [
+                f"| {r.name} | {100 * r.reference:.2f} | {100 * r.candidate:.2f} | {r.drop:+.2f} |"
+                for r in self.metrics
+            ]
         if self.disagreement_line:
             lines += ["", f"- {_md(self.disagreement_line)}"]
         lines += ["", "| gate | result | numbers |", "|---|---|---|"]
@@ -149,8 +186,10 @@ class EvalReport:
     def junit(self, suite: str = "bert-export") -> str:
         p = self.parity
         suite_el = ET.Element("testsuite", name=suite)
-        cases = [(f"parity.{p.task}", c["name"] + " " + "x".join(map(str, c["shape"])), _case_failures(p, c), _case_text(c))
-                 for c in p.cases]
+        cases = [
+            (f"parity.{p.task}", c["name"] + " " + "x".join(map(str, c["shape"])), _case_failures(p, c), _case_text(c))
+            for c in p.cases
+        ]
         cases += [("gates", g.name, [] if g.passed else [g.detail], g.detail) for g in self.gates]
         failures = 0
         for classname, name, fails, text in cases:
@@ -191,8 +230,10 @@ def _case_failures(report: Report, case: dict[str, Any]) -> list[str]:
 
 
 def _case_text(case: dict[str, Any]) -> str:
-    lines = [f"{name}: max abs {s['max_abs']:.3g}, max rel {s['max_rel']:.3g}, mean abs {s['mean_abs']:.3g}"
-             for name, s in case["outputs"].items()]
+    lines = [
+        f"{name}: max abs {s['max_abs']:.3g}, max rel {s['max_rel']:.3g}, mean abs {s['mean_abs']:.3g}"
+        for name, s in case["outputs"].items()
+    ]
     lines += [f"{SHORT.get(k, k)}: {v:.4f}" for k, v in case["metrics"].items()]
     return "\n".join(lines)
 
@@ -234,7 +275,9 @@ def _umask() -> int:
     return mask
 
 
-def write_reports(report: EvalReport, *, json_path: Path | None = None, junit: Path | None = None, markdown: Path | None = None) -> None:
+def write_reports(
+    report: EvalReport, *, json_path: Path | None = None, junit: Path | None = None, markdown: Path | None = None
+) -> None:
     if json_path is not None:
         write_atomic(json_path, report.dumps() + "\n")
     if junit is not None:

@@ -20,24 +20,23 @@ from typing import Any
 
 import numpy as np
 
-from bert_export.exporter.bundle import Bundle, load_bundle
-from bert_export.exporter.progress import Steps
+from bert_export.bundle.reader import Bundle, load_bundle
+from bert_export.evaluation import DEFAULT_MAX_METRIC_DROP
+from bert_export.evaluation.batches import bucket, encode
+from bert_export.evaluation.data import Dataset, Example, read_data
+from bert_export.evaluation.ops import check_ops, load_expected
+from bert_export.evaluation.predictions import Collector
+from bert_export.evaluation.report import EvalReport
+from bert_export.evaluation.scoring import check_tags, label_ids, score
 from bert_export.models import BertExportError, get_family, get_task
+from bert_export.models.progress import Steps
 from bert_export.runtimes.base import Runner
 from bert_export.runtimes.cases import Case
 from bert_export.runtimes.factory import bundle_tokenizer, make_runner
 from bert_export.runtimes.parity import compare, reduce_rows
 from bert_export.runtimes.texts import QA_PAIRS, SENTENCES
 
-from .batches import bucket, encode
-from .data import Dataset, Example, read_data
-from .ops import check_ops, load_expected
-from .predictions import Collector
-from .report import EvalReport
-from .scoring import check_tags, label_ids, score
-
 DEFAULT_BATCH = 16
-from .cli_options import DEFAULT_MAX_METRIC_DROP
 
 
 @dataclass
@@ -83,12 +82,22 @@ def _compact(case: Case, outputs: dict[str, np.ndarray], vocab_outputs: set[str]
     rows = reduce_rows(case)
     feed = {k: v[rows][None] for k, v in case.feed.items()}
     feed["attention_mask"] = np.ones_like(feed["input_ids"])
-    small = Case(case.name, feed, mlm_positions=case.mlm_positions[rows][None] if case.mlm_positions is not None else None)
+    small = Case(
+        case.name, feed, mlm_positions=case.mlm_positions[rows][None] if case.mlm_positions is not None else None
+    )
     return small, {k: (v[rows][None] if k in vocab_outputs else v) for k, v in outputs.items()}
 
 
-def run_both(b: Bundle, inputs: Inputs, reference: Runner, candidate: Runner, *, runtime: str, precision: str,
-             progress: Callable[[], None] | None = None) -> tuple[Any, list[Any]]:
+def run_both(
+    b: Bundle,
+    inputs: Inputs,
+    reference: Runner,
+    candidate: Runner,
+    *,
+    runtime: str,
+    precision: str,
+    progress: Callable[[], None] | None = None,
+) -> tuple[Any, list[Any]]:
     """Both runners on every batch; parity report and metric rows."""
     task = b.manifest["task"]
     id2label = (b.manifest.get("labels") or {}).get("id2label") or {}
@@ -111,8 +120,16 @@ def run_both(b: Bundle, inputs: Inputs, reference: Runner, candidate: Runner, *,
             if progress:
                 progress()
         ran_on = candidate.provider_report() if hasattr(candidate, "provider_report") else {"runtime": runtime}
-    report = compare(get_task(task), b.outputs, cases, refs, gots, runtime=runtime, precision=precision,
-                     pooling=str(pooling.get("mode", "cls")))
+    report = compare(
+        get_task(task),
+        b.outputs,
+        cases,
+        refs,
+        gots,
+        runtime=runtime,
+        precision=precision,
+        pooling=str(pooling.get("mode", "cls")),
+    )
     report.providers = ran_on
     for entry, shape in zip(report.cases, shapes):
         entry["shape"] = shape  # the batch as it ran, not its compacted rows
@@ -123,33 +140,57 @@ def run_both(b: Bundle, inputs: Inputs, reference: Runner, candidate: Runner, *,
 SHOWN_DISAGREEMENTS = 20
 
 
-def disagreements(task: str, inputs: Inputs, ref: Collector, got: Collector, id2label: dict[str, str]) -> dict[str, Any]:
+def disagreements(
+    task: str, inputs: Inputs, ref: Collector, got: Collector, id2label: dict[str, str]
+) -> dict[str, Any]:
     """Which examples the two sides predict differently (the first few shown): what a user inspects first."""
     if task == "embed":
         return {}
-    name = (lambda v: str(id2label.get(str(v), v))) if task == "seq-cls" else (lambda v: v.tolist() if hasattr(v, "tolist") else v)
+    name = (
+        (lambda v: str(id2label.get(str(v), v)))
+        if task == "seq-cls"
+        else (lambda v: v.tolist() if hasattr(v, "tolist") else v)
+    )
     rows = []
     for k, item in enumerate(inputs.items):
         a, b = ref.values[k], got.values[k]
         same = bool(np.array_equal(a[:, 0], b[:, 0])) if task == "mlm" else a == b
         if not same:
             ex = inputs.dataset.examples[item.example]
-            rows.append({"example": item.example, "text": ex.text if ex.text is not None else ex.question,
-                         "reference": name(a[:, 0] if task == "mlm" else a), "candidate": name(b[:, 0] if task == "mlm" else b)})
+            rows.append(
+                {
+                    "example": item.example,
+                    "text": ex.text if ex.text is not None else ex.question,
+                    "reference": name(a[:, 0] if task == "mlm" else a),
+                    "candidate": name(b[:, 0] if task == "mlm" else b),
+                }
+            )
     return {"count": len(rows), "of": len(inputs.items), "first": rows[:SHOWN_DISAGREEMENTS]}
 
 
 def _data_info(inputs: Inputs) -> dict[str, Any]:
     lengths = [len(it.ids) for it in inputs.items]
-    return {"path": str(inputs.dataset.path), "examples": len(inputs.dataset.examples), "inputs": len(inputs.items),
-            "batches": len(inputs.batches), "gold": inputs.dataset.gold, "columns": inputs.dataset.columns,
-            "tokens_max": max(lengths, default=0), "tokens_mean": round(float(np.mean(lengths)), 1) if lengths else 0,
-            "truncated": sum(it.truncated for it in inputs.items), "disagreements": inputs.disagreements}
+    return {
+        "path": str(inputs.dataset.path),
+        "examples": len(inputs.dataset.examples),
+        "inputs": len(inputs.items),
+        "batches": len(inputs.batches),
+        "gold": inputs.dataset.gold,
+        "columns": inputs.dataset.columns,
+        "tokens_max": max(lengths, default=0),
+        "tokens_mean": round(float(np.mean(lengths)), 1) if lengths else 0,
+        "truncated": sum(it.truncated for it in inputs.items),
+        "disagreements": inputs.disagreements,
+    }
 
 
 def _notes(inputs: Inputs, max_seq: int) -> list[str]:
     n = sum(it.truncated for it in inputs.items)
-    return [f"note: {n} input(s) exceed the bundle's {max_seq} tokens and were truncated (both sides saw the same tokens)"] if n else []
+    return (
+        [f"note: {n} input(s) exceed the bundle's {max_seq} tokens and were truncated (both sides saw the same tokens)"]
+        if n
+        else []
+    )
 
 
 def load_reference_model(b: Bundle, model: str | Path, allow_pickle: bool = False, seed: int | None = None) -> Any:
@@ -166,8 +207,10 @@ def load_reference_model(b: Bundle, model: str | Path, allow_pickle: bool = Fals
     outputs = graph_outputs(fam, tsk, source)
     names = [o.name for o in b.outputs]
     if sorted(o.name for o in outputs) != sorted(names):
-        raise BertExportError(f"--model {model} gives outputs {[o.name for o in outputs]}, the bundle has {names}; "
-                              "pass the checkpoint the bundle was exported from")
+        raise BertExportError(
+            f"--model {model} gives outputs {[o.name for o in outputs]}, the bundle has {names}; "
+            "pass the checkpoint the bundle was exported from"
+        )
     outputs = tuple(sorted(outputs, key=lambda o: names.index(o.name)))
     runner = TorchRunner(TaskGraph(source.model, names), b.inputs, outputs, b.max_seq)
     return runner, source.new_head_params
@@ -177,12 +220,16 @@ def _check_matches(b: Bundle, config: Any, model: str | Path) -> None:
     want = b.manifest.get("config") or {}
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
         if want.get(key) is not None and getattr(config, key, None) != want[key]:
-            raise BertExportError(f"--model {model} has {key}={getattr(config, key, None)}, the bundle {want[key]}; "
-                                  "pass the checkpoint the bundle was exported from")
+            raise BertExportError(
+                f"--model {model} has {key}={getattr(config, key, None)}, the bundle {want[key]}; "
+                "pass the checkpoint the bundle was exported from"
+            )
     labels = b.manifest.get("labels") or {}
     if labels.get("num_labels") is not None and int(config.num_labels) != int(labels["num_labels"]):
-        raise BertExportError(f"--model {model} has {config.num_labels} labels, the bundle {labels['num_labels']}; "
-                              "pass the checkpoint the bundle was exported from")
+        raise BertExportError(
+            f"--model {model} has {config.num_labels} labels, the bundle {labels['num_labels']}; "
+            "pass the checkpoint the bundle was exported from"
+        )
 
 
 def _expect(b: Bundle, expect_ops: str | Path | None) -> Any:
@@ -192,10 +239,22 @@ def _expect(b: Bundle, expect_ops: str | Path | None) -> Any:
     return check_ops(b.manifest, expected, where)
 
 
-def validate_data(bundle: str | Path, *, model: str | Path, data: str | Path | None = None, limit: int | None = None,
-                  batch: int = DEFAULT_BATCH, runtime: str = "ort", threads: int | None = None,
-                  max_metric_drop: float | None = DEFAULT_MAX_METRIC_DROP, expect_ops: str | Path | None = None,
-                  allow_pickle: bool = False, seed: int = 0, steps: Steps | None = None, precision: str | None = None) -> EvalReport:
+def validate_data(
+    bundle: str | Path,
+    *,
+    model: str | Path,
+    data: str | Path | None = None,
+    limit: int | None = None,
+    batch: int = DEFAULT_BATCH,
+    runtime: str = "ort",
+    threads: int | None = None,
+    max_metric_drop: float | None = DEFAULT_MAX_METRIC_DROP,
+    expect_ops: str | Path | None = None,
+    allow_pickle: bool = False,
+    seed: int = 0,
+    steps: Steps | None = None,
+    precision: str | None = None,
+) -> EvalReport:
     """The bundle against PyTorch from the user's checkpoint, on the user's data (``precision``: which graph)."""
     steps = steps or Steps(quiet=True)
     with steps.step("Verifying bundle checksums"):
@@ -206,18 +265,40 @@ def validate_data(bundle: str | Path, *, model: str | Path, data: str | Path | N
         torch_runner, new_head = load_reference_model(b, model, allow_pickle)
     notes = _notes(inputs, b.max_seq)
     if new_head:
-        notes.append(f"note: {model} has no trained {b.manifest['task']} head ({len(new_head)} parameters seeded at random); "
-                     "metrics describe an untrained head")
+        notes.append(
+            f"note: {model} has no trained {b.manifest['task']} head ({len(new_head)} parameters seeded at random); "
+            "metrics describe an untrained head"
+        )
     with steps.step(f"Running {len(inputs.items)} inputs in {len(inputs.batches)} batches on PyTorch and {runtime}"):
-        parity, metrics = run_both(b, inputs, torch_runner, make_runner(b, runtime, threads), runtime=runtime, precision=b.precision)
-    return EvalReport(parity, f"PyTorch fp32 ({model})", f"{b.path} ({b.precision}, {runtime})", metrics,
-                      max_metric_drop if metrics else None, ops, _data_info(inputs), notes)
+        parity, metrics = run_both(
+            b, inputs, torch_runner, make_runner(b, runtime, threads), runtime=runtime, precision=b.precision
+        )
+    return EvalReport(
+        parity,
+        f"PyTorch fp32 ({model})",
+        f"{b.path} ({b.precision}, {runtime})",
+        metrics,
+        max_metric_drop if metrics else None,
+        ops,
+        _data_info(inputs),
+        notes,
+    )
 
 
-def compare_bundles(a: str | Path, b: str | Path, *, data: str | Path | None = None, limit: int | None = None,
-                    batch: int = DEFAULT_BATCH, runtime: str = "ort", threads: int | None = None,
-                    max_metric_drop: float | None = DEFAULT_MAX_METRIC_DROP, expect_ops: str | Path | None = None,
-                    seed: int = 0, steps: Steps | None = None) -> EvalReport:
+def compare_bundles(
+    a: str | Path,
+    b: str | Path,
+    *,
+    data: str | Path | None = None,
+    limit: int | None = None,
+    batch: int = DEFAULT_BATCH,
+    runtime: str = "ort",
+    threads: int | None = None,
+    max_metric_drop: float | None = DEFAULT_MAX_METRIC_DROP,
+    expect_ops: str | Path | None = None,
+    seed: int = 0,
+    steps: Steps | None = None,
+) -> EvalReport:
     """Bundle ``b`` against bundle ``a`` (the reference) on the same inputs, without PyTorch.
 
     The gate is ``b``'s precision's (int8 against an fp32 ``a`` gets the int8 tolerances).
@@ -229,34 +310,74 @@ def compare_bundles(a: str | Path, b: str | Path, *, data: str | Path | None = N
     ops = _expect(bb, expect_ops)
     inputs = prepare(bb, bundle_tokenizer(bb), data, limit, batch, seed)
     with steps.step(f"Running {len(inputs.items)} inputs in {len(inputs.batches)} batches on both bundles ({runtime})"):
-        parity, metrics = run_both(bb, inputs, make_runner(ba, runtime, threads), make_runner(bb, runtime, threads),
-                                   runtime=runtime, precision=bb.precision)
-    return EvalReport(parity, f"{ba.path} ({ba.precision}, {runtime})", f"{bb.path} ({bb.precision}, {runtime})", metrics,
-                      max_metric_drop if metrics else None, ops, _data_info(inputs), _notes(inputs, bb.max_seq))
+        parity, metrics = run_both(
+            bb,
+            inputs,
+            make_runner(ba, runtime, threads),
+            make_runner(bb, runtime, threads),
+            runtime=runtime,
+            precision=bb.precision,
+        )
+    return EvalReport(
+        parity,
+        f"{ba.path} ({ba.precision}, {runtime})",
+        f"{bb.path} ({bb.precision}, {runtime})",
+        metrics,
+        max_metric_drop if metrics else None,
+        ops,
+        _data_info(inputs),
+        _notes(inputs, bb.max_seq),
+    )
 
 
 def _check_comparable(a: Bundle, b: Bundle) -> None:
     for key in ("family", "task"):
         if a.manifest[key] != b.manifest[key]:
-            raise BertExportError(f"cannot compare a {a.manifest[key]} bundle with a {b.manifest[key]} one ({key} differs)")
-    if [s.name for s in a.inputs] != [s.name for s in b.inputs] or sorted(o.name for o in a.outputs) != sorted(o.name for o in b.outputs):
-        raise BertExportError(f"{a.path} and {b.path} have different inputs or outputs; compare bundles of the same model and task")
-    tok_a = {f: a.manifest["files"].get(f, {}).get("sha256") for f in (a.manifest.get("tokenizer") or {}).get("files") or []}
-    tok_b = {f: b.manifest["files"].get(f, {}).get("sha256") for f in (b.manifest.get("tokenizer") or {}).get("files") or []}
+            raise BertExportError(
+                f"cannot compare a {a.manifest[key]} bundle with a {b.manifest[key]} one ({key} differs)"
+            )
+    if [s.name for s in a.inputs] != [s.name for s in b.inputs] or sorted(o.name for o in a.outputs) != sorted(
+        o.name for o in b.outputs
+    ):
+        raise BertExportError(
+            f"{a.path} and {b.path} have different inputs or outputs; compare bundles of the same model and task"
+        )
+    tok_a = {
+        f: a.manifest["files"].get(f, {}).get("sha256") for f in (a.manifest.get("tokenizer") or {}).get("files") or []
+    }
+    tok_b = {
+        f: b.manifest["files"].get(f, {}).get("sha256") for f in (b.manifest.get("tokenizer") or {}).get("files") or []
+    }
     if tok_a != tok_b:
-        raise BertExportError(f"{a.path} and {b.path} have different tokenizer files, so the same text gives different ids; "
-                              "compare bundles exported from the same model")
+        raise BertExportError(
+            f"{a.path} and {b.path} have different tokenizer files, so the same text gives different ids; "
+            "compare bundles exported from the same model"
+        )
     if a.max_seq < b.max_seq:
         raise BertExportError(f"{a.path} accepts {a.max_seq} tokens, {b.path} {b.max_seq}; pass the longer bundle as A")
 
 
-def validate_stored(bundle: str | Path, *, runtime: str = "ort", threads: int | None = None,
-                    expect_ops: str | Path | None = None, steps: Steps | None = None, precision: str | None = None) -> EvalReport:
+def validate_stored(
+    bundle: str | Path,
+    *,
+    runtime: str = "ort",
+    threads: int | None = None,
+    expect_ops: str | Path | None = None,
+    steps: Steps | None = None,
+    precision: str | None = None,
+) -> EvalReport:
     """The bundle's stored parity cases (``api.validate``), wrapped for the report formats and the ops gate."""
     from bert_export.exporter.api import validate
 
     steps = steps or Steps(quiet=True)
-    ops = _expect(load_bundle(bundle, verify=False, precision=precision), expect_ops) if expect_ops is not None else None
+    ops = (
+        _expect(load_bundle(bundle, verify=False, precision=precision), expect_ops) if expect_ops is not None else None
+    )
     parity = validate(bundle, runtime=runtime, threads=threads, steps=steps, precision=precision)
-    return EvalReport(parity, "stored PyTorch reference (reference.safetensors)", f"{bundle} ({parity.precision}, {runtime})",
-                      ops=ops, data={"path": "stored cases", "examples": len(parity.cases), "batches": len(parity.cases)})
+    return EvalReport(
+        parity,
+        "stored PyTorch reference (reference.safetensors)",
+        f"{bundle} ({parity.precision}, {runtime})",
+        ops=ops,
+        data={"path": "stored cases", "examples": len(parity.cases), "batches": len(parity.cases)},
+    )

@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from bert_export.evaluation import metrics as m
+from bert_export.evaluation.batches import Item
+from bert_export.evaluation.data import Dataset
+from bert_export.evaluation.predictions import Collector
 from bert_export.models import BertExportError
-
-from . import metrics as m
-from .batches import Item
-from .data import Dataset
-from .predictions import Collector
 
 
 @dataclass
@@ -47,7 +46,9 @@ def label_ids(dataset: Dataset, id2label: Mapping[str, str]) -> list[int]:
             k = -1
         if str(k) not in id2label or (isinstance(value, float) and value != k):
             known = ", ".join(f"{k}={v}" for k, v in sorted(id2label.items(), key=lambda kv: int(kv[0])))
-            raise BertExportError(f"--data {dataset.path} row {i + 1}: label {value!r} is not one of this bundle's labels ({known})")
+            raise BertExportError(
+                f"--data {dataset.path} row {i + 1}: label {value!r} is not one of this bundle's labels ({known})"
+            )
         out.append(k)
     return out
 
@@ -58,11 +59,15 @@ def check_tags(dataset: Dataset, id2label: Mapping[str, str]) -> None:
     for i, ex in enumerate(dataset.examples):
         bad = [t for t in ex.labels or () if t not in known]
         if bad:
-            raise BertExportError(f"--data {dataset.path} row {i + 1}: tag {bad[0]!r} is not one of this bundle's labels "
-                                  f"({', '.join(sorted(known))})")
+            raise BertExportError(
+                f"--data {dataset.path} row {i + 1}: tag {bad[0]!r} is not one of this bundle's labels "
+                f"({', '.join(sorted(known))})"
+            )
 
 
-def score(task: str, dataset: Dataset, items: list[Item], id2label: Mapping[str, str], ref: Collector, got: Collector) -> list[MetricRow]:
+def score(
+    task: str, dataset: Dataset, items: list[Item], id2label: Mapping[str, str], ref: Collector, got: Collector
+) -> list[MetricRow]:
     """The task's metric rows; empty when the data has no gold."""
     if dataset.gold is None:
         return []
@@ -70,11 +75,16 @@ def score(task: str, dataset: Dataset, items: list[Item], id2label: Mapping[str,
     return [MetricRow(k, sides[0][k], sides[1][k]) for k in sides[0]]
 
 
-def _score_side(task: str, dataset: Dataset, items: list[Item], id2label: Mapping[str, str], values: dict[int, Any]) -> dict[str, float]:
+def _score_side(
+    task: str, dataset: Dataset, items: list[Item], id2label: Mapping[str, str], values: dict[int, Any]
+) -> dict[str, float]:
     ex = dataset.examples
     if task == "seq-cls":
         gold, pred = label_ids(dataset, id2label), [values[k] for k in range(len(items))]
-        return {"accuracy": m.accuracy(gold, pred), "macro_f1": m.macro_f1(gold, pred, sorted(int(k) for k in id2label))}
+        return {
+            "accuracy": m.accuracy(gold, pred),
+            "macro_f1": m.macro_f1(gold, pred, sorted(int(k) for k in id2label)),
+        }
     if task == "token-cls":
         f = m.entity_f1([e.labels or [] for e in ex], [values[k] for k in range(len(items))])
         return {"entity_f1": f["f1"], "entity_precision": f["precision"], "entity_recall": f["recall"]}

@@ -1,8 +1,8 @@
 """The Python API behind the CLI: ``export()`` a bundle and ``validate()`` one.
 
-    from bert_export.exporter import export, validate
-    result = export("bert", "qa", model="sentence-transformers/all-MiniLM-L6-v2", out="exports/minilm-qa")
-    print(result.report.summary)
+from bert_export.exporter import export, validate
+result = export("bert", "qa", model="sentence-transformers/all-MiniLM-L6-v2", out="exports/minilm-qa")
+print(result.report.summary)
 """
 
 from __future__ import annotations
@@ -15,23 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bert_export.bundle import layout
+from bert_export.bundle import reader as bundle_io
+from bert_export.bundle import reference as reference_io
+from bert_export.bundle.publish import check_target, probe_lock, staged_directory
+from bert_export.exporter.golden import write_golden
+from bert_export.exporter.graphs import GraphJob, build_graphs, torch_reference
+from bert_export.exporter.graphs import plan as graph_plan
+from bert_export.exporter.loading import Source, copy_tokenizer, load_source, min_sequence
+from bert_export.exporter.onnx_export import example_length, export_onnx
 from bert_export.models import BertExportError, Family, Task, TensorSpec, get_family, get_task
+from bert_export.models.progress import Steps
 from bert_export.models.support import versions
+from bert_export.quantize.pipeline import OptimizeOptions
 from bert_export.runtimes.cases import build_cases, specials_for
 from bert_export.runtimes.factory import load_tokenizer, make_runner
 from bert_export.runtimes.parity import Report, compare, reduce_rows
 from bert_export.runtimes.torch_runner import TaskGraph
-from bert_export.quantize.pipeline import OptimizeOptions
-
-from . import bundle as bundle_io
-from . import layout
-from .golden import write_golden
-from .graphs import GraphJob, build_graphs, torch_reference
-from .graphs import plan as graph_plan
-from .loading import Source, copy_tokenizer, load_source, min_sequence
-from .onnx_export import export_onnx, example_length
-from .progress import Steps
-from .publish import check_target, probe_lock, staged_directory
 
 DEFAULT_OPSET = 18
 # Default --max-seq: the model's own maximum (BERT 512; ModernBERT 8192, affordable since its local
@@ -64,8 +64,12 @@ def _resolve(family: str | Family, task: str | Task) -> tuple[Family, Task]:
 
 def long_inputs_affordable(fam: Family, plan: OptimizeOptions) -> bool:
     """Whether a local-window family's default --max-seq may be its own maximum (see ``LONG_DEFAULT_RUNTIMES``)."""
-    return (fam.local_window_attr is not None and plan.optimize and plan.banded_attention
-            and plan.runtime in LONG_DEFAULT_RUNTIMES)
+    return (
+        fam.local_window_attr is not None
+        and plan.optimize
+        and plan.banded_attention
+        and plan.runtime in LONG_DEFAULT_RUNTIMES
+    )
 
 
 def resolve_max_seq(source: Source, max_seq: int | None, *, banded: bool = False) -> int:
@@ -76,13 +80,19 @@ def resolve_max_seq(source: Source, max_seq: int | None, *, banded: bool = False
     if max_seq < 1:
         raise BertExportError(f"--max-seq must be >= 1, got {max_seq}")
     if max_seq > limit:
-        raise BertExportError(f"--max-seq {max_seq} exceeds the model's max_position_embeddings ({limit}); use --max-seq {limit} or less")
+        raise BertExportError(
+            f"--max-seq {max_seq} exceeds the model's max_position_embeddings ({limit}); use --max-seq {limit} or less"
+        )
     return max_seq
 
 
 def graph_outputs(family: Family, task: Task, source: Source) -> tuple[TensorSpec, ...]:
     """The task's outputs with the model's real feature sizes (hidden, vocab, labels) filled in."""
-    sizes = {"hidden": source.config.hidden_size, "vocab": source.config.vocab_size, "num_labels": source.config.num_labels}
+    sizes = {
+        "hidden": source.config.hidden_size,
+        "vocab": source.config.vocab_size,
+        "num_labels": source.config.num_labels,
+    }
     has_pooler = getattr(source.model, "pooler", None) is not None
     return tuple(
         TensorSpec(o.name, o.dtype, tuple(sizes.get(a, a) if isinstance(a, str) else a for a in o.axes))
@@ -132,23 +142,46 @@ def export(
     # Before any work: an --out that --force may not replace, an unwritable place, a running export.
     probe_lock(check_target(out_dir, force))
     if max_seq is not None and max_seq < min_sequence(tsk):
-        raise BertExportError(f"--max-seq {max_seq} is too short for a {tsk.name} bundle; use --max-seq {min_sequence(tsk)} or more")
+        raise BertExportError(
+            f"--max-seq {max_seq} is too short for a {tsk.name} bundle; use --max-seq {min_sequence(tsk)} or more"
+        )
     start = time.perf_counter()
     with steps.step(f"Loading {fam.name} {tsk.name} ({'random init' if random_init else model or fam.default_id})"):
-        source = load_source(fam, tsk, model=model, random_init=random_init, overrides=overrides, seed=seed,
-                             num_labels=num_labels, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        source = load_source(
+            fam,
+            tsk,
+            model=model,
+            random_init=random_init,
+            overrides=overrides,
+            seed=seed,
+            num_labels=num_labels,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+        )
     if source.new_head_params:
-        steps.note(f"note: {len(source.new_head_params)} {tsk.name} head parameters are not in the checkpoint and were "
-                   f"randomly initialised ({', '.join(source.new_head_params[:3])}); fine-tune before serving")
+        steps.note(
+            f"note: {len(source.new_head_params)} {tsk.name} head parameters are not in the checkpoint and were "
+            f"randomly initialised ({', '.join(source.new_head_params[:3])}); fine-tune before serving"
+        )
     seq_limit = resolve_max_seq(source, max_seq, banded=long_inputs_affordable(fam, plans[0]))
     outputs = graph_outputs(fam, tsk, source)
     graph = TaskGraph(source.model, [o.name for o in outputs])
     window = getattr(source.config, fam.local_window_attr) if fam.local_window_attr else None
     report = None
-    with staged_directory(out_dir, force) as tmp, tempfile.TemporaryDirectory(prefix=".export-", dir=tmp.parent) as work:
+    with (
+        staged_directory(out_dir, force) as tmp,
+        tempfile.TemporaryDirectory(prefix=".export-", dir=tmp.parent) as work,
+    ):
         with steps.step(f"Exporting to ONNX (opset {opset}, dynamic batch and sequence)"):
-            exported = export_onnx(graph, fam.inputs, outputs, Path(work), opset=opset,
-                                   example_seq=example_length(seq_limit, window), vocab_size=source.config.vocab_size)
+            exported = export_onnx(
+                graph,
+                fam.inputs,
+                outputs,
+                Path(work),
+                opset=opset,
+                example_seq=example_length(seq_limit, window),
+                vocab_size=source.config.vocab_size,
+            )
         source.config.save_pretrained(str(tmp))  # rewritten by layout.write_config once the graphs exist
         tok_files = copy_tokenizer(source, tmp)
         layout.write_tokenizer(tmp, tok_files, seq_limit)
@@ -161,7 +194,9 @@ def export(
             cases = build_cases(fam, tsk, source.config, tokenizer, seq_limit, seed)
             with steps.step(f"Running PyTorch on {len(cases)} parity cases"):
                 reference = torch_reference(graph, fam.inputs, outputs, cases, seq_limit)
-        job = GraphJob(fam, tsk, outputs, graph, source.config, tokenizer, seq_limit, seed, pooling, validate, cases, reference)
+        job = GraphJob(
+            fam, tsk, outputs, graph, source.config, tokenizer, seq_limit, seed, pooling, validate, cases, reference
+        )
         base = {k: manifest[k] for k in ("graph", "outputs", "precision", "runtime")}
         built = build_graphs(tmp, exported.path, base, plans, job, steps)
         manifest.update(built[0].top)
@@ -169,19 +204,25 @@ def export(
         report = built[0].report
         layout.write_config(tmp, source.config, fam, tsk, built[0].precision, {g.precision: g.files for g in built})
         if tsk.name == "embed":
-            layout.write_sentence_transformers(tmp, source.pooling, int(source.config.hidden_size), seq_limit, source.directory)
+            layout.write_sentence_transformers(
+                tmp, source.pooling, int(source.config.hidden_size), seq_limit, source.directory
+            )
         if validate:
             assert cases is not None and reference is not None and report is not None
             rows = [{o.name: reduce_rows(c) for o in outputs if "vocab" in symbolic_axes(tsk, o.name)} for c in cases]
-            bundle_io.save_reference(tmp / bundle_io.REFERENCE, cases, reference, outputs, rows)
+            reference_io.save_reference(tmp / reference_io.REFERENCE, cases, reference, outputs, rows)
             if tokenizer is not None:  # golden.json: real-text examples for consumers (docs/bundle.md)
                 manifest["golden"] = write_golden(tmp, fam, tsk, graph, outputs, manifest, tokenizer)
-            manifest["parity"] = {**built[0].record["parity"],
-                                  "cases": {c.name: {"shape": list(c.shape), "seconds": c.meta.get("seconds", {})} for c in cases}}
+            manifest["parity"] = {
+                **built[0].record["parity"],
+                "cases": {c.name: {"shape": list(c.shape), "seconds": c.meta.get("seconds", {})} for c in cases},
+            }
         manifest["export"] = {"seconds": export_seconds, "peak_rss_mb": peak_rss_mb()}
         manifest = bundle_io.write_manifest(tmp, manifest)
     steps.note(f"bundle written to {out_dir}")
-    return ExportResult(out_dir, manifest, report, dict(steps.timings), {g.precision: g.report for g in built if g.report})
+    return ExportResult(
+        out_dir, manifest, report, dict(steps.timings), {g.precision: g.report for g in built if g.report}
+    )
 
 
 def symbolic_axes(tsk: Task, name: str) -> tuple[Any, ...]:
@@ -195,12 +236,26 @@ def _parity_target(opt: OptimizeOptions, optimized: Any) -> dict[str, Any]:
         return {}
     from bert_export.runtimes.openvino_runner import OpenVinoRunner
 
-    return {"runtime": "openvino", "runner": lambda inputs, outputs, max_seq: OpenVinoRunner(
-        optimized.ir_path, inputs, outputs, max_seq, precision_hint=optimized.openvino.hint)}
+    return {
+        "runtime": "openvino",
+        "runner": lambda inputs, outputs, max_seq: OpenVinoRunner(
+            optimized.ir_path, inputs, outputs, max_seq, precision_hint=optimized.openvino.hint
+        ),
+    }
 
 
-def _manifest(fam: Family, tsk: Task, source: Source, outputs: tuple[TensorSpec, ...], exported: Any, max_seq: int,
-              window: int | None, tok_files: list[str], tokenizer: Any | None, opset: int) -> dict[str, Any]:
+def _manifest(
+    fam: Family,
+    tsk: Task,
+    source: Source,
+    outputs: tuple[TensorSpec, ...],
+    exported: Any,
+    max_seq: int,
+    window: int | None,
+    tok_files: list[str],
+    tokenizer: Any | None,
+    opset: int,
+) -> dict[str, Any]:
     cfg = source.config
     labels = None
     if tsk.has_labels:
@@ -230,15 +285,34 @@ def _manifest(fam: Family, tsk: Task, source: Source, outputs: tuple[TensorSpec,
             "do_lower_case": tokenizer_cfg.get("do_lower_case"),
             "model_max_length": tokenizer_cfg.get("model_max_length"),
         },
-        "config": {k: getattr(cfg, k, None) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")},
-        "source": {"kind": source.kind, "ref": source.ref, "seed": source.seed, "new_head_params": source.new_head_params},
-        "graph": {"file": exported.files[0], "files": list(exported.files), "nodes": exported.num_nodes, "ops": exported.op_counts},
+        "config": {
+            k: getattr(cfg, k, None)
+            for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+        },
+        "source": {
+            "kind": source.kind,
+            "ref": source.ref,
+            "seed": source.seed,
+            "new_head_params": source.new_head_params,
+        },
+        "graph": {
+            "file": exported.files[0],
+            "files": list(exported.files),
+            "nodes": exported.num_nodes,
+            "ops": exported.op_counts,
+        },
         "versions": versions(),
     }
 
 
-def validate(bundle: str | Path, *, runtime: str = "ort", threads: int | None = None, steps: Steps | None = None,
-             precision: str | None = None) -> Report:
+def validate(
+    bundle: str | Path,
+    *,
+    runtime: str = "ort",
+    threads: int | None = None,
+    steps: Steps | None = None,
+    precision: str | None = None,
+) -> Report:
     """Verify a bundle's files, run its stored parity cases on ``runtime`` and apply its gate.
 
     ``precision`` picks one of a multi-precision bundle's graphs (default: the bundle's default),
@@ -247,12 +321,21 @@ def validate(bundle: str | Path, *, runtime: str = "ort", threads: int | None = 
     with steps.step("Verifying bundle checksums"):
         b = bundle_io.load_bundle(bundle, precision=precision)
     tsk = get_task(b.manifest["task"])
-    cases, reference, rows = bundle_io.load_reference(b)
+    cases, reference, rows = reference_io.load_reference(b)
     with steps.step(f"Running {len(cases)} stored cases on {runtime}"):
         with make_runner(b, runtime, threads) as runner:
             results = [runner.infer(c.feed) for c in cases]
             ran_on = runner.provider_report() if hasattr(runner, "provider_report") else {"runtime": runtime}
-    report = compare(tsk, b.outputs, cases, reference, results, runtime=runtime, precision=b.precision,
-                     pooling=(b.manifest.get("pooling") or {}).get("mode", "cls"), stored_rows=rows)
+    report = compare(
+        tsk,
+        b.outputs,
+        cases,
+        reference,
+        results,
+        runtime=runtime,
+        precision=b.precision,
+        pooling=(b.manifest.get("pooling") or {}).get("mode", "cls"),
+        stored_rows=rows,
+    )
     report.providers = ran_on  # a fallback (ort-cuda that ran on CPU) shows here, not hidden behind the name
     return report

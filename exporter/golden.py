@@ -14,22 +14,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bert_export.models import BertExportError, Family, Task, TensorSpec
+from bert_export.bundle.golden import GOLDEN, GOLDEN_VERSION, load_golden
+from bert_export.models import Family, Task, TensorSpec
+from bert_export.models.precisions import GATES
 from bert_export.runtimes import postprocess as post
-from bert_export.runtimes.parity import GATES
 from bert_export.runtimes.texts import QA_PAIRS, SENTENCES
 from bert_export.runtimes.torch_runner import TaskGraph, TorchRunner
 
 if TYPE_CHECKING:
-    from bert_export.exporter.bundle import Bundle
+    from bert_export.bundle.reader import Bundle
 
-GOLDEN = "golden.json"
-GOLDEN_VERSION = 1
 TOP_K = 5
 # Result fields that are floats (scores, embedding values) are compared within this absolute
 # tolerance; everything else in a result (answer text, offsets, labels, ids) must be equal.
@@ -50,8 +48,12 @@ def tolerances() -> dict[str, dict[str, Any]]:
     output, and whether results must match exactly (fp32/fp16) or are only reported (int8, whose
     gate is an aggregate agreement rate that a handful of examples cannot apply)."""
     return {
-        name: {"max_abs": gate.max_abs, "cosine_min": gate.cos_min, "exact_results": name not in ("int8", "bf16"),
-               "result_abs": RESULT_ABS[name]}
+        name: {
+            "max_abs": gate.max_abs,
+            "cosine_min": gate.cos_min,
+            "exact_results": name not in ("int8", "bf16"),
+            "result_abs": RESULT_ABS[name],
+        }
         for name, gate in GATES.items()
     }
 
@@ -66,10 +68,17 @@ def golden_inputs(task: Task, tokenizer: Any) -> list[dict[str, str]]:
 
 def _encode(example: dict[str, str], tokenizer: Any, max_seq: int) -> Any:
     if "question" in example:
-        return tokenizer(example["question"], example["context"], truncation="only_second", max_length=max_seq,
-                         return_token_type_ids=True, return_offsets_mapping=True)
-    return tokenizer(example["text"], truncation=True, max_length=max_seq, return_token_type_ids=True,
-                     return_offsets_mapping=True)
+        return tokenizer(
+            example["question"],
+            example["context"],
+            truncation="only_second",
+            max_length=max_seq,
+            return_token_type_ids=True,
+            return_offsets_mapping=True,
+        )
+    return tokenizer(
+        example["text"], truncation=True, max_length=max_seq, return_token_type_ids=True, return_offsets_mapping=True
+    )
 
 
 def feed_for(enc: Any, inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
@@ -82,8 +91,9 @@ def feed_for(enc: Any, inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
     return {s.name: np.asarray([arrays[s.name]], dtype=np.int32 if s.dtype == "int32" else np.int64) for s in inputs}
 
 
-def result_for(task: Task, example: dict[str, str], enc: Any, out: dict[str, np.ndarray], manifest: dict[str, Any],
-               tokenizer: Any) -> dict[str, Any]:
+def result_for(
+    task: Task, example: dict[str, str], enc: Any, out: dict[str, np.ndarray], manifest: dict[str, Any], tokenizer: Any
+) -> dict[str, Any]:
     """The ``bert-export run --json`` object for one example (runtimes/postprocess.py's contract)."""
     offsets = [tuple(o) for o in enc["offset_mapping"]]
     labels = (manifest.get("labels") or {}).get("id2label", {})
@@ -102,29 +112,54 @@ def result_for(task: Task, example: dict[str, str], enc: Any, out: dict[str, np.
     return post.embed_result(out["last_hidden_state"], mask, manifest.get("pooling") or {})
 
 
-def reduce_outputs(task: Task, outputs: tuple[TensorSpec, ...], out: dict[str, np.ndarray], ids: list[int],
-                   manifest: dict[str, Any], mask_id: int | None) -> dict[str, Any]:
+def reduce_outputs(
+    task: Task,
+    outputs: tuple[TensorSpec, ...],
+    out: dict[str, np.ndarray],
+    ids: list[int],
+    manifest: dict[str, Any],
+    mask_id: int | None,
+) -> dict[str, Any]:
     """Reference outputs of one batch-1 example, batch axis dropped, large ones reduced (see module doc)."""
     reduced: dict[str, Any] = {}
     for spec in outputs:
         arr = np.asarray(out[spec.name], dtype=np.float32)[0]
         if spec.name == "last_hidden_state":
             pooling = manifest.get("pooling") or {}
-            vec = post.pool(arr[None], np.ones((1, arr.shape[0])), str(pooling.get("mode", "cls")), bool(pooling.get("normalize", False)))[0]
-            reduced[spec.name] = {"reduce": "pool", "mode": pooling.get("mode", "cls"), "normalize": bool(pooling.get("normalize", False)),
-                                  "values": [float(np.float32(v)) for v in vec]}
+            vec = post.pool(
+                arr[None],
+                np.ones((1, arr.shape[0])),
+                str(pooling.get("mode", "cls")),
+                bool(pooling.get("normalize", False)),
+            )[0]
+            reduced[spec.name] = {
+                "reduce": "pool",
+                "mode": pooling.get("mode", "cls"),
+                "normalize": bool(pooling.get("normalize", False)),
+                "values": [float(np.float32(v)) for v in vec],
+            }
         elif task.name == "mlm" and spec.name == "logits":
             positions = [i for i, t in enumerate(ids) if t == mask_id]
             top = [np.argsort(-arr[p], kind="stable")[:TOP_K] for p in positions]
-            reduced[spec.name] = {"reduce": "topk", "positions": positions, "ids": [[int(i) for i in t] for t in top],
-                                  "values": [[float(arr[p, i]) for i in t] for p, t in zip(positions, top)]}
+            reduced[spec.name] = {
+                "reduce": "topk",
+                "positions": positions,
+                "ids": [[int(i) for i in t] for t in top],
+                "values": [[float(arr[p, i]) for i in t] for p, t in zip(positions, top)],
+            }
         else:
             reduced[spec.name] = arr.tolist()
     return reduced
 
 
-def build_golden(family: Family, task: Task, graph: TaskGraph, outputs: tuple[TensorSpec, ...], manifest: dict[str, Any],
-                 tokenizer: Any) -> dict[str, Any]:
+def build_golden(
+    family: Family,
+    task: Task,
+    graph: TaskGraph,
+    outputs: tuple[TensorSpec, ...],
+    manifest: dict[str, Any],
+    tokenizer: Any,
+) -> dict[str, Any]:
     """Golden examples: inputs through the bundle's tokenizer, references from PyTorch fp32."""
     max_seq = int(manifest["max_sequence_length"])
     examples = []
@@ -134,110 +169,38 @@ def build_golden(family: Family, task: Task, graph: TaskGraph, outputs: tuple[Te
             feed = feed_for(enc, family.inputs)
             out = runner.infer(feed)
             ids = [int(t) for t in enc["input_ids"]]
-            entry: dict[str, Any] = {"name": f"{task.name}-{i}", **example,
-                                     **{name: arr[0].tolist() for name, arr in feed.items()},
-                                     "outputs": reduce_outputs(task, outputs, out, ids, manifest, tokenizer.mask_token_id),
-                                     "result": result_for(task, example, enc, out, manifest, tokenizer)}
+            entry: dict[str, Any] = {
+                "name": f"{task.name}-{i}",
+                **example,
+                **{name: arr[0].tolist() for name, arr in feed.items()},
+                "outputs": reduce_outputs(task, outputs, out, ids, manifest, tokenizer.mask_token_id),
+                "result": result_for(task, example, enc, out, manifest, tokenizer),
+            }
             examples.append(entry)
-    return {"version": GOLDEN_VERSION, "task": task.name, "family": family.name, "reference": "pytorch-fp32",
-            "max_sequence_length": max_seq, "tolerances": tolerances(), "examples": examples}
+    return {
+        "version": GOLDEN_VERSION,
+        "task": task.name,
+        "family": family.name,
+        "reference": "pytorch-fp32",
+        "max_sequence_length": max_seq,
+        "tolerances": tolerances(),
+        "examples": examples,
+    }
 
 
-def write_golden(directory: Path, family: Family, task: Task, graph: TaskGraph, outputs: tuple[TensorSpec, ...],
-                 manifest: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+def write_golden(
+    directory: Path,
+    family: Family,
+    task: Task,
+    graph: TaskGraph,
+    outputs: tuple[TensorSpec, ...],
+    manifest: dict[str, Any],
+    tokenizer: Any,
+) -> dict[str, Any]:
     """Write ``golden.json`` into a staged bundle; returns the manifest's ``golden`` entry."""
     golden = build_golden(family, task, graph, outputs, manifest, tokenizer)
     (directory / GOLDEN).write_text(json.dumps(golden, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return {"file": GOLDEN, "version": GOLDEN_VERSION, "examples": len(golden["examples"])}
-
-
-class _Golden(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
-
-
-Finite = Annotated[float, Field(allow_inf_nan=False)] | int
-
-
-class Tolerance(_Golden):
-    max_abs: Finite | None
-    cosine_min: Finite
-    exact_results: bool
-    result_abs: Finite | None = None
-
-
-class PoolRef(_Golden):
-    reduce: Literal["pool"]
-    mode: Literal["cls", "mean", "max", "mean_sqrt_len"]
-    normalize: bool
-    values: list[Finite] = Field(min_length=1)
-
-
-class TopkRef(_Golden):
-    reduce: Literal["topk"]
-    positions: list[Annotated[int, Field(ge=0)]]
-    ids: list[list[Annotated[int, Field(ge=0)]]]
-    values: list[list[Finite]]
-
-
-class Example(_Golden):
-    name: Annotated[str, Field(max_length=200)]
-    input_ids: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
-    outputs: dict[str, PoolRef | TopkRef | list[Finite] | list[list[Finite]]] = Field(min_length=1)
-
-
-class GoldenFile(_Golden):
-    version: int
-    tolerances: dict[str, Tolerance]
-    examples: list[Example] = Field(min_length=1, max_length=1000)
-
-
-def load_golden(bundle: str | Path | Bundle) -> dict[str, Any]:
-    """golden.json of a bundle, schema-checked (finite numbers, ids and positions in range)."""
-    from bert_export.exporter.bundle import Bundle, load_bundle
-    from bert_export.exporter.manifest import describe
-
-    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    if not b.has_file(GOLDEN):
-        raise BertExportError(f"{b.path} has no {GOLDEN} (exported with --no-validate, or without a tokenizer); re-export it")
-    golden = b.read_json(GOLDEN)
-    where = f"{GOLDEN} in bundle {b.path}"
-    if not isinstance(golden, dict) or golden.get("version") != GOLDEN_VERSION:
-        version = golden.get("version") if isinstance(golden, dict) else None
-        raise BertExportError(f"{where} has version {version!r}; this bert-export reads {GOLDEN_VERSION}: re-export the bundle")
-    try:
-        GoldenFile.model_validate(golden)
-    except ValidationError as exc:
-        raise BertExportError(f"{where} is malformed: {describe(exc)}; re-export the bundle") from None
-    _check_ranges(b, golden, where)
-    return golden
-
-
-def _check_ranges(b: Bundle, golden: dict[str, Any], where: str) -> None:
-    """Every index golden.json gives must fit the bundle: ids in the vocabulary, positions in the sequence."""
-    vocab = (b.manifest.get("config") or {}).get("vocab_size")
-    inputs = [s.name for s in b.inputs]
-    outputs = {s.name for s in b.outputs}
-    if b.precision not in golden["tolerances"]:
-        raise BertExportError(f"{where} has no tolerances for {b.precision}; re-export the bundle")
-    for ex in golden["examples"]:
-        arrays = [ex.get(name) for name in inputs]
-        n = len(ex["input_ids"])
-        if any(not isinstance(a, list) or len(a) != n or not all(type(v) is int for v in a) for a in arrays) or n > b.max_seq:
-            raise BertExportError(f"{where}: example {ex['name']!r} lacks inputs of one length <= {b.max_seq}; re-export the bundle")
-        for key in ("attention_mask", "token_type_ids"):
-            if key in inputs and not set(ex[key]) <= {0, 1}:
-                raise BertExportError(f"{where}: example {ex['name']!r} has {key} values other than 0 and 1; re-export the bundle")
-        if isinstance(vocab, int) and max(ex["input_ids"]) >= vocab:
-            raise BertExportError(f"{where}: example {ex['name']!r} has token ids outside the vocabulary; re-export the bundle")
-        for name, ref in ex["outputs"].items():
-            if name not in outputs:
-                raise BertExportError(f"{where}: example {ex['name']!r} has an output {name!r} the graph does not have; re-export the bundle")
-            if isinstance(ref, dict) and ref.get("reduce") == "topk":
-                ok = len(ref["positions"]) == len(ref["ids"]) == len(ref["values"]) and all(p < n for p in ref["positions"])
-                ok = ok and all(len(i) == len(v) >= 1 for i, v in zip(ref["ids"], ref["values"]))
-                ok = ok and not (isinstance(vocab, int) and any(t >= vocab for row in ref["ids"] for t in row))
-                if not ok:
-                    raise BertExportError(f"{where}: example {ex['name']!r} has top-k positions or ids out of range; re-export the bundle")
 
 
 def compare_output(ref: Any, got: np.ndarray, feed: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -250,7 +213,11 @@ def compare_output(ref: Any, got: np.ndarray, feed: dict[str, np.ndarray]) -> di
         g = post.pool(got[None], mask, str(ref["mode"]), bool(ref["normalize"]))[0]
     elif isinstance(ref, dict) and ref.get("reduce") == "topk":
         r = np.asarray(ref["values"], dtype=np.float64).reshape(-1)
-        g = np.concatenate([got[p, ids] for p, ids in zip(ref["positions"], ref["ids"])]) if ref["positions"] else np.zeros(0)
+        g = (
+            np.concatenate([got[p, ids] for p, ids in zip(ref["positions"], ref["ids"])])
+            if ref["positions"]
+            else np.zeros(0)
+        )
         top1_ok = all(int(np.argmax(got[p])) == ids[0] for p, ids in zip(ref["positions"], ref["ids"]))
     else:
         r, g = np.asarray(ref, dtype=np.float64).reshape(-1), got.reshape(-1)
@@ -266,7 +233,9 @@ def check_golden(bundle: str | Path | Bundle, runner: Any, precision: str) -> li
     tol = golden["tolerances"][precision]
     problems = []
     for ex in golden["examples"]:
-        feed = {s.name: np.asarray([ex[s.name]], dtype=np.int32 if s.dtype == "int32" else np.int64) for s in runner.inputs}
+        feed = {
+            s.name: np.asarray([ex[s.name]], dtype=np.int32 if s.dtype == "int32" else np.int64) for s in runner.inputs
+        }
         out = runner.infer(feed)
         for name, ref in ex["outputs"].items():
             d = compare_output(ref, out[name], feed)
@@ -277,4 +246,3 @@ def check_golden(bundle: str | Path | Bundle, runner: Any, precision: str) -> li
             if tol["exact_results"] and not d["top1"]:
                 problems.append(f"{ex['name']}: {name} top-1 differs")
     return problems
-

@@ -22,16 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from bert_export.bundle.layout import parse_precisions, place_graph
 from bert_export.models import BertExportError, Family, ParityError, Task, TensorSpec
+from bert_export.models.progress import Steps
 from bert_export.quantize.pipeline import OptimizeOptions, optimize_export, update_manifest
 from bert_export.quantize.pipeline import describe as describe_optimization
 from bert_export.runtimes.cases import Case
 from bert_export.runtimes.ort_runner import OrtRunner
 from bert_export.runtimes.parity import Report, compare
 from bert_export.runtimes.torch_runner import TaskGraph, TorchRunner
-
-from .layout import parse_precisions, place_graph
-from .progress import Steps
 
 PARITY_DEFAULT = "parity.json"
 # Keys of a graph record that also form manifest["graph"] (the default graph, for simple consumers).
@@ -55,16 +54,23 @@ def plan(options: OptimizeOptions, precisions: str | list[str] | tuple[str, ...]
         return [options]
     wanted = parse_precisions(precisions)
     if options.fp16 or options.int8:
-        raise BertExportError(f"--precisions replaces --fp16/--int8; list every precision, the default first "
-                              f"(e.g. --precisions {'int8' if options.int8 else 'fp16'},fp32)")
+        raise BertExportError(
+            f"--precisions replaces --fp16/--int8; list every precision, the default first "
+            f"(e.g. --precisions {'int8' if options.int8 else 'fp16'},fp32)"
+        )
     if options.fp16_io and "fp16" not in wanted:
         raise BertExportError("--fp16-io applies to an fp16 graph; add fp16 to --precisions")
     if options.int8_mode is not None and "int8" not in wanted:
         raise BertExportError("--int8-mode applies to an int8 graph; add int8 to --precisions")
     out = []
     for p in wanted:
-        o = dataclasses.replace(options, fp16=p == "fp16", fp16_io=options.fp16_io and p == "fp16", int8=p == "int8",
-                                int8_mode=options.int8_mode if p == "int8" else None)
+        o = dataclasses.replace(
+            options,
+            fp16=p == "fp16",
+            fp16_io=options.fp16_io and p == "fp16",
+            int8=p == "int8",
+            int8_mode=options.int8_mode if p == "int8" else None,
+        )
         o.check()
         out.append(o)
     return out
@@ -75,11 +81,15 @@ class BuiltGraph:
     precision: str
     files: list[str]
     record: dict[str, Any]  # manifest["graphs"][precision]
-    top: dict[str, Any]  # what the default graph puts at the manifest's top level (precision, runtime, optimization, outputs)
+    top: dict[
+        str, Any
+    ]  # what the default graph puts at the manifest's top level (precision, runtime, optimization, outputs)
     report: Report | None
 
 
-def infer_cases(runner: Any, inputs: tuple[TensorSpec, ...], cases: list[Case], label: str) -> list[dict[str, np.ndarray]]:
+def infer_cases(
+    runner: Any, inputs: tuple[TensorSpec, ...], cases: list[Case], label: str
+) -> list[dict[str, np.ndarray]]:
     """Every case through an active runner, its wall time kept in ``case.meta["seconds"][label]``.
 
     The manifest's parity record carries these times, so the batch-1 case at the maximum length
@@ -89,19 +99,28 @@ def infer_cases(runner: Any, inputs: tuple[TensorSpec, ...], cases: list[Case], 
     for case in cases:
         start = time.perf_counter()
         results.append(runner.infer({s.name: case.feed[s.name] for s in inputs}))
-        case.meta.setdefault("seconds", {})[label] = float(f"{time.perf_counter() - start:.3g}")  # 3 significant digits: never 0
+        case.meta.setdefault("seconds", {})[label] = float(
+            f"{time.perf_counter() - start:.3g}"
+        )  # 3 significant digits: never 0
     return results
 
 
-def torch_reference(graph: TaskGraph, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
-                    cases: list[Case], max_seq: int) -> list[dict[str, np.ndarray]]:
+def torch_reference(
+    graph: TaskGraph, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], cases: list[Case], max_seq: int
+) -> list[dict[str, np.ndarray]]:
     """PyTorch's outputs on every parity case (computed once per bundle)."""
     with TorchRunner(graph, inputs, outputs, max_seq) as runner:
         return infer_cases(runner, inputs, cases, "pytorch")
 
 
-def ort_results(path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], cases: list[Case],
-                max_seq: int, label: str) -> list[dict[str, np.ndarray]]:
+def ort_results(
+    path: Path,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+    cases: list[Case],
+    max_seq: int,
+    label: str,
+) -> list[dict[str, np.ndarray]]:
     with OrtRunner(path, inputs, outputs, max_seq) as runner:
         return infer_cases(runner, inputs, cases, label)
 
@@ -124,8 +143,9 @@ class GraphJob:
     reference: list[dict[str, np.ndarray]] | None
 
 
-def build_graphs(bundle_dir: Path, exported: Path, base: dict[str, Any], plans: list[OptimizeOptions], job: GraphJob,
-                 steps: Steps) -> list[BuiltGraph]:
+def build_graphs(
+    bundle_dir: Path, exported: Path, base: dict[str, Any], plans: list[OptimizeOptions], job: GraphJob, steps: Steps
+) -> list[BuiltGraph]:
     """Optimize, gate and place one graph per plan into ``bundle_dir/onnx/``; raises ParityError on a failed gate.
 
     ``base`` holds the exported graph's manifest entries (``graph``, ``outputs``, ``precision``,
@@ -140,31 +160,64 @@ def build_graphs(bundle_dir: Path, exported: Path, base: dict[str, Any], plans: 
             scratch = copy.deepcopy(base)
             if options.optimize or p != "fp32":  # quantize/: fusions for the target, fp16/int8, fallback
                 with steps.step(describe_optimization(options) + (f" ({p} graph)" if len(plans) > 1 else "")):
-                    ir_dir = bundle_dir / ("openvino" if len(plans) == 1 else f"openvino-{p}") if options.runtime == "openvino" else None
-                    optimized = optimize_export(work, job.family, job.task, job.outputs, job.graph, job.config, job.tokenizer,
-                                                job.max_seq, job.seed, job.pooling, options, job.validate, ir_dir=ir_dir,
-                                                cases=job.cases, reference=job.reference)
+                    ir_dir = (
+                        bundle_dir / ("openvino" if len(plans) == 1 else f"openvino-{p}")
+                        if options.runtime == "openvino"
+                        else None
+                    )
+                    optimized = optimize_export(
+                        work,
+                        job.family,
+                        job.task,
+                        job.outputs,
+                        job.graph,
+                        job.config,
+                        job.tokenizer,
+                        job.max_seq,
+                        job.seed,
+                        job.pooling,
+                        options,
+                        job.validate,
+                        ir_dir=ir_dir,
+                        cases=job.cases,
+                        reference=job.reference,
+                    )
                 update_manifest(scratch, optimized)
             report = None
             if job.validate:
                 assert job.cases is not None and job.reference is not None
                 with steps.step(f"Checking parity of the {p} graph against PyTorch on {len(job.cases)} cases"):
-                    graph_outputs = tuple(TensorSpec(o["name"], o["dtype"], tuple(o["shape"])) for o in scratch["outputs"])
+                    graph_outputs = tuple(
+                        TensorSpec(o["name"], o["dtype"], tuple(o["shape"])) for o in scratch["outputs"]
+                    )
                     ir = getattr(optimized, "ir_path", None) if options.runtime == "openvino" else None
                     if ir is not None:  # --runtime openvino: the gate runs the IR with the hint it ships with
                         from bert_export.runtimes.openvino_runner import OpenVinoRunner
 
-                        with OpenVinoRunner(ir, job.family.inputs, graph_outputs, job.max_seq,
-                                            precision_hint=optimized.openvino.hint) as ov:
+                        with OpenVinoRunner(
+                            ir, job.family.inputs, graph_outputs, job.max_seq, precision_hint=optimized.openvino.hint
+                        ) as ov:
                             results = infer_cases(ov, job.family.inputs, job.cases, f"openvino {p}")
                     else:
-                        results = ort_results(work, job.family.inputs, graph_outputs, job.cases, job.max_seq, f"ort {p}")
-                    report = compare(job.task, job.outputs, job.cases, job.reference, results,
-                                     runtime="openvino" if ir is not None else "ort", precision=p, pooling=job.pooling)
+                        results = ort_results(
+                            work, job.family.inputs, graph_outputs, job.cases, job.max_seq, f"ort {p}"
+                        )
+                    report = compare(
+                        job.task,
+                        job.outputs,
+                        job.cases,
+                        job.reference,
+                        results,
+                        runtime="openvino" if ir is not None else "ort",
+                        precision=p,
+                        pooling=job.pooling,
+                    )
                 if not steps.quiet:
                     steps.console.print(report.table())
                 if not report.passed:
-                    error = ParityError(f"parity gate failed for the {p} graph ({'; '.join(report.failures[:3])}); nothing was written")
+                    error = ParityError(
+                        f"parity gate failed for the {p} graph ({'; '.join(report.failures[:3])}); nothing was written"
+                    )
                     error.report = report
                     raise error
             files = place_graph(work, bundle_dir, p)
@@ -180,16 +233,27 @@ def _copy_graph(exported: Path, work: Path) -> Path:
     return work / exported.name
 
 
-def _record(precision: str, files: list[str], scratch: dict[str, Any], report: Report | None, report_file: str,
-            bundle_dir: Path) -> BuiltGraph:
+def _record(
+    precision: str, files: list[str], scratch: dict[str, Any], report: Report | None, report_file: str, bundle_dir: Path
+) -> BuiltGraph:
     graph = {**scratch["graph"], "file": files[0], "files": files}
     record: dict[str, Any] = {**{k: graph[k] for k in GRAPH_KEYS if k in graph}, "outputs": scratch["outputs"]}
     extra = {k: v for k, v in scratch.items() if k not in ("graph", "outputs", "precision", "runtime")}
     record.update(extra)  # optimization (and whatever update_manifest adds)
     if report is not None:
         (bundle_dir / report_file).write_text(report.dumps() + "\n", encoding="utf-8")
-        record["parity"] = {"passed": True, "runtime": report.runtime, "summary": report.summary,
-                            "gate": report.to_json()["gate"], "report": report_file}
-    top = {"precision": precision, "runtime": scratch.get("runtime", "ort"), "outputs": scratch["outputs"], **extra,
-           "graph": {k: graph[k] for k in GRAPH_KEYS if k in graph}}
+        record["parity"] = {
+            "passed": True,
+            "runtime": report.runtime,
+            "summary": report.summary,
+            "gate": report.to_json()["gate"],
+            "report": report_file,
+        }
+    top = {
+        "precision": precision,
+        "runtime": scratch.get("runtime", "ort"),
+        "outputs": scratch["outputs"],
+        **extra,
+        "graph": {k: graph[k] for k in GRAPH_KEYS if k in graph},
+    }
     return BuiltGraph(precision, files, record, top, report)

@@ -27,8 +27,13 @@ from bert_export.models.support import first_line
 # Files copied verbatim into the bundle when the source has them (verbatim keeps the C++
 # tokenizer and Hugging Face's reading the very same vocabulary and options).
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-    "merges.txt", "vocab.json", "added_tokens.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+    "added_tokens.json",
 )
 # Hub ids that an installed package mirrors, so the main job runs offline.
 PACKAGED_MIRRORS = {
@@ -55,7 +60,7 @@ class Source:
 
     @property
     def max_positions(self) -> int:
-        return int(getattr(self.config, "max_position_embeddings"))
+        return int(self.config.max_position_embeddings)
 
 
 def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -73,7 +78,7 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 
 def task_class(family: Family, task: Task) -> type:
-    return getattr(transformers, f"{family.class_prefix}{task.head}")
+    return family.task_class(task)
 
 
 # A classifier with more labels than this is a typo, not a model (the head alone would be GBs).
@@ -82,8 +87,17 @@ MAX_LABELS = 100_000
 # question (up to ~20 tokens) plus some context.
 MIN_SEQ, MIN_SEQ_QA = 16, 48
 # Config sizes that must be positive integers for a model to exist at all.
-POSITIVE_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
-                  "max_position_embeddings", "type_vocab_size", "local_attention", "num_labels")
+POSITIVE_SIZES = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "local_attention",
+    "num_labels",
+)
 
 
 def min_sequence(task: Task) -> int:
@@ -118,23 +132,32 @@ def check_config(config: Any, task: Task) -> None:
     here and the weights' memory is estimated from them.
     """
     for key in POSITIVE_SIZES:
-        value = getattr(config, key, None) if key != "num_labels" else len(getattr(config, "id2label", None) or {}) or None
+        value = (
+            getattr(config, key, None) if key != "num_labels" else len(getattr(config, "id2label", None) or {}) or None
+        )
         if value is None:
             continue
         if type(value) is not int or value < 1:
             raise BertExportError(f"--config {key}={value!r} makes no model; it must be a positive integer")
     h, heads = config.hidden_size, config.num_attention_heads
     if h % heads:
-        raise BertExportError(f"--config hidden_size={h} is not divisible by num_attention_heads={heads}; "
-                              f"pick sizes such as hidden_size={heads * max(1, round(h / heads))}")
+        raise BertExportError(
+            f"--config hidden_size={h} is not divisible by num_attention_heads={heads}; "
+            f"pick sizes such as hidden_size={heads * max(1, round(h / heads))}"
+        )
     labels = len(getattr(config, "id2label", None) or {})
     if labels > MAX_LABELS:
         raise BertExportError(f"{labels} labels is more than {MAX_LABELS}; pass a sensible --num-labels")
     if config.max_position_embeddings < min_sequence(task):
-        raise BertExportError(f"--config max_position_embeddings={config.max_position_embeddings} is below the "
-                              f"{min_sequence(task)} tokens a {task.name} bundle needs at least")
-    params = (config.vocab_size + config.max_position_embeddings + 2) * h + config.num_hidden_layers * (
-        4 * h * h + 2 * h * config.intermediate_size) + (config.vocab_size + labels + 2) * h
+        raise BertExportError(
+            f"--config max_position_embeddings={config.max_position_embeddings} is below the "
+            f"{min_sequence(task)} tokens a {task.name} bundle needs at least"
+        )
+    params = (
+        (config.vocab_size + config.max_position_embeddings + 2) * h
+        + config.num_hidden_layers * (4 * h * h + 2 * h * config.intermediate_size)
+        + (config.vocab_size + labels + 2) * h
+    )
     need = params * 4 * 6  # fp32 weights: PyTorch, the ONNX export, its optimized copy, ORT, parity
     try:
         import psutil
@@ -143,9 +166,11 @@ def check_config(config: Any, task: Task) -> None:
     except Exception:  # pragma: no cover - psutil is a dependency
         total = 64 << 30
     if need > total:
-        raise BertExportError(f"this configuration has about {params / 1e9:.1f}B parameters; exporting it needs about "
-                              f"{need / 2**30:.0f} GiB of memory, more than this machine's {total / 2**30:.0f} GiB: "
-                              f"choose smaller --config sizes")
+        raise BertExportError(
+            f"this configuration has about {params / 1e9:.1f}B parameters; exporting it needs about "
+            f"{need / 2**30:.0f} GiB of memory, more than this machine's {total / 2**30:.0f} GiB: "
+            f"choose smaller --config sizes"
+        )
 
 
 def load_random(family: Family, task: Task, overrides: dict[str, Any], seed: int, num_labels: int | None) -> Source:
@@ -187,7 +212,9 @@ def resolve_directory(ref: str) -> tuple[str, Path]:
     expanded = Path(os.path.expanduser(ref))
     if expanded.exists():
         if not expanded.is_dir():
-            raise BertExportError(f"--model {ref} is a file; pass the model's directory (with config.json and model.safetensors)")
+            raise BertExportError(
+                f"--model {ref} is a file; pass the model's directory (with config.json and model.safetensors)"
+            )
         return "local", expanded
     if ref in PACKAGED_MIRRORS:
         try:
@@ -197,12 +224,16 @@ def resolve_directory(ref: str) -> tuple[str, Path]:
             pass
     looks_like_path = ref.startswith((".", "/", "~")) or os.sep in ref.replace("/", "", 1) or ref.count("/") > 1
     if looks_like_path or not _HUB_ID.match(ref):
-        raise BertExportError(f"model path {ref} does not exist; pass --model with a local model directory, or --random-init")
+        raise BertExportError(
+            f"model path {ref} does not exist; pass --model with a local model directory, or --random-init"
+        )
     try:
         from huggingface_hub import snapshot_download
 
         # Read HF_HUB_CACHE at call time (huggingface_hub reads it once, at import).
-        return "hub", Path(snapshot_download(ref, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE") or None))
+        return "hub", Path(
+            snapshot_download(ref, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE") or None)
+        )
     except Exception:
         raise BertExportError(
             f"hub model {ref!r} is not in the local Hugging Face cache and bert-export never downloads; "
@@ -213,11 +244,15 @@ def resolve_directory(ref: str) -> tuple[str, Path]:
 def _read_config(directory: Path, family: Family) -> dict[str, Any]:
     path = directory / "config.json"
     if not path.exists():
-        raise BertExportError(f"{directory} has no config.json; pass a Hugging Face model directory (config.json + model.safetensors)")
+        raise BertExportError(
+            f"{directory} has no config.json; pass a Hugging Face model directory (config.json + model.safetensors)"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BertExportError(f"{path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); restore the file") from None
+        raise BertExportError(
+            f"{path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); restore the file"
+        ) from None
     model_type = data.get("model_type")
     if model_type not in family.model_types:
         from bert_export.models import FAMILIES
@@ -238,7 +273,9 @@ def _check_weights(directory: Path, allow_pickle: bool) -> None:
             f"model.safetensors, or pass --allow-pickle if you trust the file"
         )
     if not pickles:
-        raise BertExportError(f"{directory} has no model weights (model.safetensors); pass a complete model directory or --random-init")
+        raise BertExportError(
+            f"{directory} has no model weights (model.safetensors); pass a complete model directory or --random-init"
+        )
 
 
 def _verify_safetensors(directory: Path) -> None:
@@ -258,12 +295,19 @@ def _verify_safetensors(directory: Path) -> None:
             if 8 + header_len + end > size:
                 raise ValueError("file is shorter than its header says")
         except Exception as exc:
-            raise BertExportError(f"weights file {path} is corrupt ({first_line(exc)}); re-download or re-save the model") from None
+            raise BertExportError(
+                f"weights file {path} is corrupt ({first_line(exc)}); re-download or re-save the model"
+            ) from None
 
 
 def load_directory(
-    family: Family, task: Task, ref: str, num_labels: int | None, allow_pickle: bool = False,
-    trust_remote_code: bool = False, seed: int = 0,
+    family: Family,
+    task: Task,
+    ref: str,
+    num_labels: int | None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    seed: int = 0,
 ) -> Source:
     kind, directory = resolve_directory(ref)
     _read_config(directory, family)
@@ -275,9 +319,14 @@ def load_directory(
     torch.manual_seed(seed)  # a head the checkpoint lacks is initialised from torch's RNG: make it reproducible
     try:
         model, info = cls.from_pretrained(
-            str(directory), attn_implementation="sdpa", dtype=torch.float32, output_loading_info=True,
+            str(directory),
+            attn_implementation="sdpa",
+            dtype=torch.float32,
+            output_loading_info=True,
             use_safetensors=not allow_pickle or bool(list(directory.glob("*.safetensors"))),
-            trust_remote_code=trust_remote_code, local_files_only=True, **_label_kwargs(task, num_labels),
+            trust_remote_code=trust_remote_code,
+            local_files_only=True,
+            **_label_kwargs(task, num_labels),
         )
     except Exception as exc:
         raise BertExportError(f"could not load {directory} as {cls.__name__}: {first_line(exc)}") from None
@@ -309,8 +358,20 @@ def _pooling(directory: Path | None) -> dict[str, Any]:
             pool_dir = next((m["path"] for m in modules if m["type"].endswith("Pooling")), None)
             normalize = any(m["type"].endswith("Normalize") for m in modules)
             cfg = json.loads((directory / pool_dir / "config.json").read_text()) if pool_dir else {}
-            mode = next((m for m in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens") if cfg.get(f"pooling_mode_{m}")), "cls_token")
-            mode = {"cls_token": "cls", "mean_tokens": "mean", "max_tokens": "max", "mean_sqrt_len_tokens": "mean_sqrt_len"}[mode]
+            mode = next(
+                (
+                    m
+                    for m in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
+                    if cfg.get(f"pooling_mode_{m}")
+                ),
+                "cls_token",
+            )
+            mode = {
+                "cls_token": "cls",
+                "mean_tokens": "mean",
+                "max_tokens": "max",
+                "mean_sqrt_len_tokens": "mean_sqrt_len",
+            }[mode]
             return {"mode": mode, "normalize": normalize, "source": "sentence-transformers"}
         except (OSError, KeyError, StopIteration, json.JSONDecodeError, TypeError):
             pass
@@ -361,15 +422,19 @@ def copy_tokenizer(source: Source, dest: Path) -> list[str]:
             continue
         real = Path(os.path.realpath(src))
         if src.is_symlink() and not (allowed is not None and real.is_relative_to(allowed)):
-            raise BertExportError(f"tokenizer file {src} is a symbolic link (to {real}); bert-export copies only regular "
-                                  f"files inside the model directory: replace the link with the file itself")
+            raise BertExportError(
+                f"tokenizer file {src} is a symbolic link (to {real}); bert-export copies only regular "
+                f"files inside the model directory: replace the link with the file itself"
+            )
         try:
             st = os.stat(src)
         except OSError:
             continue
         if not stat_mod.S_ISREG(st.st_mode) or not real.is_relative_to(allowed or Path(os.path.realpath(root))):
-            raise BertExportError(f"tokenizer file {src} is not a regular file inside the model directory; "
-                                  f"replace it with the file itself")
+            raise BertExportError(
+                f"tokenizer file {src} is not a regular file inside the model directory; "
+                f"replace it with the file itself"
+            )
         _copy_regular(real, dest / name)
         copied.append(name)
     return copied
@@ -386,6 +451,8 @@ def _allowed_root(directory: Path) -> Path | None:
 
 def _copy_regular(src: Path, dst: Path) -> None:
     """Copy contents only (no mode, owner or times): the new file gets the umask's mode."""
-    with open(src, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))) as fin, \
-            open(dst, "xb") as fout:
+    with (
+        open(src, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))) as fin,
+        open(dst, "xb") as fout,
+    ):
         shutil.copyfileobj(fin, fout, 1 << 20)

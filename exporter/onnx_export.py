@@ -78,15 +78,28 @@ def export_onnx(
     try:
         with _quiet(), torch.inference_mode(False), torch.no_grad():
             program = torch.onnx.export(
-                graph, (), kwargs=feed, dynamo=True, opset_version=opset, dynamic_shapes=dynamic,
-                input_names=list(feed), output_names=[o.name for o in outputs], optimize=True, verbose=False,
+                graph,
+                (),
+                kwargs=feed,
+                dynamo=True,
+                opset_version=opset,
+                dynamic_shapes=dynamic,
+                input_names=list(feed),
+                output_names=[o.name for o in outputs],
+                optimize=True,
+                verbose=False,
             )
     except Exception as exc:
-        raise BertExportError(f"torch.onnx export failed: {first_line(exc)}; try another --opset or report a bug") from None
+        raise BertExportError(
+            f"torch.onnx export failed: {first_line(exc)}; try another --opset or report a bug"
+        ) from None
     model = program.model
     _name_dynamic_dims(model, inputs, outputs)
     path = out_dir / MODEL_FILE
-    external = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None) > EXTERNAL_DATA_THRESHOLD
+    external = (
+        sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+        > EXTERNAL_DATA_THRESHOLD
+    )
     ir.save(model, path, external_data=DATA_FILE if external else None)
     check_graph(path)
     counts = Counter(node.op_type for node in model.graph.all_nodes())
@@ -121,7 +134,10 @@ def check_graph(path: Path) -> None:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """torch.export prints pages of progress and warnings; ours is the rich status line."""
-    with quiet_loggers("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"), warnings.catch_warnings(), \
-            contextlib.redirect_stdout(io.StringIO()):
+    with (
+        quiet_loggers("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"),
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         yield

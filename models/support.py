@@ -34,8 +34,19 @@ def quiet_loggers(*names: str, level: int = logging.ERROR, root: bool = False) -
             lg.setLevel(old)
 
 
-VERSIONED = ("bert-export", "torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "onnx-ir",
-             "tokenizers", "tensorrt", "numpy")
+VERSIONED = (
+    "bert-export",
+    "torch",
+    "transformers",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxscript",
+    "onnx-ir",
+    "tokenizers",
+    "tensorrt",
+    "numpy",
+)
 
 
 def versions() -> dict[str, str]:

@@ -43,7 +43,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 from onnxscript.rewriter import RewriteRuleClassBase, RewriteRuleSet
 
-from .fusion import const_array
+from bert_export.quantize.fusion import const_array
 
 MS = "com.microsoft"
 # The fill for scores outside the window: finite in fp32 and fp16 (fp16's lowest), far below any real score.
@@ -139,7 +139,9 @@ class BandedLocalAttention(RewriteRuleClassBase):
         hidden = int(query.shape[-1])
         head = hidden // heads
         scale_attr = node.attributes.get("scale")
-        scale = scale_attr.as_float() if scale_attr is not None and scale_attr.as_float() != 0 else 1.0 / math.sqrt(head)
+        scale = (
+            scale_attr.as_float() if scale_attr is not None and scale_attr.as_float() != 0 else 1.0 / math.sqrt(head)
+        )
         return blocked_attention(op, query, key, value, mask, half=half, heads=heads, head=head, scale=scale)
 
 
@@ -252,8 +254,26 @@ class BandedStandardAttention(RewriteRuleClassBase):
 
 # Ops a pure key-padding bias is built from (transformers' bidirectional mask): no position comparison
 # other than ``position >= 0``, so nothing causal or windowed.
-_PADDING_MASK_OPS = frozenset({"Shape", "Squeeze", "Unsqueeze", "Range", "GreaterOrEqual", "And", "Max", "Expand",
-                               "Concat", "GatherND", "Gather", "Cast", "Where", "Reshape", "Constant", "Slice"})
+_PADDING_MASK_OPS = frozenset(
+    {
+        "Shape",
+        "Squeeze",
+        "Unsqueeze",
+        "Range",
+        "GreaterOrEqual",
+        "And",
+        "Max",
+        "Expand",
+        "Concat",
+        "GatherND",
+        "Gather",
+        "Cast",
+        "Where",
+        "Reshape",
+        "Constant",
+        "Slice",
+    }
+)
 
 
 def find_key_padding(bias: ir.Value) -> ir.Value | None:
@@ -309,14 +329,18 @@ class FlashGlobalAttention(RewriteRuleClassBase):
         hidden = int(query.shape[-1])
         head = hidden // heads
         scale_attr = node.attributes.get("scale")
-        scale = scale_attr.as_float() if scale_attr is not None and scale_attr.as_float() != 0 else 1.0 / math.sqrt(head)
+        scale = (
+            scale_attr.as_float() if scale_attr is not None and scale_attr.as_float() != 0 else 1.0 / math.sqrt(head)
+        )
         per_head = _ints(op, [0, 0, heads, head])
         flat = _ints(op, [0, 0, heads * (head + 1)])
         q4, k4 = op.Reshape(query, per_head), op.Reshape(key, per_head)  # [B, S, H, D]
-        ones = op.Expand(op.CastLike(_float(op, 1.0), query),
-                         op.Concat(op.Shape(q4, start=0, end=3), _ints(op, [1]), axis=0))  # [B, S, H, 1]
-        penalty = op.Mul(op.Sub(op.CastLike(mask, key), op.CastLike(_float(op, 1.0), key)),
-                         op.CastLike(_float(op, PAD_PENALTY), key))  # [B, S]: 0 real, -P padded
+        ones = op.Expand(
+            op.CastLike(_float(op, 1.0), query), op.Concat(op.Shape(q4, start=0, end=3), _ints(op, [1]), axis=0)
+        )  # [B, S, H, 1]
+        penalty = op.Mul(
+            op.Sub(op.CastLike(mask, key), op.CastLike(_float(op, 1.0), key)), op.CastLike(_float(op, PAD_PENALTY), key)
+        )  # [B, S]: 0 real, -P padded
         extra = op.Expand(op.Unsqueeze(penalty, _ints(op, [2, 3])), op.Shape(ones))  # [B, S, H, 1]
         q2 = op.Reshape(op.Concat(q4, ones, axis=-1), flat)
         k2 = op.Reshape(op.Concat(k4, extra, axis=-1), flat)
@@ -352,6 +376,11 @@ def banded_standard_attention(model: ir.Model) -> int:
 
 def local_attention_count(model: ir.Model) -> int:
     """How many MultiHeadAttention nodes still carry a sliding-window bias (0 after the rewrite)."""
-    return sum(1 for n in model.graph.all_nodes()
-               if n.op_type == "MultiHeadAttention" and len(n.inputs) > 5 and n.inputs[5] is not None
-               and find_band(n.inputs[5]) is not None)
+    return sum(
+        1
+        for n in model.graph.all_nodes()
+        if n.op_type == "MultiHeadAttention"
+        and len(n.inputs) > 5
+        and n.inputs[5] is not None
+        and find_band(n.inputs[5]) is not None
+    )

@@ -55,7 +55,9 @@ def calibration_feeds(
     for i in range(samples):
         text = CALIBRATION_TEXTS[i % len(CALIBRATION_TEXTS)]
         if i >= len(CALIBRATION_TEXTS):  # more samples than texts: join neighbours into longer inputs
-            text = " ".join(CALIBRATION_TEXTS[(i + k) % len(CALIBRATION_TEXTS)] for k in range(1 + i // len(CALIBRATION_TEXTS)))
+            text = " ".join(
+                CALIBRATION_TEXTS[(i + k) % len(CALIBRATION_TEXTS)] for k in range(1 + i // len(CALIBRATION_TEXTS))
+            )
         if tokenizer is not None:
             enc = tokenizer(text, truncation=True, max_length=max_seq, return_token_type_ids=True)
             ids = np.asarray([enc["input_ids"]], dtype=np.int64)

@@ -54,9 +54,14 @@ class FallbackResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "kept_fp32": self.kept, "passed": self.passed, "gate_evaluations": self.evaluations,
-            "candidates": self.candidates, "search": "local-error ranking once, doubling + bisection on k, then shrinking the kept set (ddmin)",
-            "seconds": round(self.seconds, 1), "budget_s": self.budget_s, "budget_exhausted": self.budget_exhausted,
+            "kept_fp32": self.kept,
+            "passed": self.passed,
+            "gate_evaluations": self.evaluations,
+            "candidates": self.candidates,
+            "search": "local-error ranking once, doubling + bisection on k, then shrinking the kept set (ddmin)",
+            "seconds": round(self.seconds, 1),
+            "budget_s": self.budget_s,
+            "budget_exhausted": self.budget_exhausted,
             "trials": self.trials,
             "before": {"failures": self.first_failures, "summary": self.first_summary},
             "sensitivity": {k: round(v, 6) for k, v in sorted(self.sensitivity.items(), key=lambda kv: -kv[1])[:16]},
@@ -82,7 +87,9 @@ def output_error(ref: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> fl
     for r_outs, g_outs in zip(ref, got):
         e = 0.0
         for r, g in zip(r_outs, g_outs):
-            e += float(np.linalg.norm(r - g) / max(np.linalg.norm(r), 1e-12)) if np.all(np.isfinite(g)) else float("inf")
+            e += (
+                float(np.linalg.norm(r - g) / max(np.linalg.norm(r), 1e-12)) if np.all(np.isfinite(g)) else float("inf")
+            )
         errs.append(e)
     return float(np.mean(errs)) if errs else 0.0
 
@@ -94,11 +101,17 @@ def rel_err(r: np.ndarray, g: np.ndarray) -> float:
     return float(np.linalg.norm(r64 - g64) / max(np.linalg.norm(r64), 1e-12))
 
 
-def added_error(io: dict[str, tuple[str, str]], ref: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]]) -> dict[str, float]:
+def added_error(
+    io: dict[str, tuple[str, str]], ref: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]]
+) -> dict[str, float]:
     """Per node ``name -> (input tensor, output tensor)``: mean over feeds of err(out) - err(in)."""
     scores = {}
     for name, (x, y) in io.items():
-        vals = [rel_err(r[y], g[y]) - rel_err(r[x], g[x]) for r, g in zip(ref, got) if x in r and y in r and x in g and y in g]
+        vals = [
+            rel_err(r[y], g[y]) - rel_err(r[x], g[x])
+            for r, g in zip(ref, got)
+            if x in r and y in r and x in g and y in g
+        ]
         scores[name] = float(np.mean(vals)) if vals else 0.0
     return scores
 
@@ -111,7 +124,9 @@ def _exposed(path: Path, tensors: set[str]) -> onnx.ModelProto:
     return model
 
 
-def _run_named(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]], tensors: set[str]) -> list[dict[str, np.ndarray]]:
+def _run_named(
+    model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]], tensors: set[str]
+) -> list[dict[str, np.ndarray]]:
     sess = _session(model)
     names = [o.name for o in sess.get_outputs() if o.name in tensors]
     return [dict(zip(names, sess.run(names, f))) for f in feeds]
@@ -153,8 +168,12 @@ def fake_quant_weight(w: np.ndarray) -> np.ndarray:
     return np.clip(np.round(w / s), -127, 127) * s
 
 
-def local_errors(xs: dict[str, list[np.ndarray]], weights: dict[str, np.ndarray], scheme: str,
-                 smooth: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+def local_errors(
+    xs: dict[str, list[np.ndarray]],
+    weights: dict[str, np.ndarray],
+    scheme: str,
+    smooth: dict[str, np.ndarray] | None = None,
+) -> dict[str, float]:
     """Per node: relative error of its own int8 product on the *reference* inputs (upstream error excluded).
 
     ``scheme``: ``rows`` (dynamic: per-token scales, after SmoothQuant's ``smooth`` factors), ``tensor-dynamic``
@@ -185,8 +204,13 @@ def local_errors(xs: dict[str, list[np.ndarray]], weights: dict[str, np.ndarray]
     return out
 
 
-def onnx_local_rank(reference_graph: Path, candidates: Sequence[str], feeds: Sequence[dict[str, np.ndarray]],
-                    scheme: str, smooth: dict[str, np.ndarray] | None = None) -> Rank:
+def onnx_local_rank(
+    reference_graph: Path,
+    candidates: Sequence[str],
+    feeds: Sequence[dict[str, np.ndarray]],
+    scheme: str,
+    smooth: dict[str, np.ndarray] | None = None,
+) -> Rank:
     """Sensitivity from one fp32 run of the ONNX graph (``local_errors``); the quantized graph is not needed."""
     from onnx import numpy_helper
 
@@ -202,7 +226,9 @@ def onnx_local_rank(reference_graph: Path, candidates: Sequence[str], feeds: Seq
     return lambda quantized: scores
 
 
-def sensitivity(candidates: Sequence[str], build: Build, reference_graph: Path, feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
+def sensitivity(
+    candidates: Sequence[str], build: Build, reference_graph: Path, feeds: Sequence[dict[str, np.ndarray]]
+) -> dict[str, float]:
     """Per node: the relative error it adds in the fully quantized graph (one build, two runs)."""
     return onnx_rank(reference_graph, candidates, feeds)(build(frozenset()))
 
@@ -211,20 +237,41 @@ def gate_line(report: Any) -> str:
     """The gate numbers a person watches: cosine mean/min or the agreements."""
     s = report.summary
     parts = [f"cos {s['cosine_mean']:.5f}/{s['cosine_min']:.5f}"] if "cosine_mean" in s else []
-    parts += [f"{k.replace('_agreement', '')} {v:.3f}" for k, v in s.items() if k.endswith("agreement") or k == "span_exact_match"]
+    parts += [
+        f"{k.replace('_agreement', '')} {v:.3f}"
+        for k, v in s.items()
+        if k.endswith("agreement") or k == "span_exact_match"
+    ]
     return ", ".join(parts) + (" PASS" if report.passed else " FAIL")
 
 
-def accuracy_fallback(candidates: Sequence[str], build: Build, probe: Probe, reference_graph: Path | None,
-                      feeds: Sequence[dict[str, np.ndarray]], max_kept: int | None = None, *,
-                      rank: Rank | None = None, budget_s: float = DEFAULT_BUDGET_S, progress: bool = True,
-                      kept_label: str = "fp32") -> FallbackResult:
+def accuracy_fallback(
+    candidates: Sequence[str],
+    build: Build,
+    probe: Probe,
+    reference_graph: Path | None,
+    feeds: Sequence[dict[str, np.ndarray]],
+    max_kept: int | None = None,
+    *,
+    rank: Rank | None = None,
+    budget_s: float = DEFAULT_BUDGET_S,
+    progress: bool = True,
+    kept_label: str = "fp32",
+) -> FallbackResult:
     """Keep the most sensitive nodes in fp32, as few as the parity gate (``probe``) allows."""
     start = time.perf_counter()
     first = build(frozenset())
     report = probe(first)
-    result = FallbackResult([], report.passed, report, list(report.failures), dict(report.summary), evaluations=1,
-                            budget_s=budget_s, candidates=len(candidates))
+    result = FallbackResult(
+        [],
+        report.passed,
+        report,
+        list(report.failures),
+        dict(report.summary),
+        evaluations=1,
+        budget_s=budget_s,
+        candidates=len(candidates),
+    )
     result.trials.append({"kept": 0, "passed": report.passed, "summary": _short(report.summary)})
     if report.passed or not candidates:
         result.seconds = time.perf_counter() - start
@@ -240,6 +287,7 @@ def accuracy_fallback(candidates: Sequence[str], build: Build, probe: Probe, ref
     _last_built[0] = frozenset()
 
     with _Progress(progress, limit, kept_label) as bar:
+
         def trial(k: int) -> bool:
             rep = probe(build(frozenset(order[:k])))
             reports[k], built[0], _last_built[0] = rep, k, frozenset(order[:k])
@@ -285,8 +333,17 @@ def accuracy_fallback(candidates: Sequence[str], build: Build, probe: Probe, ref
 _last_built: list[frozenset[str]] = [frozenset()]
 
 
-def _shrink(kept: list[str], probe: Probe, build: Build, report: Any, out_of_time: Callable[[], bool],
-            result: FallbackResult, bar: Any, limit: int, start: float) -> tuple[list[str], Any]:
+def _shrink(
+    kept: list[str],
+    probe: Probe,
+    build: Build,
+    report: Any,
+    out_of_time: Callable[[], bool],
+    result: FallbackResult,
+    bar: Any,
+    limit: int,
+    start: float,
+) -> tuple[list[str], Any]:
     """Drop nodes from a passing kept set while the gate still holds (ddmin's complement step: halves,
     then quarters, ... down to single nodes), until the budget is spent.
 
@@ -298,11 +355,13 @@ def _shrink(kept: list[str], probe: Probe, build: Build, report: Any, out_of_tim
     while chunk >= 1 and not out_of_time():
         i = 0
         while i < len(kept) and not out_of_time():
-            trial_set = kept[:i] + kept[i + chunk:]
+            trial_set = kept[:i] + kept[i + chunk :]
             rep = probe(build(frozenset(trial_set)))
             _last_built[0] = frozenset(trial_set)
             result.evaluations += 1
-            result.trials.append({"kept": len(trial_set), "passed": rep.passed, "summary": _short(rep.summary), "shrink": True})
+            result.trials.append(
+                {"kept": len(trial_set), "passed": rep.passed, "summary": _short(rep.summary), "shrink": True}
+            )
             bar.show(len(trial_set), limit, rep, time.perf_counter() - start)
             if rep.passed:
                 kept, report = trial_set, rep
@@ -331,17 +390,25 @@ class _Progress:
         if self.enabled:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            from bert_export.exporter.progress import console
+            from bert_export.models.progress import console
 
-            self.progress = Progress(TextColumn("  fallback"), BarColumn(), TextColumn("{task.description}"),
-                                     TimeElapsedColumn(), console=console, transient=True)
+            self.progress = Progress(
+                TextColumn("  fallback"),
+                BarColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
             self.progress.start()
             self.task = self.progress.add_task("ranking nodes", total=max(1, self.total))
         return self
 
     def show(self, k: int, total: int, report: Any, elapsed: float) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, completed=k, description=f"{k}/{total} kept {self.kept_label}: {gate_line(report)}")
+            self.progress.update(
+                self.task, completed=k, description=f"{k}/{total} kept {self.kept_label}: {gate_line(report)}"
+            )
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:

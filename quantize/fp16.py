@@ -19,8 +19,22 @@ from onnx import numpy_helper
 MASK_VALUE = -1.0e4
 # Ops whose fp16 form needs a kernel ONNX Runtime's CPU and TensorRT both have; everything
 # else in ONNX Runtime's default block list stays fp32 with casts around it.
-FALLBACK_OPS = ("MatMul", "Gemm", "Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization",
-                "EmbedLayerNormalization", "Softmax", "BiasGelu", "FastGelu", "Gelu", "RotaryEmbedding", "Mul", "Add")
+FALLBACK_OPS = (
+    "MatMul",
+    "Gemm",
+    "Attention",
+    "MultiHeadAttention",
+    "SkipLayerNormalization",
+    "LayerNormalization",
+    "EmbedLayerNormalization",
+    "Softmax",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+    "RotaryEmbedding",
+    "Mul",
+    "Add",
+)
 
 
 def clamp_mask_constants(model: onnx.ModelProto) -> int:
@@ -58,13 +72,17 @@ def fp16_candidates(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in FALLBACK_OPS and n.name]
 
 
-def to_fp16(model: onnx.ModelProto, *, io_fp16: bool, keep_fp32: set[str] | frozenset[str] = frozenset()) -> onnx.ModelProto:
+def to_fp16(
+    model: onnx.ModelProto, *, io_fp16: bool, keep_fp32: set[str] | frozenset[str] = frozenset()
+) -> onnx.ModelProto:
     """Convert ``model`` (in memory) to fp16, keeping the nodes named in ``keep_fp32`` in fp32."""
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     clamp_mask_constants(model)
     wrapped = OnnxModel(model)
     wrapped.convert_float_to_float16(
-        use_symbolic_shape_infer=True, keep_io_types=not io_fp16, node_block_list=sorted(keep_fp32),
+        use_symbolic_shape_infer=True,
+        keep_io_types=not io_fp16,
+        node_block_list=sorted(keep_fp32),
     )
     return wrapped.model

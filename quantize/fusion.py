@@ -31,9 +31,25 @@ from onnxscript import optimizer as os_optimizer
 MS = "com.microsoft"
 # Ops we count in the manifest: what the optimizer is for.
 FUSED_OPS = (
-    "Attention", "MultiHeadAttention", "QAttention", "EmbedLayerNormalization", "SkipLayerNormalization",
-    "SkipSimplifiedLayerNormalization", "BiasGelu", "FastGelu", "Gelu", "QuickGelu", "RotaryEmbedding",
-    "GemmFastGelu", "MatMulNBits", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearMatMul", "QuantizeLinear", "DequantizeLinear",
+    "Attention",
+    "MultiHeadAttention",
+    "QAttention",
+    "EmbedLayerNormalization",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+    "QuickGelu",
+    "RotaryEmbedding",
+    "GemmFastGelu",
+    "MatMulNBits",
+    "MatMulInteger",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+    "QLinearMatMul",
+    "QuantizeLinear",
+    "DequantizeLinear",
 )
 
 
@@ -130,7 +146,14 @@ def padding_mask_index(model: ir.Model) -> int:
         attrs = dict(node.attributes)
         if sizes is not None and len(set(sizes.as_ints())) == 1:
             attrs.pop("qkv_hidden_sizes")  # equal sizes are the default; ORT's quantizer skips nodes that carry it
-        new = ir.node("Attention", inputs, {k: v for k, v in attrs.items()}, domain=MS, name=node.name, num_outputs=len(node.outputs))
+        new = ir.node(
+            "Attention",
+            inputs,
+            {k: v for k, v in attrs.items()},
+            domain=MS,
+            name=node.name,
+            num_outputs=len(node.outputs),
+        )
         _replace(model, node, new)
     return len(attentions)
 
@@ -183,8 +206,19 @@ def embed_layer_norm(model: ir.Model) -> int:
         eps = ln.attributes.get("epsilon")
         fused = ir.node(
             "EmbedLayerNormalization",
-            [casts[0].outputs[0], casts[1].outputs[0], word.inputs[0], pos.inputs[0], seg.inputs[0], ln.inputs[1], ln.inputs[2]],
-            {"epsilon": eps.as_float() if eps is not None else 1e-12}, domain=MS, name="EmbedLayerNormalization", num_outputs=2,
+            [
+                casts[0].outputs[0],
+                casts[1].outputs[0],
+                word.inputs[0],
+                pos.inputs[0],
+                seg.inputs[0],
+                ln.inputs[1],
+                ln.inputs[2],
+            ],
+            {"epsilon": eps.as_float() if eps is not None else 1e-12},
+            domain=MS,
+            name="EmbedLayerNormalization",
+            num_outputs=2,
         )
         fused.outputs[1].name = "embed_mask_index"
         for c in casts:
@@ -240,7 +274,10 @@ def skip_layer_norm(model: ir.Model) -> int:
         a, b = add.inputs
         if a is None or b is None or a.shape is None or b.shape is None or len(a.shape) != 3 or len(b.shape) != 3:
             continue
-        if any(not isinstance(d, int) and str(d) != str(e) for d, e in zip(a.shape, b.shape)) or a.shape[-1] != b.shape[-1]:
+        if (
+            any(not isinstance(d, int) and str(d) != str(e) for d, e in zip(a.shape, b.shape))
+            or a.shape[-1] != b.shape[-1]
+        ):
             continue
         axis = ln.attributes.get("axis")
         if axis is not None and axis.as_int() not in (-1, 2):
@@ -248,11 +285,21 @@ def skip_layer_norm(model: ir.Model) -> int:
         eps = ln.attributes.get("epsilon")
         gamma = ln.inputs[1]
         beta = ln.inputs[2] if len(ln.inputs) > 2 else None
-        fused = ir.node("SkipLayerNormalization", [a, b, gamma, beta], {"epsilon": eps.as_float() if eps is not None else 1e-5},
-                        domain=MS, name=f"{ln.name}_skip", num_outputs=4)
+        fused = ir.node(
+            "SkipLayerNormalization",
+            [a, b, gamma, beta],
+            {"epsilon": eps.as_float() if eps is not None else 1e-5},
+            domain=MS,
+            name=f"{ln.name}_skip",
+            num_outputs=4,
+        )
         out, summed = fused.outputs[0], fused.outputs[3]
         out.name, out.dtype, out.shape = ln.outputs[0].name, ln.outputs[0].dtype, ln.outputs[0].shape
-        summed.name, summed.dtype, summed.shape = f"{add.outputs[0].name}_sum", add.outputs[0].dtype, add.outputs[0].shape
+        summed.name, summed.dtype, summed.shape = (
+            f"{add.outputs[0].name}_sum",
+            add.outputs[0].dtype,
+            add.outputs[0].shape,
+        )
         model.graph.insert_before(ln, fused)
         ln.outputs[0].replace_all_uses_with(out, replace_graph_outputs=True)
         add.outputs[0].replace_all_uses_with(summed, replace_graph_outputs=True)
@@ -291,13 +338,16 @@ def rotary_embedding(model: ir.Model, max_positions: int) -> int:
         if key not in caches:
             inv = inv_freq.const_value.numpy().astype(np.float32)
             freqs = np.arange(max_positions, dtype=np.float32)[:, None] * inv[None, :]
-            caches[key] = (_initializer(model, f"{key}_cos_cache", np.cos(freqs).astype(np.float32)),
-                           _initializer(model, f"{key}_sin_cache", np.sin(freqs).astype(np.float32)))
+            caches[key] = (
+                _initializer(model, f"{key}_cos_cache", np.cos(freqs).astype(np.float32)),
+                _initializer(model, f"{key}_sin_cache", np.sin(freqs).astype(np.float32)),
+            )
         if zero is None:
             zero = _initializer(model, "rotary_position_offset", np.zeros((1,), dtype=np.int64))
         cos_cache, sin_cache = caches[key]
-        fused = ir.node("RotaryEmbedding", [x, zero, cos_cache, sin_cache], {"interleaved": 0}, domain=MS,
-                        name=f"{add.name}_rotary")
+        fused = ir.node(
+            "RotaryEmbedding", [x, zero, cos_cache, sin_cache], {"interleaved": 0}, domain=MS, name=f"{add.name}_rotary"
+        )
         _replace_first(model, add, fused)
         done += 1
     return done
@@ -363,7 +413,9 @@ def unpack_attention(model: ir.Model) -> int:
         if len(node.inputs) > 4 and any(v is not None for v in node.inputs[4:]):
             continue  # past state or attention bias: not an encoder layer we know how to unpack
         matmul = ir.node("MatMul", [x, weight], name=f"{node.name}_qkv")
-        split = ir.node("Split", [matmul.outputs[0]], {"axis": -1, "num_outputs": 3}, name=f"{node.name}_split", num_outputs=3)
+        split = ir.node(
+            "Split", [matmul.outputs[0]], {"axis": -1, "num_outputs": 3}, name=f"{node.name}_split", num_outputs=3
+        )
         mha_inputs = [*split.outputs, bias, mask]
         attrs = {k: v for k, v in node.attributes.items() if k in ("num_heads", "mask_filter_value", "scale")}
         mha = ir.node("MultiHeadAttention", mha_inputs, attrs, domain=MS, name=f"{node.name}_mha")

@@ -30,8 +30,7 @@ import onnx
 
 from bert_export.models import BertExportError
 from bert_export.models.support import quiet_loggers
-
-from .calibration import FeedReader
+from bert_export.quantize.calibration import FeedReader
 
 SMOOTH_ALPHA = 0.5  # best of 0.25 / 0.4 / 0.5 / 0.75 on MiniLM (pooled cosine min)
 MODES = ("dynamic", "static")
@@ -43,8 +42,9 @@ def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in inits]
 
 
-def quantize_static(src: Path, dst: Path, feeds: list, cache: Path, *, symmetric: bool,
-                    exclude: set[str] | frozenset[str] = frozenset()) -> None:
+def quantize_static(
+    src: Path, dst: Path, feeds: list, cache: Path, *, symmetric: bool, exclude: set[str] | frozenset[str] = frozenset()
+) -> None:
     """QDQ with per-channel int8 weights and MinMax-calibrated activations (cached in ``cache``).
 
     ``symmetric``: int8 activations with zero point 0 (what TensorRT requires); otherwise
@@ -59,10 +59,18 @@ def quantize_static(src: Path, dst: Path, feeds: list, cache: Path, *, symmetric
     targets = quantizable_nodes(model)
     with _quiet():
         ort_quantize_static(
-            str(src), str(dst), FeedReader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul"], nodes_to_quantize=targets, nodes_to_exclude=sorted(exclude),
-            calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
+            str(src),
+            str(dst),
+            FeedReader(feeds),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=targets,
+            nodes_to_exclude=sorted(exclude),
+            calibrate_method=CalibrationMethod.MinMax,
+            calibration_cache_path=str(cache),
             extra_options={
                 # ORT's quantizer cannot type com.microsoft ops' outputs without it (fused graphs fail).
                 "DefaultTensorType": onnx.TensorProto.FLOAT,
@@ -120,8 +128,13 @@ def smooth_factors(src: Path, feeds: list, alpha: float = SMOOTH_ALPHA) -> dict[
     return out
 
 
-def quantize_rowwise(src: Path, dst: Path, exclude: set[str] | frozenset[str] = frozenset(),
-                     smooth: dict[str, np.ndarray] | None = None, per_tensor: set[str] | frozenset[str] = frozenset()) -> None:
+def quantize_rowwise(
+    src: Path,
+    dst: Path,
+    exclude: set[str] | frozenset[str] = frozenset(),
+    smooth: dict[str, np.ndarray] | None = None,
+    per_tensor: set[str] | frozenset[str] = frozenset(),
+) -> None:
     """Dynamic INT8 with one activation scale per token row, on ONNX Runtime's u8s8 integer GEMM.
 
     Per MatMul ``y = x @ W`` (W an initializer [K, N]):
@@ -147,9 +160,12 @@ def quantize_rowwise(src: Path, dst: Path, exclude: set[str] | frozenset[str] = 
     inits = {i.name: i for i in model.graph.initializer}
     targets = set(quantizable_nodes(model)) - set(exclude)
     shared = [
-        numpy_helper.from_array(np.array([-1], np.int64), "rq_axes"), numpy_helper.from_array(np.array(1e-8, np.float32), "rq_eps"),
-        numpy_helper.from_array(np.array(127.0, np.float32), "rq_127"), numpy_helper.from_array(np.array(1 / 127.0, np.float32), "rq_inv127"),
-        numpy_helper.from_array(np.array(128, np.uint8), "rq_zp"), numpy_helper.from_array(np.array(1.0, np.float32), "rq_one"),
+        numpy_helper.from_array(np.array([-1], np.int64), "rq_axes"),
+        numpy_helper.from_array(np.array(1e-8, np.float32), "rq_eps"),
+        numpy_helper.from_array(np.array(127.0, np.float32), "rq_127"),
+        numpy_helper.from_array(np.array(1 / 127.0, np.float32), "rq_inv127"),
+        numpy_helper.from_array(np.array(128, np.uint8), "rq_zp"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "rq_one"),
     ]
     new_nodes, used = [], set()
     for node in model.graph.node:
@@ -166,11 +182,16 @@ def quantize_rowwise(src: Path, dst: Path, exclude: set[str] | frozenset[str] = 
             x = f"{p}_xsm"
         w_scale = np.maximum(np.abs(w).max(0), 1e-12) / 127.0
         w_q = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
-        model.graph.initializer.extend([numpy_helper.from_array(w_q, f"{p}_Wq"), numpy_helper.from_array(w_scale.astype(np.float32), f"{p}_ws")])
+        model.graph.initializer.extend(
+            [numpy_helper.from_array(w_q, f"{p}_Wq"), numpy_helper.from_array(w_scale.astype(np.float32), f"{p}_ws")]
+        )
         used.add(node.input[1])
         if p in per_tensor:  # activation range per tensor, quantized inside the GEMM kernel
-            new_nodes.append(helper.make_node("DynamicQuantizeMatMul", [x, f"{p}_Wq", f"{p}_ws"], [y], name=f"{p}_int8t",
-                                              domain="com.microsoft"))
+            new_nodes.append(
+                helper.make_node(
+                    "DynamicQuantizeMatMul", [x, f"{p}_Wq", f"{p}_ws"], [y], name=f"{p}_int8t", domain="com.microsoft"
+                )
+            )
             continue
         new_nodes += [
             helper.make_node("Abs", [x], [f"{p}_abs"], name=f"{p}_abs"),
@@ -181,8 +202,13 @@ def quantize_rowwise(src: Path, dst: Path, exclude: set[str] | frozenset[str] = 
             # round, +128, saturate, cast in one op (scale 1: the row scale is already applied)
             helper.make_node("QuantizeLinear", [f"{p}_xs", "rq_one", "rq_zp"], [f"{p}_xq"], name=f"{p}_xq"),
             # int32 product, cast, times the per-column weight scale: one kernel
-            helper.make_node("MatMulIntegerToFloat", [f"{p}_xq", f"{p}_Wq", "rq_one", f"{p}_ws", "rq_zp"], [f"{p}_yw"],
-                             name=f"{p}_int8", domain="com.microsoft"),
+            helper.make_node(
+                "MatMulIntegerToFloat",
+                [f"{p}_xq", f"{p}_Wq", "rq_one", f"{p}_ws", "rq_zp"],
+                [f"{p}_yw"],
+                name=f"{p}_int8",
+                domain="com.microsoft",
+            ),
             helper.make_node("Mul", [f"{p}_amax_c", "rq_inv127"], [f"{p}_s"], name=f"{p}_s"),
             helper.make_node("Mul", [f"{p}_yw", f"{p}_s"], [y], name=f"{p}_y"),
         ]

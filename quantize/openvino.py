@@ -28,9 +28,8 @@ import numpy as np
 
 from bert_export.models import BertExportError
 from bert_export.models.support import quiet_loggers
+from bert_export.quantize.fallback import FallbackResult, accuracy_fallback, local_errors
 from bert_export.runtimes.openvino_runner import HINTS, INSTALL_HINT
-
-from .fallback import FallbackResult, accuracy_fallback, local_errors
 
 IR_DIR = "openvino"
 IR_XML = f"{IR_DIR}/model.xml"
@@ -67,11 +66,22 @@ class IrResult:
     bf16_trial: dict[str, Any] | None = None  # int8: the gate with the bf16 hint (kept when it passes)
 
     def to_manifest(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ir": IR_XML, "weights": IR_BIN, "version": self.version, "device": DEVICE,
-                               "precision": self.precision, "precision_hint": self.hint, "ops": self.ops}
+        out: dict[str, Any] = {
+            "ir": IR_XML,
+            "weights": IR_BIN,
+            "version": self.version,
+            "device": DEVICE,
+            "precision": self.precision,
+            "precision_hint": self.hint,
+            "ops": self.ops,
+        }
         if self.precision == "int8":
-            out["int8"] = {"tool": f"nncf {self.nncf_version}", "model_type": "transformer", "preset": "nncf default (mixed)",
-                           "ignored_scope": self.ignored}
+            out["int8"] = {
+                "tool": f"nncf {self.nncf_version}",
+                "model_type": "transformer",
+                "preset": "nncf default (mixed)",
+                "ignored_scope": self.ignored,
+            }
             if self.bf16_trial is not None:
                 out["int8"]["bf16_hint_trial"] = self.bf16_trial
         return out
@@ -84,7 +94,9 @@ def matmuls(model: Any) -> dict[str, tuple[str, str]]:
         if op.get_type_name() != "MatMul":
             continue
         srcs = [op.input_value(i).get_node() for i in range(2)]
-        if not any(s.get_type_name() in ("Constant", "Convert", "Multiply", "FakeQuantize") and _is_weight(s) for s in srcs[1:]):
+        if not any(
+            s.get_type_name() in ("Constant", "Convert", "Multiply", "FakeQuantize") and _is_weight(s) for s in srcs[1:]
+        ):
             continue
         x, y = op.input_value(0), op.output(0)
         if x.get_names() and y.get_names():
@@ -104,7 +116,9 @@ def _is_weight(node: Any) -> bool:
     return True
 
 
-def ov_local_errors(ov: Any, model: Any, candidates: dict[str, tuple[str, str]], feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
+def ov_local_errors(
+    ov: Any, model: Any, candidates: dict[str, tuple[str, str]], feeds: Sequence[dict[str, np.ndarray]]
+) -> dict[str, float]:
     """Sensitivity from one fp32 OpenVINO run: each MatMul's own int8 error on its reference input
     (per-tensor activations, per-channel weights: what NNCF's transformer preset does)."""
     weights = {}
@@ -119,7 +133,9 @@ def ov_local_errors(ov: Any, model: Any, candidates: dict[str, tuple[str, str]],
     return local_errors(xs, weights, "tensor")
 
 
-def _run_exposed(ov: Any, model: Any, tensors: set[str], feeds: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+def _run_exposed(
+    ov: Any, model: Any, tensors: set[str], feeds: Sequence[dict[str, np.ndarray]]
+) -> list[dict[str, np.ndarray]]:
     model = model.clone()
     model.add_outputs(sorted(tensors))
     compiled = ov.Core().compile_model(model, DEVICE, {"INFERENCE_PRECISION_HINT": "f32"})
@@ -132,9 +148,18 @@ def _run_exposed(ov: Any, model: Any, tensors: set[str], feeds: Sequence[dict[st
 
 
 @quiet_loggers("nncf", "openvino", level=logging.ERROR, root=True)
-def build_ir(onnx_path: Path, ir_dir: Path, precision: str, feeds: list[dict[str, np.ndarray]],
-             probe: Callable[[Path], Any] | None, *, fallback: bool = True, seed: int = 0,
-             budget_s: float = 240.0, bf16_probe: Callable[[Path], Any] | None = None) -> IrResult:
+def build_ir(
+    onnx_path: Path,
+    ir_dir: Path,
+    precision: str,
+    feeds: list[dict[str, np.ndarray]],
+    probe: Callable[[Path], Any] | None,
+    *,
+    fallback: bool = True,
+    seed: int = 0,
+    budget_s: float = 240.0,
+    bf16_probe: Callable[[Path], Any] | None = None,
+) -> IrResult:
     """Convert ``onnx_path`` and write ``ir_dir/model.xml``/``.bin`` in ``precision`` (fp32|bf16|int8).
 
     INT8 with ``bf16_probe`` (the same gate, run with the bf16 hint): on a CPU that computes bf16, the
@@ -146,8 +171,12 @@ def build_ir(onnx_path: Path, ir_dir: Path, precision: str, feeds: list[dict[str
     ir_dir.mkdir(parents=True, exist_ok=True)
     xml = ir_dir / "model.xml"
     model = ov.convert_model(str(onnx_path))
-    result = IrResult(precision, HINTS[precision], ov.get_version().split("-")[0],
-                      getattr(nncf, "__version__", None) if nncf else None)
+    result = IrResult(
+        precision,
+        HINTS[precision],
+        ov.get_version().split("-")[0],
+        getattr(nncf, "__version__", None) if nncf else None,
+    )
     if precision != "int8":
         ov.save_model(model, str(xml), compress_to_fp16=False)
         result.ops = _ops(model)
@@ -157,8 +186,9 @@ def build_ir(onnx_path: Path, ir_dir: Path, precision: str, feeds: list[dict[str
 
     def build(keep: frozenset[str]) -> Path:
         scope = nncf.IgnoredScope(names=sorted(keep), validate=False) if keep else None
-        q = nncf.quantize(model.clone(), dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds),
-                          ignored_scope=scope)
+        q = nncf.quantize(
+            model.clone(), dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds), ignored_scope=scope
+        )
         ov.save_model(q, str(xml), compress_to_fp16=False)
         return xml
 
@@ -168,14 +198,18 @@ def build_ir(onnx_path: Path, ir_dir: Path, precision: str, feeds: list[dict[str
         return ov_local_errors(ov, model, candidates, rank_feeds)
 
     if probe is not None and fallback:
-        result.fallback = accuracy_fallback(list(candidates), build, probe, None, rank_feeds, rank=rank, budget_s=budget_s)
+        result.fallback = accuracy_fallback(
+            list(candidates), build, probe, None, rank_feeds, rank=rank, budget_s=budget_s
+        )
         result.ignored = list(result.fallback.kept)
     else:
         build(frozenset())
     if bf16_probe is not None and cpu_has_bf16(ov) and (result.fallback is None or result.fallback.passed):
         report = bf16_probe(xml)
-        result.bf16_trial = {"passed": bool(report.passed), "summary": {k: round(v, 6) for k, v in report.summary.items()
-                                                                          if isinstance(v, float)}}
+        result.bf16_trial = {
+            "passed": bool(report.passed),
+            "summary": {k: round(v, 6) for k, v in report.summary.items() if isinstance(v, float)},
+        }
         if report.passed:
             result.hint = "bf16"
     result.ops = _ops(ov.Core().read_model(str(xml)))

@@ -22,14 +22,13 @@ import onnx_ir as ir
 
 from bert_export.models import BertExportError, Family, TensorSpec
 from bert_export.models.support import quiet_loggers
-
-from . import fp16 as fp16_mod
-from . import int8 as int8_mod
-from .banded_attention import banded_local_attention, banded_standard_attention
-from .sdpa_guard import drop_softmax_nan_guards
-from .calibration import calibration_feeds
-from .fallback import DEFAULT_BUDGET_S, FallbackResult, accuracy_fallback, onnx_local_rank
-from .fusion import fold_for_trt, fuse_for_ort, fused_op_counts, unpack_attention
+from bert_export.quantize import fp16 as fp16_mod
+from bert_export.quantize import int8 as int8_mod
+from bert_export.quantize.banded_attention import banded_local_attention, banded_standard_attention
+from bert_export.quantize.calibration import calibration_feeds
+from bert_export.quantize.fallback import DEFAULT_BUDGET_S, FallbackResult, accuracy_fallback, onnx_local_rank
+from bert_export.quantize.fusion import fold_for_trt, fuse_for_ort, fused_op_counts, unpack_attention
+from bert_export.quantize.sdpa_guard import drop_softmax_nan_guards
 
 TARGETS = ("ort", "trt", "openvino")
 # The ORT default is per family (models/registry.py: Family.int8_mode, from measurements); trt takes QDQ only;
@@ -54,7 +53,9 @@ class OptimizeOptions:
     fallback: bool = True
     fallback_budget: float = DEFAULT_BUDGET_S
     banded_attention: bool = True  # sliding-window layers as blocked attention (quantize/banded_attention.py)
-    per_tensor: bool = False  # dynamic int8: MatMuls that pass with one activation scale per tensor use the fused kernel
+    per_tensor: bool = (
+        False  # dynamic int8: MatMuls that pass with one activation scale per tensor use the fused kernel
+    )
 
     @property
     def precision(self) -> str:
@@ -70,7 +71,9 @@ class OptimizeOptions:
         if sum((self.fp16, self.int8, self.bf16)) > 1:
             raise BertExportError("--fp16, --bf16 and --int8 are exclusive; pick one precision")
         if self.bf16 and self.runtime != "openvino":
-            raise BertExportError("--bf16 is an OpenVINO precision; add --runtime openvino (ONNX Runtime's CPU kernels have no bf16 path)")
+            raise BertExportError(
+                "--bf16 is an OpenVINO precision; add --runtime openvino (ONNX Runtime's CPU kernels have no bf16 path)"
+            )
         if self.runtime == "openvino" and self.fp16:
             raise BertExportError("--runtime openvino has no --fp16 on the CPU; use --bf16 (or fp32, the default)")
         if self.runtime == "openvino" and self.int8_mode is not None:
@@ -84,7 +87,7 @@ class OptimizeOptions:
         if self.runtime == "trt" and self.mode == "dynamic":
             raise BertExportError("TensorRT accepts only QDQ INT8; use --int8-mode static with --runtime trt")
         if self.runtime == "openvino":
-            from .openvino import require
+            from bert_export.quantize.openvino import require
 
             require(self.int8)  # the extra is checked before any work starts
         if self.fallback_budget <= 0:
@@ -110,17 +113,30 @@ class OptimizeResult:
     def to_manifest(self) -> dict[str, Any]:
         o = self.options
         out: dict[str, Any] = {
-            "target": o.runtime, "optimized": o.optimize, "precision": o.precision, "fused_ops": self.fused_ops,
-            "io_fp16": o.fp16_io, "banded_attention_layers": self.banded_layers,
+            "target": o.runtime,
+            "optimized": o.optimize,
+            "precision": o.precision,
+            "fused_ops": self.fused_ops,
+            "io_fp16": o.fp16_io,
+            "banded_attention_layers": self.banded_layers,
         }
         if o.int8 and o.runtime == "openvino":
-            out["int8"] = {"mode": "nncf", "calib_samples": o.calib_samples, "kernel": "OpenVINO int8 (NNCF FakeQuantize)"}
+            out["int8"] = {
+                "mode": "nncf",
+                "calib_samples": o.calib_samples,
+                "kernel": "OpenVINO int8 (NNCF FakeQuantize)",
+            }
         elif o.int8:
             static = o.mode == "static"
             out["int8"] = {
-                "mode": o.mode, "calib_samples": o.calib_samples, "weights": "int8 symmetric per output channel",
-                "activations": ("calibrated per tensor, " + ("int8 symmetric" if o.runtime == "trt" else "uint8 asymmetric"))
-                if static else f"int8 per token row at run time, after SmoothQuant (alpha {int8_mod.SMOOTH_ALPHA}) channel scaling",
+                "mode": o.mode,
+                "calib_samples": o.calib_samples,
+                "weights": "int8 symmetric per output channel",
+                "activations": (
+                    "calibrated per tensor, " + ("int8 symmetric" if o.runtime == "trt" else "uint8 asymmetric")
+                )
+                if static
+                else f"int8 per token row at run time, after SmoothQuant (alpha {int8_mod.SMOOTH_ALPHA}) channel scaling",
                 "kernel": "QDQ" if static else "MatMulIntegerToFloat (u8s8)",
                 "mode_choice": self.mode_choice,
             }
@@ -128,20 +144,27 @@ class OptimizeResult:
                 g = self.granularity.to_json()
                 g["kept_per_row"] = g.pop("kept_fp32")
                 per_tensor = self.ops.get("DynamicQuantizeMatMul", 0)
-                out["int8"]["kernel"] = (f"MatMulIntegerToFloat (u8s8, per-row activations) on {self.ops.get('MatMulIntegerToFloat', 0)} "
-                                         f"MatMuls, DynamicQuantizeMatMul (per-tensor, fused) on {per_tensor}")
+                out["int8"]["kernel"] = (
+                    f"MatMulIntegerToFloat (u8s8, per-row activations) on {self.ops.get('MatMulIntegerToFloat', 0)} "
+                    f"MatMuls, DynamicQuantizeMatMul (per-tensor, fused) on {per_tensor}"
+                )
                 out["int8"]["granularity"] = g
         if self.openvino is not None:
             out["openvino"] = self.openvino.to_manifest()
         if o.fp16 or o.int8:
-            out["fallback"] = {"enabled": o.fallback, **(self.fallback.to_json() if self.fallback else {"kept_fp32": []})}
+            out["fallback"] = {
+                "enabled": o.fallback,
+                **(self.fallback.to_json() if self.fallback else {"kept_fp32": []}),
+            }
         return out
 
 
 # onnxscript/onnx-ir log every pass at INFO, which shows once anything (ORT's quantizer does) configures the
 # root logger; the progress line is the user's view of this step.
 @quiet_loggers("onnxscript", "onnx_ir", "onnxruntime", level=logging.WARNING, root=True)
-@quiet_loggers("onnxruntime.tools.symbolic_shape_infer", "symbolic_shape_infer")  # "Unable to determine if sequence <= ...": the banded blocks' padding
+@quiet_loggers(
+    "onnxruntime.tools.symbolic_shape_infer", "symbolic_shape_infer"
+)  # "Unable to determine if sequence <= ...": the banded blocks' padding
 def optimize_graph(
     path: Path,
     family: Family,
@@ -163,9 +186,20 @@ def optimize_graph(
     options, choice = resolve_int8_mode(options, family)
     result = OptimizeResult(options, mode_choice=choice)
     if options.runtime == "openvino":
-        return _optimize_openvino(path, family, inputs, options, result, tokenizer=tokenizer, max_seq=max_seq,
-                                  vocab_size=vocab_size, probe=probe, seed=seed, ir_dir=ir_dir or path.parent / "openvino",
-                                  bf16_runner=bf16_runner)
+        return _optimize_openvino(
+            path,
+            family,
+            inputs,
+            options,
+            result,
+            tokenizer=tokenizer,
+            max_seq=max_seq,
+            vocab_size=vocab_size,
+            probe=probe,
+            seed=seed,
+            ir_dir=ir_dir or path.parent / "openvino",
+            bf16_runner=bf16_runner,
+        )
     if options.optimize:
         model = ir.load(path)
         if options.runtime == "ort":
@@ -181,17 +215,25 @@ def optimize_graph(
         fp32_path = work / "fp32.onnx"
         shutil.copyfile(path, fp32_path)
         if options.precision != "fp32":
-            feeds = calibration_feeds(inputs, tokenizer, samples=options.calib_samples, max_seq=min(max_seq, 128),
-                                      vocab_size=vocab_size, seed=seed)
+            feeds = calibration_feeds(
+                inputs,
+                tokenizer,
+                samples=options.calib_samples,
+                max_seq=min(max_seq, 128),
+                vocab_size=vocab_size,
+                seed=seed,
+            )
             build, candidates, rank, smooth = _builder(options, fp32_path, path, work, feeds)
             if probe is not None and options.fallback:
                 reference = work / "fp32-unpacked.onnx" if options.mode == "dynamic" else fp32_path
-                result.fallback = accuracy_fallback(candidates, build, probe, reference, feeds[:8], rank=rank,
-                                                    budget_s=options.fallback_budget)
+                result.fallback = accuracy_fallback(
+                    candidates, build, probe, reference, feeds[:8], rank=rank, budget_s=options.fallback_budget
+                )
                 if options.mode == "dynamic" and options.per_tensor and result.fallback.passed:
                     left = max(options.fallback_budget - result.fallback.seconds, MIN_PER_TENSOR_BUDGET_S)
-                    result.granularity = per_tensor_pass(reference, path, smooth, candidates, frozenset(result.fallback.kept),
-                                                         probe, feeds[:8], left)
+                    result.granularity = per_tensor_pass(
+                        reference, path, smooth, candidates, frozenset(result.fallback.kept), probe, feeds[:8], left
+                    )
             else:
                 build(frozenset())
     _count_ops(path, result)
@@ -212,8 +254,11 @@ def resolve_int8_mode(options: OptimizeOptions, family: Family) -> tuple[Optimiz
     import dataclasses
 
     mode = getattr(family, "int8_mode", None) or DEFAULT_INT8_MODE["ort"]
-    choice = {"mode": mode, "source": f"registry: {family.name} default (fastest passing mode, measured)",
-              "measured": dict(getattr(family, "int8_measured", {}) or {})}
+    choice = {
+        "mode": mode,
+        "source": f"registry: {family.name} default (fastest passing mode, measured)",
+        "measured": dict(getattr(family, "int8_measured", {}) or {}),
+    }
     return dataclasses.replace(options, int8_mode=mode), choice
 
 
@@ -235,38 +280,74 @@ def _standard_attention_passes(model: ir.Model, family: Family, options: Optimiz
     return banded
 
 
-def _optimize_openvino(path: Path, family: Family, inputs: tuple[TensorSpec, ...], options: OptimizeOptions,
-                       result: OptimizeResult, *, tokenizer: Any | None, max_seq: int, vocab_size: int,
-                       probe: Any | None, seed: int, ir_dir: Path, bf16_runner: Callable[[Path], Any] | None = None) -> OptimizeResult:
+def _optimize_openvino(
+    path: Path,
+    family: Family,
+    inputs: tuple[TensorSpec, ...],
+    options: OptimizeOptions,
+    result: OptimizeResult,
+    *,
+    tokenizer: Any | None,
+    max_seq: int,
+    vocab_size: int,
+    probe: Any | None,
+    seed: int,
+    ir_dir: Path,
+    bf16_runner: Callable[[Path], Any] | None = None,
+) -> OptimizeResult:
     """Standard-ONNX folding (OpenVINO fuses by itself), then the IR in the asked precision."""
-    from .openvino import build_ir, require
+    from bert_export.quantize.openvino import build_ir, require
 
     require(options.int8)  # before any work
     if options.optimize:
         model = fold_for_trt(ir.load(path))
         result.banded_layers = _standard_attention_passes(model, family, options)
         _save_ir(model, path)
-    feeds = calibration_feeds(inputs, tokenizer, samples=options.calib_samples, max_seq=min(max_seq, 128),
-                              vocab_size=vocab_size, seed=seed) if options.int8 else []
-    bf16_probe = probe.with_runner(bf16_runner) if options.int8 and probe is not None and bf16_runner is not None else None
-    result.openvino = build_ir(path, ir_dir, options.precision, feeds, probe, fallback=options.fallback, seed=seed,
-                                 budget_s=options.fallback_budget, bf16_probe=bf16_probe)
+    feeds = (
+        calibration_feeds(
+            inputs,
+            tokenizer,
+            samples=options.calib_samples,
+            max_seq=min(max_seq, 128),
+            vocab_size=vocab_size,
+            seed=seed,
+        )
+        if options.int8
+        else []
+    )
+    bf16_probe = (
+        probe.with_runner(bf16_runner) if options.int8 and probe is not None and bf16_runner is not None else None
+    )
+    result.openvino = build_ir(
+        path,
+        ir_dir,
+        options.precision,
+        feeds,
+        probe,
+        fallback=options.fallback,
+        seed=seed,
+        budget_s=options.fallback_budget,
+        bf16_probe=bf16_probe,
+    )
     result.fallback = result.openvino.fallback
     result.ir_path = ir_dir / "model.xml"
     _count_ops(path, result)
     return result
 
 
-def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path,
-             feeds: list) -> tuple[Callable[[frozenset[str]], Path], list[str], Any, dict[str, Any] | None]:
+def _builder(
+    options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, feeds: list
+) -> tuple[Callable[[frozenset[str]], Path], list[str], Any, dict[str, Any] | None]:
     """A function that writes the low-precision graph with some nodes kept fp32, the candidates, the
     fallback's sensitivity ranker (None: measured on the built graph), and dynamic int8's SmoothQuant
     factors (None otherwise; the per-tensor pass reuses them)."""
     base = onnx.load(str(fp32_path))
     if options.fp16:
+
         def build_fp16(keep: frozenset[str]) -> Path:
             onnx.save(fp16_mod.to_fp16(copy.deepcopy(base), io_fp16=options.fp16_io, keep_fp32=keep), str(out))
             return out
+
         return build_fp16, fp16_mod.fp16_candidates(base), None, None
     candidates = int8_mod.quantizable_nodes(base)
     if options.mode == "dynamic":
@@ -279,18 +360,33 @@ def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path,
         def build_dynamic(keep: frozenset[str]) -> Path:
             int8_mod.quantize_rowwise(unpacked, out, exclude=keep, smooth=smooth)
             return out
+
         candidates = int8_mod.quantizable_nodes(onnx.load(str(unpacked)))
-        return build_dynamic, candidates, lambda q: onnx_local_rank(unpacked, candidates, feeds[:8], "rows", smooth)(q), smooth
+        return (
+            build_dynamic,
+            candidates,
+            lambda q: onnx_local_rank(unpacked, candidates, feeds[:8], "rows", smooth)(q),
+            smooth,
+        )
     cache = work / "calibration.json"
 
     def build_static(keep: frozenset[str]) -> Path:
         int8_mod.quantize_static(fp32_path, out, feeds, cache, symmetric=options.runtime == "trt", exclude=keep)
         return out
+
     return build_static, candidates, lambda q: onnx_local_rank(fp32_path, candidates, feeds[:8], "tensor")(q), None
 
 
-def per_tensor_pass(unpacked: Path, out: Path, smooth: dict[str, Any] | None, int8_nodes: list[str], fp32_kept: frozenset[str],
-                    probe: Callable[[Path], Any], feeds: list, budget_s: float) -> FallbackResult:
+def per_tensor_pass(
+    unpacked: Path,
+    out: Path,
+    smooth: dict[str, Any] | None,
+    int8_nodes: list[str],
+    fp32_kept: frozenset[str],
+    probe: Callable[[Path], Any],
+    feeds: list,
+    budget_s: float,
+) -> FallbackResult:
     """Dynamic int8, second pass: move the MatMuls that tolerate one activation scale per tensor to ONNX
     Runtime's fused ``DynamicQuantizeMatMul``; the rest keep per-row scales.
 
@@ -303,22 +399,41 @@ def per_tensor_pass(unpacked: Path, out: Path, smooth: dict[str, Any] | None, in
     candidates = [n for n in int8_nodes if n not in fp32_kept]  # the first pass's candidates (no reload of the graph)
 
     def build(per_row: frozenset[str]) -> Path:
-        int8_mod.quantize_rowwise(unpacked, out, exclude=fp32_kept, smooth=smooth, per_tensor=frozenset(candidates) - per_row)
+        int8_mod.quantize_rowwise(
+            unpacked, out, exclude=fp32_kept, smooth=smooth, per_tensor=frozenset(candidates) - per_row
+        )
         return out
+
     rank = onnx_local_rank(unpacked, candidates, feeds, "tensor-dynamic", smooth)
     return accuracy_fallback(candidates, build, probe, None, feeds, rank=rank, budget_s=budget_s, kept_label="per-row")
 
 
 def _save_ir(model: ir.Model, path: Path) -> None:
     data = path.with_name(path.name + ".data")
-    big = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None) > 1_800_000_000
+    big = (
+        sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+        > 1_800_000_000
+    )
     ir.save(model, path, external_data=data.name if big else None)
 
 
-def optimize_export(path: Path, family: Family, task: Any, outputs: tuple[TensorSpec, ...], graph: Any, config: Any,
-                    tokenizer: Any | None, max_seq: int, seed: int, pooling: str, options: OptimizeOptions,
-                    validate: bool, ir_dir: Path | None = None, cases: list[Any] | None = None,
-                    reference: list[Any] | None = None) -> OptimizeResult:
+def optimize_export(
+    path: Path,
+    family: Family,
+    task: Any,
+    outputs: tuple[TensorSpec, ...],
+    graph: Any,
+    config: Any,
+    tokenizer: Any | None,
+    max_seq: int,
+    seed: int,
+    pooling: str,
+    options: OptimizeOptions,
+    validate: bool,
+    ir_dir: Path | None = None,
+    cases: list[Any] | None = None,
+    reference: list[Any] | None = None,
+) -> OptimizeResult:
     """``optimize_graph`` as the exporter calls it: the parity probe is built here when validating.
 
     ``cases``/``reference``: the parity cases and their PyTorch outputs when the caller has them
@@ -326,9 +441,8 @@ def optimize_export(path: Path, family: Family, task: Any, outputs: tuple[Tensor
     probe = None
     bf16_runner: Callable[[Path], Any] | None = None  # OpenVINO int8: the same gate with the bf16 hint
     if validate and options.precision not in ("fp32", "bf16") and options.fallback:
+        from bert_export.quantize.probe import ParityProbe
         from bert_export.runtimes.cases import build_cases
-
-        from .probe import ParityProbe
 
         if cases is None:
             cases, reference = build_cases(family, task, config, tokenizer, max_seq, seed), None
@@ -339,26 +453,55 @@ def optimize_export(path: Path, family: Family, task: Any, outputs: tuple[Tensor
             from bert_export.runtimes.openvino_runner import HINTS, OpenVinoRunner
 
             def runner(p: Path, hint: str | None = None) -> Any:
-                return OpenVinoRunner(p, family.inputs, outputs, max_seq, precision_hint=hint or HINTS[options.precision])
+                return OpenVinoRunner(
+                    p, family.inputs, outputs, max_seq, precision_hint=hint or HINTS[options.precision]
+                )
 
             bf16_runner = lambda p: runner(p, "bf16")  # noqa: E731
-        probe = ParityProbe(graph, family.inputs, graph_outputs, task, cases, pooling, max_seq, options.precision,
-                            runner=runner, reference=reference)
-    return optimize_graph(path, family, family.inputs, options, tokenizer=tokenizer, max_seq=max_seq,
-                          vocab_size=int(config.vocab_size), probe=probe, seed=seed, ir_dir=ir_dir,
-                          bf16_runner=bf16_runner)
+        probe = ParityProbe(
+            graph,
+            family.inputs,
+            graph_outputs,
+            task,
+            cases,
+            pooling,
+            max_seq,
+            options.precision,
+            runner=runner,
+            reference=reference,
+        )
+    return optimize_graph(
+        path,
+        family,
+        family.inputs,
+        options,
+        tokenizer=tokenizer,
+        max_seq=max_seq,
+        vocab_size=int(config.vocab_size),
+        probe=probe,
+        seed=seed,
+        ir_dir=ir_dir,
+        bf16_runner=bf16_runner,
+    )
 
 
 def describe(options: OptimizeOptions) -> str:
     """The progress line for the step."""
-    target = {"ort": "ONNX Runtime", "trt": "TensorRT (standard ONNX)", "openvino": "OpenVINO (standard ONNX, then IR)"}[options.runtime]
+    target = {
+        "ort": "ONNX Runtime",
+        "trt": "TensorRT (standard ONNX)",
+        "openvino": "OpenVINO (standard ONNX, then IR)",
+    }[options.runtime]
     what = ["fusing for " + target] if options.optimize else []
     if options.bf16:
         what.append("bf16 (OpenVINO precision hint)")
     if options.fp16:
         what.append("fp16" + (" with fp16 inputs/outputs" if options.fp16_io else ""))
     if options.int8:
-        what.append("int8 " + (options.int8_mode or ("per-family default mode" if options.runtime == "ort" else str(options.mode))))
+        what.append(
+            "int8 "
+            + (options.int8_mode or ("per-family default mode" if options.runtime == "ort" else str(options.mode)))
+        )
     return "Optimizing: " + ", ".join(what)
 
 

@@ -13,18 +13,27 @@ from typing import Any
 import numpy as np
 
 from bert_export.models import Task, TensorSpec
-from bert_export.runtimes.cases import Case
 from bert_export.runtimes.base import Runner
+from bert_export.runtimes.cases import Case
 from bert_export.runtimes.ort_runner import OrtRunner
 from bert_export.runtimes.parity import Report, compare
 from bert_export.runtimes.torch_runner import TaskGraph, TorchRunner
 
 
 class ParityProbe:
-    def __init__(self, graph: TaskGraph, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], task: Task,
-                 cases: list[Case], pooling: str, max_seq: int, precision: str,
-                 runner: Callable[[Path], Runner] | None = None,
-                 reference: list[dict[str, np.ndarray]] | None = None) -> None:
+    def __init__(
+        self,
+        graph: TaskGraph,
+        inputs: tuple[TensorSpec, ...],
+        outputs: tuple[TensorSpec, ...],
+        task: Task,
+        cases: list[Case],
+        pooling: str,
+        max_seq: int,
+        precision: str,
+        runner: Callable[[Path], Runner] | None = None,
+        reference: list[dict[str, np.ndarray]] | None = None,
+    ) -> None:
         """``runner``: how a candidate file is run (default: ONNX Runtime on the CPU; OpenVINO for its IR).
         ``reference``: PyTorch's outputs when the exporter has them (one reference per bundle)."""
         self.graph, self.inputs, self.outputs, self.task = graph, inputs, outputs, task
@@ -35,8 +44,17 @@ class ParityProbe:
 
     def with_runner(self, runner: Callable[[Path], Runner]) -> ParityProbe:
         """The same gate (same cases, same PyTorch reference, computed once) run through another runner."""
-        other = ParityProbe(self.graph, self.inputs, self.outputs, self.task, self.cases, self.pooling, self.max_seq,
-                            self.precision, runner=runner)
+        other = ParityProbe(
+            self.graph,
+            self.inputs,
+            self.outputs,
+            self.task,
+            self.cases,
+            self.pooling,
+            self.max_seq,
+            self.precision,
+            runner=runner,
+        )
         other._reference = self.reference
         return other
 
@@ -54,5 +72,13 @@ class ParityProbe:
         reference = self.reference
         with self.runner(path) as runner:
             results = [runner.infer(self._feed(c)) for c in self.cases]
-        return compare(self.task, self.outputs, self.cases, reference, results, runtime=runner.name,
-                       precision=self.precision, pooling=self.pooling)
+        return compare(
+            self.task,
+            self.outputs,
+            self.cases,
+            reference,
+            results,
+            runtime=runner.name,
+            precision=self.precision,
+            pooling=self.pooling,
+        )

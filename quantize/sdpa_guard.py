@@ -18,7 +18,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import RewriteRuleClassBase, RewriteRuleSet
 
-from .fusion import const_array
+from bert_export.quantize.fusion import const_array
 
 
 def _finite_const(value: ir.Value | None) -> bool:
@@ -38,8 +38,13 @@ class DropSoftmaxNanGuard(RewriteRuleClassBase):
 
     def check(self, context, scores, bias, zero, **_) -> bool:  # type: ignore[no-untyped-def]
         mask = bias.producer()  # shared by every layer: read here, not matched (the rewrite must not remove it)
-        return mask is not None and mask.op_type == "Where" and len(mask.inputs) == 3 \
-            and _finite_const(mask.inputs[1]) and _finite_const(mask.inputs[2])
+        return (
+            mask is not None
+            and mask.op_type == "Where"
+            and len(mask.inputs) == 3
+            and _finite_const(mask.inputs[1])
+            and _finite_const(mask.inputs[2])
+        )
 
     def rewrite(self, op, scores, bias, probs, **_):  # type: ignore[no-untyped-def]
         axis = probs.producer().attributes.get("axis")

@@ -78,23 +78,34 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], max_seq: int | None) ->
     if missing or extra:
         raise BertExportError(
             f"feed has inputs {sorted(feed)}, the graph takes {names}"
-            + (f" (missing {missing})" if missing else "") + (f" (unexpected {extra})" if extra else "")
+            + (f" (missing {missing})" if missing else "")
+            + (f" (unexpected {extra})" if extra else "")
         )
     out: dict[str, np.ndarray] = {}
     shape0: tuple[int, ...] | None = None
     for spec in inputs:
         arr = np.asarray(feed[spec.name])
         if arr.dtype.kind not in "iu":
-            raise BertExportError(f"input {spec.name!r} has dtype {arr.dtype}; it must hold integer token data ({spec.dtype})")
+            raise BertExportError(
+                f"input {spec.name!r} has dtype {arr.dtype}; it must hold integer token data ({spec.dtype})"
+            )
         if arr.ndim != len(spec.axes):
-            raise BertExportError(f"input {spec.name!r} has rank {arr.ndim} (shape {arr.shape}); expected rank {len(spec.axes)} [batch, sequence]")
+            raise BertExportError(
+                f"input {spec.name!r} has rank {arr.ndim} (shape {arr.shape}); expected rank {len(spec.axes)} [batch, sequence]"
+            )
         if 0 in arr.shape:
-            raise BertExportError(f"input {spec.name!r} has an empty dimension (shape {arr.shape}); batch and sequence must be >= 1")
+            raise BertExportError(
+                f"input {spec.name!r} has an empty dimension (shape {arr.shape}); batch and sequence must be >= 1"
+            )
         if shape0 is None:
             shape0 = arr.shape
         elif arr.shape != shape0:
-            raise BertExportError(f"input {spec.name!r} has shape {arr.shape} but {names[0]!r} has {shape0}; all inputs must share [batch, sequence]")
+            raise BertExportError(
+                f"input {spec.name!r} has shape {arr.shape} but {names[0]!r} has {shape0}; all inputs must share [batch, sequence]"
+            )
         if max_seq is not None and arr.shape[1] > max_seq:
-            raise BertExportError(f"sequence length {arr.shape[1]} exceeds this bundle's maximum of {max_seq}; truncate the input or re-export with a larger --max-seq")
+            raise BertExportError(
+                f"sequence length {arr.shape[1]} exceeds this bundle's maximum of {max_seq}; truncate the input or re-export with a larger --max-seq"
+            )
         out[spec.name] = arr.astype(_INT_KINDS.get(spec.dtype, np.int64), copy=False)
     return out

@@ -28,13 +28,23 @@ import psutil
 
 from bert_export.models import BertExportError, Family, get_family
 from bert_export.models.support import first_line, versions
-
-from .base import Runner
+from bert_export.runtimes.base import Runner
 
 DEFAULT_BATCHES = (1, 8)
 DEFAULT_SEQS = (128, 512)
 # CPU flags that decide which int8 / bf16 kernels ONNX Runtime and PyTorch can use.
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+CPU_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 Tick = Callable[[], None]
 
 
@@ -61,15 +71,35 @@ class Row:
         return f"{self.runtime} {self.precision}"
 
 
-def summarize(runtime: str, precision: str, batch: int, seq: int, times_ns: Sequence[int], flop: float,
-              peak_mem_mb: float | None, mem_source: str) -> Row:
+def summarize(
+    runtime: str,
+    precision: str,
+    batch: int,
+    seq: int,
+    times_ns: Sequence[int],
+    flop: float,
+    peak_mem_mb: float | None,
+    mem_source: str,
+) -> Row:
     """Percentiles of the timed runs; throughput and GFLOP/s from the median (robust to a noisy neighbour)."""
     ms = np.asarray(times_ns, dtype=np.float64) / 1e6
     p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
     sec = p50 / 1e3
-    return Row(runtime, precision, batch, seq, round(p50, 6), round(p90, 6), round(p99, 6),
-               round(batch / sec, 3), round(batch * seq / sec, 1), round(flop / sec / 1e9, 3), None,
-               None if peak_mem_mb is None else round(peak_mem_mb, 1), mem_source)
+    return Row(
+        runtime,
+        precision,
+        batch,
+        seq,
+        round(p50, 6),
+        round(p90, 6),
+        round(p99, 6),
+        round(batch / sec, 3),
+        round(batch * seq / sec, 1),
+        round(flop / sec / 1e9, 3),
+        None,
+        None if peak_mem_mb is None else round(peak_mem_mb, 1),
+        mem_source,
+    )
 
 
 # --------------------------------------------------------------------------- model FLOPs
@@ -85,7 +115,8 @@ def _layer_keys(config: dict[str, Any], family: Family, seq: int) -> list[float]
     if family.local_window_attr is None or config.get(family.local_window_attr) is None:
         return [float(seq)] * n
     types = config.get("layer_types") or [
-        "sliding_attention" if i % int(config.get("global_attn_every_n_layers", 1)) else "full_attention" for i in range(n)
+        "sliding_attention" if i % int(config.get("global_attn_every_n_layers", 1)) else "full_attention"
+        for i in range(n)
     ]
     half = int(config[family.local_window_attr]) // 2
     pos = np.arange(seq)
@@ -131,7 +162,7 @@ def _token_stream(tokenizer: Any, vocab_size: int, length: int) -> np.ndarray:
         return np.random.default_rng(0).integers(5, max(vocab_size, 6), size=length)
     import transformers
 
-    from .texts import SENTENCES
+    from bert_export.runtimes.texts import SENTENCES
 
     transformers.logging.set_verbosity_error()  # "sequence longer than max length" is intended here
     ids = tokenizer(" ".join(SENTENCES), add_special_tokens=False)["input_ids"]
@@ -153,7 +184,9 @@ def specials_of(tokenizer: Any, manifest: dict[str, Any]) -> dict[str, int | Non
     return ids
 
 
-def make_feed(inputs: Sequence[Any], specials: dict[str, int | None], stream: np.ndarray, batch: int, seq: int) -> dict[str, np.ndarray]:
+def make_feed(
+    inputs: Sequence[Any], specials: dict[str, int | None], stream: np.ndarray, batch: int, seq: int
+) -> dict[str, np.ndarray]:
     """A full (unpadded) batch x seq feed: [CLS] text... [SEP] per row, each row from another offset.
 
     Row ``r`` is ``stream[37 r : 37 r + seq]`` (wrapping), gathered by index: O(batch x seq)
@@ -172,7 +205,9 @@ def make_feed(inputs: Sequence[Any], specials: dict[str, int | None], stream: np
     feed = {}
     for spec in inputs:
         if spec.name not in values:
-            raise BertExportError(f"bench does not know how to fill the input {spec.name!r}; it feeds input_ids, attention_mask, token_type_ids")
+            raise BertExportError(
+                f"bench does not know how to fill the input {spec.name!r}; it feeds input_ids, attention_mask, token_type_ids"
+            )
         feed[spec.name] = values[spec.name].astype(np.int32 if spec.dtype == "int32" else np.int64)
     return feed
 
@@ -263,7 +298,10 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
     cpuinfo = ""
     with contextlib.suppress(OSError):
         cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), platform.processor())
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")),
+        platform.processor(),
+    )
     flags_line = next((ln.split(":", 1)[1] for ln in cpuinfo.splitlines() if ln.startswith("flags")), "")
     flags = set(flags_line.split())
     info: dict[str, Any] = {
@@ -311,8 +349,12 @@ class BenchResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"results": [asdict(r) for r in self.results], "torch": [asdict(r) for r in self.torch],
-                "machine": self.machine, "settings": self.settings}
+        return {
+            "results": [asdict(r) for r in self.results],
+            "torch": [asdict(r) for r in self.torch],
+            "machine": self.machine,
+            "settings": self.settings,
+        }
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2)
@@ -322,16 +364,42 @@ class BenchResult:
         from rich.table import Table
 
         s = self.settings
-        table = Table(title=f"{Path(str(s.get('bundle'))).name} ({s.get('family')} {s.get('task')}): latency in ms, "
-                            f"{s.get('runs')} runs after {s.get('warmup')} warm-up, threads {s.get('threads') or 'default'}",
-                      box=box.SIMPLE_HEAD, caption="peak MiB: resident memory above the process before the model loaded")
-        for col in ("runtime", "batch", "seq", "p50", "p90", "p99", "seq/s", "tokens/s", "GFLOP/s", "peak MiB", "vs torch"):
+        table = Table(
+            title=f"{Path(str(s.get('bundle'))).name} ({s.get('family')} {s.get('task')}): latency in ms, "
+            f"{s.get('runs')} runs after {s.get('warmup')} warm-up, threads {s.get('threads') or 'default'}",
+            box=box.SIMPLE_HEAD,
+            caption="peak MiB: resident memory above the process before the model loaded",
+        )
+        for col in (
+            "runtime",
+            "batch",
+            "seq",
+            "p50",
+            "p90",
+            "p99",
+            "seq/s",
+            "tokens/s",
+            "GFLOP/s",
+            "peak MiB",
+            "vs torch",
+        ):
             table.add_column(col, justify="left" if col == "runtime" else "right", no_wrap=True)
         for r in self.results + self.torch:
             speed = "" if r.speedup_vs_torch is None else f"{r.speedup_vs_torch:.2f}x"
             mem = "" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.0f}"
-            table.add_row(r.label, str(r.batch), str(r.seq), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms),
-                          f"{r.seq_per_s:.1f}", f"{r.tokens_per_s:.0f}", f"{r.gflops:.1f}", mem, speed)
+            table.add_row(
+                r.label,
+                str(r.batch),
+                str(r.seq),
+                _ms(r.p50_ms),
+                _ms(r.p90_ms),
+                _ms(r.p99_ms),
+                f"{r.seq_per_s:.1f}",
+                f"{r.tokens_per_s:.0f}",
+                f"{r.gflops:.1f}",
+                mem,
+                speed,
+            )
         return table
 
 
@@ -345,7 +413,9 @@ def parse_sizes(text: str | Sequence[int], what: str) -> tuple[int, ...]:
         try:
             values = tuple(int(v) for v in text.split(",") if v.strip())
         except ValueError:
-            raise BertExportError(f"--{what} {text!r} is not a comma-separated list of integers; write e.g. --{what} 1,8") from None
+            raise BertExportError(
+                f"--{what} {text!r} is not a comma-separated list of integers; write e.g. --{what} 1,8"
+            ) from None
     else:
         values = tuple(int(v) for v in text)
     if not values:
@@ -363,7 +433,9 @@ def resolve_seqs(seqs: Sequence[int] | None, max_seq: int) -> tuple[int, ...]:
         return fit or (max_seq,)
     over = [s for s in seqs if s > max_seq]
     if over:
-        raise BertExportError(f"--seq {over[0]} exceeds this bundle's maximum sequence length of {max_seq}; pass --seq values <= {max_seq}")
+        raise BertExportError(
+            f"--seq {over[0]} exceeds this bundle's maximum sequence length of {max_seq}; pass --seq values <= {max_seq}"
+        )
     return tuple(seqs)
 
 
@@ -381,22 +453,24 @@ def torch_runner(bundle: Any, device: str) -> Runner:
     import torch
     import transformers
 
-    from bert_export.exporter.loading import task_class
     from bert_export.models import get_task
-
-    from .torch_runner import TaskGraph, TorchRunner
+    from bert_export.runtimes.torch_runner import TaskGraph, TorchRunner
 
     family, task = get_family(bundle.manifest["family"]), get_task(bundle.manifest["task"])
     if not bundle.has_file("config.json"):
-        raise BertExportError(f"{bundle.path} has no config.json, which the PyTorch baseline is built from; re-export the bundle or pass --no-torch")
+        raise BertExportError(
+            f"{bundle.path} has no config.json, which the PyTorch baseline is built from; re-export the bundle or pass --no-torch"
+        )
     transformers.logging.set_verbosity_error()
     try:
         config = getattr(transformers, family.config_class).from_dict(bundle.read_json("config.json"))
     except (TypeError, ValueError, AttributeError) as exc:
-        raise BertExportError(f"config.json in {bundle.path} is not a {family.config_class} ({first_line(exc, 120)}); re-export the bundle or pass --no-torch") from None
+        raise BertExportError(
+            f"config.json in {bundle.path} is not a {family.config_class} ({first_line(exc, 120)}); re-export the bundle or pass --no-torch"
+        ) from None
     config._attn_implementation = "sdpa"  # what the bundle was exported from (registry export_config)
     torch.manual_seed(0)
-    model = task_class(family, task)(config).eval()
+    model = family.task_class(task)(config).eval()
     graph = TaskGraph(model, [o.name for o in bundle.outputs])
     return TorchRunner(graph, bundle.inputs, bundle.outputs, bundle.max_seq, device=device)
 
@@ -415,15 +489,17 @@ def probe_runtime(bundle: Any, runtime: str, threads: int | None) -> dict[str, A
     that can fall back say so in ``provider_report()`` (the ONNX Runtime adapter); the others
     either run what was asked or fail on activation.
     """
-    from .factory import make_runner
+    from bert_export.runtimes.factory import make_runner
 
     with make_runner(bundle, runtime, threads) as probe:
         report = probe.provider_report() if callable(getattr(probe, "provider_report", None)) else None
     if report and report.get("fallback"):
         active = (report.get("active") or ["another provider"])[0]
         why = "; ".join(str(n) for n in report.get("notes") or [])
-        raise BertExportError(f"{runtime} would run on {active} here ({why}); bench measures only the runtime asked for, "
-                              f"not a fallback: choose one that runs on this machine (e.g. --runtime ort)")
+        raise BertExportError(
+            f"{runtime} would run on {active} here ({why}); bench measures only the runtime asked for, "
+            f"not a fallback: choose one that runs on this machine (e.g. --runtime ort)"
+        )
     return report
 
 
@@ -441,8 +517,17 @@ def measure(runner: Runner, feed: dict[str, np.ndarray], warmup: int, runs: int,
     return times
 
 
-def _run_cells(make: Callable[[], Runner], label: tuple[str, str], cells: list[tuple[int, int]], feeds: dict[tuple[int, int], dict[str, np.ndarray]],
-               flops: dict[tuple[int, int], float], warmup: int, runs: int, tick: Tick, cuda: bool) -> list[Row]:
+def _run_cells(
+    make: Callable[[], Runner],
+    label: tuple[str, str],
+    cells: list[tuple[int, int]],
+    feeds: dict[tuple[int, int], dict[str, np.ndarray]],
+    flops: dict[tuple[int, int], float],
+    warmup: int,
+    runs: int,
+    tick: Tick,
+    cuda: bool,
+) -> list[Row]:
     """All cells on one runner, loaded once; memory is measured above the process before it loaded."""
     mem = PeakMemory()
     rows = []
@@ -466,10 +551,9 @@ def _prepare_torch(family: Family, task: str, threads: int | None) -> None:
     memory), and give PyTorch the same thread count as the runtime."""
     import torch
 
-    from bert_export.exporter.loading import task_class
     from bert_export.models import get_task
 
-    task_class(family, get_task(task))
+    family.task_class(get_task(task))
     if threads is not None:
         torch.set_num_threads(threads)
 
@@ -495,9 +579,8 @@ def bench(
     PyTorch, so that each one's memory is measured without the other loaded. ``precision`` picks
     one graph of a multi-precision bundle (default: its default).
     """
-    from bert_export.exporter.bundle import load_bundle
-
-    from .factory import RUNTIMES, bundle_tokenizer, make_runner
+    from bert_export.bundle.reader import load_bundle
+    from bert_export.runtimes.factory import RUNTIMES, bundle_tokenizer, make_runner
 
     if runtime not in RUNTIMES:
         raise BertExportError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
@@ -523,18 +606,50 @@ def bench(
     per_runner = len(cells) * (warmup + runs)
     tick = progress(per_runner * (2 if with_torch else 1)) if progress else (lambda: None)
     providers = probe_runtime(b, runtime, threads)
-    results = _run_cells(lambda: make_runner(b, runtime, threads), (runtime, b.precision), cells, feeds, flops, warmup, runs, tick, cuda=False)
+    results = _run_cells(
+        lambda: make_runner(b, runtime, threads),
+        (runtime, b.precision),
+        cells,
+        feeds,
+        flops,
+        warmup,
+        runs,
+        tick,
+        cuda=False,
+    )
     torch_rows: list[Row] = []
     if with_torch:
         device = _torch_device(runtime)
-        torch_rows = _run_cells(lambda: torch_runner(b, device), ("torch", "fp32"), cells, feeds, flops, warmup, runs, tick, cuda=device == "cuda")
+        torch_rows = _run_cells(
+            lambda: torch_runner(b, device),
+            ("torch", "fp32"),
+            cells,
+            feeds,
+            flops,
+            warmup,
+            runs,
+            tick,
+            cuda=device == "cuda",
+        )
         by_cell = {(r.batch, r.seq): r for r in torch_rows}
         for r in results:
             r.speedup_vs_torch = round(by_cell[(r.batch, r.seq)].p50_ms / r.p50_ms, 3)
-    settings = {"bundle": str(b.path), "family": b.manifest["family"], "task": b.manifest["task"], "precision": b.precision,
-                "runtime": runtime, "batches": list(batches), "seqs": list(seqs), "warmup": warmup, "runs": runs,
-                "threads": threads, "torch_weights": "random (config.json); latency of dense fp32 does not depend on values",
-                "providers": providers, "feed": "tokenizer on built-in text" if b.has_tokenizer else "random ids", "attention": "full (no padding)"}
+    settings = {
+        "bundle": str(b.path),
+        "family": b.manifest["family"],
+        "task": b.manifest["task"],
+        "precision": b.precision,
+        "runtime": runtime,
+        "batches": list(batches),
+        "seqs": list(seqs),
+        "warmup": warmup,
+        "runs": runs,
+        "threads": threads,
+        "torch_weights": "random (config.json); latency of dense fp32 does not depend on values",
+        "providers": providers,
+        "feed": "tokenizer on built-in text" if b.has_tokenizer else "random ids",
+        "attention": "full (no padding)",
+    }
     machine = machine_info(threads)
     machine["load_avg_start"] = load_start
     return BenchResult(results, torch_rows, machine, settings)
@@ -562,7 +677,13 @@ def plot(result: BenchResult, path: str | Path) -> Path:
             line = sorted((r for r in rows if r.label == label and r.batch == batch), key=lambda r: r.seq)
             xs = [r.seq for r in line]
             speed = [r.speedup_vs_torch for r in line if r.speedup_vs_torch is not None]
-            span = "" if not speed else f"{speed[0]:.2f}x" if len(set(speed)) == 1 else f"{min(speed):.2f}-{max(speed):.2f}x"
+            span = (
+                ""
+                if not speed
+                else f"{speed[0]:.2f}x"
+                if len(set(speed)) == 1
+                else f"{min(speed):.2f}-{max(speed):.2f}x"
+            )
             name = f"{label} ({span} vs torch)" if span else label
             (drawn,) = ax.plot(xs, [r.p50_ms for r in line], marker="o", label=name)
             ax.fill_between(xs, [r.p50_ms for r in line], [r.p90_ms for r in line], color=drawn.get_color(), alpha=0.2)
@@ -576,12 +697,15 @@ def plot(result: BenchResult, path: str | Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     s, m = result.settings, result.machine
-    fig.suptitle(f"{Path(str(s.get('bundle'))).name}: {s.get('family')} {s.get('task')}  |  {m.get('cpu')}, "
-                 f"threads {s.get('threads') or 'default'}, load {m.get('load_avg')}", fontsize=9)
+    fig.suptitle(
+        f"{Path(str(s.get('bundle'))).name}: {s.get('family')} {s.get('task')}  |  {m.get('cpu')}, "
+        f"threads {s.get('threads') or 'default'}, load {m.get('load_avg')}",
+        fontsize=9,
+    )
     fig.tight_layout()
     import io
 
-    from bert_export.exporter.publish import write_atomic
+    from bert_export.bundle.publish import write_atomic
 
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=110)

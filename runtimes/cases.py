@@ -7,37 +7,17 @@ at the bundle's maximum, and for local-attention models sequences past the windo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from bert_export.bundle.reference import Case
 from bert_export.models import Family, Task
-
-from .texts import QA_PAIRS, SENTENCES, long_text
+from bert_export.runtimes.texts import QA_PAIRS, SENTENCES, long_text
 
 MLM_FRACTION = 0.15
 LONG_CASE_SEQ = 2048  # above this the max-seq case is batch 1
-
-
-@dataclass
-class Case:
-    """One batch: its feed, which positions are real tokens, and (mlm) which were masked."""
-
-    name: str
-    feed: dict[str, np.ndarray]
-    mlm_positions: np.ndarray | None = None
-    context_mask: np.ndarray | None = None  # qa: positions inside the context
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def keep(self) -> np.ndarray:
-        return self.feed["attention_mask"].astype(bool)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        b, s = self.feed["input_ids"].shape
-        return int(b), int(s)
 
 
 @dataclass(frozen=True)
@@ -51,6 +31,7 @@ class Specials:
 
 def specials_for(config: Any, tokenizer: Any | None) -> Specials:
     """Special token ids from the tokenizer, else from the model config."""
+
     def pick(*names: str, default: int) -> int:
         for source in (tokenizer, config):
             for n in names:
@@ -101,7 +82,9 @@ class _Encoder:
         try:
             enc = self.tok(question, context, truncation="only_second", max_length=max_len, return_token_type_ids=True)
         except Exception:  # the question alone is longer than max_len: trim both (tokenizers refuses only_second)
-            enc = self.tok(question, context, truncation="longest_first", max_length=max_len, return_token_type_ids=True)
+            enc = self.tok(
+                question, context, truncation="longest_first", max_length=max_len, return_token_type_ids=True
+            )
         ids = list(enc["input_ids"])
         types = enc.get("token_type_ids")
         if not types or not any(types):  # tokenizers without segment ids (ModernBERT): derive them
@@ -122,7 +105,9 @@ def _batch(name: str, encoded: list[tuple[list[int], list[int]]], sp: Specials, 
     return Case(name, feed, context_mask=(feed["token_type_ids"] == 1) & feed["attention_mask"].astype(bool))
 
 
-def build_cases(family: Family, task: Task, config: Any, tokenizer: Any | None, max_seq: int, seed: int = 0) -> list[Case]:
+def build_cases(
+    family: Family, task: Task, config: Any, tokenizer: Any | None, max_seq: int, seed: int = 0
+) -> list[Case]:
     """The parity cases for one bundle, deterministic for a given tokenizer and config."""
     sp = specials_for(config, tokenizer)
     enc = _Encoder(tokenizer, sp, seed)
@@ -149,7 +134,7 @@ def build_cases(family: Family, task: Task, config: Any, tokenizer: Any | None, 
         lengths = (2 * window + 5, window + 3, 5)
         rows = []
         for n in lengths:
-            ids, types = (enc.pair(QA_PAIRS[3][0], long_text(n), n) if qa else enc.single(long_text(n), n))
+            ids, types = enc.pair(QA_PAIRS[3][0], long_text(n), n) if qa else enc.single(long_text(n), n)
             rows.append((ids[:n], types[:n]))
         cases.append(_batch("past-window", rows, sp))
         cases[-1].meta["window"] = window

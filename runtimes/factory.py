@@ -13,37 +13,52 @@ from typing import TYPE_CHECKING, Any
 
 from bert_export.models import BertExportError
 from bert_export.models.support import first_line
-
-from .base import Runner
-from .ort_runner import OrtRunner
+from bert_export.runtimes.base import Runner
+from bert_export.runtimes.ort_runner import OrtRunner
 
 if TYPE_CHECKING:
-    from bert_export.exporter.bundle import Bundle
+    from bert_export.bundle.reader import Bundle
 
 
 def _ort_cpu(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
-    return OrtRunner(bundle.model_path, bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads,
-                     graph_optimization=options.get("graph_optimization", "all"), runtime="ort", strict=bool(options.get("strict")))
+    return OrtRunner(
+        bundle.model_path,
+        bundle.inputs,
+        bundle.outputs,
+        bundle.max_seq,
+        threads=threads,
+        graph_optimization=options.get("graph_optimization", "all"),
+        runtime="ort",
+        strict=bool(options.get("strict")),
+    )
 
 
 def _ort_gpu(runtime: str) -> Callable[..., Runner]:
     """ONNX Runtime on CUDA / TensorRT providers (falling back, and saying so, where they cannot run)."""
 
     def factory(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
-        from .trt_build import ort_trt_options, resolve_profile
+        from bert_export.runtimes.trt_build import ort_trt_options, resolve_profile
 
         provider_options = {}
         if runtime == "ort-trt":
             provider_options = ort_trt_options(bundle, resolve_profile(bundle, options.get("trt_profile")))
-        return OrtRunner(bundle.model_path, bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads,
-                         graph_optimization=options.get("graph_optimization", "all"), runtime=runtime,
-                         strict=bool(options.get("strict")), provider_options=provider_options)
+        return OrtRunner(
+            bundle.model_path,
+            bundle.inputs,
+            bundle.outputs,
+            bundle.max_seq,
+            threads=threads,
+            graph_optimization=options.get("graph_optimization", "all"),
+            runtime=runtime,
+            strict=bool(options.get("strict")),
+            provider_options=provider_options,
+        )
 
     return factory
 
 
 def _trt(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
-    from .trt_runner import TrtRunner
+    from bert_export.runtimes.trt_runner import TrtRunner
 
     return TrtRunner(bundle, options.get("trt_profile"), rebuild=bool(options.get("rebuild_engine")))
 
@@ -51,7 +66,7 @@ def _trt(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
 def _openvino(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
     """The bundle's OpenVINO IR when it has one (--runtime openvino exports), else its ONNX graph read by
     OpenVINO; the precision hint comes from the manifest (f32 unless the bundle is bf16), or ``precision_hint``."""
-    from .openvino_runner import HINTS, OpenVinoRunner, require_openvino
+    from bert_export.runtimes.openvino_runner import HINTS, OpenVinoRunner, require_openvino
 
     require_openvino()
     section = (bundle.manifest.get("optimization") or {}).get("openvino")
@@ -60,14 +75,28 @@ def _openvino(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
         hint = options.get("precision_hint") or str(section.get("precision_hint", hint))
         if hint not in ("f32", "bf16"):
             raise BertExportError(f"bundle {bundle.path}: unknown OpenVINO precision hint {hint!r}; re-export it")
-        return OpenVinoRunner(bundle.file(section["ir"]), bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads,
-                              precision_hint=hint, weights_path=bundle.file(section["weights"]))
-    return OpenVinoRunner(bundle.model_path, bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads, precision_hint=hint)
+        return OpenVinoRunner(
+            bundle.file(section["ir"]),
+            bundle.inputs,
+            bundle.outputs,
+            bundle.max_seq,
+            threads=threads,
+            precision_hint=hint,
+            weights_path=bundle.file(section["weights"]),
+        )
+    return OpenVinoRunner(
+        bundle.model_path, bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads, precision_hint=hint
+    )
 
 
 # Runtime names the commands accept (providers.RUNTIME_NAMES lists the same, without importing this).
-RUNTIMES: dict[str, Callable[..., Runner]] = {"ort": _ort_cpu, "ort-cuda": _ort_gpu("ort-cuda"), "ort-trt": _ort_gpu("ort-trt"), "trt": _trt,
-                                             "openvino": _openvino}
+RUNTIMES: dict[str, Callable[..., Runner]] = {
+    "ort": _ort_cpu,
+    "ort-cuda": _ort_gpu("ort-cuda"),
+    "ort-trt": _ort_gpu("ort-trt"),
+    "trt": _trt,
+    "openvino": _openvino,
+}
 
 
 def make_runner(bundle: Bundle, runtime: str = "ort", threads: int | None = None, **options: Any) -> Runner:
@@ -104,6 +133,8 @@ def load_tokenizer(directory: Path) -> Any | None:
     import transformers
 
     try:
-        return transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
+        return transformers.AutoTokenizer.from_pretrained(
+            str(directory), local_files_only=True, trust_remote_code=False
+        )
     except Exception as exc:
         raise BertExportError(f"could not load the tokenizer in {directory}: {first_line(exc, 200)}") from None

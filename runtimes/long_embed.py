@@ -18,25 +18,32 @@ from typing import Any
 
 import numpy as np
 
-from . import postprocess as pp
-from .base import Runner
+from bert_export.runtimes import postprocess as pp
+from bert_export.runtimes.base import Runner
 
 CHUNK = 32  # windows per inference call
 
 
-def embed_chunked(b: Any, tokenizer: Any, runner: Runner, texts: list[str],
-                  feed: Callable[[Any, Any], dict[str, np.ndarray]]) -> dict[str, Any]:
+def embed_chunked(
+    b: Any, tokenizer: Any, runner: Runner, texts: list[str], feed: Callable[[Any, Any], dict[str, np.ndarray]]
+) -> dict[str, Any]:
     """``{"embeddings": [...]}``: one vector per text, long texts mean-pooled over their windows."""
     pooling = b.manifest.get("pooling") or {}
     mode, normalize = str(pooling.get("mode", "cls")), bool(pooling.get("normalize", False))
-    enc = tokenizer(texts, truncation=True, max_length=b.max_seq, return_overflowing_tokens=True,
-                    return_token_type_ids=True, padding="longest")
+    enc = tokenizer(
+        texts,
+        truncation=True,
+        max_length=b.max_seq,
+        return_overflowing_tokens=True,
+        return_token_type_ids=True,
+        padding="longest",
+    )
     owner = np.asarray(enc["overflow_to_sample_mapping"])
     inputs = feed(b, enc)
     limit = min(CHUNK, getattr(getattr(runner, "profile", None), "max", (CHUNK,))[0])
     vectors, weights = [], []
     for lo in range(0, len(owner), limit):
-        part = {k: v[lo:lo + limit] for k, v in inputs.items()}
+        part = {k: v[lo : lo + limit] for k, v in inputs.items()}
         hidden = runner.infer(part)["last_hidden_state"]
         mask = part["attention_mask"]
         vectors.append(pp.pool(hidden, mask, mode, normalize=False))

@@ -15,13 +15,12 @@ from typing import Any
 import numpy as np
 
 from bert_export.models import BertExportError, TensorSpec
+from bert_export.models.precisions import HINTS  # noqa: F401  (re-exported)
 from bert_export.models.support import first_line
-
-from .base import Outputs, Runner
+from bert_export.runtimes.base import Outputs, Runner
 
 INSTALL_HINT = "install the OpenVINO extra: pip install 'bert-export[openvino]'"
 # bert-export precision -> OpenVINO inference precision hint
-HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f32"}
 
 
 def require_openvino() -> Any:
@@ -38,10 +37,20 @@ class OpenVinoRunner(Runner):
 
     name = "openvino"
 
-    def __init__(self, model_path: str | Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
-                 max_seq: int | None = None, *, threads: int | None = None, precision_hint: str = "f32",
-                 device: str = "CPU", weights_path: str | Path | None = None, latency: bool = True,
-                 perf_count: bool = False) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        inputs: Sequence[TensorSpec],
+        outputs: Sequence[TensorSpec],
+        max_seq: int | None = None,
+        *,
+        threads: int | None = None,
+        precision_hint: str = "f32",
+        device: str = "CPU",
+        weights_path: str | Path | None = None,
+        latency: bool = True,
+        perf_count: bool = False,
+    ) -> None:
         super().__init__(inputs, outputs, max_seq)
         self.model_path, self.weights_path = Path(model_path), weights_path
         self.threads, self.precision_hint, self.device = threads, precision_hint, device
@@ -50,8 +59,10 @@ class OpenVinoRunner(Runner):
         self.request: Any = None
 
     def config(self) -> dict[str, str]:
-        cfg = {"INFERENCE_PRECISION_HINT": self.precision_hint,
-               "PERFORMANCE_HINT": "LATENCY" if self.latency else "THROUGHPUT"}
+        cfg = {
+            "INFERENCE_PRECISION_HINT": self.precision_hint,
+            "PERFORMANCE_HINT": "LATENCY" if self.latency else "THROUGHPUT",
+        }
         if self.threads:
             cfg["INFERENCE_NUM_THREADS"] = str(self.threads)
         if self.perf_count:
@@ -68,15 +79,19 @@ class OpenVinoRunner(Runner):
                 model = core.read_model(str(self.model_path))
             self.compiled = core.compile_model(model, self.device, self.config())
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line C++ messages
-            raise BertExportError(f"OpenVINO could not load {self.model_path.name}: {first_line(exc, 300)}; re-export the bundle") from None
+            raise BertExportError(
+                f"OpenVINO could not load {self.model_path.name}: {first_line(exc, 300)}; re-export the bundle"
+            ) from None
         names = {n for port in self.compiled.outputs for n in port.get_names()}
         missing = [o for o in self.output_names if o not in names]
         takes = sorted(n for port in self.compiled.inputs for n in port.get_names())
         if missing or takes != sorted(s.name for s in self.inputs):
             self.compiled = None
             what = f"outputs {missing}" if missing else f"inputs {takes}"
-            raise BertExportError(f"OpenVINO model {self.model_path.name} does not match its manifest ({what} differ from "
-                                  "what the manifest lists); re-export the bundle")
+            raise BertExportError(
+                f"OpenVINO model {self.model_path.name} does not match its manifest ({what} differ from "
+                "what the manifest lists); re-export the bundle"
+            )
         self.request = self.compiled.create_infer_request()
 
     def _deactivate(self) -> None:
@@ -103,6 +118,13 @@ class OpenVinoRunner(Runner):
         """Per-op profile of the last inference (needs ``perf_count=True``)."""
         out = []
         for p in self.request.get_profiling_info():
-            out.append({"name": p.node_name, "type": p.node_type, "exec_type": p.exec_type,
-                        "us": p.real_time.total_seconds() * 1e6, "status": str(p.status)})
+            out.append(
+                {
+                    "name": p.node_name,
+                    "type": p.node_type,
+                    "exec_type": p.exec_type,
+                    "us": p.real_time.total_seconds() * 1e6,
+                    "status": str(p.status),
+                }
+            )
         return out

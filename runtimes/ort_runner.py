@@ -16,10 +16,9 @@ import onnxruntime as ort
 
 from bert_export.models import BertExportError, TensorSpec
 from bert_export.models.support import first_line
-
-from .base import Outputs, Runner
-from .ort_telemetry import quiet_session_events
-from .providers import CUDA, TRT, ProviderPlan, plan_providers, settle
+from bert_export.runtimes.base import Outputs, Runner
+from bert_export.runtimes.ort_telemetry import quiet_session_events
+from bert_export.runtimes.providers import CUDA, TRT, ProviderPlan, plan_providers, settle
 
 
 class OrtRunner(Runner):
@@ -83,7 +82,9 @@ class OrtRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.model_path), self.session_options(), providers=with_options)
         except Exception as exc:  # ORT raises several unrelated types for a bad file
-            raise BertExportError(f"ONNX Runtime could not load {self.model_path}: {first_line(exc)}; re-export the bundle") from None
+            raise BertExportError(
+                f"ONNX Runtime could not load {self.model_path}: {first_line(exc)}; re-export the bundle"
+            ) from None
         self._check_signature()
         if self.plan is not None:
             settle(self.plan, self.session.get_providers(), self.strict)
@@ -100,16 +101,23 @@ class OrtRunner(Runner):
         if got_in != want_in or missing:
             what = f"inputs {sorted(got_in)}" if got_in != want_in else f"output {missing[0]}"
             self.session = None
-            raise BertExportError(f"{self.model_path.name} does not match its manifest ({what} differ from what the manifest lists); "
-                                  "re-export the bundle")
+            raise BertExportError(
+                f"{self.model_path.name} does not match its manifest ({what} differ from what the manifest lists); "
+                "re-export the bundle"
+            )
 
     def provider_report(self) -> dict[str, object]:
         """Which providers were asked for and which the session actually runs on (after activate)."""
         if self.plan is not None:
             return self.plan.report()
         active = self.active_providers
-        return {"runtime": self.name, "requested": list(self.providers), "active": active,
-                "fallback": bool(active) and active[0] != self.providers[0], "notes": []}
+        return {
+            "runtime": self.name,
+            "requested": list(self.providers),
+            "active": active,
+            "fallback": bool(active) and active[0] != self.providers[0],
+            "notes": [],
+        }
 
     def _deactivate(self) -> None:
         self.session = None
@@ -125,7 +133,9 @@ class OrtRunner(Runner):
         try:
             values = self.session.run(list(self.output_names), feed)
         except Exception as exc:  # ORT's own error types: out-of-range ids, shapes the graph cannot take
-            raise BertExportError(f"ONNX Runtime failed on this input ({first_line(exc, 160)}); check the ids and shapes fed to {self.model_path.name}") from None
+            raise BertExportError(
+                f"ONNX Runtime failed on this input ({first_line(exc, 160)}); check the ids and shapes fed to {self.model_path.name}"
+            ) from None
         return {name: np.asarray(v) for name, v in zip(self.output_names, values)}
 
     def _infer_bound(self, feed: dict[str, np.ndarray]) -> Outputs:

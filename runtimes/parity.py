@@ -15,36 +15,15 @@ from typing import Any
 import numpy as np
 
 from bert_export.models import Task, TensorSpec
-
-from .cases import Case
-from .postprocess import pool  # the same pooling users get from `run`
+from bert_export.models.precisions import GATES, Gate  # noqa: F401  (re-exported: the comparator's callers)
+from bert_export.runtimes.cases import Case
+from bert_export.runtimes.postprocess import pool  # the same pooling users get from `run`
 
 # Elementwise relative difference uses this floor on |reference| so that values near zero do
 # not turn a 1e-7 absolute difference into a huge ratio.
 REL_FLOOR = 1e-3
 # Outputs with a vocabulary axis are stored for validation only at these rows (see reduce_rows).
 STORED_ROWS_PER_CASE = 32
-
-
-@dataclass(frozen=True)
-class Gate:
-    """A precision's tolerances. ``None`` means the number is reported, not gated."""
-
-    max_abs: float | None
-    agreement: float
-    cos_mean: float
-    cos_min: float
-
-
-GATES: dict[str, Gate] = {
-    "fp32": Gate(max_abs=1e-4, agreement=0.99, cos_mean=0.99999, cos_min=0.9999),
-    "fp16": Gate(max_abs=None, agreement=0.995, cos_mean=0.9999, cos_min=0.999),
-    "int8": Gate(max_abs=None, agreement=0.97, cos_mean=0.997, cos_min=0.995),
-    # OpenVINO's bf16 hint (its default on AVX512-BF16/AMX CPUs; the fp32 gate's max_abs fails it). Measured on
-    # the packaged MiniLM: pooled cosine mean 0.99998 / min 0.99994, i.e. fp16's cosine floors hold; agreement is
-    # a little looser than fp16's (8 mantissa bits against 10: near-ties flip more often).
-    "bf16": Gate(max_abs=None, agreement=0.99, cos_mean=0.9999, cos_min=0.999),
-}
 
 
 @dataclass
@@ -98,7 +77,15 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a64 * b64).sum(-1) / np.maximum(np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1), 1e-12)
 
 
-def task_metrics(task: Task, case: Case, ref: dict[str, np.ndarray], got: dict[str, np.ndarray], rows: dict[str, np.ndarray | None], pooling: str, tallies: dict[str, Tally]) -> dict[str, float]:
+def task_metrics(
+    task: Task,
+    case: Case,
+    ref: dict[str, np.ndarray],
+    got: dict[str, np.ndarray],
+    rows: dict[str, np.ndarray | None],
+    pooling: str,
+    tallies: dict[str, Tally],
+) -> dict[str, float]:
     """The task's own measure of agreement for one case, added into ``tallies``."""
     out: dict[str, float] = {}
 
@@ -129,7 +116,9 @@ def task_metrics(task: Task, case: Case, ref: dict[str, np.ndarray], got: dict[s
         record("end_agreement", spans["ref"][1] == spans["got"][1])
         record("span_exact_match", (spans["ref"][0] == spans["got"][0]) & (spans["ref"][1] == spans["got"][1]))
     elif task.metric == "cosine":
-        c = cosine(pool(ref["last_hidden_state"], case.keep, pooling), pool(got["last_hidden_state"], case.keep, pooling))
+        c = cosine(
+            pool(ref["last_hidden_state"], case.keep, pooling), pool(got["last_hidden_state"], case.keep, pooling)
+        )
         tallies.setdefault("cosine", Tally()).cos.extend(c.tolist())
         out["cosine_mean"], out["cosine_min"] = float(c.mean()), float(c.min())
     return out
@@ -155,8 +144,15 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "passed": self.passed, "runtime": self.runtime, "precision": self.precision, "task": self.task,
-            "gate": asdict(self.gate), "providers": self.providers, "summary": self.summary, "failures": self.failures, "cases": self.cases,
+            "passed": self.passed,
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "task": self.task,
+            "gate": asdict(self.gate),
+            "providers": self.providers,
+            "summary": self.summary,
+            "failures": self.failures,
+            "cases": self.cases,
         }
 
     def dumps(self) -> str:
@@ -167,14 +163,22 @@ class Report:
         from rich.console import Group
         from rich.table import Table
 
-        diffs = Table(title=f"parity: {self.runtime} {self.precision} vs PyTorch fp32 ({self.task})", title_justify="left")
+        diffs = Table(
+            title=f"parity: {self.runtime} {self.precision} vs PyTorch fp32 ({self.task})", title_justify="left"
+        )
         for col in ("case", "shape", "output", "max abs", "max rel", "mean abs"):
             diffs.add_column(col, justify="left" if col in ("case", "output") else "right", no_wrap=True)
         keys: list[str] = []
         for case in self.cases:
             for i, (name, s) in enumerate(case["outputs"].items()):
-                diffs.add_row(case["name"] if i == 0 else "", "x".join(map(str, case["shape"])) if i == 0 else "", name,
-                              f"{s['max_abs']:.2e}", f"{s['max_rel']:.2e}", f"{s['mean_abs']:.2e}")
+                diffs.add_row(
+                    case["name"] if i == 0 else "",
+                    "x".join(map(str, case["shape"])) if i == 0 else "",
+                    name,
+                    f"{s['max_abs']:.2e}",
+                    f"{s['max_rel']:.2e}",
+                    f"{s['mean_abs']:.2e}",
+                )
             keys += [k for k in case["metrics"] if k not in keys]
         metrics = Table(title=f"task metrics ({self.task})", title_justify="left")
         metrics.add_column("case", no_wrap=True)
@@ -186,9 +190,16 @@ class Report:
         return Group(diffs, metrics, f"{self.precision} gate: {verdict}")
 
 
-SHORT = {"argmax_agreement": "argmax agree", "top1_agreement": "top1 agree", "top5_agreement": "top5 agree",
-         "start_agreement": "start", "end_agreement": "end", "span_exact_match": "span EM",
-         "cosine_mean": "cos mean", "cosine_min": "cos min"}
+SHORT = {
+    "argmax_agreement": "argmax agree",
+    "top1_agreement": "top1 agree",
+    "top5_agreement": "top5 agree",
+    "start_agreement": "start",
+    "end_agreement": "end",
+    "span_exact_match": "span EM",
+    "cosine_mean": "cos mean",
+    "cosine_min": "cos min",
+}
 
 
 def compare(
@@ -218,7 +229,7 @@ def compare(
         rows: dict[str, np.ndarray | None] = {}
         ref_g, got_g, stats = {}, {}, {}
         for spec in outputs:
-            stored = (stored_rows[i].get(spec.name) if stored_rows else None)
+            stored = stored_rows[i].get(spec.name) if stored_rows else None
             rows[spec.name] = rows_for(spec, case, stored)
             r, g = ref[spec.name], got[spec.name]
             if rows[spec.name] is not None:
@@ -233,7 +244,11 @@ def compare(
         full_ref = {k: v for k, v in ref.items()}
         metric_ref = ref_g if task.metric == "top5" else full_ref
         metric_got = got_g if task.metric == "top5" else got
-        metrics = task_metrics(task, case, metric_ref, metric_got, rows, pooling, tallies) if len(stats) == len(outputs) else {}
+        metrics = (
+            task_metrics(task, case, metric_ref, metric_got, rows, pooling, tallies)
+            if len(stats) == len(outputs)
+            else {}
+        )
         report.cases.append({"name": case.name, "shape": list(case.shape), "outputs": stats, "metrics": metrics})
     report.summary = _summarise(worst, tallies)
     report.failures.extend(_apply_gate(gate, report.summary))

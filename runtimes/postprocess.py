@@ -68,8 +68,9 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def best_span(start_logits: np.ndarray, end_logits: np.ndarray, valid: np.ndarray,
-              max_answer_tokens: int = MAX_ANSWER_TOKENS) -> tuple[int, int, float] | None:
+def best_span(
+    start_logits: np.ndarray, end_logits: np.ndarray, valid: np.ndarray, max_answer_tokens: int = MAX_ANSWER_TOKENS
+) -> tuple[int, int, float] | None:
     """The (start, end, score) token span maximising p(start) * p(end) over valid positions.
 
     Valid means: both ends inside the context, start <= end, at most ``max_answer_tokens``
@@ -89,8 +90,14 @@ def best_span(start_logits: np.ndarray, end_logits: np.ndarray, valid: np.ndarra
     return int(idx[i]), int(idx[j]), float(scores[i, j])
 
 
-def qa_result(start_logits: np.ndarray, end_logits: np.ndarray, context_tokens: np.ndarray, offsets: Offsets,
-              context: str, max_answer_tokens: int = MAX_ANSWER_TOKENS) -> dict[str, Any]:
+def qa_result(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    context_tokens: np.ndarray,
+    offsets: Offsets,
+    context: str,
+    max_answer_tokens: int = MAX_ANSWER_TOKENS,
+) -> dict[str, Any]:
     """``{"answer", "score", "start", "end"}`` for one question/context row.
 
     ``context_tokens`` marks the row's context tokens; ``offsets`` are each token's character
@@ -126,8 +133,9 @@ def _entity_type(label: str) -> tuple[str, bool]:
     return label, False
 
 
-def token_cls_result(logits: np.ndarray, word_ids: Sequence[int | None], offsets: Offsets, text: str,
-                     id2label: Mapping[str, str]) -> dict[str, Any]:
+def token_cls_result(
+    logits: np.ndarray, word_ids: Sequence[int | None], offsets: Offsets, text: str, id2label: Mapping[str, str]
+) -> dict[str, Any]:
     """``{"entities": [...]}`` for one row of [sequence, num_labels] logits.
 
     ``word_ids[t]`` is the word of token ``t`` (None for special tokens and padding). A word's
@@ -161,13 +169,18 @@ def token_cls_result(logits: np.ndarray, word_ids: Sequence[int | None], offsets
             scores.append([score])
         prev_type = etype
     for ent, s in zip(entities, scores):
-        ent["text"] = text[ent["start"]:ent["end"]]
+        ent["text"] = text[ent["start"] : ent["end"]]
         ent["score"] = _r(np.mean(s))
     return {"entities": entities}
 
 
-def mlm_result(logits: np.ndarray, mask_positions: Sequence[int], offsets: Offsets,
-               decode: Callable[[int], str], top_k: int = TOP_K) -> dict[str, Any]:
+def mlm_result(
+    logits: np.ndarray,
+    mask_positions: Sequence[int],
+    offsets: Offsets,
+    decode: Callable[[int], str],
+    top_k: int = TOP_K,
+) -> dict[str, Any]:
     """``{"fills": [...]}``: top-k candidates for each mask token of one row of [sequence, vocab] logits."""
     fills = []
     for t in mask_positions:
@@ -175,10 +188,13 @@ def mlm_result(logits: np.ndarray, mask_positions: Sequence[int], offsets: Offse
         k = min(top_k, probs.size)
         # argsort is stable on ties, so equal probabilities keep vocabulary order everywhere.
         top = np.argsort(-probs, kind="stable")[:k]
-        fills.append({
-            "start": int(offsets[t][0]), "end": int(offsets[t][1]),
-            "candidates": [{"token": decode(int(i)).strip(), "id": int(i), "score": _r(probs[i])} for i in top],
-        })
+        fills.append(
+            {
+                "start": int(offsets[t][0]),
+                "end": int(offsets[t][1]),
+                "candidates": [{"token": decode(int(i)).strip(), "id": int(i), "score": _r(probs[i])} for i in top],
+            }
+        )
     return {"fills": fills}
 
 

@@ -21,14 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bert_export.models import BertExportError
-
-from . import postprocess as pp
-from . import qa_windows
-from .base import Runner
-from .factory import bundle_tokenizer, make_runner
+from bert_export.runtimes import postprocess as pp
+from bert_export.runtimes import qa_windows
+from bert_export.runtimes.base import Runner
+from bert_export.runtimes.factory import bundle_tokenizer, make_runner
 
 if TYPE_CHECKING:
-    from bert_export.exporter.bundle import Bundle
+    from bert_export.bundle.reader import Bundle
 
 log = logging.getLogger("bert_export.runtimes")
 CHUNK = 32  # texts per inference call: bounds memory, and fits the default TensorRT profile
@@ -58,8 +57,11 @@ class Prediction:
             bad += n
             lines.append(json.dumps(clean, ensure_ascii=False, allow_nan=False))
         if bad:
-            log.warning("warning: %d model output value(s) were NaN or infinite and are printed as null; "
-                        "the bundle's graph is broken for this input: run `bert-export validate` on it", bad)
+            log.warning(
+                "warning: %d model output value(s) were NaN or infinite and are printed as null; "
+                "the bundle's graph is broken for this input: run `bert-export validate` on it",
+                bad,
+            )
         return lines
 
 
@@ -100,15 +102,17 @@ def predict(
     tokens of overlap, default min(max_seq // 2, 128); runtimes/qa_windows.py); embed texts are
     truncated with a note, or with ``chunk`` embedded in windows and mean-pooled (runtimes/long_embed.py).
     """
-    from bert_export.exporter.bundle import Bundle, load_bundle
+    from bert_export.bundle.reader import Bundle, load_bundle
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     task = b.manifest["task"]
     _check_request(task, texts, question, context)
     tokenizer = bundle_tokenizer(b)
     if tokenizer is None:
-        raise BertExportError(f"{b.path} has no tokenizer files, so it cannot take text; export it from a model directory "
-                              "that has tokenizer.json or vocab.txt")
+        raise BertExportError(
+            f"{b.path} has no tokenizer files, so it cannot take text; export it from a model directory "
+            "that has tokenizer.json or vocab.txt"
+        )
     if top_k < 1:
         raise BertExportError(f"--top-k must be >= 1, got {top_k}")
     own = runner is None
@@ -116,9 +120,13 @@ def predict(
     try:
         runner.activate()
         if task == "qa":
-            results = [_qa(b, tokenizer, runner, question or "", context or "", max_answer_tokens, doc_stride, max_question_len)]
+            results = [
+                _qa(
+                    b, tokenizer, runner, question or "", context or "", max_answer_tokens, doc_stride, max_question_len
+                )
+            ]
         elif task == "embed" and chunk:
-            from .long_embed import embed_chunked
+            from bert_export.runtimes.long_embed import embed_chunked
 
             results = [embed_chunked(b, tokenizer, runner, list(texts or ()), _feed)]
         else:
@@ -157,8 +165,13 @@ def _warn_truncated(tokenizer: Any, texts: Sequence[str], max_seq: int, chunk_hi
     lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]]
     long = [i for i, n in enumerate(lengths) if n > max_seq]
     if long:
-        log.warning("note: %d text(s) exceed this bundle's %d tokens and were truncated (first: --text #%d)%s", len(long), max_seq,
-                    long[0] + 1, "; embed with --chunk to cover them whole" if chunk_hint else "")
+        log.warning(
+            "note: %d text(s) exceed this bundle's %d tokens and were truncated (first: --text #%d)%s",
+            len(long),
+            max_seq,
+            long[0] + 1,
+            "; embed with --chunk to cover them whole" if chunk_hint else "",
+        )
 
 
 def _texts(b: Bundle, tokenizer: Any, runner: Runner, task: str, texts: list[str], top_k: int) -> list[dict[str, Any]]:
@@ -171,13 +184,21 @@ def _texts(b: Bundle, tokenizer: Any, runner: Runner, task: str, texts: list[str
     results: list[dict[str, Any]] = []
     embeddings: list[list[float]] = []
     for start in range(0, len(texts), chunk):
-        batch = texts[start:start + chunk]
-        enc = tokenizer(batch, padding=True, truncation=True, max_length=b.max_seq, return_offsets_mapping=True,
-                        return_token_type_ids=True)
+        batch = texts[start : start + chunk]
+        enc = tokenizer(
+            batch,
+            padding=True,
+            truncation=True,
+            max_length=b.max_seq,
+            return_offsets_mapping=True,
+            return_token_type_ids=True,
+        )
         out = runner.infer(_feed(b, enc))
         mask = np.asarray(enc["attention_mask"])
         if task == "embed":
-            embeddings.extend(pp.embed_result(out["last_hidden_state"], mask, b.manifest.get("pooling") or {})["embeddings"])
+            embeddings.extend(
+                pp.embed_result(out["last_hidden_state"], mask, b.manifest.get("pooling") or {})["embeddings"]
+            )
             continue
         for i, text in enumerate(batch):
             offsets = enc["offset_mapping"][i]
@@ -188,7 +209,9 @@ def _texts(b: Bundle, tokenizer: Any, runner: Runner, task: str, texts: list[str
             elif task == "mlm":
                 ids = np.asarray(enc["input_ids"][i])
                 positions = np.flatnonzero((ids == mask_id) & (mask[i] > 0)).tolist()
-                results.append(pp.mlm_result(out["logits"][i], positions, offsets, lambda t: tokenizer.decode([t]), top_k))
+                results.append(
+                    pp.mlm_result(out["logits"][i], positions, offsets, lambda t: tokenizer.decode([t]), top_k)
+                )
     return [{"embeddings": embeddings}] if task == "embed" else results
 
 
@@ -198,42 +221,85 @@ def _check_masks(tokenizer: Any, texts: Sequence[str], mask_id: int | None) -> N
         raise BertExportError("this mlm bundle's tokenizer has no mask token, so there is nothing to fill")
     missing = [i + 1 for i, t in enumerate(texts) if token not in t]
     if missing:
-        raise BertExportError(f"--text #{missing[0]} has no {token} to fill; write e.g. \"Paris is the {token} of France.\"")
+        raise BertExportError(
+            f'--text #{missing[0]} has no {token} to fill; write e.g. "Paris is the {token} of France."'
+        )
 
 
-def _qa(b: Bundle, tokenizer: Any, runner: Runner, question: str, context: str, max_answer_tokens: int,
-        doc_stride: int | None = None, max_question_len: int = qa_windows.MAX_QUESTION_LEN) -> dict[str, Any]:
+def _qa(
+    b: Bundle,
+    tokenizer: Any,
+    runner: Runner,
+    question: str,
+    context: str,
+    max_answer_tokens: int,
+    doc_stride: int | None = None,
+    max_question_len: int = qa_windows.MAX_QUESTION_LEN,
+) -> dict[str, Any]:
     full = len(tokenizer([question], [context], truncation=False)["input_ids"][0])
     if full > b.max_seq and context:
-        return _qa_windows(b, tokenizer, runner, question, context, max_answer_tokens, doc_stride, max_question_len, full)
+        return _qa_windows(
+            b, tokenizer, runner, question, context, max_answer_tokens, doc_stride, max_question_len, full
+        )
     try:
-        enc = tokenizer([question], [context], truncation="only_second", max_length=b.max_seq, return_offsets_mapping=True,
-                        return_token_type_ids=True)
+        enc = tokenizer(
+            [question],
+            [context],
+            truncation="only_second",
+            max_length=b.max_seq,
+            return_offsets_mapping=True,
+            return_token_type_ids=True,
+        )
     except Exception as exc:  # the question alone does not fit: tokenizers raise a generic exception
-        raise BertExportError(f"the question does not fit in this bundle's {b.max_seq} tokens ({str(exc).splitlines()[0][:120]}); "
-                              "shorten the question") from None
+        raise BertExportError(
+            f"the question does not fit in this bundle's {b.max_seq} tokens ({str(exc).splitlines()[0][:120]}); "
+            "shorten the question"
+        ) from None
     out = runner.infer(_feed(b, enc))
     sequence_ids = enc.sequence_ids(0)
     context_tokens = np.array([s == 1 for s in sequence_ids], dtype=bool)
-    return pp.qa_result(out["start_logits"][0], out["end_logits"][0], context_tokens, enc["offset_mapping"][0], context,
-                        max_answer_tokens)
+    return pp.qa_result(
+        out["start_logits"][0],
+        out["end_logits"][0],
+        context_tokens,
+        enc["offset_mapping"][0],
+        context,
+        max_answer_tokens,
+    )
 
 
-def _qa_windows(b: Bundle, tokenizer: Any, runner: Runner, question: str, context: str, max_answer_tokens: int,
-                doc_stride: int | None, max_question_len: int, full: int) -> dict[str, Any]:
+def _qa_windows(
+    b: Bundle,
+    tokenizer: Any,
+    runner: Runner,
+    question: str,
+    context: str,
+    max_answer_tokens: int,
+    doc_stride: int | None,
+    max_question_len: int,
+    full: int,
+) -> dict[str, Any]:
     """A context past the bundle's maximum: overlapping windows, batched, best span across them."""
     stride = qa_windows.default_stride(b.max_seq, doc_stride)
     enc, question, notes = qa_windows.encode_windows(tokenizer, question, context, b.max_seq, stride, max_question_len)
     for note in notes:
         log.warning("%s", note)
     n = len(enc["input_ids"])
-    log.info("note: question + context are %d tokens; read in %d overlapping windows of %d (stride %d)", full, n, b.max_seq, stride)
+    log.info(
+        "note: question + context are %d tokens; read in %d overlapping windows of %d (stride %d)",
+        full,
+        n,
+        b.max_seq,
+        stride,
+    )
     chunk = min(CHUNK, getattr(getattr(runner, "profile", None), "max", (CHUNK,))[0])
     feed = _feed(b, enc)
     starts, ends = [], []
     for lo in range(0, n, chunk):
-        out = runner.infer({k: v[lo:lo + chunk] for k, v in feed.items()})
+        out = runner.infer({k: v[lo : lo + chunk] for k, v in feed.items()})
         starts.append(out["start_logits"])
         ends.append(out["end_logits"])
-    windows = qa_windows.windows_from(enc, np.concatenate(starts), np.concatenate(ends), getattr(tokenizer, "cls_token_id", None))
+    windows = qa_windows.windows_from(
+        enc, np.concatenate(starts), np.concatenate(ends), getattr(tokenizer, "cls_token_id", None)
+    )
     return qa_windows.best_answer(windows, context, max_answer_tokens)

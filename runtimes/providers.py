@@ -104,12 +104,18 @@ class ProviderPlan:
 
     def report(self) -> dict[str, Any]:
         """JSON-able: requested order, the providers the session really got, and the reasons."""
-        return {"runtime": self.runtime, "requested": list(self.requested), "active": list(self.active),
-                "fallback": self.fell_back, "notes": list(self.notes)}
+        return {
+            "runtime": self.runtime,
+            "requested": list(self.requested),
+            "active": list(self.active),
+            "fallback": self.fell_back,
+            "notes": list(self.notes),
+        }
 
 
-def plan_providers(runtime: str, available: list[str] | None = None, gpu: GpuInfo | None = None,
-                   strict: bool = False) -> ProviderPlan:
+def plan_providers(
+    runtime: str, available: list[str] | None = None, gpu: GpuInfo | None = None, strict: bool = False
+) -> ProviderPlan:
     """Providers for ``runtime``, minus those that cannot run here (no GPU, not in this wheel).
 
     With ``strict`` a runtime whose first choice cannot run is an error instead of a fallback.
@@ -130,12 +136,16 @@ def plan_providers(runtime: str, available: list[str] | None = None, gpu: GpuInf
     missing = [p for p in plan.planned if p not in available]
     if missing:
         plan.planned = [p for p in plan.planned if p in available]
-        plan.notes.append(f"{runtime}: this onnxruntime has no {', '.join(missing)} (install bert-export[gpu], "
-                          f"i.e. onnxruntime-gpu, in place of onnxruntime); running on {plan.planned[0] if plan.planned else 'nothing'}")
+        plan.notes.append(
+            f"{runtime}: this onnxruntime has no {', '.join(missing)} (install bert-export[gpu], "
+            f"i.e. onnxruntime-gpu, in place of onnxruntime); running on {plan.planned[0] if plan.planned else 'nothing'}"
+        )
     if not plan.planned:
         raise BertExportError(f"{runtime}: no usable ONNX Runtime provider ({'; '.join(plan.notes)})")
     if strict and plan.planned[0] != requested[0]:
-        raise BertExportError(f"{plan.notes[-1].split(';')[0]}; {requested[0]} cannot run here (drop --strict-runtime to fall back)")
+        raise BertExportError(
+            f"{plan.notes[-1].split(';')[0]}; {requested[0]} cannot run here (drop --strict-runtime to fall back)"
+        )
     return plan
 
 
@@ -143,8 +153,10 @@ def settle(plan: ProviderPlan, active: list[str], strict: bool = False) -> Provi
     """Record the providers the session really got; note (or, strict, refuse) a silent fallback."""
     plan.active = list(active)
     if plan.planned and active and active[0] != plan.planned[0]:
-        msg = (f"{plan.runtime}: ONNX Runtime could not start {plan.planned[0]} (missing CUDA/cuDNN/TensorRT "
-               f"libraries?); running on {active[0]}")
+        msg = (
+            f"{plan.runtime}: ONNX Runtime could not start {plan.planned[0]} (missing CUDA/cuDNN/TensorRT "
+            f"libraries?); running on {active[0]}"
+        )
         if strict:
             raise BertExportError(msg.replace("; running on", "; it would have run on"))
         plan.notes.append(msg)

@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 
 from bert_export.models import BertExportError
-
-from . import postprocess as pp
+from bert_export.runtimes import postprocess as pp
 
 DOC_STRIDE = 128  # the pipeline's default (min(max_seq // 2, 128))
 MAX_QUESTION_LEN = 64  # the pipeline's default: longer questions are truncated to this many tokens
@@ -52,8 +51,9 @@ def default_stride(max_seq: int, doc_stride: int | None) -> int:
     return min(max_seq // 2, DOC_STRIDE) if doc_stride is None else doc_stride
 
 
-def encode_windows(tokenizer: Any, question: str, context: str, max_seq: int, doc_stride: int,
-                   max_question_len: int = MAX_QUESTION_LEN) -> tuple[Any, str, list[str]]:
+def encode_windows(
+    tokenizer: Any, question: str, context: str, max_seq: int, doc_stride: int, max_question_len: int = MAX_QUESTION_LEN
+) -> tuple[Any, str, list[str]]:
     """The tokenizer's overlapping windows (padded to the longest), the question used, and notes."""
     notes = []
     if doc_stride < 0:
@@ -61,18 +61,30 @@ def encode_windows(tokenizer: Any, question: str, context: str, max_seq: int, do
     q = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
     if len(q["input_ids"]) > max_question_len:
         cut = q["offset_mapping"][max_question_len - 1][1]
-        notes.append(f"note: the question is {len(q['input_ids'])} tokens; truncated to --max-question-len {max_question_len}")
+        notes.append(
+            f"note: the question is {len(q['input_ids'])} tokens; truncated to --max-question-len {max_question_len}"
+        )
         question = question[:cut]
         q = tokenizer(question, add_special_tokens=False)
     room = max_seq - len(q["input_ids"]) - tokenizer.num_special_tokens_to_add(pair=True)
     if room < 1:
         raise BertExportError(f"the question does not fit in this bundle's {max_seq} tokens; shorten the question")
     if doc_stride >= room:
-        raise BertExportError(f"--doc-stride {doc_stride} must be smaller than the {room} context tokens a window holds "
-                              f"next to this question; use --doc-stride {max(room // 2, 0)} or less")
-    enc = tokenizer([question], [context], truncation="only_second", max_length=max_seq, stride=doc_stride,
-                    return_overflowing_tokens=True, return_offsets_mapping=True, return_token_type_ids=True,
-                    padding="longest")
+        raise BertExportError(
+            f"--doc-stride {doc_stride} must be smaller than the {room} context tokens a window holds "
+            f"next to this question; use --doc-stride {max(room // 2, 0)} or less"
+        )
+    enc = tokenizer(
+        [question],
+        [context],
+        truncation="only_second",
+        max_length=max_seq,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        return_token_type_ids=True,
+        padding="longest",
+    )
     return enc, question, notes
 
 
@@ -82,9 +94,20 @@ def windows_from(enc: Any, start_logits: np.ndarray, end_logits: np.ndarray, cls
         seq_ids = enc.sequence_ids(w)
         context = np.array([s == 1 for s in seq_ids], dtype=bool)
         ids = np.asarray(enc["input_ids"][w])
-        cls = (ids == cls_id) & np.asarray(enc["attention_mask"][w], dtype=bool) if cls_id is not None else np.zeros_like(context)
-        out.append(Window(np.asarray(start_logits[w]), np.asarray(end_logits[w]), context, cls,
-                          [tuple(map(int, o)) for o in enc["offset_mapping"][w]]))
+        cls = (
+            (ids == cls_id) & np.asarray(enc["attention_mask"][w], dtype=bool)
+            if cls_id is not None
+            else np.zeros_like(context)
+        )
+        out.append(
+            Window(
+                np.asarray(start_logits[w]),
+                np.asarray(end_logits[w]),
+                context,
+                cls,
+                [tuple(map(int, o)) for o in enc["offset_mapping"][w]],
+            )
+        )
     return out
 
 
@@ -137,5 +160,9 @@ def best_answer(windows: list[Window], context: str, max_answer_len: int = pp.MA
     ps, pe = pp.softmax(win.start_logits[idx]), pp.softmax(win.end_logits[idx])
     where = {int(t): n for n, t in enumerate(idx)}
     score = ps[where[best["i"]]] * pe[where[best["j"]]]
-    return {"answer": context[best["start"]:best["end"]], "score": round(float(score), pp.DECIMALS),
-            "start": best["start"], "end": best["end"]}
+    return {
+        "answer": context[best["start"] : best["end"]],
+        "score": round(float(score), pp.DECIMALS),
+        "start": best["start"],
+        "end": best["end"],
+    }

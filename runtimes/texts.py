@@ -14,7 +14,7 @@ SENTENCES: tuple[str, ...] = (
     "Transformers process every token of a sequence in parallel using self-attention.",
     "Can you recommend a good café near the Brandenburg Gate in Berlin?",
     "Water boils at 100 degrees Celsius at sea level.",
-    "He said, \"Don't forget the state-of-the-art benchmarks,\" and left.",
+    'He said, "Don\'t forget the state-of-the-art benchmarks," and left.',
     "Apple reported quarterly revenue of $89.5 billion, up 8% year over year.",
     "The mitochondria is the powerhouse of the cell.",
     "Yes.",
@@ -27,23 +27,34 @@ SENTENCES: tuple[str, ...] = (
 
 # (question, context) pairs; every answer is a literal span of its context.
 QA_PAIRS: tuple[tuple[str, str], ...] = (
-    ("What is the capital of France?",
-     "Paris is the capital and most populous city of France, with an estimated population of "
-     "two million residents."),
-    ("When did Marie Curie win the Nobel Prize in chemistry?",
-     "Marie Curie won the Nobel Prize in physics in 1903 and the Nobel Prize in chemistry in 1911."),
-    ("Who wrote Pride and Prejudice?",
-     "Pride and Prejudice is an 1813 novel of manners written by Jane Austen. It follows the "
-     "character development of Elizabeth Bennet."),
-    ("At what temperature does water boil at sea level?",
-     "At sea level, water boils at 100 degrees Celsius, but at higher altitudes the boiling point "
-     "is lower because the air pressure is lower."),
-    ("What does self-attention let transformers do?",
-     "Self-attention lets transformers process every token of a sequence in parallel, weighing "
-     "how much each token should attend to every other token."),
-    ("How much revenue did Apple report?",
-     "Apple reported quarterly revenue of $89.5 billion, up 8% year over year, driven by strong "
-     "iPhone and services sales."),
+    (
+        "What is the capital of France?",
+        "Paris is the capital and most populous city of France, with an estimated population of two million residents.",
+    ),
+    (
+        "When did Marie Curie win the Nobel Prize in chemistry?",
+        "Marie Curie won the Nobel Prize in physics in 1903 and the Nobel Prize in chemistry in 1911.",
+    ),
+    (
+        "Who wrote Pride and Prejudice?",
+        "Pride and Prejudice is an 1813 novel of manners written by Jane Austen. It follows the "
+        "character development of Elizabeth Bennet.",
+    ),
+    (
+        "At what temperature does water boil at sea level?",
+        "At sea level, water boils at 100 degrees Celsius, but at higher altitudes the boiling point "
+        "is lower because the air pressure is lower.",
+    ),
+    (
+        "What does self-attention let transformers do?",
+        "Self-attention lets transformers process every token of a sequence in parallel, weighing "
+        "how much each token should attend to every other token.",
+    ),
+    (
+        "How much revenue did Apple report?",
+        "Apple reported quarterly revenue of $89.5 billion, up 8% year over year, driven by strong "
+        "iPhone and services sales.",
+    ),
 )
 
 

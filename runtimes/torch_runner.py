@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 from bert_export.models import TensorSpec
-
-from .base import Outputs, Runner
+from bert_export.runtimes.base import Outputs, Runner
 
 
 class TaskGraph(torch.nn.Module):
@@ -58,7 +57,9 @@ class TorchRunner(Runner):
         self.graph.eval().to(self.device)
 
     def _infer(self, feed: dict[str, np.ndarray]) -> Outputs:
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64)).to(self.device) for k, v in feed.items()}
+        tensors = {
+            k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64)).to(self.device) for k, v in feed.items()
+        }
         with torch.inference_mode():
             result = self.graph(**tensors)
         return {name: t.float().cpu().numpy() for name, t in zip(self.output_names, result)}

@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bert_export.models import BertExportError
-
-from .providers import GpuInfo, detect_gpu
+from bert_export.runtimes.providers import GpuInfo, detect_gpu
 
 if TYPE_CHECKING:
-    from bert_export.exporter.bundle import Bundle
+    from bert_export.bundle.reader import Bundle
 
 ENGINE_FILE = "model.engine"
 RECORD_KEY = "tensorrt"
@@ -97,7 +96,9 @@ def parse_profile(text: str, max_seq: int) -> Profile:
     parts = text.split(",")
     shapes = [_SHAPE.match(p) for p in parts]
     if len(parts) != 3 or not all(shapes):
-        raise BertExportError(f"--trt-profile {text!r} is not MIN,OPT,MAX with each BATCHxSEQUENCE; write e.g. --trt-profile 1x1,8x128,32x{max_seq}")
+        raise BertExportError(
+            f"--trt-profile {text!r} is not MIN,OPT,MAX with each BATCHxSEQUENCE; write e.g. --trt-profile 1x1,8x128,32x{max_seq}"
+        )
     lo, opt, hi = ((int(m.group(1)), int(m.group(2))) for m in shapes if m)
     profile = Profile(lo, opt, hi)
     if min(lo) < 1:
@@ -105,7 +106,9 @@ def parse_profile(text: str, max_seq: int) -> Profile:
     if not (lo[0] <= opt[0] <= hi[0] and lo[1] <= opt[1] <= hi[1]):
         raise BertExportError(f"--trt-profile {text!r}: need MIN <= OPT <= MAX in both batch and sequence")
     if hi[1] > max_seq:
-        raise BertExportError(f"--trt-profile {text!r}: sequence {hi[1]} exceeds this bundle's maximum of {max_seq}; use at most {max_seq}")
+        raise BertExportError(
+            f"--trt-profile {text!r}: sequence {hi[1]} exceeds this bundle's maximum of {max_seq}; use at most {max_seq}"
+        )
     return profile
 
 
@@ -121,6 +124,7 @@ def resolve_profile(bundle: Bundle, text: str | None = None) -> Profile:
 
 # --- GPU and module checks (no TensorRT object before these pass) -----------------------------
 
+
 def require_gpu(what: str = "TensorRT") -> GpuInfo:
     gpu = detect_gpu()
     if not gpu.available:
@@ -132,8 +136,10 @@ def import_tensorrt() -> Any:
     try:
         import tensorrt
     except Exception as exc:  # ImportError, or OSError from a missing libnvinfer
-        raise BertExportError(f"TensorRT is not importable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                              "install it with `pip install bert-export[trt]` on the GPU machine") from None
+        raise BertExportError(
+            f"TensorRT is not importable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "install it with `pip install bert-export[trt]` on the GPU machine"
+        ) from None
     return tensorrt
 
 
@@ -146,6 +152,7 @@ def trt_major(trt: Any) -> int:
 
 # --- build records -----------------------------------------------------------------------------
 
+
 def onnx_sha256(bundle: Bundle) -> str | None:
     graph = bundle.graph["file"]  # the selected precision's graph (--precision); the engine is built from it
     return (bundle.manifest.get("files", {}).get(graph) or {}).get("sha256")
@@ -154,10 +161,21 @@ def onnx_sha256(bundle: Bundle) -> str | None:
 def check_record(record: Any, bundle: Bundle, *, trt_version: str, gpu: GpuInfo) -> None:
     """Refuse an engine built for another TensorRT, GPU or graph, with the rebuild command."""
     fix = f"rebuild it with `bert-export engine {bundle.path} --force` (or pass --rebuild-engine)"
-    if not isinstance(record, dict) or not {"file", "sha256", "tensorrt_version", "gpu", "compute_capability", "profile"} <= set(record):
+    if not isinstance(record, dict) or not {
+        "file",
+        "sha256",
+        "tensorrt_version",
+        "gpu",
+        "compute_capability",
+        "profile",
+    } <= set(record):
         raise BertExportError(f"the TensorRT engine record in {bundle.path}/manifest.json is incomplete; {fix}")
     here_cc = gpu.sm
-    if record["tensorrt_version"] != trt_version or record["gpu"] != gpu.name or record["compute_capability"] != here_cc:
+    if (
+        record["tensorrt_version"] != trt_version
+        or record["gpu"] != gpu.name
+        or record["compute_capability"] != here_cc
+    ):
         raise BertExportError(
             f"{record['file']} in {bundle.path} was built with TensorRT {record['tensorrt_version']} for {record['gpu']} "
             f"(compute {record['compute_capability']}); this machine has TensorRT {trt_version} on {gpu.name} "
@@ -169,21 +187,33 @@ def check_record(record: Any, bundle: Bundle, *, trt_version: str, gpu: GpuInfo)
 
 def read_engine(bundle: Bundle, record: dict[str, Any]) -> bytes:
     if not (bundle.path / str(record["file"])).exists():
-        raise BertExportError(f"{bundle.path / str(record['file'])} is missing but manifest.json records it; "
-                              f"rebuild it with `bert-export engine {bundle.path} --force`")
+        raise BertExportError(
+            f"{bundle.path / str(record['file'])} is missing but manifest.json records it; "
+            f"rebuild it with `bert-export engine {bundle.path} --force`"
+        )
     path = bundle.unlisted_file(str(record["file"]))  # a plain name, a regular file, no link
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != record["sha256"]:
-        raise BertExportError(f"{path} does not match its sha256 in manifest.json (modified or truncated); "
-                              f"rebuild it with `bert-export engine {bundle.path} --force`")
+        raise BertExportError(
+            f"{path} does not match its sha256 in manifest.json (modified or truncated); "
+            f"rebuild it with `bert-export engine {bundle.path} --force`"
+        )
     return data
 
 
-def make_record(bundle: Bundle, data: bytes, *, trt_version: str, gpu: GpuInfo, profile: Profile, strongly_typed: bool) -> dict[str, Any]:
+def make_record(
+    bundle: Bundle, data: bytes, *, trt_version: str, gpu: GpuInfo, profile: Profile, strongly_typed: bool
+) -> dict[str, Any]:
     return {
-        "file": ENGINE_FILE, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-        "tensorrt_version": trt_version, "gpu": gpu.name, "compute_capability": gpu.sm,
-        "profile": profile.to_json(), "precision": bundle.precision, "strongly_typed": strongly_typed,
+        "file": ENGINE_FILE,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "tensorrt_version": trt_version,
+        "gpu": gpu.name,
+        "compute_capability": gpu.sm,
+        "profile": profile.to_json(),
+        "precision": bundle.precision,
+        "strongly_typed": strongly_typed,
         "onnx_sha256": onnx_sha256(bundle),
     }
 
@@ -228,19 +258,37 @@ def ort_trt_options(bundle: Bundle, profile: Profile) -> dict[str, dict[str, str
     def shapes(shape: Shape) -> str:
         return ",".join(f"{n}:{shape[0]}x{shape[1]}" for n in names)
 
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bert-export" / "ort-trt" / (onnx_sha256(bundle) or "graph")[:16]
-    return {"TensorrtExecutionProvider": {
-        "trt_profile_min_shapes": shapes(profile.min), "trt_profile_opt_shapes": shapes(profile.opt),
-        "trt_profile_max_shapes": shapes(profile.max), "trt_engine_cache_enable": "True",
-        "trt_engine_cache_path": str(root), "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(root),
-        "trt_fp16_enable": "True" if bundle.precision == "fp16" else "False",
-    }}
+    root = (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "bert-export"
+        / "ort-trt"
+        / (onnx_sha256(bundle) or "graph")[:16]
+    )
+    return {
+        "TensorrtExecutionProvider": {
+            "trt_profile_min_shapes": shapes(profile.min),
+            "trt_profile_opt_shapes": shapes(profile.opt),
+            "trt_profile_max_shapes": shapes(profile.max),
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(root),
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": str(root),
+            "trt_fp16_enable": "True" if bundle.precision == "fp16" else "False",
+        }
+    }
 
 
 # --- the build -------------------------------------------------------------------------------
 
-def build_engine(bundle: Bundle, profile: Profile | None = None, *, timing_cache: Path | None = None,
-                 save: bool = True, workspace_bytes: int = WORKSPACE_BYTES) -> tuple[bytes, dict[str, Any]]:
+
+def build_engine(
+    bundle: Bundle,
+    profile: Profile | None = None,
+    *,
+    timing_cache: Path | None = None,
+    save: bool = True,
+    workspace_bytes: int = WORKSPACE_BYTES,
+) -> tuple[bytes, dict[str, Any]]:
     """Parse the bundle's ONNX, build a serialized engine for ``profile`` and (``save``) store it.
 
     Returns the engine bytes and its build record. Raises BertExportError (one line) when there
@@ -250,7 +298,9 @@ def build_engine(bundle: Bundle, profile: Profile | None = None, *, timing_cache
     trt = import_tensorrt()
     profile = profile or default_profile(bundle.max_seq)
     if profile.max[1] > bundle.max_seq:
-        raise BertExportError(f"the TensorRT profile's sequence {profile.max[1]} exceeds this bundle's maximum of {bundle.max_seq}")
+        raise BertExportError(
+            f"the TensorRT profile's sequence {profile.max[1]} exceeds this bundle's maximum of {bundle.max_seq}"
+        )
     major = trt_major(trt)
     strongly_typed = major >= 11
     logger = trt.Logger(trt.Logger.WARNING)
@@ -262,8 +312,10 @@ def build_engine(bundle: Bundle, profile: Profile | None = None, *, timing_cache
     if not parser.parse_from_file(str(bundle.model_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         first = errors[0].splitlines()[0] if errors else "unknown error"
-        raise BertExportError(f"TensorRT {trt.__version__} could not parse {bundle.model_path}: {first}; "
-                              "export the bundle with --runtime trt (standard ONNX ops only)")
+        raise BertExportError(
+            f"TensorRT {trt.__version__} could not parse {bundle.model_path}: {first}; "
+            "export the bundle with --runtime trt (standard ONNX ops only)"
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     opt_profile = builder.create_optimization_profile()
@@ -279,15 +331,19 @@ def build_engine(bundle: Bundle, profile: Profile | None = None, *, timing_cache
     config.set_timing_cache(cache, False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise BertExportError(f"TensorRT {trt.__version__} failed to build an engine for {bundle.path} (its log above says why); "
-                              "try a smaller --trt-profile or --runtime ort-trt")
+        raise BertExportError(
+            f"TensorRT {trt.__version__} failed to build an engine for {bundle.path} (its log above says why); "
+            "try a smaller --trt-profile or --runtime ort-trt"
+        )
     data = bytes(memoryview(serialized))
     try:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     except OSError:
         pass  # a read-only cache location only costs the next build time
-    record = make_record(bundle, data, trt_version=trt.__version__, gpu=gpu, profile=profile, strongly_typed=strongly_typed)
+    record = make_record(
+        bundle, data, trt_version=trt.__version__, gpu=gpu, profile=profile, strongly_typed=strongly_typed
+    )
     if save:
         save_engine(bundle, data, record)
     return data, record

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bert_export.models import BertExportError
-
-from .base import Feed, Outputs, Runner, check_feed
-from .trt_build import (
+from bert_export.runtimes.base import Feed, Outputs, Runner, check_feed
+from bert_export.runtimes.trt_build import (
     RECORD_KEY,
     Profile,
     build_engine,
@@ -33,7 +32,7 @@ from .trt_build import (
 )
 
 if TYPE_CHECKING:
-    from bert_export.exporter.bundle import Bundle
+    from bert_export.bundle.reader import Bundle
 
 log = logging.getLogger("bert_export.runtimes")
 
@@ -42,21 +41,30 @@ def require_cuda_torch() -> Any:
     import torch
 
     if not torch.cuda.is_available():
-        raise BertExportError(f"--runtime trt runs on torch CUDA tensors, but this torch ({torch.__version__}) has no CUDA; "
-                              "install a CUDA build of torch on the GPU machine, or use --runtime ort-trt")
+        raise BertExportError(
+            f"--runtime trt runs on torch CUDA tensors, but this torch ({torch.__version__}) has no CUDA; "
+            "install a CUDA build of torch on the GPU machine, or use --runtime ort-trt"
+        )
     return torch
 
 
 def torch_dtype(trt: Any, torch: Any, dtype: Any) -> Any:
-    table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16, trt.DataType.INT32: torch.int32,
-             trt.DataType.INT8: torch.int8, trt.DataType.BOOL: torch.bool}
+    table = {
+        trt.DataType.FLOAT: torch.float32,
+        trt.DataType.HALF: torch.float16,
+        trt.DataType.INT32: torch.int32,
+        trt.DataType.INT8: torch.int8,
+        trt.DataType.BOOL: torch.bool,
+    }
     for name, tdtype in (("INT64", torch.int64), ("BF16", torch.bfloat16)):
         if hasattr(trt.DataType, name):
             table[getattr(trt.DataType, name)] = tdtype
     try:
         return table[dtype]
     except KeyError:
-        raise BertExportError(f"the engine uses tensor type {dtype}, which bert-export cannot feed; rebuild it from an fp32/fp16 bundle") from None
+        raise BertExportError(
+            f"the engine uses tensor type {dtype}, which bert-export cannot feed; rebuild it from an fp32/fp16 bundle"
+        ) from None
 
 
 class TrtRunner(Runner):
@@ -64,8 +72,14 @@ class TrtRunner(Runner):
 
     name = "trt"
 
-    def __init__(self, bundle: Bundle, profile: Profile | str | None = None, *, rebuild: bool = False,
-                 timing_cache: Path | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        profile: Profile | str | None = None,
+        *,
+        rebuild: bool = False,
+        timing_cache: Path | None = None,
+    ) -> None:
         super().__init__(bundle.inputs, bundle.outputs, bundle.max_seq)
         self.bundle = bundle
         self.rebuild = rebuild or isinstance(profile, (str, Profile)) and self._differs(profile)
@@ -98,8 +112,14 @@ class TrtRunner(Runner):
             check_record(record, self.bundle, trt_version=trt.__version__, gpu=gpu)
         torch = require_cuda_torch()
         if build:
-            log.warning("note: building a TensorRT engine for %s (%s); this takes a while once", self.bundle.path, self.profile.describe())
-            data, record = build_engine(self.bundle, self.profile, timing_cache=self.timing_cache, save=self._writable())
+            log.warning(
+                "note: building a TensorRT engine for %s (%s); this takes a while once",
+                self.bundle.path,
+                self.profile.describe(),
+            )
+            data, record = build_engine(
+                self.bundle, self.profile, timing_cache=self.timing_cache, save=self._writable()
+            )
         else:
             data = read_engine(self.bundle, record)
         self.record = record
@@ -107,12 +127,16 @@ class TrtRunner(Runner):
         logger = trt.Logger(trt.Logger.WARNING)
         engine = trt.Runtime(logger).deserialize_cuda_engine(data)
         if engine is None:
-            raise BertExportError(f"TensorRT could not load {self.bundle.path / record['file']}; "
-                                  f"rebuild it with `bert-export engine {self.bundle.path} --force`")
+            raise BertExportError(
+                f"TensorRT could not load {self.bundle.path / record['file']}; "
+                f"rebuild it with `bert-export engine {self.bundle.path} --force`"
+            )
         names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
         wanted = {s.name for s in self.inputs} | set(self.output_names)
         if not wanted <= names:
-            raise BertExportError(f"the engine's tensors {sorted(names)} do not match the bundle's {sorted(wanted)}; rebuild it")
+            raise BertExportError(
+                f"the engine's tensors {sorted(names)} do not match the bundle's {sorted(wanted)}; rebuild it"
+            )
         context = engine.create_execution_context()
         self._ctx = (trt, torch, engine, context)
 
@@ -132,7 +156,9 @@ class TrtRunner(Runner):
         device = torch.device("cuda")
         keep = []
         for name, arr in feed.items():
-            t = torch.from_numpy(np.ascontiguousarray(arr)).to(device, torch_dtype(trt, torch, engine.get_tensor_dtype(name)))
+            t = torch.from_numpy(np.ascontiguousarray(arr)).to(
+                device, torch_dtype(trt, torch, engine.get_tensor_dtype(name))
+            )
             keep.append(t)
             context.set_input_shape(name, tuple(t.shape))
             context.set_tensor_address(name, t.data_ptr())

@@ -29,4 +29,6 @@ def require_serve(*, server: bool) -> None:
     """Raise one ``BertExportError`` line when the serve extra is not installed."""
     absent = missing(server=server)
     if absent:
-        raise BertExportError(f"this command needs {', '.join(absent)} (the serve extra), which is not installed; run: {FIX}")
+        raise BertExportError(
+            f"this command needs {', '.join(absent)} (the serve extra), which is not installed; run: {FIX}"
+        )

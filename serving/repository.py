@@ -29,7 +29,13 @@ from typing import Any
 from bert_export.models import BertExportError
 
 TEXT_CHARS = 20_000
-DTYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16", "bool": "TYPE_BOOL"}
+DTYPES = {
+    "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32",
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "bool": "TYPE_BOOL",
+}
 AUX = ("OFFSETS", "SEQUENCE_IDS", "WORD_IDS", "MASK", "IDS")  # tokenizer -> post, beside the graph's inputs
 
 
@@ -82,8 +88,10 @@ def _tensor(kind: Any, name: str, dtype: str, dims: list[int]) -> Any:
 def graph_config(b: Any, name: str, opts: RepoOptions, kind: str) -> tuple[Any, str]:
     pb = _pb()
     cfg = pb.ModelConfig(name=name, max_batch_size=opts.max_batch)
-    notes = [f"bert-export: {b.manifest['family']} {b.manifest['task']}, {b.precision}, target "
-             f"{(b.manifest.get('optimization') or {}).get('target', b.manifest.get('runtime', 'ort'))}, max sequence {b.max_seq}"]
+    notes = [
+        f"bert-export: {b.manifest['family']} {b.manifest['task']}, {b.precision}, target "
+        f"{(b.manifest.get('optimization') or {}).get('target', b.manifest.get('runtime', 'ort'))}, max sequence {b.max_seq}"
+    ]
     for spec in b.inputs:
         cfg.input.append(_tensor(pb.ModelInput, spec.name, DTYPES[spec.dtype], _dims(spec.axes)))
     for spec in b.outputs:
@@ -99,7 +107,9 @@ def graph_config(b: Any, name: str, opts: RepoOptions, kind: str) -> tuple[Any, 
         target = (b.manifest.get("optimization") or {}).get("target", b.manifest.get("runtime", "ort"))
         # Triton's ORT backend: graph level 0 (unset) = ORT_ENABLE_ALL, 1 = EXTENDED, -1 = BASIC.
         if target == "ort" and kind == "cpu":
-            notes.append("ORT_ENABLE_ALL: the graph already holds ORT's fused ops (com.microsoft); ALL keeps them and fuses the rest")
+            notes.append(
+                "ORT_ENABLE_ALL: the graph already holds ORT's fused ops (com.microsoft); ALL keeps them and fuses the rest"
+            )
         if kind == "gpu":
             acc = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add()
             if target == "trt" or b.precision in ("fp16",):
@@ -110,7 +120,9 @@ def graph_config(b: Any, name: str, opts: RepoOptions, kind: str) -> tuple[Any, 
             else:
                 acc.name = "cuda"  # not a Triton accelerator name: removed below, CUDA EP is the GPU default
                 cfg.optimization.execution_accelerators.ClearField("gpu_execution_accelerator")
-                notes.append("CUDA execution provider (ORT's default on KIND_GPU): this graph has ORT's CPU/CUDA fused ops")
+                notes.append(
+                    "CUDA execution provider (ORT's default on KIND_GPU): this graph has ORT's CPU/CUDA fused ops"
+                )
         if kind == "cpu":
             cfg.parameters["enable_mem_arena"].string_value = "1"
     else:
@@ -120,13 +132,17 @@ def graph_config(b: Any, name: str, opts: RepoOptions, kind: str) -> tuple[Any, 
 
         profile = Profile.from_json(b.manifest["tensorrt"]["profile"])
         if profile.max[1] < b.max_seq:
-            raise BertExportError(f"the engine's profile {profile.describe()} does not reach this bundle's {b.max_seq} tokens; "
-                                  f"rebuild it: bert-export engine {b.path} --force --trt-profile 1x1,8x128,{opts.max_batch}x{b.max_seq}")
+            raise BertExportError(
+                f"the engine's profile {profile.describe()} does not reach this bundle's {b.max_seq} tokens; "
+                f"rebuild it: bert-export engine {b.path} --force --trt-profile 1x1,8x128,{opts.max_batch}x{b.max_seq}"
+            )
         cfg.max_batch_size = min(opts.max_batch, profile.max[0])
         del cfg.dynamic_batching.preferred_batch_size[:]
         cfg.dynamic_batching.preferred_batch_size.extend(preferred_sizes(cfg.max_batch_size))
-        notes.append(f"engine profile {profile.describe()} (TensorRT {b.manifest['tensorrt'].get('tensorrt_version')}, "
-                     f"{b.manifest['tensorrt'].get('gpu')}): max_batch_size is capped by it; rebuild the engine on the serving GPU")
+        notes.append(
+            f"engine profile {profile.describe()} (TensorRT {b.manifest['tensorrt'].get('tensorrt_version')}, "
+            f"{b.manifest['tensorrt'].get('gpu')}): max_batch_size is capped by it; rebuild the engine on the serving GPU"
+        )
     return cfg, "\n".join(notes)
 
 
@@ -196,7 +212,9 @@ def ensemble_config(b: Any, name: str, opts: RepoOptions, text_inputs: list[str]
 
 def _check(b: Any, opts: RepoOptions, name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise BertExportError(f"--name {name!r} is not a valid Triton model name; use letters, digits, '_', '-' and '.'")
+        raise BertExportError(
+            f"--name {name!r} is not a valid Triton model name; use letters, digits, '_', '-' and '.'"
+        )
     if not 1 <= opts.max_batch <= 1024:
         raise BertExportError(f"--max-batch must be 1..1024, got {opts.max_batch}")
     if not 1 <= opts.instances <= 64:
@@ -206,20 +224,28 @@ def _check(b: Any, opts: RepoOptions, name: str) -> str:
     kind = opts.kind or ("gpu" if opts.backend == "tensorrt" else "cpu")
     if opts.backend == "tensorrt":
         if kind != "gpu":
-            raise BertExportError("the tensorrt backend runs on GPUs only; drop --kind cpu or use --backend onnxruntime")
+            raise BertExportError(
+                "the tensorrt backend runs on GPUs only; drop --kind cpu or use --backend onnxruntime"
+            )
         record = b.manifest.get("tensorrt")
         if not isinstance(record, dict) or not record.get("file"):
-            raise BertExportError(f"{b.path} has no TensorRT engine; build one on the serving GPU with: bert-export engine {b.path}")
+            raise BertExportError(
+                f"{b.path} has no TensorRT engine; build one on the serving GPU with: bert-export engine {b.path}"
+            )
     if not b.has_tokenizer:
-        raise BertExportError(f"{b.path} has no tokenizer files, so its repository cannot take text; export it from a model "
-                              "directory that has tokenizer.json or vocab.txt")
+        raise BertExportError(
+            f"{b.path} has no tokenizer files, so its repository cannot take text; export it from a model "
+            "directory that has tokenizer.json or vocab.txt"
+        )
     return kind
 
 
-def write_repository(bundle: str | Path, repo: str | Path, opts: RepoOptions = RepoOptions(), force: bool = False) -> list[str]:
+def write_repository(
+    bundle: str | Path, repo: str | Path, opts: RepoOptions = RepoOptions(), force: bool = False
+) -> list[str]:
     """Write NAME, NAME_tokenize, NAME_post and NAME_text into ``repo``; return the model names written."""
-    from bert_export.exporter.bundle import load_bundle
-    from bert_export.exporter.publish import staged_directory
+    from bert_export.bundle.publish import staged_directory
+    from bert_export.bundle.reader import load_bundle
 
     b = load_bundle(bundle)
     name = opts.name or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(bundle).resolve().name).strip(".") or "model"
@@ -228,22 +254,36 @@ def write_repository(bundle: str | Path, repo: str | Path, opts: RepoOptions = R
     names = [name, f"{name}_tokenize", f"{name}_post", f"{name}_text"]
     taken = [n for n in names if (repo / n).exists()]
     if taken and not force:
-        raise BertExportError(f"{repo} already has {', '.join(taken)}; pass --force to replace them, or choose another --name")
+        raise BertExportError(
+            f"{repo} already has {', '.join(taken)}; pass --force to replace them, or choose another --name"
+        )
     task = b.manifest["task"]
     text_inputs = ["QUESTION", "CONTEXT"] if task == "qa" else ["TEXT"]
     post_text = "CONTEXT" if task == "qa" else ("TEXT" if task in ("token-cls", "mlm") else None)
     graph, graph_notes = graph_config(b, name, opts, kind)
     configs = {
         name: dump(graph, graph_notes),
-        f"{name}_tokenize": dump(tokenize_config(b, f"{name}_tokenize", opts, text_inputs), "bert-export: the bundle's tokenizer"),
-        f"{name}_post": dump(post_config(b, f"{name}_post", opts, post_text), "bert-export: runtimes/postprocess.py (vendored)"),
-        f"{name}_text": dump(ensemble_config(b, name, opts, text_inputs, post_text), "bert-export: text in, run --json's JSON out"),
+        f"{name}_tokenize": dump(
+            tokenize_config(b, f"{name}_tokenize", opts, text_inputs), "bert-export: the bundle's tokenizer"
+        ),
+        f"{name}_post": dump(
+            post_config(b, f"{name}_post", opts, post_text), "bert-export: runtimes/postprocess.py (vendored)"
+        ),
+        f"{name}_text": dump(
+            ensemble_config(b, name, opts, text_inputs, post_text), "bert-export: text in, run --json's JSON out"
+        ),
     }
     for text in configs.values():
         parse(text)  # never write a config Triton's own schema rejects
-    model_json = {"task": task, "max_seq": b.max_seq, "graph_inputs": [s.name for s in b.inputs],
-                  "pooling": b.manifest.get("pooling") or {}, "id2label": (b.manifest.get("labels") or {}).get("id2label") or {},
-                  "top_k": 5, "max_text_chars": opts.max_text_chars}
+    model_json = {
+        "task": task,
+        "max_seq": b.max_seq,
+        "graph_inputs": [s.name for s in b.inputs],
+        "pooling": b.manifest.get("pooling") or {},
+        "id2label": (b.manifest.get("labels") or {}).get("id2label") or {},
+        "top_k": 5,
+        "max_text_chars": opts.max_text_chars,
+    }
     repo.mkdir(parents=True, exist_ok=True)
     for model in names:
         with staged_directory(repo / model, force=force) as tmp:
@@ -263,7 +303,9 @@ def _graph_files(b: Any, opts: RepoOptions, version: Path) -> None:
     if opts.backend == "tensorrt":
         from bert_export.runtimes.trt_build import read_engine
 
-        (version / "model.plan").write_bytes(read_engine(b, b.manifest["tensorrt"]))  # sha256-checked against the record
+        (version / "model.plan").write_bytes(
+            read_engine(b, b.manifest["tensorrt"])
+        )  # sha256-checked against the record
         return
     graph = b.manifest.get("graph") or {}
     main = graph.get("file", "model.onnx")
@@ -274,12 +316,15 @@ def _graph_files(b: Any, opts: RepoOptions, version: Path) -> None:
 
 
 def _python_files(b: Any, tokenize: bool, model_json: dict[str, Any], version: Path) -> None:
-    source = resources.files("bert_export.serving") / "pymodels" / ("tokenize_model.py" if tokenize else "post_model.py")
+    source = (
+        resources.files("bert_export.serving") / "pymodels" / ("tokenize_model.py" if tokenize else "post_model.py")
+    )
     (version / "model.py").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
     (version / "bert_export_model.json").write_text(json.dumps(model_json, indent=2) + "\n", encoding="utf-8")
     if not tokenize:
-        (version / "postprocess.py").write_text((resources.files("bert_export.runtimes") / "postprocess.py").read_text(encoding="utf-8"),
-                                                encoding="utf-8")
+        (version / "postprocess.py").write_text(
+            (resources.files("bert_export.runtimes") / "postprocess.py").read_text(encoding="utf-8"), encoding="utf-8"
+        )
     if tokenize or model_json["task"] == "mlm":
         tok = version / "tokenizer"
         tok.mkdir()

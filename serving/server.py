@@ -27,9 +27,8 @@ from typing import Any
 import numpy as np
 
 from bert_export.models import BertExportError
-
-from .deps import require_serve
-from .textmodel import MAX_TEXT_CHARS, TextModel
+from bert_export.serving.deps import require_serve
+from bert_export.serving.textmodel import MAX_TEXT_CHARS, TextModel
 
 OUTPUTS = ("JSON", "NOTE", "ERROR")
 
@@ -56,7 +55,9 @@ def model_name(bundle_path: Path, name: str | None = None) -> str:
     raw = name or Path(bundle_path).resolve().name
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", raw).strip(".") or "model"
     if name is not None and safe != name:
-        raise BertExportError(f"--name {name!r} is not a valid Triton model name; use letters, digits, '_', '-' and '.'")
+        raise BertExportError(
+            f"--name {name!r} is not a valid Triton model name; use letters, digits, '_', '-' and '.'"
+        )
     return safe
 
 
@@ -89,8 +90,12 @@ def infer_callable(model: TextModel) -> Callable[[list[Any]], list[dict[str, np.
         responses = []
         for count in rows:
             chunk = [next(replies) for _ in range(count)]
-            responses.append({out: np.array([[getattr(rep, out.lower()).encode("utf-8")] for rep in chunk], dtype=object)
-                              for out in OUTPUTS})
+            responses.append(
+                {
+                    out: np.array([[getattr(rep, out.lower()).encode("utf-8")] for rep in chunk], dtype=object)
+                    for out in OUTPUTS
+                }
+            )
         return responses
 
     return infer
@@ -101,27 +106,36 @@ def running(bundle_path: str | Path, opts: ServeOptions) -> Iterator[Any]:
     """Start the server (blocking until it is ready), yield the PyTriton ``Triton``, stop it on exit."""
     require_serve(server=True)
     _check(opts)
-    from .stubenv import stub_python_env
+    from bert_export.serving.stubenv import stub_python_env
 
     stub_python_env()  # the backend stub's environment is ready (else one line naming the fix), before any work
-    from bert_export.exporter.bundle import load_bundle
+    from bert_export.bundle.reader import load_bundle
     from bert_export.runtimes.factory import bundle_tokenizer, make_runner
 
     b = load_bundle(bundle_path)
     tokenizer = bundle_tokenizer(b)
     if tokenizer is None:
-        raise BertExportError(f"{bundle_path} has no tokenizer files, so it cannot take text; export it from a model "
-                              "directory that has tokenizer.json or vocab.txt")
+        raise BertExportError(
+            f"{bundle_path} has no tokenizer files, so it cannot take text; export it from a model "
+            "directory that has tokenizer.json or vocab.txt"
+        )
     name = model_name(Path(bundle_path), opts.name)
 
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
-    from .stubenv import server_environment
+    from bert_export.serving.stubenv import server_environment
 
-    config = TritonConfig(http_address=opts.host, http_port=opts.port, grpc_address=opts.host, grpc_port=opts.grpc_port,
-                          metrics_address=opts.host, metrics_port=opts.metrics_port, exit_timeout_secs=5,
-                          log_verbose=1 if opts.verbose else 0)
+    config = TritonConfig(
+        http_address=opts.host,
+        http_port=opts.port,
+        grpc_address=opts.host,
+        grpc_port=opts.grpc_port,
+        metrics_address=opts.host,
+        metrics_port=opts.metrics_port,
+        exit_timeout_secs=5,
+        log_verbose=1 if opts.verbose else 0,
+    )
     runner = make_runner(b, opts.runtime, opts.threads)
     runner.activate()
     try:
@@ -133,8 +147,10 @@ def running(bundle_path: str | Path, opts: ServeOptions) -> Iterator[Any]:
                 infer_func=infer_callable(model),
                 inputs=[Tensor(name=n, dtype=bytes, shape=(1,)) for n in model.input_names],
                 outputs=[Tensor(name=n, dtype=bytes, shape=(1,)) for n in OUTPUTS],
-                config=ModelConfig(max_batch_size=opts.max_batch,
-                                   batcher=DynamicBatcher(max_queue_delay_microseconds=int(opts.max_queue_delay_ms * 1000))),
+                config=ModelConfig(
+                    max_batch_size=opts.max_batch,
+                    batcher=DynamicBatcher(max_queue_delay_microseconds=int(opts.max_queue_delay_ms * 1000)),
+                ),
                 strict=False,
             )
             with server_environment():
@@ -155,7 +171,11 @@ def _security(opts: ServeOptions) -> dict[str, Any]:
         return {}
     if not opts.open_statistics:
         return {}
-    return {"security_config": TritonSecurityConfig(restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])}
+    return {
+        "security_config": TritonSecurityConfig(
+            restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"]
+        )
+    }
 
 
 def serve(bundle_path: str | Path, opts: ServeOptions, on_ready: Callable[[str], None] | None = None) -> None:

@@ -39,7 +39,10 @@ ENV_VAR = "BERT_EXPORT_STUB_ENV"
 
 def libpython_dir() -> Path | None:
     """This interpreter's shared-library directory, when it has a ``libpython*.so`` there (else None: static build)."""
-    libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY")
+    libdir, soname = (
+        sysconfig.get_config_var("LIBDIR"),
+        sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY"),
+    )
     if libdir and soname and (Path(libdir) / soname).exists():
         return Path(libdir)
     return None
@@ -79,7 +82,18 @@ def prepare_companion(root: Path | None = None) -> Path:
     site = _site(root)
     version = _numpy_version(site)
     if version is None or int(version.split(".")[0]) >= 2:
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target", str(site), "numpy>=1.21,<2"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--upgrade",
+            "--target",
+            str(site),
+            "numpy>=1.21,<2",
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             tail = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
@@ -103,8 +117,10 @@ def stub_python_env() -> Path:
     site = _site(root)
     version = _numpy_version(site) if site.is_dir() else None
     if not (root / "pyvenv.cfg").exists() or version is None or int(version.split(".")[0]) >= 2:
-        raise BertExportError(f"this environment has numpy {np.__version__}, which Triton's Python-backend stub cannot use; "
-                              f"create its numpy<2 companion environment once with: {sys.executable} -m bert_export.serving.stubenv")
+        raise BertExportError(
+            f"this environment has numpy {np.__version__}, which Triton's Python-backend stub cannot use; "
+            f"create its numpy<2 companion environment once with: {sys.executable} -m bert_export.serving.stubenv"
+        )
     _write_pth(site)
     return root
 
@@ -123,7 +139,9 @@ def server_environment() -> Iterator[Path]:
     saved_ld = os.environ.get("LD_LIBRARY_PATH")
     saved_fn = getattr(triton_server, "get_triton_python_backend_python_env", None)
     if saved_fn is None:
-        raise BertExportError("this nvidia-pytriton has no get_triton_python_backend_python_env; install nvidia-pytriton>=0.5,<0.8")
+        raise BertExportError(
+            "this nvidia-pytriton has no get_triton_python_backend_python_env; install nvidia-pytriton>=0.5,<0.8"
+        )
     libdir = libpython_dir()
     if libdir is not None:
         os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([str(libdir)] + ([saved_ld] if saved_ld else []))
@@ -145,7 +163,11 @@ def stub_process_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
     env = dict(os.environ if base is None else base)
     libdir = libpython_dir()
-    parts = ([str(libdir)] if libdir else []) + [str(get_libs_path())] + ([env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else [])
+    parts = (
+        ([str(libdir)] if libdir else [])
+        + [str(get_libs_path())]
+        + ([env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else [])
+    )
     env["LD_LIBRARY_PATH"] = os.pathsep.join(parts)
     env["PATH"] = os.pathsep.join([str(stub_python_env() / "bin"), env.get("PATH", "")])
     return env

@@ -36,8 +36,15 @@ class Reply:
 class TextModel:
     """Batched prediction from text for one bundle (tokenizer, runner and post-processing)."""
 
-    def __init__(self, bundle: Any, runner: Runner, tokenizer: Any, *, max_text_chars: int = MAX_TEXT_CHARS,
-                 top_k: int = pp.TOP_K) -> None:
+    def __init__(
+        self,
+        bundle: Any,
+        runner: Runner,
+        tokenizer: Any,
+        *,
+        max_text_chars: int = MAX_TEXT_CHARS,
+        top_k: int = pp.TOP_K,
+    ) -> None:
         self.bundle, self.runner, self.tokenizer = bundle, runner, tokenizer
         self.task = bundle.manifest["task"]
         self.max_text_chars, self.top_k = max_text_chars, top_k
@@ -56,8 +63,10 @@ class TextModel:
         if not isinstance(value, str):
             raise BertExportError(f"{name} must be a string, got {type(value).__name__}")
         if len(value) > self.max_text_chars:
-            raise BertExportError(f"{name} has {len(value)} characters; this server accepts at most {self.max_text_chars} "
-                                  "(split the text, or start serve with a larger --max-text-chars)")
+            raise BertExportError(
+                f"{name} has {len(value)} characters; this server accepts at most {self.max_text_chars} "
+                "(split the text, or start serve with a larger --max-text-chars)"
+            )
         return value
 
     def predict(self, items: Sequence[dict[str, Any]]) -> list[Reply]:
@@ -85,7 +94,9 @@ class TextModel:
         ok = []
         for k, (text, n) in enumerate(zip(texts, lengths)):
             if self.task == "mlm" and (tok.mask_token is None or tok.mask_token not in text):
-                replies[k].error = f"TEXT has no {tok.mask_token} to fill; write e.g. \"Paris is the {tok.mask_token} of France.\""
+                replies[
+                    k
+                ].error = f'TEXT has no {tok.mask_token} to fill; write e.g. "Paris is the {tok.mask_token} of France."'
                 continue
             if n > b.max_seq:
                 replies[k].note = f"note: the text is {n} tokens and was truncated to this bundle's {b.max_seq}"
@@ -113,25 +124,53 @@ class TextModel:
                 full = len(tok([it["QUESTION"]], [it["CONTEXT"]], truncation=False)["input_ids"][0])
                 tok([it["QUESTION"]], [it["CONTEXT"]], truncation="only_second", max_length=b.max_seq)
             except Exception as exc:  # the question alone does not fit: tokenizers raise a generic exception
-                replies[k].error = (f"the question does not fit in this bundle's {b.max_seq} tokens "
-                                    f"({str(exc).splitlines()[0][:120]}); shorten the question")
+                replies[k].error = (
+                    f"the question does not fit in this bundle's {b.max_seq} tokens "
+                    f"({str(exc).splitlines()[0][:120]}); shorten the question"
+                )
                 continue
             if full > b.max_seq and it["CONTEXT"]:  # as run does: overlapping windows, best span across them
-                replies[k].json = _dumps(_qa_windows(b, tok, self.runner, it["QUESTION"], it["CONTEXT"], pp.MAX_ANSWER_TOKENS,
-                                                     None, MAX_QUESTION_LEN, full))
-                replies[k].note = f"note: question + context are {full} tokens; read in overlapping windows of {b.max_seq}"
+                replies[k].json = _dumps(
+                    _qa_windows(
+                        b,
+                        tok,
+                        self.runner,
+                        it["QUESTION"],
+                        it["CONTEXT"],
+                        pp.MAX_ANSWER_TOKENS,
+                        None,
+                        MAX_QUESTION_LEN,
+                        full,
+                    )
+                )
+                replies[
+                    k
+                ].note = f"note: question + context are {full} tokens; read in overlapping windows of {b.max_seq}"
                 continue
             ok.append(k)
         if not ok:
             return replies
         questions, contexts = [items[k]["QUESTION"] for k in ok], [items[k]["CONTEXT"] for k in ok]
-        enc = tok(questions, contexts, truncation="only_second", max_length=b.max_seq, padding=True,
-                  return_offsets_mapping=True, return_token_type_ids=True)
+        enc = tok(
+            questions,
+            contexts,
+            truncation="only_second",
+            max_length=b.max_seq,
+            padding=True,
+            return_offsets_mapping=True,
+            return_token_type_ids=True,
+        )
         out = self.runner.infer(_feed(b, enc))
         for j, k in enumerate(ok):
             context_tokens = np.array([s == 1 for s in enc.sequence_ids(j)], dtype=bool)
-            result = pp.qa_result(out["start_logits"][j], out["end_logits"][j], context_tokens, enc["offset_mapping"][j],
-                                  contexts[j], pp.MAX_ANSWER_TOKENS)
+            result = pp.qa_result(
+                out["start_logits"][j],
+                out["end_logits"][j],
+                context_tokens,
+                enc["offset_mapping"][j],
+                contexts[j],
+                pp.MAX_ANSWER_TOKENS,
+            )
             replies[k].json = _dumps(result)
         return replies
 

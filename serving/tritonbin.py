@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .stubenv import stub_process_env
+from bert_export.serving.stubenv import stub_process_env
 
 
 def prepare_tritonserver(dest: Path) -> Path:
@@ -26,10 +26,23 @@ def prepare_tritonserver(dest: Path) -> Path:
     return dest
 
 
-def command(server_dir: Path, repo: Path, http: int, grpc: int, metrics: int, models: list[str]) -> tuple[list[str], dict[str, str]]:
+def command(
+    server_dir: Path, repo: Path, http: int, grpc: int, metrics: int, models: list[str]
+) -> tuple[list[str], dict[str, str]]:
     """The argv and environment that serve ``models`` of ``repo`` on 127.0.0.1 (explicit model control)."""
-    argv = [str(server_dir / "bin" / "tritonserver"), f"--model-repository={repo}", f"--backend-directory={server_dir / 'backends'}",
-            "--model-control-mode=explicit", *(f"--load-model={m}" for m in models), "--http-address=127.0.0.1",
-            f"--http-port={http}", "--grpc-address=127.0.0.1", f"--grpc-port={grpc}", "--metrics-address=127.0.0.1",
-            f"--metrics-port={metrics}", "--exit-on-error=true", "--exit-timeout-secs=5"]
+    argv = [
+        str(server_dir / "bin" / "tritonserver"),
+        f"--model-repository={repo}",
+        f"--backend-directory={server_dir / 'backends'}",
+        "--model-control-mode=explicit",
+        *(f"--load-model={m}" for m in models),
+        "--http-address=127.0.0.1",
+        f"--http-port={http}",
+        "--grpc-address=127.0.0.1",
+        f"--grpc-port={grpc}",
+        "--metrics-address=127.0.0.1",
+        f"--metrics-port={metrics}",
+        "--exit-on-error=true",
+        "--exit-timeout-secs=5",
+    ]
     return argv, stub_process_env()

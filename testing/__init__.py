@@ -29,10 +29,20 @@ def report_text(report: EvalReport, width: int = 120) -> str:
     return console.file.getvalue()  # type: ignore[attr-defined]
 
 
-def assert_parity(bundle: str | Path, *, model: str | Path | None = None, reference: str | Path | None = None,
-                  data: str | Path | None = None, limit: int | None = None, batch: int = DEFAULT_BATCH,
-                  max_metric_drop: float | None = DEFAULT_MAX_METRIC_DROP, expect_ops: str | Path | None = None,
-                  runtime: str = "ort", threads: int | None = None, allow_pickle: bool = False) -> EvalReport:
+def assert_parity(
+    bundle: str | Path,
+    *,
+    model: str | Path | None = None,
+    reference: str | Path | None = None,
+    data: str | Path | None = None,
+    limit: int | None = None,
+    batch: int = DEFAULT_BATCH,
+    max_metric_drop: float | None = DEFAULT_MAX_METRIC_DROP,
+    expect_ops: str | Path | None = None,
+    runtime: str = "ort",
+    threads: int | None = None,
+    allow_pickle: bool = False,
+) -> EvalReport:
     """Check ``bundle`` against PyTorch from ``model`` (or against bundle ``reference``, or its stored cases).
 
     Returns the report when every gate passes; raises ``AssertionError`` with the report's text otherwise.
@@ -42,10 +52,20 @@ def assert_parity(bundle: str | Path, *, model: str | Path | None = None, refere
         raise ValueError("pass model= (a PyTorch checkpoint) or reference= (a bundle), not both")
     common: dict[str, Any] = {"runtime": runtime, "threads": threads, "expect_ops": expect_ops}
     if model is not None:
-        report = validate_data(bundle, model=model, data=data, limit=limit, batch=batch, max_metric_drop=max_metric_drop,
-                               allow_pickle=allow_pickle, **common)
+        report = validate_data(
+            bundle,
+            model=model,
+            data=data,
+            limit=limit,
+            batch=batch,
+            max_metric_drop=max_metric_drop,
+            allow_pickle=allow_pickle,
+            **common,
+        )
     elif reference is not None:
-        report = compare_bundles(reference, bundle, data=data, limit=limit, batch=batch, max_metric_drop=max_metric_drop, **common)
+        report = compare_bundles(
+            reference, bundle, data=data, limit=limit, batch=batch, max_metric_drop=max_metric_drop, **common
+        )
     else:
         if data is not None:
             raise ValueError("data= needs model= (the PyTorch checkpoint) or reference= (a bundle) to compare against")

@@ -105,7 +105,7 @@ def resign(bundle: Path, edit: Callable[[dict[str, Any]], None] | None = None) -
     manifest first. Tests then exercise what the checksums cannot catch."""
     import json
 
-    from bert_export.exporter.bundle import MANIFEST, write_manifest
+    from bert_export.bundle.reader import MANIFEST, write_manifest
 
     manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
     if edit is not None:

@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 import pytest
 
-from bert_export.exporter.bundle import MANIFEST, sha256
-from bert_export.exporter.cli import main
+from bert_export.bundle.reader import MANIFEST, sha256
+from bert_export.cli.main import main
 from bert_export.models import FAMILIES
 
 from .conftest import MINILM_ID
@@ -76,7 +76,9 @@ def test_missing_model_path(capsys, tmp_path) -> None:
 def test_hub_id_not_in_cache(capsys, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, err = run_cli(capsys, "bert", "--task", "qa", "--model", "google-bert/bert-base-cased", "--out", str(tmp_path / "o"))
+    code, err = run_cli(
+        capsys, "bert", "--task", "qa", "--model", "google-bert/bert-base-cased", "--out", str(tmp_path / "o")
+    )
     assert_one_error_line(code, err, "not in the local Hugging Face cache", "--model PATH", "--random-init")
 
 
@@ -107,7 +109,9 @@ def test_pickle_only_weights_refused(capsys, tmp_path, minilm_copy) -> None:
 
 
 def test_max_seq_beyond_model(capsys, tmp_path) -> None:
-    code, err = run_cli(capsys, "bert", "--task", "qa", "--model", MINILM_ID, "--max-seq", "1024", "--out", str(tmp_path / "o"))
+    code, err = run_cli(
+        capsys, "bert", "--task", "qa", "--model", MINILM_ID, "--max-seq", "1024", "--out", str(tmp_path / "o")
+    )
     assert_one_error_line(code, err, "exceeds the model's max_position_embeddings (512)", "--max-seq 512")
     assert not (tmp_path / "o").exists()
 
@@ -129,7 +133,9 @@ def test_failed_export_leaves_nothing_behind(capsys, tmp_path) -> None:
 
 
 def test_bad_config_override(capsys, tmp_path) -> None:
-    code, err = run_cli(capsys, "bert", "--task", "qa", "--random-init", "--config", "hidden_size", "--out", str(tmp_path / "o"))
+    code, err = run_cli(
+        capsys, "bert", "--task", "qa", "--random-init", "--config", "hidden_size", "--out", str(tmp_path / "o")
+    )
     assert_one_error_line(code, err, "KEY=VALUE")
 
 
@@ -138,7 +144,9 @@ def test_force_replaces_atomically(capsys, tmp_path) -> None:
     out.mkdir()  # a bundle of ours (--force refuses other directories: tests/test_publish.py)
     (out / "manifest.json").write_text('{"schema_version": 1, "files": {"stale.txt": {}}}')
     (out / "stale.txt").write_text("old")
-    code, _ = run_cli(capsys, "bert", "--task", "seq-cls", "--random-init", "--tiny", "-q", "--out", str(out), "--force")
+    code, _ = run_cli(
+        capsys, "bert", "--task", "seq-cls", "--random-init", "--tiny", "-q", "--out", str(out), "--force"
+    )
     assert code == 0
     assert not (out / "stale.txt").exists() and (out / "manifest.json").exists()
     assert leftovers(tmp_path) == []
@@ -184,7 +192,10 @@ def _alter_weights(bundle: Path, rehash: bool) -> None:
     if rehash:  # also forge the checksum: only the numeric comparison can catch this
         manifest = json.loads((bundle / MANIFEST).read_text())
         entry = manifest["files"]["onnx/model.onnx"]
-        entry["sha256"], entry["bytes"] = sha256(bundle / "onnx/model.onnx"), (bundle / "onnx/model.onnx").stat().st_size
+        entry["sha256"], entry["bytes"] = (
+            sha256(bundle / "onnx/model.onnx"),
+            (bundle / "onnx/model.onnx").stat().st_size,
+        )
         (bundle / MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -205,8 +216,19 @@ def test_validate_detects_altered_weights_numerically(capsys, make_bundle, copy_
 def test_cli_error_is_one_line_without_traceback(tmp_path) -> None:
     """The installed entry point, as users run it."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bert_export.exporter.cli", "modernbert", "--task", "qa", "--model", str(tmp_path / "missing")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bert_export.cli.main",
+            "modernbert",
+            "--task",
+            "qa",
+            "--model",
+            str(tmp_path / "missing"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: "), proc.stderr
@@ -222,12 +244,28 @@ def test_hub_id_from_local_cache(capsys, tmp_path, monkeypatch, minilm_dir) -> N
     (cache / "models--acme--minilm" / "refs" / "main").write_text("0" * 40)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, err = run_cli(capsys, "bert", "--task", "seq-cls", "--model", "acme/minilm", "--num-labels", "2", "-q",
-                        "--out", str(tmp_path / "o"), "--no-validate")
+    code, err = run_cli(
+        capsys,
+        "bert",
+        "--task",
+        "seq-cls",
+        "--model",
+        "acme/minilm",
+        "--num-labels",
+        "2",
+        "-q",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-validate",
+    )
     assert code == 0, err
     manifest = json.loads((tmp_path / "o" / MANIFEST).read_text())
-    assert manifest["source"] == {"kind": "hub", "ref": "acme/minilm", "seed": None,
-                                  "new_head_params": ["classifier.bias", "classifier.weight"]}
+    assert manifest["source"] == {
+        "kind": "hub",
+        "ref": "acme/minilm",
+        "seed": None,
+        "new_head_params": ["classifier.bias", "classifier.weight"],
+    }
 
 
 def test_failed_parity_gate_exits_1_writes_report_not_bundle(capsys, tmp_path, monkeypatch) -> None:
@@ -235,7 +273,19 @@ def test_failed_parity_gate_exits_1_writes_report_not_bundle(capsys, tmp_path, m
 
     monkeypatch.setitem(parity.GATES, "fp32", parity.Gate(max_abs=0.0, agreement=1.0, cos_mean=1.0, cos_min=1.0))
     out, report = tmp_path / "o", tmp_path / "report.json"
-    code, err = run_cli(capsys, "bert", "--task", "token-cls", "--random-init", "--tiny", "-q", "--out", str(out), "--report", str(report))
+    code, err = run_cli(
+        capsys,
+        "bert",
+        "--task",
+        "token-cls",
+        "--random-init",
+        "--tiny",
+        "-q",
+        "--out",
+        str(out),
+        "--report",
+        str(report),
+    )
     assert_one_error_line(code, err, "parity gate failed", "max abs diff", "nothing was written", exit_code=1)
     assert not out.exists() and leftovers(tmp_path) == []
     data = json.loads(report.read_text())

@@ -22,7 +22,7 @@ from bert_export.runtimes.predict import Prediction
 from .conftest import own_peak_rss
 from .test_bad_input import assert_one_error_line, run_cli
 
-CLI = [sys.executable, "-c", "from bert_export.exporter.cli import main; main()"]  # the entry point (-m misses subcommands)
+CLI = [sys.executable, "-c", "from bert_export.cli.main import main; main()"]  # the entry point (-m misses subcommands)
 
 
 def strict_json(line: str) -> object:
@@ -35,6 +35,7 @@ def strict_json(line: str) -> object:
 @pytest.fixture
 def no_model_built(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail loudly if a check lets the request reach model construction."""
+
     def built(*args, **kwargs):
         raise AssertionError("the model was built before the request was refused")
 
@@ -61,7 +62,9 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize(("args", "needle"), CONFIGS, ids=[" ".join(a) for a, _ in CONFIGS])
-def test_config_that_makes_no_model(capsys, tmp_path: Path, no_model_built: None, args: tuple[str, ...], needle: str) -> None:
+def test_config_that_makes_no_model(
+    capsys, tmp_path: Path, no_model_built: None, args: tuple[str, ...], needle: str
+) -> None:
     out = tmp_path / "o"
     code, err = run_cli(capsys, "bert", "--task", "seq-cls", "--random-init", "--tiny", *args, "--out", str(out))
     assert_one_error_line(code, err, needle)
@@ -69,19 +72,42 @@ def test_config_that_makes_no_model(capsys, tmp_path: Path, no_model_built: None
 
 
 def test_qa_needs_room_for_a_question(capsys, tmp_path: Path, no_model_built: None) -> None:
-    code, err = run_cli(capsys, "bert", "--task", "qa", "--random-init", "--tiny", "--max-seq", "20", "--out", str(tmp_path / "o"))
+    code, err = run_cli(
+        capsys, "bert", "--task", "qa", "--random-init", "--tiny", "--max-seq", "20", "--out", str(tmp_path / "o")
+    )
     assert_one_error_line(code, err, "--max-seq 20 is too short for a qa bundle", "--max-seq 48")
 
 
 def test_absurd_sizes_in_bounded_memory(tmp_path: Path) -> None:
     """The real entry point: refused in one line, and the process never grew past what importing takes."""
-    probe = ("import atexit, resource, sys; atexit.register(lambda: print(resource.getrusage(resource.RUSAGE_SELF)"
-             ".ru_maxrss // 1024)); from bert_export.exporter.cli import main; main(sys.argv[1:])")
-    for args in (["--config", "hidden_size=1048576", "--config", "num_attention_heads=1"], ["--num-labels", "1000000000"],
-                 ["--config", "max_position_embeddings=100000000"]):
-        proc = subprocess.run(own_peak_rss([sys.executable, "-c", probe, "bert", "--task", "seq-cls", "--random-init",
-                                            *args, "--out", str(tmp_path / "o")]),
-                              capture_output=True, text=True, timeout=300)
+    probe = (
+        "import atexit, resource, sys; atexit.register(lambda: print(resource.getrusage(resource.RUSAGE_SELF)"
+        ".ru_maxrss // 1024)); from bert_export.cli.main import main; main(sys.argv[1:])"
+    )
+    for args in (
+        ["--config", "hidden_size=1048576", "--config", "num_attention_heads=1"],
+        ["--num-labels", "1000000000"],
+        ["--config", "max_position_embeddings=100000000"],
+    ):
+        proc = subprocess.run(
+            own_peak_rss(
+                [
+                    sys.executable,
+                    "-c",
+                    probe,
+                    "bert",
+                    "--task",
+                    "seq-cls",
+                    "--random-init",
+                    *args,
+                    "--out",
+                    str(tmp_path / "o"),
+                ]
+            ),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
         assert int(proc.stdout.split()[-1]) < 1024, f"peak RSS {proc.stdout.strip()} MB for {args}"
@@ -93,7 +119,12 @@ def test_own_peak_rss_measures_the_child_alone() -> None:
     across execve), through own_peak_rss it does not."""
     ballast = bytearray(400 << 20)
     ballast[::4096] = b"\x01" * len(ballast[::4096])  # resident, not just reserved
-    probe = [sys.executable, "-S", "-c", "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)"]
+    probe = [
+        sys.executable,
+        "-S",
+        "-c",
+        "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)",
+    ]
     direct = int(subprocess.run(probe, capture_output=True, text=True, check=True).stdout)
     wrapped = int(subprocess.run(own_peak_rss(probe), capture_output=True, text=True, check=True).stdout)
     del ballast
@@ -135,7 +166,7 @@ def test_invalid_utf8_from_a_real_shell(seq_cls: Path) -> None:
 
 
 def test_nan_outputs_stay_strict_json(monkeypatch, seq_cls: Path, capsys, caplog) -> None:
-    from bert_export.exporter.cli import main
+    from bert_export.cli.main import main
 
     real = OrtRunner._infer
     monkeypatch.setattr(OrtRunner, "_infer", lambda self, feed: {k: v * np.nan for k, v in real(self, feed).items()})
@@ -153,7 +184,9 @@ def test_nan_outputs_stay_strict_json(monkeypatch, seq_cls: Path, capsys, caplog
 
 
 def test_json_lines_unit() -> None:
-    pred = Prediction("qa", [{"answer": "x", "score": float("inf"), "nested": [{"v": np.float32("nan")}, 1.5, -math.inf]}], "ort")
+    pred = Prediction(
+        "qa", [{"answer": "x", "score": float("inf"), "nested": [{"v": np.float32("nan")}, 1.5, -math.inf]}], "ort"
+    )
     (line,) = pred.json_lines()
     assert strict_json(line) == {"answer": "x", "score": None, "nested": [{"v": None}, 1.5, None]}
 
@@ -170,7 +203,7 @@ def test_bench_feed_memory_is_linear_in_batch() -> None:
         stream = np.random.default_rng(batch).integers(5, 999, size=seq + 37 * batch)
         feed = bench_mod.make_feed(inputs, {"cls": 1, "sep": 2}, stream, batch, seq)
         for r in range(batch):
-            assert (feed["input_ids"][r, 1:-1] == np.roll(stream, -37 * r)[1:seq - 1]).all()
+            assert (feed["input_ids"][r, 1:-1] == np.roll(stream, -37 * r)[1 : seq - 1]).all()
     batch, seq = 2048, 16
     stream = np.arange(seq + 37 * batch)
     tracemalloc.start()
@@ -199,15 +232,25 @@ def test_bench_output_paths_checked_before_measuring(capsys, monkeypatch, tmp_pa
 
 # --------------------------------------------------------------------------- ONNX Runtime telemetry
 
-CI_VARS = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "TF_BUILD", "TEAMCITY_VERSION", "CIRCLECI", "ORT_RUNNING_UNIT_TESTS",
-           "ORT_DISABLE_TELEMETRY")
+CI_VARS = (
+    "CI",
+    "GITHUB_ACTIONS",
+    "GITLAB_CI",
+    "TF_BUILD",
+    "TEAMCITY_VERSION",
+    "CIRCLECI",
+    "ORT_RUNNING_UNIT_TESTS",
+    "ORT_DISABLE_TELEMETRY",
+)
 
 
 def _run_in_fresh_home(home: Path, bundle: Path, **extra: str) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k not in CI_VARS}  # ONNX Runtime skips telemetry on CI
     env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), **extra)
     home.mkdir()
-    proc = subprocess.run([*CLI, "run", str(bundle), "--text", "hello", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [*CLI, "run", str(bundle), "--text", "hello", "--json"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return sorted(str(p.relative_to(home)) for p in home.rglob("*"))
 

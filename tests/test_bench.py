@@ -14,13 +14,25 @@ import numpy as np
 import pytest
 import transformers
 
-from bert_export.exporter.bundle import load_bundle
-from bert_export.exporter.cli import main
+from bert_export.bundle.reader import load_bundle
+from bert_export.cli.main import main
 from bert_export.models import get_family
 from bert_export.runtimes.bench import _token_stream, make_feed, model_flops, resolve_seqs, specials_of
 from bert_export.runtimes.factory import load_tokenizer
 
-ROW_KEYS = {"runtime", "precision", "batch", "seq", "p50_ms", "p90_ms", "p99_ms", "seq_per_s", "tokens_per_s", "gflops", "speedup_vs_torch"}
+ROW_KEYS = {
+    "runtime",
+    "precision",
+    "batch",
+    "seq",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "seq_per_s",
+    "tokens_per_s",
+    "gflops",
+    "speedup_vs_torch",
+}
 FAST = ("--warmup", "1", "--runs", "3", "-q")
 
 
@@ -53,8 +65,22 @@ def assert_sane(row: dict, batch_seq: set[tuple[int, int]]) -> None:
 
 def test_bench_json_table_and_plot(bert_embed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, png = tmp_path / "r.json", tmp_path / "plots" / "r.png"
-    code, stdout, err = run_cli(capsys, "bench", str(bert_embed), "--batch", "1,2", "--seq", "8,32", "--threads", "1",
-                                "--json", str(out), "--plot", str(png), *FAST)
+    code, stdout, err = run_cli(
+        capsys,
+        "bench",
+        str(bert_embed),
+        "--batch",
+        "1,2",
+        "--seq",
+        "8,32",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+        "--plot",
+        str(png),
+        *FAST,
+    )
     assert code == 0, err
     doc = json.loads(out.read_text())
     cells = {(b, s) for b in (1, 2) for s in (8, 32)}
@@ -80,7 +106,9 @@ def test_bench_json_table_and_plot(bert_embed: Path, tmp_path: Path, capsys: pyt
 
 
 def test_bench_no_torch_json_to_stdout(modernbert_embed: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, stdout, err = run_cli(capsys, "bench", str(modernbert_embed), "--batch", "1", "--seq", "40", "--no-torch", "--json", "-", *FAST)
+    code, stdout, err = run_cli(
+        capsys, "bench", str(modernbert_embed), "--batch", "1", "--seq", "40", "--no-torch", "--json", "-", *FAST
+    )
     assert code == 0, err
     doc = json.loads(stdout)
     assert doc["torch"] == [] and len(doc["results"]) == 1
@@ -99,15 +127,18 @@ def test_bench_no_torch_json_to_stdout(modernbert_embed: Path, capsys: pytest.Ca
         (("--plot", "out.svg"), ".png"),
     ],
 )
-def test_bad_arguments_fail_in_one_line(bert_embed: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], needle: str) -> None:
+def test_bad_arguments_fail_in_one_line(
+    bert_embed: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], needle: str
+) -> None:
     code, _, err = run_cli(capsys, "bench", str(bert_embed), *args, "-q")
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
 
 
-def test_gpu_runtime_without_gpu_is_refused_not_measured_on_cpu(bert_embed: Path, capsys: pytest.CaptureFixture[str],
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_runtime_without_gpu_is_refused_not_measured_on_cpu(
+    bert_embed: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from bert_export.runtimes import providers
 
     monkeypatch.setenv(providers.NO_GPU_ENV, "1")

@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bert_export.exporter.bundle import MANIFEST, REFERENCE, load_bundle, sha256
-from bert_export.exporter.cli import main
+from bert_export.bundle.reader import MANIFEST, REFERENCE, load_bundle, sha256
+from bert_export.cli.main import main
 from bert_export.exporter.golden import GOLDEN, check_golden, load_golden
 from bert_export.models import BertExportError
 from bert_export.runtimes.factory import bundle_tokenizer, make_runner
@@ -39,7 +39,13 @@ _WATCH: dict[str, Any] = {"prefix": None, "hits": [], "armed": False}
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if event == "open" and _WATCH["armed"] and _WATCH["prefix"] and args and isinstance(args[0], (str, bytes, os.PathLike)):
+    if (
+        event == "open"
+        and _WATCH["armed"]
+        and _WATCH["prefix"]
+        and args
+        and isinstance(args[0], (str, bytes, os.PathLike))
+    ):
         path = os.fsdecode(args[0]) if not isinstance(args[0], os.PathLike) else os.fspath(args[0])
         if str(path).startswith(_WATCH["prefix"]):
             _WATCH["hits"].append(str(path))
@@ -75,7 +81,11 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def refused(capsys: pytest.CaptureFixture[str], bundle: Path, *needles: str, command: str = "validate") -> None:
-    args = [command, str(bundle), "-q"] if command == "validate" else ["run", str(bundle), "--text", "Paris is lovely.", "--json"]
+    args = (
+        [command, str(bundle), "-q"]
+        if command == "validate"
+        else ["run", str(bundle), "--text", "Paris is lovely.", "--json"]
+    )
     code, _, err = cli(capsys, *args)
     assert_one_error_line(code, err, *needles)
 
@@ -92,6 +102,7 @@ def tiny(make_bundle: Callable[..., Path], copy_bundle: Callable[[Path], Path]) 
 
 
 # --- paths ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("command", ["validate", "run"])
 @pytest.mark.parametrize("kind", ["dotdot", "absolute"])
@@ -128,6 +139,7 @@ def test_graph_file_not_listed_is_refused(capsys, tiny: Path) -> None:
     def point_at_other(m: dict) -> None:
         for record in (m["graph"], m["graphs"][m["precision"]]):
             record.update(file="other.onnx", files=["other.onnx"])
+
     edit_manifest(tiny, point_at_other)
     refused(capsys, tiny, "graph.files names 'other.onnx', which is not listed in files")
 
@@ -135,8 +147,12 @@ def test_graph_file_not_listed_is_refused(capsys, tiny: Path) -> None:
 def test_fifo_listed_in_the_manifest_is_refused_without_hanging(tiny: Path) -> None:
     os.mkfifo(tiny / "pipe")
     edit_manifest(tiny, lambda m: m["files"].__setitem__("pipe", {"sha256": "0" * 64, "bytes": 1}))
-    proc = subprocess.run([sys.executable, "-c", "from bert_export.exporter.cli import main; main()", "validate", str(tiny), "-q"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from bert_export.cli.main import main; main()", "validate", str(tiny), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_one_error_line(proc.returncode, proc.stderr, "pipe is not a regular file")
 
 
@@ -162,7 +178,10 @@ def test_external_data_outside_the_listed_files_is_refused(capsys, tiny: Path, s
 
 # --- unlisted files change nothing ------------------------------------------------------------------------
 
-def test_unlisted_added_tokens_change_nothing(capsys, make_bundle: Callable[..., Path], copy_bundle: Callable[[Path], Path]) -> None:
+
+def test_unlisted_added_tokens_change_nothing(
+    capsys, make_bundle: Callable[..., Path], copy_bundle: Callable[[Path], Path]
+) -> None:
     bundle = copy_bundle(make_bundle("bert", "token-cls"))
     text = "Zorblax met Quuxifer in Paris."
     before = bundle_tokenizer(load_bundle(bundle))(text)["input_ids"]
@@ -205,14 +224,17 @@ def test_malformed_manifest_is_one_line(capsys, tiny: Path, case: str) -> None:
     refused(capsys, tiny, "manifest.json")
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"schema_version": NaN}',
-    b'{"schema_version": 1, "schema_version": 1}',
-    b"[" * 5000 + b"]" * 5000,
-    b'{"a": ' * 100 + b"1" + b"}" * 100,
-    b"\xff\xfe{}",
-    b"[]",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"schema_version": NaN}',
+        b'{"schema_version": 1, "schema_version": 1}',
+        b"[" * 5000 + b"]" * 5000,
+        b'{"a": ' * 100 + b"1" + b"}" * 100,
+        b"\xff\xfe{}",
+        b"[]",
+    ],
+)
 def test_unparsable_manifest_is_one_line(capsys, tiny: Path, raw: bytes) -> None:
     (tiny / MANIFEST).write_bytes(raw)
     refused(capsys, tiny, "manifest.json")
@@ -230,6 +252,7 @@ def test_manifest_inputs_must_match_the_graph(capsys, tiny: Path) -> None:
 
 # --- reference and golden files ---------------------------------------------------------------------------
 
+
 def _rewrite_reference(bundle: Path, edit: Callable[[dict[str, np.ndarray], dict[str, str]], None]) -> None:
     from safetensors import safe_open
     from safetensors.numpy import save_file
@@ -243,7 +266,10 @@ def _rewrite_reference(bundle: Path, edit: Callable[[dict[str, np.ndarray], dict
 
 
 REFERENCE_EDITS: dict[str, tuple[Callable[[dict[str, np.ndarray], dict[str, str]], None], str]] = {
-    "all NaN": (lambda t, m: [t.__setitem__(k, np.full_like(v, np.nan)) for k, v in list(t.items()) if "/ref/" in k], "not finite"),
+    "all NaN": (
+        lambda t, m: [t.__setitem__(k, np.full_like(v, np.nan)) for k, v in list(t.items()) if "/ref/" in k],
+        "not finite",
+    ),
     "empty case list": (lambda t, m: m.update(cases="[]"), "holds 0 cases"),
     "cases not a list": (lambda t, m: m.update(cases='{"a": 1}'), "case names"),
     "ids beyond the vocabulary": (lambda t, m: t["0/feed/input_ids"].__iadd__(10**6), "outside the vocabulary"),
@@ -261,8 +287,17 @@ def test_forged_reference_is_one_line(capsys, tiny: Path, case: str) -> None:
     refused(capsys, tiny, needle)
 
 
-@pytest.mark.parametrize("header", [b"\xff" * 8 + b"{}", (10).to_bytes(8, "little") + b'{"a": NaN}', (2).to_bytes(8, "little") + b"[]",
-                                    (40).to_bytes(8, "little") + b'{"x": {"dtype": "F32", "shape": [999999999], "data_offsets": [0, 8]}}' + b" " * 8])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\xff" * 8 + b"{}",
+        (10).to_bytes(8, "little") + b'{"a": NaN}',
+        (2).to_bytes(8, "little") + b"[]",
+        (40).to_bytes(8, "little")
+        + b'{"x": {"dtype": "F32", "shape": [999999999], "data_offsets": [0, 8]}}'
+        + b" " * 8,
+    ],
+)
 def test_forged_safetensors_header_is_one_line(capsys, tiny: Path, header: bytes) -> None:
     (tiny / REFERENCE).write_bytes(header)
     resign(tiny)
@@ -293,6 +328,7 @@ def test_broken_golden_is_one_error(tiny: Path, case: str) -> None:
 
 # --- property-based: mutate valid files field by field ---------------------------------------------------
 
+
 def leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
     yield path, value
     if isinstance(value, dict):
@@ -317,24 +353,74 @@ def set_at(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
 # "export" or "graph.exported_ops" are kept and ignored by design, and an axis of a shape may be
 # a name or a size, so neither is in this list.
 CHECKED = [
-    "schema_version", "family", "task", "precision", "opset", "max_sequence_length", "max_position_embeddings",
-    "inputs", "inputs.*", "inputs.*.name", "inputs.*.dtype", "inputs.*.shape",
-    "outputs", "outputs.*", "outputs.*.name", "outputs.*.dtype", "outputs.*.shape",
-    "labels", "labels.num_labels", "labels.id2label", "labels.id2label.*", "pooling", "pooling.mode", "pooling.normalize",
-    "special_tokens", "special_tokens.*", "tokenizer", "tokenizer.files", "tokenizer.files.*", "tokenizer.kind",
-    "tokenizer.do_lower_case", "config.hidden_size", "config.num_hidden_layers", "config.num_attention_heads",
-    "config.intermediate_size", "config.vocab_size", "graph", "graph.file", "graph.files", "graph.files.*", "graph.nodes",
-    "golden", "golden.file", "golden.version", "golden.examples", "files", "files.*", "files.*.sha256", "files.*.bytes",
+    "schema_version",
+    "family",
+    "task",
+    "precision",
+    "opset",
+    "max_sequence_length",
+    "max_position_embeddings",
+    "inputs",
+    "inputs.*",
+    "inputs.*.name",
+    "inputs.*.dtype",
+    "inputs.*.shape",
+    "outputs",
+    "outputs.*",
+    "outputs.*.name",
+    "outputs.*.dtype",
+    "outputs.*.shape",
+    "labels",
+    "labels.num_labels",
+    "labels.id2label",
+    "labels.id2label.*",
+    "pooling",
+    "pooling.mode",
+    "pooling.normalize",
+    "special_tokens",
+    "special_tokens.*",
+    "tokenizer",
+    "tokenizer.files",
+    "tokenizer.files.*",
+    "tokenizer.kind",
+    "tokenizer.do_lower_case",
+    "config.hidden_size",
+    "config.num_hidden_layers",
+    "config.num_attention_heads",
+    "config.intermediate_size",
+    "config.vocab_size",
+    "graph",
+    "graph.file",
+    "graph.files",
+    "graph.files.*",
+    "graph.nodes",
+    "golden",
+    "golden.file",
+    "golden.version",
+    "golden.examples",
+    "files",
+    "files.*",
+    "files.*.sha256",
+    "files.*.bytes",
 ]
 
 
 def checked(path: tuple[Any, ...]) -> bool:
-    return any(len(p := pattern.split(".")) == len(path) and all(a == "*" or a == str(b) for a, b in zip(p, path)) for pattern in CHECKED)
+    return any(
+        len(p := pattern.split(".")) == len(path) and all(a == "*" or a == str(b) for a, b in zip(p, path))
+        for pattern in CHECKED
+    )
 
 
 def wrong_types(value: Any) -> list[Any]:
     """Values of a JSON type other than ``value``'s (so never valid where ``value`` was)."""
-    candidates = {bool: [1, "true", []], int: ["3", 3.5, True, [], {}], str: [3, True, [], {}], list: [{}, "x", 3], dict: [[], "x", 3]}
+    candidates = {
+        bool: [1, "true", []],
+        int: ["3", 3.5, True, [], {}],
+        str: [3, True, [], {}],
+        list: [{}, "x", 3],
+        dict: [[], "x", 3],
+    }
     return next((c for t, c in candidates.items() if type(value) is t), [])
 
 
@@ -347,9 +433,13 @@ def pristine(make_bundle: Callable[..., Path]) -> Path:
     return make_bundle("bert", "seq-cls")
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
-def test_property_wrong_typed_manifest_fields_are_refused(capsys, pristine: Path, tmp_path_factory, data: st.DataObject) -> None:
+def test_property_wrong_typed_manifest_fields_are_refused(
+    capsys, pristine: Path, tmp_path_factory, data: st.DataObject
+) -> None:
     manifest = json.loads((pristine / MANIFEST).read_text())
     path, bad = data.draw(st.sampled_from(_manifest_mutations(manifest)), label="mutation")
     bundle = tmp_path_factory.mktemp("mut") / "b"
@@ -363,14 +453,22 @@ DEEP: Any = []
 for _ in range(80):
     DEEP = [DEEP]
 
-ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-                      st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
-                      st.sampled_from(["../outside/secret", "/etc/passwd", "model.onnx", "a/../../b", "vocab.txt\x00", "fp16", "qa"]),
-                      st.just(DEEP),
-                      st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(["../outside/secret", "/etc/passwd", "model.onnx", "a/../../b", "vocab.txt\x00", "fp16", "qa"]),
+    st.just(DEEP),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_property_any_manifest_mutation_is_safe(capsys, pristine: Path, tmp_path_factory, data: st.DataObject) -> None:
     """Any value anywhere: exit 0, 1 or 2, one error line when non-zero, never a traceback or a read outside."""
@@ -397,7 +495,9 @@ def test_property_any_manifest_mutation_is_safe(capsys, pristine: Path, tmp_path
         assert code in (1, 2)
 
 
-@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_property_golden_mutations_end_in_one_error(pristine: Path, tmp_path_factory, data: st.DataObject) -> None:
     golden = json.loads((pristine / GOLDEN).read_text())
@@ -418,18 +518,22 @@ def test_property_golden_mutations_end_in_one_error(pristine: Path, tmp_path_fac
         assert isinstance(problems, list)
 
 
-@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
-def test_property_reference_mutations_end_in_one_line(capsys, pristine: Path, tmp_path_factory, data: st.DataObject) -> None:
+def test_property_reference_mutations_end_in_one_line(
+    capsys, pristine: Path, tmp_path_factory, data: st.DataObject
+) -> None:
     """Mutate reference.safetensors: its header JSON field by field, or its tensors' values."""
     raw = (pristine / REFERENCE).read_bytes()
     size = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + size])
+    header = json.loads(raw[8 : 8 + size])
     if data.draw(st.booleans(), label="header"):
         paths = [p for p, _ in leaves(header) if p]
         header = set_at(header, data.draw(st.sampled_from(paths), label="path"), data.draw(ANY_VALUE, label="value"))
         blob = json.dumps(header).encode()
-        raw = len(blob).to_bytes(8, "little") + blob + raw[8 + size:]
+        raw = len(blob).to_bytes(8, "little") + blob + raw[8 + size :]
     else:
         body = bytearray(raw)
         for _ in range(data.draw(st.integers(1, 8), label="flips")):

@@ -22,7 +22,11 @@ def test_local_window_cases_with_a_real_tokenizer(tokenizer, task: str) -> None:
     cases = build_cases(FAMILIES["modernbert"], TASKS[task], config, tokenizer, max_seq=128)
     by_name = {c.name: c for c in cases}
     assert by_name["single-token"].shape == (1, 1)
-    assert by_name["max-seq"].shape == (2, 128) and by_name["max-seq"].keep[0].all() and not by_name["max-seq"].keep[1].all()
+    assert (
+        by_name["max-seq"].shape == (2, 128)
+        and by_name["max-seq"].keep[0].all()
+        and not by_name["max-seq"].keep[1].all()
+    )
     past = by_name["past-window"]
     lengths = past.keep.sum(1)
     assert lengths.max() > 2 * config.local_attention and len(set(lengths.tolist())) == 3  # padded, mixed

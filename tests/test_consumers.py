@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bert_export.exporter.bundle import Bundle, load_bundle
-from bert_export.exporter.cli import cli
-from bert_export.exporter import layout
+from bert_export.bundle import layout
+from bert_export.bundle.reader import Bundle, load_bundle
+from bert_export.cli.main import cli
 from bert_export.exporter.golden import check_golden
 from bert_export.runtimes import postprocess as pp
 from bert_export.runtimes.factory import bundle_tokenizer, make_runner
@@ -45,8 +45,13 @@ CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 
 TASKS = ["embed", "mlm", "seq-cls", "token-cls", "qa"]
 PRECISIONS = ["fp32", "int8"]
-JS_TASK = {"embed": "feature-extraction", "mlm": "fill-mask", "seq-cls": "text-classification",
-           "token-cls": "token-classification", "qa": "question-answering"}
+JS_TASK = {
+    "embed": "feature-extraction",
+    "mlm": "fill-mask",
+    "seq-cls": "text-classification",
+    "token-cls": "token-classification",
+    "qa": "question-answering",
+}
 # transformers.js' dtype names for our precisions (the file it then opens under onnx/).
 JS_DTYPE = {"fp32": "fp32", "fp16": "fp16", "int8": "q8"}
 # Same graph, same inputs, two builds of ONNX Runtime: results must agree to float32 noise.
@@ -61,17 +66,25 @@ WASM_INT8 = {"max_abs": 5e-3, "cosine_min": 0.9999}
 # The last text runs past the bundles' 128 tokens: every consumer must truncate where run does
 # (tokenizer_config.json / sentence_bert_config.json carry the bundle's maximum).
 LONG_TEXT = " ".join(["The committee discussed the annual budget and new proposals for the city park."] * 12)
-EMBED_TEXTS = ["The quick brown fox jumps over the lazy dog.", "Hi!",
-               "Paris is the capital and most populous city of France, with two million residents.", LONG_TEXT]
+EMBED_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Hi!",
+    "Paris is the capital and most populous city of France, with two million residents.",
+    LONG_TEXT,
+]
 MLM_TEXTS = ["Paris is the [MASK] of France.", "The cat sat on the [MASK] all afternoon."]
 SEQ_TEXTS = ["I loved this film, the acting was superb.", "Terrible service; never again.", "It is a book."]
-TOKEN_TEXTS = ["Wolfgang Amadeus lives in Berlin and works for Siemens.",
-               "Hugging Face Inc. is a company based in New York City."]
+TOKEN_TEXTS = [
+    "Wolfgang Amadeus lives in Berlin and works for Siemens.",
+    "Hugging Face Inc. is a company based in New York City.",
+]
 # Contexts shorter than 30 tokens: transformers.js has no answer-length limit (ours is 30 tokens).
 QA_CASES = [
     {"question": "What is the capital of France?", "context": "Paris is the capital and most populous city of France."},
-    {"question": "When did Marie Curie win the Nobel Prize in chemistry?",
-     "context": "Marie Curie won the Nobel Prize in physics in 1903 and in chemistry in 1911."},
+    {
+        "question": "When did Marie Curie win the Nobel Prize in chemistry?",
+        "context": "Marie Curie won the Nobel Prize in physics in 1903 and in chemistry in 1911.",
+    },
 ]
 
 
@@ -98,22 +111,27 @@ def minilm(make_bundle: Callable[..., Path]) -> Callable[[str], Path]:
 
 def run_json(bundle: Path, precision: str, *args: str) -> list[dict[str, Any]]:
     """What ``bert-export run BUNDLE --json --precision P ARGS`` prints, one dict per line (in-process)."""
-    res = CliRunner().invoke(cli, ["run", str(bundle), "--json", "--precision", precision, *args],
-                             catch_exceptions=False)
+    res = CliRunner().invoke(
+        cli, ["run", str(bundle), "--json", "--precision", precision, *args], catch_exceptions=False
+    )
     assert res.exit_code == 0, res.output
     return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
 
 
 def inputs_for(task: str) -> Any:
-    return QA_CASES if task == "qa" else {"embed": EMBED_TEXTS, "mlm": MLM_TEXTS, "seq-cls": SEQ_TEXTS,
-                                          "token-cls": TOKEN_TEXTS}[task]
+    return (
+        QA_CASES
+        if task == "qa"
+        else {"embed": EMBED_TEXTS, "mlm": MLM_TEXTS, "seq-cls": SEQ_TEXTS, "token-cls": TOKEN_TEXTS}[task]
+    )
 
 
 def run_task(bundle: Path, task: str, precision: str) -> list[dict[str, Any]]:
     """run --json on this module's inputs for ``task`` (qa: one result per case)."""
     if task == "qa":
-        return [run_json(bundle, precision, "--question", c["question"], "--context", c["context"])[0]
-                for c in QA_CASES]
+        return [
+            run_json(bundle, precision, "--question", c["question"], "--context", c["context"])[0] for c in QA_CASES
+        ]
     return run_json(bundle, precision, *[a for t in inputs_for(task) for a in ("--text", t)])
 
 
@@ -143,8 +161,9 @@ def node_ready() -> bool:
 
 
 def run_node(script: str, *args: str, timeout: int = 240) -> Any:
-    proc = subprocess.run(["node", str(NODE_DIR / script), *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
+    proc = subprocess.run(
+        ["node", str(NODE_DIR / script), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
@@ -171,8 +190,15 @@ def js_results(minilm: Callable[[str], Path], tmp_path_factory: pytest.TempPathF
                 # fp32, the bundle's default: dtype None, so config.json (transformers.js_config) decides
                 # and the pipeline gets no extra arguments; int8: transformers.js' own dtype name.
                 dtype = None if precision == PRECISIONS[0] else JS_DTYPE[precision]
-                jobs.append({"model": str(bundle), "task": JS_TASK[task], "dtype": dtype, "inputs": inputs_for(task),
-                             "options": options})
+                jobs.append(
+                    {
+                        "model": str(bundle),
+                        "task": JS_TASK[task],
+                        "dtype": dtype,
+                        "inputs": inputs_for(task),
+                        "options": options,
+                    }
+                )
             path = tmp_path_factory.mktemp("js") / f"jobs-{precision}.json"
             path.write_text(json.dumps(jobs))
             cache[precision] = {r["task"]: r for r in run_node("node/pipeline.mjs", str(path))}
@@ -183,8 +209,9 @@ def js_results(minilm: Callable[[str], Path], tmp_path_factory: pytest.TempPathF
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("task", TASKS)
-def test_transformers_js_pipeline_agrees_with_run(task: str, precision: str, minilm: Callable[[str], Path],
-                                                  js_results: Callable[[str], dict]) -> None:
+def test_transformers_js_pipeline_agrees_with_run(
+    task: str, precision: str, minilm: Callable[[str], Path], js_results: Callable[[str], dict]
+) -> None:
     bundle = minilm(task)
     res = js_results(precision)[JS_TASK[task]]
     js = res["outputs"]
@@ -200,8 +227,9 @@ def test_transformers_js_pipeline_agrees_with_run(task: str, precision: str, min
     elif task == "mlm":
         for fills, row in zip(js, ours):
             assert [c["token"] for c in fills] == [c["id"] for c in row["fills"][0]["candidates"]]
-            assert np.allclose([c["score"] for c in fills], [c["score"] for c in row["fills"][0]["candidates"]],
-                               atol=RAW_TOL)
+            assert np.allclose(
+                [c["score"] for c in fills], [c["score"] for c in row["fills"][0]["candidates"]], atol=RAW_TOL
+            )
     elif task == "seq-cls":
         for (top,), row in zip(js, ours):
             assert top["label"] == row["label"]
@@ -217,8 +245,13 @@ def test_transformers_js_fp16_embeddings_agree_with_run(minilm: Callable[[str], 
     needs(node_ready(), "node + examples/web/node_modules missing (run .ci/install.d/30-node.sh)")
     bundle = minilm("embed")
     pooling = load_bundle(bundle).manifest["pooling"]
-    job = {"model": str(bundle), "task": JS_TASK["embed"], "dtype": JS_DTYPE["fp16"], "inputs": EMBED_TEXTS[:-1],
-           "options": {"pooling": pooling["mode"], "normalize": bool(pooling["normalize"])}}
+    job = {
+        "model": str(bundle),
+        "task": JS_TASK["embed"],
+        "dtype": JS_DTYPE["fp16"],
+        "inputs": EMBED_TEXTS[:-1],
+        "options": {"pooling": pooling["mode"], "normalize": bool(pooling["normalize"])},
+    }
     (tmp_path / "jobs.json").write_text(json.dumps([job]))
     (res,) = run_node("node/pipeline.mjs", str(tmp_path / "jobs.json"))
     assert res["files"] == [layout.graph_file("fp16")]
@@ -230,13 +263,17 @@ def _check_js_truncation(b: Bundle, tok: Any, got: np.ndarray, ours: np.ndarray)
     """LONG_TEXT: transformers.js (4.3) truncates after adding the special tokens, so it cuts the
     closing [SEP] that Python's tokenizers keep. Its vector is exactly our graph's on those ids
     (that is the only difference), and the difference is real (not within float noise)."""
-    ids = tok(LONG_TEXT, truncation=False)["input_ids"][:b.max_seq]
+    ids = tok(LONG_TEXT, truncation=False)["input_ids"][: b.max_seq]
     assert len(ids) == b.max_seq and ids[-1] != b.manifest["special_tokens"]["sep"]
-    feed = {"input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), np.int64),
-            "token_type_ids": np.zeros((1, len(ids)), np.int64)}
+    feed = {
+        "input_ids": np.array([ids]),
+        "attention_mask": np.ones((1, len(ids)), np.int64),
+        "token_type_ids": np.zeros((1, len(ids)), np.int64),
+    }
     pooling = b.manifest["pooling"]
-    js_way = pp.pool(graph_logits(b, feed)["last_hidden_state"], feed["attention_mask"], pooling["mode"],
-                     bool(pooling["normalize"]))[0]
+    js_way = pp.pool(
+        graph_logits(b, feed)["last_hidden_state"], feed["attention_mask"], pooling["mode"], bool(pooling["normalize"])
+    )[0]
     assert np.abs(got - js_way).max() <= RAW_TOL
     assert np.abs(got - ours).max() > 10 * RAW_TOL
 
@@ -250,7 +287,7 @@ def _check_token_cls(b: Bundle, tok: Any, js: list[list[dict]], ours: list[dict]
     """
     label2id = {v: int(k) for k, v in b.read_json("config.json")["id2label"].items()}
     assert len(label2id) == b.manifest["labels"]["num_labels"]
-    id2label = {str(i): l for l, i in label2id.items()}
+    id2label = {str(i): lab for lab, i in label2id.items()}
     n = len(label2id)
     for text, tokens, row in zip(TOKEN_TEXTS, js, ours):
         enc = tok(text, return_offsets_mapping=True)
@@ -263,8 +300,9 @@ def _check_token_cls(b: Bundle, tok: Any, js: list[list[dict]], ours: list[dict]
         words = [i for i, w in enumerate(enc.word_ids()) if w is not None]
         assert sorted(t["index"] for t in tokens) == words
         rebuilt = pp.token_cls_result(logits, enc.word_ids(), enc["offset_mapping"], text, id2label)["entities"]
-        assert [(e["label"], e["start"], e["end"], e["text"]) for e in rebuilt] == \
-               [(e["label"], e["start"], e["end"], e["text"]) for e in row["entities"]]
+        assert [(e["label"], e["start"], e["end"], e["text"]) for e in rebuilt] == [
+            (e["label"], e["start"], e["end"], e["text"]) for e in row["entities"]
+        ]
         assert np.allclose([e["score"] for e in rebuilt], [e["score"] for e in row["entities"]], atol=RAW_TOL)
 
 
@@ -278,7 +316,7 @@ def _check_qa(b: Bundle, tok: Any, js: list[dict], ours: list[dict]) -> None:
         i, j, _ = pp.best_span(start, end, context)
         offsets = enc["offset_mapping"][0]
         assert (int(offsets[i][0]), int(offsets[j][1])) == (row["start"], row["end"])  # our runner == run
-        assert got["answer"] == tok.decode(enc["input_ids"][0][i:j + 1], skip_special_tokens=True)
+        assert got["answer"] == tok.decode(enc["input_ids"][0][i : j + 1], skip_special_tokens=True)
         assert abs(got["score"] - hf_qa_score(start, end, context, i, j)) <= RAW_TOL
         assert got["score"] <= row["score"] + RAW_TOL  # [CLS] in the softmax can only lower it
 
@@ -317,10 +355,13 @@ def web_server() -> Iterator[tuple[str, dict[str, Path]]]:
 
 
 @pytest.fixture(scope="module")
-def browser_results(minilm: Callable[[str], Path], web_server: tuple[str, dict[str, Path]],
-                    tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict[str, Any]]:
-    needs(node_ready() and (NODE_MODULES / "puppeteer-core").is_dir(),
-          "puppeteer-core missing (run .ci/install.d/30-node.sh)")
+def browser_results(
+    minilm: Callable[[str], Path], web_server: tuple[str, dict[str, Path]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, str], dict[str, Any]]:
+    needs(
+        node_ready() and (NODE_MODULES / "puppeteer-core").is_dir(),
+        "puppeteer-core missing (run .ci/install.d/30-node.sh)",
+    )
     needs(CHROMIUM.exists(), f"{CHROMIUM} missing (run .ci/install.d/31-chromium.sh)")
     base, served = web_server
     keys = [(task, precision) for task in ("qa", "embed") for precision in PRECISIONS]
@@ -335,8 +376,9 @@ def browser_results(minilm: Callable[[str], Path], web_server: tuple[str, dict[s
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("task", ["qa", "embed"])
-def test_browser_example_matches_golden_and_run(task: str, precision: str, minilm: Callable[[str], Path],
-                                                browser_results: dict) -> None:
+def test_browser_example_matches_golden_and_run(
+    task: str, precision: str, minilm: Callable[[str], Path], browser_results: dict
+) -> None:
     state = browser_results[(task, precision)]
     assert state["status"] == "done", (state.get("error"), state.get("console"))
     assert state["file"] == layout.graph_file(precision)
@@ -355,8 +397,11 @@ def test_browser_example_matches_golden_and_run(task: str, precision: str, minil
             assert (row["answer"], row["start"], row["end"]) == (ours["answer"], ours["start"], ours["end"])
             assert abs(row["score"] - ours["score"]) <= RAW_TOL
             if tol["exact_results"]:
-                assert (row["answer"], row["start"], row["end"]) == \
-                       (ex["result"]["answer"], ex["result"]["start"], ex["result"]["end"])
+                assert (row["answer"], row["start"], row["end"]) == (
+                    ex["result"]["answer"],
+                    ex["result"]["start"],
+                    ex["result"]["end"],
+                )
                 assert abs(row["score"] - ex["result"]["score"]) <= tol["result_abs"]
         else:
             got, want = np.asarray(row["embedding"]), np.asarray(ex["result"]["embeddings"][0])
@@ -385,24 +430,45 @@ def hf_results(minilm: Callable[[str], Path], tmp_path_factory: pytest.TempPathF
             # fp32 (onnx/model.onnx) loads with no extra arguments; other precisions are chosen the
             # libraries' documented way, by file name.
             file_name = None if precision == PRECISIONS[0] else layout.graph_file(precision)
-            jobs.append({"bundle": str(minilm(task)), "task": task, "inputs": inputs_for(task),
-                         "file_name": file_name, "precision": precision})
-    jobs.append({"bundle": str(minilm("embed")), "task": "embed", "inputs": EMBED_TEXTS,
-                 "file_name": layout.graph_file("fp16"), "precision": "fp16"})
+            jobs.append(
+                {
+                    "bundle": str(minilm(task)),
+                    "task": task,
+                    "inputs": inputs_for(task),
+                    "file_name": file_name,
+                    "precision": precision,
+                }
+            )
+    jobs.append(
+        {
+            "bundle": str(minilm("embed")),
+            "task": "embed",
+            "inputs": EMBED_TEXTS,
+            "file_name": layout.graph_file("fp16"),
+            "precision": "fp16",
+        }
+    )
     path = tmp_path_factory.mktemp("hf") / "jobs.json"
     path.write_text(json.dumps(jobs))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run([str(HF_PYTHON), str(NODE_DIR / "hf_consumers.py"), str(path)], capture_output=True,
-                          text=True, timeout=400, env=env, cwd=path.parent)
+    proc = subprocess.run(
+        [str(HF_PYTHON), str(NODE_DIR / "hf_consumers.py"), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
+        cwd=path.parent,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {(job["task"], job["precision"]): res for job, res in zip(jobs, json.loads(proc.stdout))}
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("task", TASKS)
-def test_optimum_and_sentence_transformers_agree_with_run(task: str, precision: str,
-                                                          minilm: Callable[[str], Path], hf_results: dict) -> None:
+def test_optimum_and_sentence_transformers_agree_with_run(
+    task: str, precision: str, minilm: Callable[[str], Path], hf_results: dict
+) -> None:
     bundle = minilm(task)
     res = hf_results[(task, precision)]
     got = res["outputs"]
@@ -416,16 +482,18 @@ def test_optimum_and_sentence_transformers_agree_with_run(task: str, precision: 
     elif task == "mlm":
         for fills, row in zip(got, ours):
             assert [c["id"] for c in fills] == [c["id"] for c in row["fills"][0]["candidates"]]
-            assert np.allclose([c["score"] for c in fills], [c["score"] for c in row["fills"][0]["candidates"]],
-                               atol=RAW_TOL)
+            assert np.allclose(
+                [c["score"] for c in fills], [c["score"] for c in row["fills"][0]["candidates"]], atol=RAW_TOL
+            )
     elif task == "seq-cls":
         for top, row in zip(got, ours):
             assert (top["label"], round(top["score"], 4)) == (row["label"], round(row["score"], 4))
     elif task == "token-cls":
         # aggregation_strategy="first" is our grouping: identical entities, scores within noise.
         for ents, row in zip(got, ours):
-            assert [(e["entity_group"], e["start"], e["end"]) for e in ents] == \
-                   [(e["label"], e["start"], e["end"]) for e in row["entities"]]
+            assert [(e["entity_group"], e["start"], e["end"]) for e in ents] == [
+                (e["label"], e["start"], e["end"]) for e in row["entities"]
+            ]
             assert np.allclose([e["score"] for e in ents], [e["score"] for e in row["entities"]], atol=RAW_TOL)
     else:
         for case, got_qa, row in zip(QA_CASES, got, ours):
@@ -480,8 +548,7 @@ def openvino_golden(bundle: Path, hint: str | None, precision: str = "fp32") -> 
 
 
 @pytest.mark.parametrize("task", ["qa", "embed"])
-def test_openvino_reads_fp32_bundle_and_passes_golden_with_f32_hint(task: str,
-                                                                   minilm: Callable[[str], Path]) -> None:
+def test_openvino_reads_fp32_bundle_and_passes_golden_with_f32_hint(task: str, minilm: Callable[[str], Path]) -> None:
     """read_model on the graph as shipped (com.microsoft fused ops included), f32 inference:
     the bundle's own fp32 golden check (max abs 1e-4) passes."""
     assert openvino_golden(minilm(task), "f32") == []
@@ -511,8 +578,10 @@ def test_openvino_runs_int8_bundle_like_ort(task: str, minilm: Callable[[str], P
             if task == "qa":
                 context = np.asarray(ex["token_type_ids"]) == 1
                 context[-1] = False  # the closing [SEP]
-                assert pp.best_span(got["start_logits"][0], got["end_logits"][0], context)[:2] == \
-                       pp.best_span(want["start_logits"][0], want["end_logits"][0], context)[:2]
+                assert (
+                    pp.best_span(got["start_logits"][0], got["end_logits"][0], context)[:2]
+                    == pp.best_span(want["start_logits"][0], want["end_logits"][0], context)[:2]
+                )
 
 
 def test_openvino_default_bf16_fails_fp32_golden(minilm: Callable[[str], Path]) -> None:
@@ -544,13 +613,24 @@ def test_web_postprocess_equals_python(tmp_path: Path, minilm_dir: Path) -> None
         for normalize in (False, True):
             hidden = rng.normal(size=(3, 6, 8)).astype(np.float32)
             mask = np.array([[1] * 6, [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
-            pools.append({"hidden": hidden.tolist(), "dims": [3, 6, 8], "mask": mask.tolist(), "mode": mode,
-                          "normalize": normalize})
+            pools.append(
+                {
+                    "hidden": hidden.tolist(),
+                    "dims": [3, 6, 8],
+                    "mask": mask.tolist(),
+                    "mode": mode,
+                    "normalize": normalize,
+                }
+            )
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(minilm_dir))
-    texts = ["Paris is the capital of France.", "Crème brûlée, naïve café — 3.5% of Zürich's GDP!",
-             "Marie Curie won the Nobel Prize in 1911.", "unaffable  tokenization   spaces\tand ✓ marks"]
+    texts = [
+        "Paris is the capital of France.",
+        "Crème brûlée, naïve café — 3.5% of Zürich's GDP!",
+        "Marie Curie won the Nobel Prize in 1911.",
+        "unaffable  tokenization   spaces\tand ✓ marks",
+    ]
     offsets = [{"text": t, "tokens": tok.tokenize(t), "prefix": "##"} for t in texts]
     path = tmp_path / "cases.json"
     path.write_text(json.dumps({"spans": spans, "pools": pools, "offsets": offsets}))
@@ -561,8 +641,12 @@ def test_web_postprocess_equals_python(tmp_path: Path, minilm_dir: Path) -> None
         if want is not None:
             assert got[:2] == list(want[:2]) and abs(got[2] - want[2]) <= 1e-12
     for case, got in zip(pools, js["pools"]):
-        want = pp.pool(np.array(case["hidden"], dtype=np.float32), np.array(case["mask"]), case["mode"], case["normalize"])
+        want = pp.pool(
+            np.array(case["hidden"], dtype=np.float32), np.array(case["mask"]), case["mode"], case["normalize"]
+        )
         assert np.abs(np.array(got) - want).max() <= 1e-9
     for case, got in zip(offsets, js["offsets"]):
-        want = [list(o) for o in tok(case["text"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+        want = [
+            list(o) for o in tok(case["text"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        ]
         assert got == want, case["text"]

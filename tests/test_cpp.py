@@ -50,14 +50,16 @@ TOKENIZER_TEXTS = [
     "ｆｕｌｌｗｉｄｔｈ ＡＢＣ x²³ ½ ① Ⅻ ℃ ㎏",
     "Ελληνικά και русский текст, مرحبا بالعالم, हिन्दी",
     "e\u0301 combining a\u0308 and o\u0302\u0323",
-    "He said, \"Don't forget the state-of-the-art benchmarks,\" and left.",
+    'He said, "Don\'t forget the state-of-the-art benchmarks," and left.',
     long_text(600),  # past max_sequence_length: --tokenize does not truncate, like tokenizer(text)
 ]
 
 QA_REQUESTS = [
     ("What is the capital of France?", "Paris is the capital and most populous city of France."),
-    ("Who wrote Pride and Prejudice?",
-     "Pride and Prejudice is an 1813 novel of manners written by Jane Austen. It follows Élizabeth Bennet."),
+    (
+        "Who wrote Pride and Prejudice?",
+        "Pride and Prejudice is an 1813 novel of manners written by Jane Austen. It follows Élizabeth Bennet.",
+    ),
     ("Où est le café ?", "Le café « Les Deux Magots » se trouve à Saint-Germain-des-Prés, Paris 6e."),
     ("When did Marie Curie win?", long_text(700) + " Marie Curie won in 1911."),  # context truncated to 512 tokens
 ]
@@ -84,7 +86,9 @@ def demo() -> Path:
     """examples/cpp/build.sh, run once per session (idempotent; a rebuild takes ~1 s)."""
     missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"no {' or '.join(missing)} on this machine: the C++ example cannot be built (apt-get install cmake g++)")
+        pytest.skip(
+            f"no {' or '.join(missing)} on this machine: the C++ example cannot be built (apt-get install cmake g++)"
+        )
     env = {**os.environ, "PYTHON": sys.executable}
     proc = subprocess.run(["bash", str(CPP / "build.sh")], capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, f"build.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -125,7 +129,7 @@ def test_qa_json_matches_python(demo: Path, qa_bundle: Path, question: str, cont
     got = json.loads(proc.stdout)
     want = predict(qa_bundle, question=question, context=context).results[0]
     assert_same(want, got)
-    assert context[got["start"]:got["end"]] == got["answer"]
+    assert context[got["start"] : got["end"]] == got["answer"]
 
 
 def test_embed_json_matches_python(demo: Path, embed_bundle: Path) -> None:
@@ -147,11 +151,14 @@ def test_token_ids_equal_hugging_face(demo: Path, qa_bundle: Path, text: str) ->
     assert [int(t) for t in proc.stdout.split()] == tokenizer(text)["input_ids"]
 
 
-@pytest.mark.parametrize("task,texts", [
-    ("mlm", ["Paris is the [MASK] of France.", "The [MASK] brown fox [MASK] over the dog."]),
-    ("seq-cls", ["I absolutely loved this movie!", "Naïve café owners, 2024."]),
-    ("token-cls", ["Marie Curie won Nobel Prizes in Paris.", "Zürich's café-owner met Björn."]),
-])
+@pytest.mark.parametrize(
+    "task,texts",
+    [
+        ("mlm", ["Paris is the [MASK] of France.", "The [MASK] brown fox [MASK] over the dog."]),
+        ("seq-cls", ["I absolutely loved this movie!", "Naïve café owners, 2024."]),
+        ("token-cls", ["Marie Curie won Nobel Prizes in Paris.", "Zürich's café-owner met Björn."]),
+    ],
+)
 def test_other_tasks_match_python(demo: Path, make_bundle: Callable[..., Path], task: str, texts: list[str]) -> None:
     """Tiny random-init bundles: the post-processing ports (fills, labels, entities) match exactly."""
     bundle = make_bundle("bert", task)
@@ -163,7 +170,9 @@ def test_other_tasks_match_python(demo: Path, make_bundle: Callable[..., Path], 
 
 
 @pytest.mark.parametrize("damage", ["model", "vocab", "golden", "schema", "missing"])
-def test_tampered_bundle_is_refused(demo: Path, qa_bundle: Path, copy_bundle: Callable[[Path], Path], damage: str) -> None:
+def test_tampered_bundle_is_refused(
+    demo: Path, qa_bundle: Path, copy_bundle: Callable[[Path], Path], damage: str
+) -> None:
     bundle = copy_bundle(qa_bundle)
     if damage == "model":
         path = bundle / "onnx/model.onnx"
@@ -189,13 +198,17 @@ def test_tampered_bundle_is_refused(demo: Path, qa_bundle: Path, copy_bundle: Ca
         assert proc.stdout == ""
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-        expected = {"schema": "schema_version 99", "missing": "tokenizer.json is missing"}.get(damage, "was modified after export")
+        expected = {"schema": "schema_version 99", "missing": "tokenizer.json is missing"}.get(
+            damage, "was modified after export"
+        )
         assert expected in lines[0]
 
 
-def test_self_test_fails_beyond_tolerance(demo: Path, make_bundle: Callable[..., Path], copy_bundle: Callable[[Path], Path]) -> None:
+def test_self_test_fails_beyond_tolerance(
+    demo: Path, make_bundle: Callable[..., Path], copy_bundle: Callable[[Path], Path]
+) -> None:
     """A golden reference off by more than the gate (checksums rewritten, so only the numbers differ) exits 1."""
-    from bert_export.exporter.bundle import write_manifest
+    from bert_export.bundle.reader import write_manifest
 
     bundle = copy_bundle(make_bundle("bert", "qa"))
     golden = json.loads((bundle / "golden.json").read_text(encoding="utf-8"))
@@ -209,12 +222,15 @@ def test_self_test_fails_beyond_tolerance(demo: Path, make_bundle: Callable[...,
     assert "self-test: 2/3" in proc.stdout
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--text", "hello"], "this is a qa bundle"),
-    (["--question", "Q?"], "needs both --question and --context"),
-    (["--self-test", "--tokenize", "x"], "choose exactly one"),
-    (["--bogus"], "unknown option --bogus"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--text", "hello"], "this is a qa bundle"),
+        (["--question", "Q?"], "needs both --question and --context"),
+        (["--self-test", "--tokenize", "x"], "choose exactly one"),
+        (["--bogus"], "unknown option --bogus"),
+    ],
+)
 def test_bad_arguments_fail_cleanly(demo: Path, qa_bundle: Path, args: list[str], message: str) -> None:
     proc = cpp(demo, qa_bundle, *args)
     assert proc.returncode == 2
@@ -243,16 +259,31 @@ def make_bpe_source(directory: Path, head: str = "ForMaskedLM") -> Path:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     specials = [AddedToken(s, normalized=False) for s in ("[PAD]", "[CLS]", "[SEP]", "[UNK]")]
-    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(list(SENTENCES) + [q + " " + c for q, c in QA_PAIRS], trainer)
     tok.add_special_tokens([AddedToken("[MASK]", lstrip=True, normalized=False)])
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-                                                       special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 1), ("[SEP]", 2)]
+    )
     tok.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
-        "unk_token": "[UNK]", "mask_token": "[MASK]", "model_max_length": 256}))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "cls_token": "[CLS]",
+                "sep_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "unk_token": "[UNK]",
+                "mask_token": "[MASK]",
+                "model_max_length": 256,
+            }
+        )
+    )
     torch.manual_seed(0)
     model_class = getattr(transformers, f"ModernBert{head}")
     model_class(transformers.ModernBertConfig(**FAMILIES["modernbert"].tiny_config)).save_pretrained(str(directory))
@@ -265,9 +296,15 @@ def bpe_bundle(make_bundle: Callable[..., Path], tmp_path_factory: pytest.TempPa
 
 
 BPE_TEXTS = TOKENIZER_TEXTS + [
-    "  multiple   spaces  ", "it's I'll we've THEY'RE 'twas", "trailing space ", "\n\n", "$$$ ... !!! ?!",
-    "a\u0323\u0302 o\u0302\u0323 q\u0307\u0323", "\u1100\u1161\u11a8 \u1100\u1161",  # NFC: reorder, compose, Hangul
-    "x [MASK]  [MASK]", " [MASK] ",  # [MASK] has lstrip: the space before it belongs to it
+    "  multiple   spaces  ",
+    "it's I'll we've THEY'RE 'twas",
+    "trailing space ",
+    "\n\n",
+    "$$$ ... !!! ?!",
+    "a\u0323\u0302 o\u0302\u0323 q\u0307\u0323",
+    "\u1100\u1161\u11a8 \u1100\u1161",  # NFC: reorder, compose, Hangul
+    "x [MASK]  [MASK]",
+    " [MASK] ",  # [MASK] has lstrip: the space before it belongs to it
 ]
 
 
@@ -305,17 +342,19 @@ def test_bpe_qa_json_matches_python(demo: Path, bpe_qa_bundle: Path, question: s
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert_same(predict(bundle, question=question, context=context).results[0], got)
-    assert context[got["start"]:got["end"]] == got["answer"]
+    assert context[got["start"] : got["end"]] == got["answer"]
 
 
 def load_bundle_manifest(bundle: Path) -> dict[str, Any]:
     return json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
 
 
-def test_unsupported_tokenizer_is_refused_but_self_tested(demo: Path, bpe_bundle: Path, copy_bundle: Callable[[Path], Path]) -> None:
+def test_unsupported_tokenizer_is_refused_but_self_tested(
+    demo: Path, bpe_bundle: Path, copy_bundle: Callable[[Path], Path]
+) -> None:
     """A tokenizer the demo cannot reproduce (here a BPE with a Whitespace pre-tokenizer): text input is
     refused naming the part, and the self-test still checks the graph on golden.json's stored ids."""
-    from bert_export.exporter.bundle import write_manifest
+    from bert_export.bundle.reader import write_manifest
 
     bundle = copy_bundle(bpe_bundle)
     spec = json.loads((bundle / "tokenizer.json").read_text(encoding="utf-8"))
@@ -325,7 +364,11 @@ def test_unsupported_tokenizer_is_refused_but_self_tested(demo: Path, bpe_bundle
     write_manifest(bundle, {k: v for k, v in manifest.items() if k not in ("schema_version", "files")})
     proc = cpp(demo, bundle, "--self-test")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "note: tokenizer check skipped" in proc.stdout and "not ByteLevel" in proc.stdout and "self-test: 3/3" in proc.stdout
+    assert (
+        "note: tokenizer check skipped" in proc.stdout
+        and "not ByteLevel" in proc.stdout
+        and "self-test: 3/3" in proc.stdout
+    )
     for args in (["--tokenize", "hi"], ["--text", "a [MASK]."]):
         proc = cpp(demo, bundle, *args)
         assert proc.returncode == 2 and "pre-tokenizer is not ByteLevel" in proc.stderr
@@ -340,7 +383,9 @@ def test_demo_writes_no_onnxruntime_telemetry(demo: Path, qa_bundle: Path, tmp_p
         home.mkdir()
         env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", *CI_VARS)}
         env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), **extra)
-        proc = subprocess.run([str(demo), str(qa_bundle), "--self-test"], capture_output=True, text=True, env=env, timeout=300)
+        proc = subprocess.run(
+            [str(demo), str(qa_bundle), "--self-test"], capture_output=True, text=True, env=env, timeout=300
+        )
         assert proc.returncode == 0, proc.stderr
         runs[name] = sorted(p.name for p in home.rglob("*"))
     assert runs["default"] == []

@@ -59,8 +59,14 @@ def asan_demo() -> Path:
 
 
 def demo_run(demo: Path, bundle: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(demo), str(bundle), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **ASAN_ENV}, errors="replace")
+    return subprocess.run(
+        [str(demo), str(bundle), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **ASAN_ENV},
+        errors="replace",
+    )
 
 
 def assert_refused(proc: subprocess.CompletedProcess[str], message: str) -> None:
@@ -125,6 +131,7 @@ def set_manifest(**changes: Any) -> Callable[[Path], None]:
             else:
                 target[last] = value
         relist(bundle, manifest)
+
     return apply
 
 
@@ -135,7 +142,6 @@ def tiny_graph(outputs: dict[str, tuple[str, list[int] | None]], task_inputs: tu
     """A hand-built ONNX graph with the bundle's inputs whose outputs are deliberately wrong:
     name -> (kind, arg): "slice" [1, n] prefix of the ids as float (shorter than the sequence),
     "rank1" a [1] sum, "int64" the ids themselves, "empty" [1, 0], "slice3" [1, n, 8]."""
-    import onnx
     from onnx import TensorProto, helper
 
     nodes: list[Any] = [helper.make_node("Cast", ["input_ids"], ["idsf"], to=TensorProto.FLOAT)]
@@ -176,10 +182,12 @@ def replace_graph(outputs: dict[str, tuple[str, list[int] | None]]) -> Callable[
         names = tuple(i["name"] for i in manifest["inputs"])
         (bundle / manifest["graph"]["file"]).write_bytes(tiny_graph(outputs, names))
         relist(bundle, manifest)
+
     return apply
 
 
 # --- the corpus: (base bundle, mutation, demo arguments, expected words of the error line) -------
+
 
 def _outside(bundle: Path, name: str, content: bytes) -> Path:
     path = bundle.parent / f"{bundle.name}-outside" / name
@@ -296,19 +304,21 @@ def t(path: str, value: Any) -> Callable[[Path], None]:
 
 def bpe_tokenizer(change: Callable[[dict[str, Any]], Any] | None = None) -> Callable[[Path], None]:
     """The fuzz seed's byte-level BPE tokenizer.json in place of the WordPiece one, then ``change``."""
+
     def apply(bundle: Path) -> None:
         spec = json.loads(seed_tokenizer("kSeedBpe"))
         if change:
             change(spec)
         (bundle / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
         relist(bundle)
+
     return apply
 
 
 def seed_tokenizer(name: str) -> str:
     header = (CPP / "fuzz" / "seed_tokenizers.h").read_text(encoding="utf-8")
-    start = header.index(f"{name}[] = R\"SEED(") + len(f"{name}[] = R\"SEED(")
-    return header[start:header.index(")SEED\"", start)]
+    start = header.index(f'{name}[] = R"SEED(') + len(f'{name}[] = R"SEED(')
+    return header[start : header.index(')SEED"', start)]
 
 
 SELF = ["--self-test"]
@@ -325,35 +335,70 @@ CASES: dict[str, tuple[str, Callable[[Path], None] | None, list[str], str]] = {
     "fifo-as-golden": ("qa", fifo_as_golden, SELF, "golden.json is not a regular file"),
     "dev-zero-symlink": ("qa", dev_zero, SELF, "zero is a symbolic link"),
     "directory-listed": ("qa", directory_listed, SELF, "adir is not a regular file"),
-    "graph-not-listed": ("qa", graph_unlisted, SELF, "graph.file \"other.onnx\" is not listed"),
+    "graph-not-listed": ("qa", graph_unlisted, SELF, 'graph.file "other.onnx" is not listed'),
     "graph-outside": ("qa", graph_outside, SELF, "'..' component"),
     "listed-file-missing": ("qa", missing_listed, TOK, "config.json is missing"),
-    "tokenizer-file-unlisted": ("qa", lambda b: raw_edit(b, lambda m: m["files"].pop("vocab.txt")), TOK, "tokenizer file \"vocab.txt\" is not listed"),
-    "golden-file-unlisted": ("qa", set_manifest(golden__file="gold.json"), SELF, "golden.file \"gold.json\" is not listed"),
-    "graph-file-not-in-graph-files": ("qa", set_manifest(graph__files=["config.json"]), SELF, "graph.file is not among graph.files"),
+    "tokenizer-file-unlisted": (
+        "qa",
+        lambda b: raw_edit(b, lambda m: m["files"].pop("vocab.txt")),
+        TOK,
+        'tokenizer file "vocab.txt" is not listed',
+    ),
+    "golden-file-unlisted": (
+        "qa",
+        set_manifest(golden__file="gold.json"),
+        SELF,
+        'golden.file "gold.json" is not listed',
+    ),
+    "graph-file-not-in-graph-files": (
+        "qa",
+        set_manifest(graph__files=["config.json"]),
+        SELF,
+        "graph.file is not among graph.files",
+    ),
     # manifest types and ranges
-    "manifest-not-json": ("qa", raw_manifest("{\"schema_version\": 1,"), SELF, "manifest.json is not valid JSON"),
+    "manifest-not-json": ("qa", raw_manifest('{"schema_version": 1,'), SELF, "manifest.json is not valid JSON"),
     "manifest-array": ("qa", raw_manifest("[]"), SELF, "manifest.json must be an object"),
     "manifest-nan": ("qa", nan_manifest, SELF, "manifest.json is not valid JSON"),
     "manifest-deep": ("qa", nested_manifest, SELF, "nests deeper than 64"),
-    "schema-version-string": ("qa", set_manifest(schema_version="1"), SELF, "schema_version \"1\""),
+    "schema-version-string": ("qa", set_manifest(schema_version="1"), SELF, 'schema_version "1"'),
     "task-int": ("qa", set_manifest(task=5), SELF, "task must be a string"),
-    "task-null": ("qa", set_manifest(task=None), SELF, "lacks \"task\""),
-    "task-unknown": ("qa", set_manifest(task="summarize"), SELF, "task is \"summarize\""),
-    "precision-unknown": ("qa", set_manifest(precision="fp64"), SELF, "precision is \"fp64\""),
+    "task-null": ("qa", set_manifest(task=None), SELF, 'lacks "task"'),
+    "task-unknown": ("qa", set_manifest(task="summarize"), SELF, 'task is "summarize"'),
+    "precision-unknown": ("qa", set_manifest(precision="fp64"), SELF, 'precision is "fp64"'),
     "max-seq-string": ("qa", set_manifest(max_sequence_length="128"), SELF, "max_sequence_length must be an integer"),
     "max-seq-huge": ("qa", set_manifest(max_sequence_length=10**30), SELF, "max_sequence_length must be an integer"),
     "max-seq-float": ("qa", set_manifest(max_sequence_length=1e300), SELF, "max_sequence_length must be an integer"),
     "max-seq-negative": ("qa", set_manifest(max_sequence_length=-1), SELF, "out of range"),
     "files-list": ("qa", set_manifest(files=[]), SELF, "files must be an object"),
-    "files-entry-null": ("qa", lambda b: raw_edit(b, lambda m: m["files"].__setitem__("config.json", None)), SELF, "files[\"config.json\"] must be an object"),
-    "files-bytes-string": ("qa", lambda b: raw_edit(b, lambda m: m["files"]["config.json"].__setitem__("bytes", "12")), SELF, "files[\"config.json\"].bytes must be an integer"),
-    "files-sha-upper": ("qa", lambda b: raw_edit(b, lambda m: m["files"]["config.json"].__setitem__("sha256", "A" * 64)), SELF, "64 lower-case hex"),
+    "files-entry-null": (
+        "qa",
+        lambda b: raw_edit(b, lambda m: m["files"].__setitem__("config.json", None)),
+        SELF,
+        'files["config.json"] must be an object',
+    ),
+    "files-bytes-string": (
+        "qa",
+        lambda b: raw_edit(b, lambda m: m["files"]["config.json"].__setitem__("bytes", "12")),
+        SELF,
+        'files["config.json"].bytes must be an integer',
+    ),
+    "files-sha-upper": (
+        "qa",
+        lambda b: raw_edit(b, lambda m: m["files"]["config.json"].__setitem__("sha256", "A" * 64)),
+        SELF,
+        "64 lower-case hex",
+    ),
     "inputs-object": ("qa", set_manifest(inputs={}), SELF, "inputs must be an array"),
-    "input-name-unknown": ("qa", set_manifest(inputs__0__name="evil"), SELF, "inputs[].name is \"evil\""),
+    "input-name-unknown": ("qa", set_manifest(inputs__0__name="evil"), SELF, 'inputs[].name is "evil"'),
     "outputs-lack-start": ("qa", set_manifest(outputs=[{"name": "end_logits"}]), SELF, "outputs lack start_logits"),
     "graph-string": ("qa", set_manifest(graph="model.onnx"), SELF, "graph must be an object"),
-    "graph-per-precision-missing": ("qa", set_manifest(graph__file={"fp16": "model.onnx"}), SELF, "graph.file lacks \"fp32\""),
+    "graph-per-precision-missing": (
+        "qa",
+        set_manifest(graph__file={"fp16": "model.onnx"}),
+        SELF,
+        'graph.file lacks "fp32"',
+    ),
     "special-mask-negative": ("mlm", set_manifest(special_tokens__mask=-1), SELF, "special_tokens.mask is -1"),
     "pooling-mode-int": ("qa", set_manifest(pooling__mode=3), SELF, "pooling.mode must be a string"),
     "id2label-int": ("qa", set_manifest(labels={"id2label": {"0": 5}}), SELF, "id2label.0 must be a string"),
@@ -361,41 +406,126 @@ CASES: dict[str, tuple[str, Callable[[Path], None] | None, list[str], str]] = {
     # golden.json
     "golden-id-huge": ("qa", g("examples.0.input_ids.1", 10**9), SELF, "input_ids[] is 1000000000, out of range"),
     "golden-id-negative": ("qa", g("examples.0.input_ids.1", -1), SELF, "out of range"),
-    "golden-id-vocab": ("qa", g("examples.0.input_ids.1", 30522), SELF, "input_ids[] is 30522, out of range [0, 30521]"),
+    "golden-id-vocab": (
+        "qa",
+        g("examples.0.input_ids.1", 30522),
+        SELF,
+        "input_ids[] is 30522, out of range [0, 30521]",
+    ),
     "golden-type-id": ("qa", g("examples.0.token_type_ids.1", 7), SELF, "token_type_ids[] is 7"),
     "golden-mask-length": ("qa", golden(lambda d: d["examples"][0]["attention_mask"].pop()), SELF, "different lengths"),
     "golden-no-examples": ("qa", g("examples", []), SELF, "has no examples"),
     "golden-example-number": ("qa", g("examples.0", 3), SELF, "examples[0] must be an object"),
     "golden-output-string": ("qa", g("examples.0.outputs.start_logits", ["a"]), SELF, "must be a number"),
     "golden-output-unknown": ("qa", g("examples.0.outputs.bogus", [1.0]), SELF, "outputs.bogus is not an output"),
-    "golden-no-tolerance": ("qa", golden(lambda d: d["tolerances"].pop("fp32")), SELF, "no tolerances for precision fp32"),
+    "golden-no-tolerance": (
+        "qa",
+        golden(lambda d: d["tolerances"].pop("fp32")),
+        SELF,
+        "no tolerances for precision fp32",
+    ),
     "golden-tolerance-string": ("qa", g("tolerances.fp32.max_abs", "big"), SELF, "max_abs must be a number"),
     "golden-text-int": ("qa", g("examples.0.question", 5), SELF, "question must be a string"),
-    "golden-topk-position": ("mlm", golden(lambda d: d["examples"][0]["outputs"]["logits"]["positions"].__setitem__(0, 10**6)), SELF, "positions[] is 1000000, out of range"),
-    "golden-topk-id": ("mlm", golden(lambda d: d["examples"][0]["outputs"]["logits"]["ids"][0].__setitem__(1, 10**7)), SELF, "ids[][] is 10000000, out of range"),
-    "golden-topk-ragged": ("mlm", golden(lambda d: d["examples"][0]["outputs"]["logits"]["values"][0].pop()), SELF, "of one length"),
-    "golden-reduce-int": ("mlm", golden(lambda d: d["examples"][0]["outputs"]["logits"].__setitem__("reduce", 4)), SELF, "reduce must be a string"),
+    "golden-topk-position": (
+        "mlm",
+        golden(lambda d: d["examples"][0]["outputs"]["logits"]["positions"].__setitem__(0, 10**6)),
+        SELF,
+        "positions[] is 1000000, out of range",
+    ),
+    "golden-topk-id": (
+        "mlm",
+        golden(lambda d: d["examples"][0]["outputs"]["logits"]["ids"][0].__setitem__(1, 10**7)),
+        SELF,
+        "ids[][] is 10000000, out of range",
+    ),
+    "golden-topk-ragged": (
+        "mlm",
+        golden(lambda d: d["examples"][0]["outputs"]["logits"]["values"][0].pop()),
+        SELF,
+        "of one length",
+    ),
+    "golden-reduce-int": (
+        "mlm",
+        golden(lambda d: d["examples"][0]["outputs"]["logits"].__setitem__("reduce", 4)),
+        SELF,
+        "reduce must be a string",
+    ),
     # tokenizer.json
     "vocab-id-huge": ("qa", t("model.vocab.hello", 10**12), TOK, "out of range"),
     "vocab-id-negative": ("qa", t("model.vocab.hello", -3), TOK, "out of range"),
     "vocab-not-object": ("qa", t("model.vocab", [1, 2]), TOK, "model.vocab must be an object"),
     "added-id-huge": ("qa", t("added_tokens.0.id", 10**10), TOK, "added_tokens[].id is 10000000000"),
     "added-content-int": ("qa", t("added_tokens.0.content", 5), TOK, "content must be a string"),
-    "template-id-unknown": ("qa", t("post_processor.special_tokens.[CLS].ids", [999999]), TOK, "template adds the token id 999999"),
+    "template-id-unknown": (
+        "qa",
+        t("post_processor.special_tokens.[CLS].ids", [999999]),
+        TOK,
+        "template adds the token id 999999",
+    ),
     "template-id-huge": ("qa", t("post_processor.special_tokens.[CLS].ids", [10**15]), TOK, "out of range"),
-    "template-undefined": ("qa", t("post_processor.single.0", {"SpecialToken": {"id": "[NOPE]", "type_id": 0}}), TOK, "without defining it"),
+    "template-undefined": (
+        "qa",
+        t("post_processor.single.0", {"SpecialToken": {"id": "[NOPE]", "type_id": 0}}),
+        TOK,
+        "without defining it",
+    ),
     "tokenizer-not-json": ("qa", None, TOK, "tokenizer.json is not valid JSON"),
-    "bpe-merge-unknown": ("qa", bpe_tokenizer(lambda s: s["model"]["merges"].insert(0, ["zzq", "qzz"])), TOK, "a token missing from the vocabulary"),
-    "bpe-merge-malformed": ("qa", bpe_tokenizer(lambda s: s["model"]["merges"].insert(0, "abc")), TOK, "not two tokens"),
-    "bpe-merge-triple": ("qa", bpe_tokenizer(lambda s: s["model"]["merges"].insert(0, ["a", "b", "c"])), TOK, "not a pair"),
+    "bpe-merge-unknown": (
+        "qa",
+        bpe_tokenizer(lambda s: s["model"]["merges"].insert(0, ["zzq", "qzz"])),
+        TOK,
+        "a token missing from the vocabulary",
+    ),
+    "bpe-merge-malformed": (
+        "qa",
+        bpe_tokenizer(lambda s: s["model"]["merges"].insert(0, "abc")),
+        TOK,
+        "not two tokens",
+    ),
+    "bpe-merge-triple": (
+        "qa",
+        bpe_tokenizer(lambda s: s["model"]["merges"].insert(0, ["a", "b", "c"])),
+        TOK,
+        "not a pair",
+    ),
     # model outputs (hand-built graphs)
-    "qa-output-truncated": ("qa", replace_graph({"start_logits": ("slice", [1]), "end_logits": ("slice", [1])}), SELF, "has shape [1, 1] where [1, "),
-    "qa-output-truncated-run": ("qa", replace_graph({"start_logits": ("slice", [2]), "end_logits": ("slice", [2])}), QA, "has shape [1, 2] where [1, "),
-    "qa-output-rank1": ("qa", replace_graph({"start_logits": ("rank1", None), "end_logits": ("rank1", None)}), QA, "has shape [] where"),
-    "qa-output-empty": ("qa", replace_graph({"start_logits": ("empty", None), "end_logits": ("empty", None)}), QA, "has shape [1, 0] where"),
-    "qa-output-int64": ("qa", replace_graph({"start_logits": ("int64", None), "end_logits": ("int64", None)}), QA, "where float32 or float16 was expected"),
+    "qa-output-truncated": (
+        "qa",
+        replace_graph({"start_logits": ("slice", [1]), "end_logits": ("slice", [1])}),
+        SELF,
+        "has shape [1, 1] where [1, ",
+    ),
+    "qa-output-truncated-run": (
+        "qa",
+        replace_graph({"start_logits": ("slice", [2]), "end_logits": ("slice", [2])}),
+        QA,
+        "has shape [1, 2] where [1, ",
+    ),
+    "qa-output-rank1": (
+        "qa",
+        replace_graph({"start_logits": ("rank1", None), "end_logits": ("rank1", None)}),
+        QA,
+        "has shape [] where",
+    ),
+    "qa-output-empty": (
+        "qa",
+        replace_graph({"start_logits": ("empty", None), "end_logits": ("empty", None)}),
+        QA,
+        "has shape [1, 0] where",
+    ),
+    "qa-output-int64": (
+        "qa",
+        replace_graph({"start_logits": ("int64", None), "end_logits": ("int64", None)}),
+        QA,
+        "where float32 or float16 was expected",
+    ),
     "mlm-output-truncated": ("mlm", replace_graph({"logits": ("slice3", [2])}), SELF, "has shape [1, 2, 8] where [1, "),
-    "mlm-output-truncated-run": ("mlm", replace_graph({"logits": ("slice3", [1])}), ["--text", "Paris is the [MASK] of France."], "has shape [1, 1, 8] where [1, "),
+    "mlm-output-truncated-run": (
+        "mlm",
+        replace_graph({"logits": ("slice3", [1])}),
+        ["--text", "Paris is the [MASK] of France."],
+        "has shape [1, 1, 8] where [1, ",
+    ),
     # arguments
     "threads-huge": ("qa", None, SELF + ["--threads", "100000"], "--threads 100000 is not a number from 1 to"),
     "threads-zero": ("qa", None, SELF + ["--threads", "0"], "--threads 0 is not a number from 1 to"),
@@ -410,12 +540,14 @@ def bases(make_bundle: Callable[..., Path]) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_malformed_bundle_is_refused_cleanly(asan_demo: Path, bases: dict[str, Path], tmp_path: Path, case: str) -> None:
+def test_malformed_bundle_is_refused_cleanly(
+    asan_demo: Path, bases: dict[str, Path], tmp_path: Path, case: str
+) -> None:
     base, mutate, args, message = CASES[case]
     bundle = tmp_path / "b"
     shutil.copytree(bases[base], bundle)
     if case == "tokenizer-not-json":
-        (bundle / "tokenizer.json").write_text("{\"model\": ", encoding="utf-8")
+        (bundle / "tokenizer.json").write_text('{"model": ', encoding="utf-8")
         relist(bundle)
     elif mutate is not None:
         mutate(bundle)
@@ -427,7 +559,7 @@ def test_malformed_bundle_is_refused_cleanly(asan_demo: Path, bases: dict[str, P
 def test_valid_bundles_pass_under_sanitizers(asan_demo: Path, bases: dict[str, Path], tmp_path: Path) -> None:
     """The corpus' bases themselves: self-test, a request and the graph moved to onnx/ (graph.file
     naming a subdirectory) all succeed with no sanitizer report."""
-    for name, bundle in bases.items():
+    for bundle in bases.values():
         proc = demo_run(asan_demo, bundle, "--self-test", "--threads", "1")
         assert proc.returncode == 0 and "self-test: 3/3" in proc.stdout, proc.stdout + proc.stderr
         assert not any(mark in proc.stderr for mark in SANITIZER_MARKS), proc.stderr
@@ -462,6 +594,7 @@ def test_unlisted_files_change_nothing(asan_demo: Path, bases: dict[str, Path], 
 
 
 # --- byte-level BPE: O(n log n) merges, identical to Hugging Face ---------------------------------
+
 
 @pytest.fixture(scope="module")
 def bpe_bundle(bases: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -499,6 +632,7 @@ def test_bpe_random_text_equals_hugging_face(asan_demo: Path, bpe_bundle: Path) 
 
 # --- build.sh from the user's own environment ------------------------------------------------------
 
+
 def test_build_sh_with_only_python3_on_path(tmp_path: Path) -> None:
     """No ./.venv beside the sources and no PYTHON: build.sh finds `python3` on a clean PATH (this
     environment's bin/ first) and hands cmake its absolute path (a bare name used to become
@@ -506,16 +640,23 @@ def test_build_sh_with_only_python3_on_path(tmp_path: Path) -> None:
     Builds the generated Unicode tables, the step that runs Python."""
     needs(shutil.which("cmake") is not None, "no cmake")
     repo = tmp_path / "repo"
-    shutil.copytree(CPP, repo / "examples" / "cpp",
-                    ignore=shutil.ignore_patterns("build", "build-*", "third_party", "corpus"))
+    shutil.copytree(
+        CPP, repo / "examples" / "cpp", ignore=shutil.ignore_patterns("build", "build-*", "third_party", "corpus")
+    )
     bindir = Path(sys.executable).parent  # the environment's own bin/ (a venv: python3 is there)
     needs((bindir / "python3").exists(), f"no python3 beside {sys.executable}")
     tp = CPP / "third_party" / "include"
     env = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
     if (tp / "onnxruntime").is_dir() and (tp / "nlohmann").is_dir():  # reuse headers (no network)
         env.update(ORT_INCLUDE_DIR=str(tp / "onnxruntime"), JSON_INCLUDE_DIR=str(tp))
-    proc = subprocess.run(["bash", str(repo / "examples" / "cpp" / "build.sh"), "--target", "unicode_tables"],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        ["bash", str(repo / "examples" / "cpp" / "build.sh"), "--target", "unicode_tables"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     cache = (repo / "examples" / "cpp" / "build" / "CMakeCache.txt").read_text(encoding="utf-8")
     assert f"PYTHON_EXECUTABLE:FILEPATH={bindir / 'python3'}" in cache
@@ -524,22 +665,40 @@ def test_build_sh_with_only_python3_on_path(tmp_path: Path) -> None:
 
 # --- the fuzz target -------------------------------------------------------------------------------
 
+
 def test_fuzz_target_runs_clean(tmp_path: Path) -> None:
     """libFuzzer over the manifest reader, tokenizer.json parsing and text encoding, ASan + UBSan,
     for BERT_EXPORT_FUZZ_SECONDS (default 30) from the committed seed corpus: no crash, no
     sanitizer report, no uncaught exception, no input slower than 10 s, no leak."""
-    needs(shutil.which("clang++") is not None, "no clang++ with libFuzzer (apt-get install clang; .ci/install.d/20-clang.sh)")
+    needs(
+        shutil.which("clang++") is not None,
+        "no clang++ with libFuzzer (apt-get install clang; .ci/install.d/20-clang.sh)",
+    )
     proc = build({"BERT_EXPORT_FUZZ": "1"})
     assert proc.returncode == 0, f"fuzz build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     corpus = tmp_path / "corpus"
     shutil.copytree(CPP / "fuzz" / "corpus", corpus)
     seconds = int(os.environ.get("BERT_EXPORT_FUZZ_SECONDS", "30"))
     run = subprocess.run(  # own_peak_rss: libFuzzer's RSS limit would otherwise count pytest's own size
-        own_peak_rss([str(CPP / "build-fuzz" / "bx_fuzz"), f"-max_total_time={seconds}", "-seed=1", "-max_len=16384",
-                      "-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1", f"-artifact_prefix={tmp_path}/",
-                      str(corpus)]),
-        capture_output=True, text=True, timeout=seconds + 300, errors="replace",
-        env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
+        own_peak_rss(
+            [
+                str(CPP / "build-fuzz" / "bx_fuzz"),
+                f"-max_total_time={seconds}",
+                "-seed=1",
+                "-max_len=16384",
+                "-timeout=10",
+                "-rss_limit_mb=2048",
+                "-print_final_stats=1",
+                f"-artifact_prefix={tmp_path}/",
+                str(corpus),
+            ]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=seconds + 300,
+        errors="replace",
+        env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"},
+    )
     assert run.returncode == 0, run.stderr[-5000:]
     assert "stat::number_of_executed_units" in run.stderr
     for mark in SANITIZER_MARKS + ("fuzz finding", "deadly signal"):

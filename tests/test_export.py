@@ -96,7 +96,9 @@ def test_manifest_records_what_consumers_need(make_bundle) -> None:
     assert manifest["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 3]}]
     assert manifest["max_sequence_length"] == 128
     assert {"torch", "transformers", "onnx", "onnxruntime"} <= manifest["versions"].keys()
-    assert {"onnx/model.onnx", "config.json", "parity.json", "reference.safetensors", "vocab.txt"} <= manifest["files"].keys()
+    assert {"onnx/model.onnx", "config.json", "parity.json", "reference.safetensors", "vocab.txt"} <= manifest[
+        "files"
+    ].keys()
     assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
     assert manifest["parity"]["passed"] is True
     assert manifest["export"]["seconds"] > 0
@@ -149,6 +151,9 @@ def test_new_head_is_seeded(tmp_path) -> None:
     from bert_export.exporter.loading import load_source
     from bert_export.models import get_family, get_task
 
-    heads = [load_source(get_family("bert"), get_task("qa"), model=MINILM_ID, seed=7).model.qa_outputs.weight for _ in range(2)]
+    heads = [
+        load_source(get_family("bert"), get_task("qa"), model=MINILM_ID, seed=7).model.qa_outputs.weight
+        for _ in range(2)
+    ]
     other = load_source(get_family("bert"), get_task("qa"), model=MINILM_ID, seed=8).model.qa_outputs.weight
     assert (heads[0] == heads[1]).all() and not (heads[0] == other).all()

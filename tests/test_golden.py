@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bert_export.exporter.bundle import load_bundle
-
+from bert_export.bundle.reader import load_bundle
 from bert_export.exporter.golden import GOLDEN, check_golden, load_golden
 from bert_export.models import BertExportError
 from bert_export.runtimes.factory import load_tokenizer, make_runner
@@ -45,7 +44,9 @@ def test_golden_inputs_are_the_tokenizers(make_bundle: Callable[..., Path], task
     tokenizer = load_tokenizer(path)
     for ex in load_golden(path)["examples"]:
         if "question" in ex:
-            enc = tokenizer(ex["question"], ex["context"], truncation="only_second", max_length=load_bundle(path).max_seq)
+            enc = tokenizer(
+                ex["question"], ex["context"], truncation="only_second", max_length=load_bundle(path).max_seq
+            )
         else:
             enc = tokenizer(ex["text"])
         assert ex["input_ids"] == enc["input_ids"]
@@ -57,13 +58,15 @@ def test_golden_results_and_reductions(make_bundle: Callable[..., Path]) -> None
     qa = load_golden(make_bundle("bert", "qa"))
     for ex in qa["examples"]:
         r = ex["result"]
-        assert ex["context"][r["start"]:r["end"]] == r["answer"]
+        assert ex["context"][r["start"] : r["end"]] == r["answer"]
         assert len(ex["outputs"]["start_logits"]) == len(ex["input_ids"])
     mlm = load_golden(make_bundle("bert", "mlm"))
     for ex in mlm["examples"]:
         logits = ex["outputs"]["logits"]
         assert logits["reduce"] == "topk"
-        assert [ex["input_ids"][p] for p in logits["positions"]] == [103] * len(logits["positions"]) and logits["positions"]
+        assert [ex["input_ids"][p] for p in logits["positions"]] == [103] * len(logits["positions"]) and logits[
+            "positions"
+        ]
         assert all(len(ids) == 5 for ids in logits["ids"])
         assert all(v == sorted(v, reverse=True) for v in logits["values"])
         assert [f["candidates"][0]["id"] for f in ex["result"]["fills"]] == [ids[0] for ids in logits["ids"]]
@@ -74,7 +77,9 @@ def test_golden_results_and_reductions(make_bundle: Callable[..., Path]) -> None
         assert np.allclose(pooled["values"], ex["result"]["embeddings"][0], atol=1e-6)
 
 
-def test_check_golden_reports_a_wrong_reference(make_bundle: Callable[..., Path], copy_bundle: Callable[[Path], Path]) -> None:
+def test_check_golden_reports_a_wrong_reference(
+    make_bundle: Callable[..., Path], copy_bundle: Callable[[Path], Path]
+) -> None:
     path = copy_bundle(make_bundle("bert", "seq-cls"))
     golden = json.loads((path / GOLDEN).read_text(encoding="utf-8"))
     golden["examples"][1]["outputs"]["logits"][0] += 0.5

@@ -32,8 +32,16 @@ def search(n: int, needed: set[str], scores: dict[str, float], budget: float = 6
         time.sleep(cost)
         return Path("x")
 
-    result = accuracy_fallback(names, build, lambda p: Report(needed <= built[-1]), None, [],
-                               rank=lambda p: scores, budget_s=budget, progress=False)
+    result = accuracy_fallback(
+        names,
+        build,
+        lambda p: Report(needed <= built[-1]),
+        None,
+        [],
+        rank=lambda p: scores,
+        budget_s=budget,
+        progress=False,
+    )
     return result, built
 
 

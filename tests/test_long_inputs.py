@@ -15,7 +15,7 @@ import onnx
 import pytest
 import torch
 
-from bert_export.exporter.bundle import load_bundle
+from bert_export.bundle.reader import load_bundle
 from bert_export.exporter.loading import load_source
 from bert_export.models import FAMILIES, get_family, get_task
 from bert_export.runtimes.factory import make_runner
@@ -39,7 +39,9 @@ def _torch_hidden(task: str, feed: dict[str, np.ndarray]) -> np.ndarray:
     source = load_source(get_family("modernbert"), get_task(task), random_init=True, overrides=dict(TINY), seed=0)
     source.model.eval()
     with torch.no_grad():
-        out = source.model(input_ids=torch.from_numpy(feed["input_ids"]), attention_mask=torch.from_numpy(feed["attention_mask"]))
+        out = source.model(
+            input_ids=torch.from_numpy(feed["input_ids"]), attention_mask=torch.from_numpy(feed["attention_mask"])
+        )
     return out[0].numpy()
 
 
@@ -48,13 +50,16 @@ def banded_embed(make_bundle) -> Path:
     return make_bundle("modernbert", "embed", overrides=dict(TINY))
 
 
-@pytest.mark.parametrize("lengths, width", [
-    ([5, 3, 1], 5),                 # below the window, below one block
-    ([16, 8, 12], 16),              # exactly the window, exactly two blocks
-    ([17, 9, 2], 17),               # one past the window, not a block multiple
-    ([45, 29, 16, 7], 45),          # well past the window, odd
-    ([130, 64, 33, 100], 130),      # many blocks, mixed padding
-])
+@pytest.mark.parametrize(
+    "lengths, width",
+    [
+        ([5, 3, 1], 5),  # below the window, below one block
+        ([16, 8, 12], 16),  # exactly the window, exactly two blocks
+        ([17, 9, 2], 17),  # one past the window, not a block multiple
+        ([45, 29, 16, 7], 45),  # well past the window, odd
+        ([130, 64, 33, 100], 130),  # many blocks, mixed padding
+    ],
+)
 def test_banded_matches_pytorch(banded_embed: Path, lengths: list[int], width: int) -> None:
     feed = _batch(lengths, width, seed=width)
     with make_runner(load_bundle(banded_embed), "ort", 1) as runner:
@@ -99,7 +104,9 @@ def test_default_max_seq_is_the_models_where_long_inputs_are_affordable() -> Non
     from bert_export.quantize.pipeline import OptimizeOptions
 
     fam = get_family("modernbert")
-    assert long_inputs_affordable(fam, OptimizeOptions()) and long_inputs_affordable(fam, OptimizeOptions(runtime="openvino"))
+    assert long_inputs_affordable(fam, OptimizeOptions()) and long_inputs_affordable(
+        fam, OptimizeOptions(runtime="openvino")
+    )
     assert not long_inputs_affordable(fam, OptimizeOptions(runtime="trt"))
     assert not long_inputs_affordable(fam, OptimizeOptions(banded_attention=False))
     assert not long_inputs_affordable(fam, OptimizeOptions(optimize=False))
@@ -109,7 +116,9 @@ def test_default_max_seq_is_the_models_where_long_inputs_are_affordable() -> Non
 def test_dense_flag_keeps_masked_attention_and_agrees(make_bundle, banded_embed: Path) -> None:
     from bert_export.quantize.pipeline import OptimizeOptions
 
-    dense = make_bundle("modernbert", "embed", overrides=dict(TINY), optimization=OptimizeOptions(banded_attention=False))
+    dense = make_bundle(
+        "modernbert", "embed", overrides=dict(TINY), optimization=OptimizeOptions(banded_attention=False)
+    )
     assert load_bundle(dense).manifest["optimization"]["banded_attention_layers"] == 0
     ops = [n.op_type for n in onnx.load(str(load_bundle(dense).model_path)).graph.node]
     assert ops.count("MultiHeadAttention") == 3 and "Softmax" not in ops
@@ -142,7 +151,9 @@ def test_banded_on_standard_onnx_targets(make_bundle, runtime: str) -> None:
     if runtime == "openvino":  # ...which OpenVINO fuses into its memory-light attention for the global layer
         import openvino as ov
 
-        ir_ops = [o.get_type_name() for o in ov.Core().read_model(str(path / "openvino" / "model.xml")).get_ordered_ops()]
+        ir_ops = [
+            o.get_type_name() for o in ov.Core().read_model(str(path / "openvino" / "model.xml")).get_ordered_ops()
+        ]
         assert ir_ops.count("ScaledDotProductAttention") == 1
     runners = ["ort"] + (["openvino"] if runtime == "openvino" else [])
     for lengths, width in ([5, 3, 1], 5), ([17, 9, 2], 17), ([130, 64, 33, 100], 130):
@@ -163,8 +174,11 @@ def test_banded_in_javascript_runtimes(banded_embed: Path, tmp_path: Path) -> No
 
     needs(node_ready(), "node + examples/web/node_modules missing (run .ci/install.d/30-node.sh)")
     feed = _batch([130, 64, 33, 100], 130, seed=11)
-    job = {"graph": str(load_bundle(banded_embed).model_path), "outputs": ["last_hidden_state"],
-           "feeds": {k: {"dims": list(v.shape), "data": v.ravel().tolist()} for k, v in feed.items()}}
+    job = {
+        "graph": str(load_bundle(banded_embed).model_path),
+        "outputs": ["last_hidden_state"],
+        "feeds": {k: {"dims": list(v.shape), "data": v.ravel().tolist()} for k, v in feed.items()},
+    }
     (tmp_path / "job.json").write_text(json.dumps(job))
     res = run_node("node/raw_graph.mjs", str(tmp_path / "job.json"))
     want = _torch_hidden("embed", feed)
@@ -200,11 +214,30 @@ def test_banded_with_low_precision(make_bundle, precision: str) -> None:
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["Alice", "Bruno", "Chen", "Dara", "Emeka", "Farah", "Goran", "Hiro", "Ines", "Jonas"]
-CODES = ["falcon", "harbor", "maple", "quartz", "saffron", "tundra", "velvet", "walnut", "zephyr", "cobalt", "ember", "lagoon"]
-FILLER = ["The weather was mild that week.", "Trains ran late on the northern line.", "A committee reviewed the budget twice.",
-          "Gardens along the river were in bloom.", "Several shops closed early for the holiday.",
-          "The museum added a wing for modern sculpture.", "Fishermen reported a quiet season.",
-          "Students gathered in the library after class."]
+CODES = [
+    "falcon",
+    "harbor",
+    "maple",
+    "quartz",
+    "saffron",
+    "tundra",
+    "velvet",
+    "walnut",
+    "zephyr",
+    "cobalt",
+    "ember",
+    "lagoon",
+]
+FILLER = [
+    "The weather was mild that week.",
+    "Trains ran late on the northern line.",
+    "A committee reviewed the budget twice.",
+    "Gardens along the river were in bloom.",
+    "Several shops closed early for the holiday.",
+    "The museum added a wing for modern sculpture.",
+    "Fishermen reported a quiet season.",
+    "Students gathered in the library after class.",
+]
 
 
 def _story(rng: np.random.Generator, name: str, code: str, before: int, after: int) -> tuple[str, int]:
@@ -245,8 +278,15 @@ def qa_model_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> 
             questions.append(f"What is the secret code of {name}?")
             contexts.append(context)
             spans.append((start, start + len(code)))
-        enc = tok(questions, contexts, truncation="only_second", max_length=128, padding=True, return_offsets_mapping=True,
-                  return_tensors="pt")
+        enc = tok(
+            questions,
+            contexts,
+            truncation="only_second",
+            max_length=128,
+            padding=True,
+            return_offsets_mapping=True,
+            return_tensors="pt",
+        )
         starts, ends = [], []
         for i, (s, e) in enumerate(spans):
             seq = enc.sequence_ids(i)
@@ -300,8 +340,8 @@ def test_long_context_qa_finds_the_answer_in_any_window(qa_bundle: Path) -> None
     for question, context, start in _long_requests():
         assert len(tok(question, context)["input_ids"]) > 3 * b.max_seq  # several windows
         r = predict(b, question=question, context=context).results[0]
-        assert context[r["start"]:r["end"]] == r["answer"]
-        assert r["start"] == start, (r, context[start:start + 10])
+        assert context[r["start"] : r["end"]] == r["answer"]
+        assert r["start"] == start, (r, context[start : start + 10])
         assert 0 < r["score"] <= 1
 
 
@@ -309,13 +349,15 @@ def test_long_context_qa_matches_hf_pipeline(qa_bundle: Path, qa_model_dir: Path
     import json
     import subprocess
 
+    from bert_export.runtimes.predict import predict
     from tests.conftest import needs
 
-    from bert_export.runtimes.predict import predict
-
     python = _hf_python()
-    needs(python is not None, "transformers 4.x venv for the question-answering pipeline (.ci/install.d/32-hf-venv.sh, "
-                              "or BERT_EXPORT_HF_PYTHON)")
+    needs(
+        python is not None,
+        "transformers 4.x venv for the question-answering pipeline (.ci/install.d/32-hf-venv.sh, "
+        "or BERT_EXPORT_HF_PYTHON)",
+    )
     requests = _long_requests()
     # windows of 128 with HF's default stride (min(128 // 2, 128)); a shorter answer limit than ours, and one stride
     # that makes the answer sit in two windows
@@ -341,7 +383,9 @@ def test_long_context_qa_matches_hf_pipeline(qa_bundle: Path, qa_model_dir: Path
     ours = []
     for s in settings:
         for q, c, _ in requests:
-            r = predict(qa_bundle, question=q, context=c, doc_stride=s["doc_stride"], max_answer_tokens=s["max_answer_len"]).results[0]
+            r = predict(
+                qa_bundle, question=q, context=c, doc_stride=s["doc_stride"], max_answer_tokens=s["max_answer_len"]
+            ).results[0]
             ours.append({k: r[k] for k in ("answer", "start", "end")})
     assert ours == hf
 
@@ -359,7 +403,9 @@ def test_doc_stride_too_large_is_one_clear_error(qa_bundle: Path) -> None:
 # Long-document embeddings: truncated with a note, or --chunk: windows mean-pooled.
 
 
-def test_chunked_embeddings_cover_the_whole_text(make_bundle, minilm_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_chunked_embeddings_cover_the_whole_text(
+    make_bundle, minilm_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     from transformers import AutoTokenizer, BertModel
@@ -378,11 +424,20 @@ def test_chunked_embeddings_cover_the_whole_text(make_bundle, minilm_dir: Path, 
     model = BertModel.from_pretrained(str(minilm_dir)).eval()
     want = []
     for text in texts:
-        enc = tok(text, truncation=True, max_length=64, return_overflowing_tokens=True, padding=True, return_tensors="pt")
+        enc = tok(
+            text, truncation=True, max_length=64, return_overflowing_tokens=True, padding=True, return_tensors="pt"
+        )
         assert (len(enc["input_ids"]) > 1) == (text != texts[1])
         with torch.no_grad():
-            hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                           token_type_ids=enc["token_type_ids"]).last_hidden_state.numpy().astype(np.float64)
+            hidden = (
+                model(
+                    input_ids=enc["input_ids"],
+                    attention_mask=enc["attention_mask"],
+                    token_type_ids=enc["token_type_ids"],
+                )
+                .last_hidden_state.numpy()
+                .astype(np.float64)
+            )
         m = enc["attention_mask"].numpy()[..., None]
         v = (hidden * m).sum((0, 1)) / m.sum()
         want.append(v / np.linalg.norm(v))
@@ -399,9 +454,8 @@ def test_cpp_long_context_qa_matches_python(qa_bundle: Path) -> None:
     import json
     import subprocess
 
-    from tests.conftest import needs
-
     from bert_export.runtimes.predict import predict
+    from tests.conftest import needs
 
     demo = ROOT / "examples" / "cpp" / "build" / "bert_export_demo"
     needs(demo.is_file(), "the C++ consumer is not built (tests/test_cpp.py builds it: examples/cpp/build.sh)")
@@ -416,6 +470,10 @@ def test_cpp_long_context_qa_matches_python(qa_bundle: Path) -> None:
             want = predict(qa_bundle, question=question, context=context, doc_stride=stride).results[0]
             assert {k: got[k] for k in ("answer", "start", "end")} == {k: want[k] for k in ("answer", "start", "end")}
             assert abs(got["score"] - want["score"]) < 1e-4
-    done = subprocess.run([str(demo), str(qa_bundle), "--question", "q?", "--context", _long_requests()[0][1],
-                           "--doc-stride", "500"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(demo), str(qa_bundle), "--question", "q?", "--context", _long_requests()[0][1], "--doc-stride", "500"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and done.stderr.startswith("error: --doc-stride 500")

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bert_export.exporter.bundle import load_bundle
-from bert_export.exporter.cli import main
+from bert_export.bundle.reader import load_bundle
+from bert_export.cli.main import main
 from bert_export.models import BertExportError
 from bert_export.quantize.pipeline import OptimizeOptions
 from bert_export.runtimes.factory import bundle_tokenizer, make_runner
@@ -52,8 +52,11 @@ def padded_feed(bundle: Path, texts: list[str]) -> tuple[dict[str, np.ndarray], 
     return feed, feed["attention_mask"].astype(bool)
 
 
-TEXTS = ["Short one.", "A longer sentence about the museum that reopened after the renovation of its east wing, "
-         "with enough words to pass a small local attention window many times over, and then some more words."]
+TEXTS = [
+    "Short one.",
+    "A longer sentence about the museum that reopened after the renovation of its east wing, "
+    "with enough words to pass a small local attention window many times over, and then some more words.",
+]
 
 
 @pytest.mark.parametrize("family", ["bert", "modernbert"])
@@ -85,8 +88,10 @@ def test_ir_tampering_is_refused(make_bundle: Any, copy_bundle: Any) -> None:
 
 def test_modernbert_int8_and_bf16_commands(make_bundle: Any, capsys: Any) -> None:
     """NNCF int8 and bf16 on ModernBERT past its window; validate / run / bench --runtime openvino."""
-    for opt, precision in ((OptimizeOptions(runtime="openvino", int8=True), "int8"),
-                           (OptimizeOptions(runtime="openvino", bf16=True), "bf16")):
+    for opt, precision in (
+        (OptimizeOptions(runtime="openvino", int8=True), "int8"),
+        (OptimizeOptions(runtime="openvino", bf16=True), "bf16"),
+    ):
         bundle = make_bundle("modernbert", "embed", optimization=opt)
         m = manifest(bundle)
         assert m["precision"] == precision and m["optimization"]["openvino"]["precision"] == precision
@@ -114,14 +119,31 @@ def test_modernbert_int8_and_bf16_commands(make_bundle: Any, capsys: Any) -> Non
     out = capsys.readouterr().out
     assert exc.value.code in (0, None) and json.loads(out.strip().splitlines()[-1])
     with pytest.raises(SystemExit) as exc:
-        main(["bench", str(bundle), "--runtime", "openvino", "--batch", "1", "--seq", "24", "--runs", "3", "--warmup", "1"])
+        main(
+            [
+                "bench",
+                str(bundle),
+                "--runtime",
+                "openvino",
+                "--batch",
+                "1",
+                "--seq",
+                "24",
+                "--runs",
+                "3",
+                "--warmup",
+                "1",
+            ]
+        )
     assert exc.value.code in (0, None) and "openvino" in capsys.readouterr().out
 
 
 def test_minilm_bf16_gate(make_bundle: Any) -> None:
     """Real weights, real text: bf16 (OpenVINO's default on this CPU class) passes its own gate, and the IR
     agrees with ONNX Runtime's fp32 within bf16's error once the f32 hint is forced."""
-    bundle = make_bundle("bert", "embed", model=MINILM_ID, max_seq=128, optimization=OptimizeOptions(runtime="openvino", bf16=True))
+    bundle = make_bundle(
+        "bert", "embed", model=MINILM_ID, max_seq=128, optimization=OptimizeOptions(runtime="openvino", bf16=True)
+    )
     m = manifest(bundle)
     s = m["parity"]["summary"]
     assert m["parity"]["runtime"] == "openvino" and s["cosine_mean"] >= 0.9999 and s["cosine_min"] >= 0.999
@@ -134,7 +156,11 @@ def test_minilm_bf16_gate(make_bundle: Any) -> None:
 
 @pytest.mark.slow  # NNCF re-quantizes MiniLM per gate trial: several minutes on 2 shared cores
 def test_minilm_int8_gate_with_ignored_scope(make_bundle: Any) -> None:
-    int8 = manifest(make_bundle("bert", "embed", model=MINILM_ID, max_seq=128, optimization=OptimizeOptions(runtime="openvino", int8=True)))
+    int8 = manifest(
+        make_bundle(
+            "bert", "embed", model=MINILM_ID, max_seq=128, optimization=OptimizeOptions(runtime="openvino", int8=True)
+        )
+    )
     s, fb = int8["parity"]["summary"], int8["optimization"]["fallback"]
     assert s["cosine_mean"] >= 0.997 and s["cosine_min"] >= 0.995
     assert fb["passed"] and fb["seconds"] <= fb["budget_s"] + 300 and fb["candidates"] == 37  # 36 + the pooler
@@ -143,8 +169,11 @@ def test_minilm_int8_gate_with_ignored_scope(make_bundle: Any) -> None:
 
 
 def test_openvino_option_errors(tmp_path: Path, capsys: Any) -> None:
-    for args, message in ((["--bf16"], "--runtime openvino"), (["--runtime", "openvino", "--fp16"], "--bf16"),
-                          (["--runtime", "openvino", "--int8", "--int8-mode", "static"], "NNCF")):
+    for args, message in (
+        (["--bf16"], "--runtime openvino"),
+        (["--runtime", "openvino", "--fp16"], "--bf16"),
+        (["--runtime", "openvino", "--int8", "--int8-mode", "static"], "NNCF"),
+    ):
         with pytest.raises(SystemExit) as exc:
             main(["bert", "--task", "qa", "--random-init", "--tiny", "--out", str(tmp_path / "b"), *args])
         err = capsys.readouterr().err
@@ -157,6 +186,18 @@ def test_missing_openvino_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tm
 
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(BertExportError, match=r"bert-export\[openvino\]"):
-        export("bert", "qa", random_init=True, overrides={"num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2,
-               "intermediate_size": 32, "max_position_embeddings": 64}, out=tmp_path / "b", optimization=OptimizeOptions(runtime="openvino"))
+        export(
+            "bert",
+            "qa",
+            random_init=True,
+            overrides={
+                "num_hidden_layers": 1,
+                "hidden_size": 16,
+                "num_attention_heads": 2,
+                "intermediate_size": 32,
+                "max_position_embeddings": 64,
+            },
+            out=tmp_path / "b",
+            optimization=OptimizeOptions(runtime="openvino"),
+        )
     assert not (tmp_path / "b").exists()

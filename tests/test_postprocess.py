@@ -41,8 +41,13 @@ def test_qa_result_char_offsets() -> None:
     end = np.array([0, 9, 0, 0, 0, 0, 0, 0, 0.0])
     r = pp.qa_result(start, end, ctx, offsets, context)
     assert set(r) == {"answer", "score", "start", "end"}
-    assert r["answer"] == "Paris" == context[r["start"]:r["end"]]
-    assert pp.qa_result(start, end, np.zeros(9, bool), offsets, context) == {"answer": "", "score": 0.0, "start": 0, "end": 0}
+    assert r["answer"] == "Paris" == context[r["start"] : r["end"]]
+    assert pp.qa_result(start, end, np.zeros(9, bool), offsets, context) == {
+        "answer": "",
+        "score": 0.0,
+        "start": 0,
+        "end": 0,
+    }
 
 
 def test_seq_cls() -> None:
@@ -64,14 +69,22 @@ def test_token_cls_words_and_simple_aggregation() -> None:
     r = pp.token_cls_result(logits, word_ids, offsets, text, labels)
     assert [(e["label"], e["text"]) for e in r["entities"]] == [("PER", "Marie Curie"), ("LOC", "Warsaw")]
     for e in r["entities"]:
-        assert text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1
+        assert text[e["start"] : e["end"]] == e["text"] and 0 < e["score"] <= 1
         assert set(e) == {"label", "text", "score", "start", "end"}
     # B- always starts a new entity; unprefixed equal labels merge (and only "O" is dropped).
     logits2 = np.full((8, 4), -5.0)
     logits2[np.arange(8), [0, 1, 1, 0, 0, 1, 0, 0]] = 5.0  # words: B-PER, B-PER, O, B-PER
-    assert [e["text"] for e in pp.token_cls_result(logits2, word_ids, offsets, text, labels)["entities"]] == ["Marie", "Curie", "Warsaw"]
+    assert [e["text"] for e in pp.token_cls_result(logits2, word_ids, offsets, text, labels)["entities"]] == [
+        "Marie",
+        "Curie",
+        "Warsaw",
+    ]
     r3 = pp.token_cls_result(logits2, word_ids, offsets, text, {"0": "X", "1": "Y"})
-    assert [(e["label"], e["text"]) for e in r3["entities"]] == [("Y", "Marie Curie"), ("X", "visited"), ("Y", "Warsaw")]
+    assert [(e["label"], e["text"]) for e in r3["entities"]] == [
+        ("Y", "Marie Curie"),
+        ("X", "visited"),
+        ("Y", "Warsaw"),
+    ]
 
 
 def test_mlm_top_k() -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bert_export.exporter import publish
-from bert_export.exporter.bundle import load_bundle
+from bert_export.bundle import publish
+from bert_export.bundle.reader import load_bundle
 from bert_export.exporter.loading import Source, copy_tokenizer
 from bert_export.models import BertExportError
 
@@ -34,7 +34,9 @@ def ours(parent: Path, out: Path) -> list[str]:
 def snapshot(bundle: Path) -> dict[str, str]:
     """The verified file table (raises if any checksum fails)."""
     b = load_bundle(bundle)
-    return {k: v["sha256"] for k, v in b.manifest["files"].items()} | {"manifest": (bundle / "manifest.json").read_text()}
+    return {k: v["sha256"] for k, v in b.manifest["files"].items()} | {
+        "manifest": (bundle / "manifest.json").read_text()
+    }
 
 
 @pytest.fixture
@@ -61,8 +63,16 @@ def test_force_refuses_user_directory(capsys, tmp_path: Path) -> None:
     assert ours(tmp_path, out) == []
 
 
-@pytest.mark.parametrize("manifest", ['{"schema_version": "1", "files": {}}', '{"files": {}}', "[1, 2]", "not json",
-                                      '{"schema_version": 1, "files": []}'])
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        '{"schema_version": "1", "files": {}}',
+        '{"files": {}}',
+        "[1, 2]",
+        "not json",
+        '{"schema_version": 1, "files": []}',
+    ],
+)
 def test_force_refuses_foreign_manifest(capsys, tmp_path: Path, manifest: str) -> None:
     out = tmp_path / "o"
     out.mkdir()
@@ -107,6 +117,7 @@ def test_force_replaces_empty_dir_and_bundle_atomically(capsys, tmp_path: Path, 
 @pytest.mark.parametrize("exists", [True, False])
 def test_fallback_swap_without_renameat2(capsys, monkeypatch, tmp_path: Path, previous: Path, exists: bool) -> None:
     """Other systems / filesystems (ENOSYS, EINVAL): the merge fallback; --out never goes missing."""
+
     def unavailable(src, dst, flags):
         raise OSError(errno.EINVAL, "Invalid argument")
 
@@ -164,7 +175,7 @@ def test_second_export_fails_while_first_holds_the_lock(capsys, tmp_path: Path, 
 # The first export holds in its "Exporting" step (lock taken) until the test creates a file.
 HOLD = r"""
 import contextlib, os, sys, time
-from bert_export.exporter import progress
+from bert_export.models import progress
 go = sys.argv[1]
 real_step = progress.Steps.step
 
@@ -177,7 +188,7 @@ def step(self, title):
         yield
 
 progress.Steps.step = step
-from bert_export.exporter.cli import main
+from bert_export.cli.main import main
 main(sys.argv[2:])
 """
 
@@ -185,13 +196,32 @@ main(sys.argv[2:])
 def test_two_concurrent_exports(tmp_path: Path, previous: Path) -> None:
     """Two real processes: one wins and publishes a complete bundle, the other fails in one line."""
     lock, go = publish.lock_path(previous.absolute()), tmp_path / "go"
-    first = subprocess.Popen([sys.executable, "-c", HOLD, str(go), *TINY, "--out", str(previous), "--force", "--seed", "11"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(go), *TINY, "--out", str(previous), "--force", "--seed", "11"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not lock.exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    second = subprocess.run([sys.executable, "-m", "bert_export.exporter.cli", *TINY, "--out", str(previous), "--force",
-                             "--seed", "12", "--no-validate"], capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bert_export.cli.main",
+            *TINY,
+            "--out",
+            str(previous),
+            "--force",
+            "--seed",
+            "12",
+            "--no-validate",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     go.touch()  # the first export may go on
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
@@ -258,7 +288,9 @@ def test_stale_staging_never_follows_links(tmp_path: Path) -> None:
     victim.mkdir()
     (victim / publish.OWNER).write_text(json.dumps({"pid": _dead_pid()}))
     (victim / "precious").write_text("x")
-    link = out.with_name(f".{out.name}.{publish.STAGING_TAG}.{json.loads((victim / publish.OWNER).read_text())['pid']}.{'cd' * 8}")
+    link = out.with_name(
+        f".{out.name}.{publish.STAGING_TAG}.{json.loads((victim / publish.OWNER).read_text())['pid']}.{'cd' * 8}"
+    )
     link.symlink_to(victim)
     assert publish.remove_stale(out) == []
     assert (victim / "precious").exists()
@@ -268,7 +300,8 @@ def test_stale_staging_never_follows_links(tmp_path: Path) -> None:
 
 DRIVER = r"""
 import contextlib, os, signal, sys, time
-from bert_export.exporter import progress, publish
+from bert_export.bundle import publish
+from bert_export.models import progress
 sig, at = getattr(signal, sys.argv[1]), sys.argv[2]
 
 def fire():
@@ -295,16 +328,22 @@ def exchange(new, out):
         fire()
 
 publish.exchange = exchange
-from bert_export.exporter.cli import main
+from bert_export.cli.main import main
 main(sys.argv[3:])
 """
 
 # (signal, where) -> expected exit code. Steps are export()'s (exporter/api.py), then the swap.
 SIGNAL_CASES = [
-    ("SIGTERM", "Loading", 143), ("SIGTERM", "Exporting", 143), ("SIGTERM", "Checking parity", 143),
-    ("SIGTERM", "swap", 143), ("SIGTERM", "swapped", 143),
-    ("SIGINT", "Checking parity", 130), ("SIGINT", "swap", 130),
-    ("SIGKILL", "Checking parity", -9), ("SIGKILL", "swap", -9), ("SIGKILL", "swapped", -9),
+    ("SIGTERM", "Loading", 143),
+    ("SIGTERM", "Exporting", 143),
+    ("SIGTERM", "Checking parity", 143),
+    ("SIGTERM", "swap", 143),
+    ("SIGTERM", "swapped", 143),
+    ("SIGINT", "Checking parity", 130),
+    ("SIGINT", "swap", 130),
+    ("SIGKILL", "Checking parity", -9),
+    ("SIGKILL", "swap", -9),
+    ("SIGKILL", "swapped", -9),
 ]
 
 
@@ -312,8 +351,12 @@ SIGNAL_CASES = [
 def test_signal_at_each_step(tmp_path: Path, previous: Path, sig: str, at: str, rc: int) -> None:
     before = snapshot(previous)
     fast = [] if at == "Checking parity" else ["--no-validate"]  # parity only where the signal lands in it
-    proc = subprocess.run([sys.executable, "-c", DRIVER, sig, at, *TINY, "--out", str(previous), "--force", "--seed", "9", *fast],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, sig, at, *TINY, "--out", str(previous), "--force", "--seed", "9", *fast],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == rc, proc.stderr
     if rc > 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -337,7 +380,9 @@ def test_signal_at_each_step(tmp_path: Path, previous: Path, sig: str, at: str, 
 @contextlib.contextmanager
 def tmpfs(path: Path, size_kb: int) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root and mount permission): {proc.stderr.strip()[:120]}")
     try:
@@ -387,7 +432,9 @@ def test_read_only_target(capsys, tmp_path: Path, make_bundle) -> None:
 
 
 def _source(directory: Path) -> Source:
-    return Source(model=None, config=None, kind="local", ref=str(directory), directory=directory, tokenizer_dir=directory)  # type: ignore[arg-type]
+    return Source(
+        model=None, config=None, kind="local", ref=str(directory), directory=directory, tokenizer_dir=directory
+    )  # type: ignore[arg-type]
 
 
 def test_tokenizer_symlink_refused(tmp_path: Path, minilm_dir: Path) -> None:

@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 import pytest
 
+from bert_export.cli.main import main
 from bert_export.exporter import export
-from bert_export.exporter.cli import main
 from bert_export.models import FAMILIES, ParityError
 from bert_export.quantize.fallback import accuracy_fallback
 from bert_export.quantize.pipeline import OptimizeOptions
@@ -21,7 +21,14 @@ from bert_export.runtimes.parity import GATES
 
 from .conftest import MINILM_ID
 
-MS_OPS = {"Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu", "RotaryEmbedding"}
+MS_OPS = {
+    "Attention",
+    "MultiHeadAttention",
+    "EmbedLayerNormalization",
+    "SkipLayerNormalization",
+    "BiasGelu",
+    "RotaryEmbedding",
+}
 
 
 def graph_path(bundle: Path) -> Path:
@@ -40,10 +47,16 @@ def manifest(bundle: Path) -> dict:
 
 # ---- fusions: counts per family, so an upgrade that loses one fails here ---------------------------
 
+
 def test_bert_fusions(make_bundle):
     bundle = make_bundle("bert", "qa")
     layers = FAMILIES["bert"].tiny_config["num_hidden_layers"]
-    expected = {"Attention": layers, "EmbedLayerNormalization": 1, "SkipLayerNormalization": 2 * layers, "BiasGelu": layers}
+    expected = {
+        "Attention": layers,
+        "EmbedLayerNormalization": 1,
+        "SkipLayerNormalization": 2 * layers,
+        "BiasGelu": layers,
+    }
     ops = graph_ops(bundle)
     assert {k: ops[k] for k in expected} == expected
     assert ops["Softmax"] == 0 and ops["Erf"] == 0 and ops["LayerNormalization"] == 0  # nothing left unfused
@@ -112,6 +125,7 @@ def test_fp16_io_outputs(make_bundle):
 
 # ---- gates on the packaged MiniLM (real text, padded batches) ---------------------------------------
 
+
 def test_minilm_fp32_optimized_gate(make_bundle):
     bundle = make_bundle("bert", "embed", model=MINILM_ID)
     m = manifest(bundle)
@@ -144,8 +158,23 @@ def test_minilm_int8_per_tensor_pass(tmp_path):
     """--int8-per-tensor: after the fp32 fallback, the MatMuls the gate allows move to the fused per-tensor
     kernel, the rest keep per-row scales; the gate still holds on real text."""
     with pytest.raises(SystemExit) as exc:
-        main(["bert", "--task", "embed", "--model", MINILM_ID, "--max-seq", "128", "--int8", "--int8-mode", "dynamic",
-              "--int8-per-tensor", "--out", str(tmp_path / "b")])
+        main(
+            [
+                "bert",
+                "--task",
+                "embed",
+                "--model",
+                MINILM_ID,
+                "--max-seq",
+                "128",
+                "--int8",
+                "--int8-mode",
+                "dynamic",
+                "--int8-per-tensor",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
     assert exc.value.code in (0, None)
     m = manifest(tmp_path / "b")
     s, ops, g = m["parity"]["summary"], m["optimization"]["fused_ops"], m["optimization"]["int8"]["granularity"]
@@ -172,16 +201,23 @@ def test_fallback_rescues_static_int8(make_bundle):
     assert fb["before"]["failures"], "plain static INT8 was expected to fail the gate"
     assert fb["before"]["summary"]["cosine_min"] < 0.995
     assert fb["passed"] and 0 < len(fb["kept_fp32"]) < 18
-    assert fb["gate_evaluations"] == len(fb["trials"]) and fb["seconds"] <= fb["budget_s"] + 90  # bounded search, recorded
+    assert (
+        fb["gate_evaluations"] == len(fb["trials"]) and fb["seconds"] <= fb["budget_s"] + 90
+    )  # bounded search, recorded
     assert manifest(bundle)["parity"]["summary"]["cosine_min"] >= 0.995
     assert graph_ops(bundle)["QuantizeLinear"] > 0
 
 
 # ---- the fallback's search and the options, without exports -----------------------------------------
 
+
 class FakeReport:
     def __init__(self, passed: bool) -> None:
-        self.passed, self.failures, self.summary = passed, [] if passed else ["cosine"], {"cosine_mean": 0.99, "cosine_min": 0.9}
+        self.passed, self.failures, self.summary = (
+            passed,
+            [] if passed else ["cosine"],
+            {"cosine_mean": 0.99, "cosine_min": 0.9},
+        )
 
 
 def test_fallback_keeps_most_sensitive_first(tmp_path):
@@ -192,24 +228,41 @@ def test_fallback_keeps_most_sensitive_first(tmp_path):
         built.append(keep)
         return tmp_path / "x.onnx"
 
-    result = accuracy_fallback(["a", "b", "c"], build, lambda p: FakeReport({"b", "c"} <= built[-1]), None, [],
-                               rank=lambda p: {"a": 0.01, "b": 0.5, "c": 0.2}, progress=False)
+    result = accuracy_fallback(
+        ["a", "b", "c"],
+        build,
+        lambda p: FakeReport({"b", "c"} <= built[-1]),
+        None,
+        [],
+        rank=lambda p: {"a": 0.01, "b": 0.5, "c": 0.2},
+        progress=False,
+    )
     assert result.passed and result.kept == ["b", "c"] and built[-1] == {"b", "c"}
 
 
 def test_fallback_says_when_it_cannot(tmp_path):
-    result = accuracy_fallback(["a", "b"], lambda keep: tmp_path / "x", lambda p: FakeReport(False), None, [],
-                               rank=lambda p: {"a": 0.0, "b": 0.0}, progress=False)
+    result = accuracy_fallback(
+        ["a", "b"],
+        lambda keep: tmp_path / "x",
+        lambda p: FakeReport(False),
+        None,
+        [],
+        rank=lambda p: {"a": 0.0, "b": 0.0},
+        progress=False,
+    )
     assert not result.passed and result.kept == ["a", "b"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--fp16", "--int8"], "exclusive"),
-    (["--int8", "--int8-mode", "dynamic", "--runtime", "trt"], "QDQ"),
-    (["--fp16-io"], "--fp16-io needs --fp16"),
-    (["--int8-mode", "static"], "--int8-mode needs --int8"),
-    (["--int8", "--calib-samples", "0"], "--calib-samples"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--fp16", "--int8"], "exclusive"),
+        (["--int8", "--int8-mode", "dynamic", "--runtime", "trt"], "QDQ"),
+        (["--fp16-io"], "--fp16-io needs --fp16"),
+        (["--int8-mode", "static"], "--int8-mode needs --int8"),
+        (["--int8", "--calib-samples", "0"], "--calib-samples"),
+    ],
+)
 def test_bad_option_combinations(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bert", "--task", "qa", "--random-init", "--tiny", "--out", str(tmp_path / "b"), *args])
@@ -220,6 +273,11 @@ def test_bad_option_combinations(args, message, tmp_path, capsys):
 
 def test_no_fallback_fails_static_int8(tmp_path):
     with pytest.raises(ParityError):
-        export("bert", "embed", model=MINILM_ID, out=tmp_path / "b",
-               optimization=OptimizeOptions(int8=True, int8_mode="static", fallback=False, calib_samples=8))
+        export(
+            "bert",
+            "embed",
+            model=MINILM_ID,
+            out=tmp_path / "b",
+            optimization=OptimizeOptions(int8=True, int8_mode="static", fallback=False, calib_samples=8),
+        )
     assert not (tmp_path / "b").exists()

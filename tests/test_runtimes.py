@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bert_export.exporter.bundle import load_bundle
+from bert_export.bundle.reader import load_bundle
 from bert_export.models import FAMILIES, BertExportError
 from bert_export.runtimes import providers
 from bert_export.runtimes.base import Runner
@@ -43,11 +43,12 @@ def minilm(make_bundle: Any) -> Any:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", "from bert_export.exporter.cli import main; main()", *args]
+    cmd = [sys.executable, "-c", "from bert_export.cli.main import main; main()", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 
 # --- every task on real text ---------------------------------------------------------------------
+
 
 def test_qa_answers_are_spans_of_the_context(minilm: Any) -> None:
     bundle = load_bundle(minilm("qa"))
@@ -55,7 +56,7 @@ def test_qa_answers_are_spans_of_the_context(minilm: Any) -> None:
         for question, context in QA_PAIRS:
             (r,) = predict(bundle, question=question, context=context, runner=runner).results
             assert set(r) == {"answer", "score", "start", "end"}
-            assert r["answer"] and r["answer"] == context[r["start"]:r["end"]]
+            assert r["answer"] and r["answer"] == context[r["start"] : r["end"]]
             assert 0 < r["score"] <= 1
 
 
@@ -65,12 +66,17 @@ def test_run_json_qa_via_cli(minilm: Any) -> None:
     assert proc.returncode == 0, proc.stderr
     (line,) = proc.stdout.splitlines()
     r = json.loads(line)
-    assert list(r) == ["answer", "score", "start", "end"] and context[r["start"]:r["end"]] == r["answer"]
+    assert list(r) == ["answer", "score", "start", "end"] and context[r["start"] : r["end"]] == r["answer"]
 
 
 def test_embeddings_paraphrases_closer_than_unrelated(minilm: Any) -> None:
-    texts = ["A man is eating a piece of bread.", "A man eats some bread.", "The stock market fell sharply on Monday.",
-             "Paris is the capital and most populous city of France.", "France's capital city is Paris."]
+    texts = [
+        "A man is eating a piece of bread.",
+        "A man eats some bread.",
+        "The stock market fell sharply on Monday.",
+        "Paris is the capital and most populous city of France.",
+        "France's capital city is Paris.",
+    ]
     pred = predict(minilm("embed"), texts=texts)
     (obj,) = pred.results
     e = np.array(obj["embeddings"])
@@ -95,7 +101,7 @@ def test_token_cls_entities_are_word_spans(minilm: Any) -> None:
     for text, r in zip(texts, results):
         assert list(r) == ["entities"]
         for ent in r["entities"]:
-            assert text[ent["start"]:ent["end"]] == ent["text"] and ent["text"].strip() == ent["text"]
+            assert text[ent["start"] : ent["end"]] == ent["text"] and ent["text"].strip() == ent["text"]
             assert ent["label"] in {lb.split("-", 1)[-1] for lb in labels}
             assert 0 < ent["score"] <= 1
         starts = [ent["start"] for ent in r["entities"]]
@@ -118,7 +124,7 @@ def test_mlm_fills_each_mask(make_bundle: Any) -> None:
     for text, r in zip(texts, results):
         assert len(r["fills"]) == text.count("[MASK]")
         for fill in r["fills"]:
-            assert text[fill["start"]:fill["end"]] == "[MASK]"
+            assert text[fill["start"] : fill["end"]] == "[MASK]"
             scores = [c["score"] for c in fill["candidates"]]
             assert len(scores) == 4 and scores == sorted(scores, reverse=True)
             assert all(isinstance(c["token"], str) and isinstance(c["id"], int) for c in fill["candidates"])
@@ -141,6 +147,7 @@ def test_request_errors(make_bundle: Any, minilm: Any) -> None:
 
 # --- providers: plan, fallback, and what really ran -----------------------------------------
 
+
 def test_plan_drops_gpu_providers_without_gpu() -> None:
     plan = plan_providers("ort-trt", available=[TRT, CUDA, CPU], gpu=NO_GPU)  # what onnxruntime-gpu claims
     assert plan.planned == [CPU] and "no NVIDIA driver (test)" in plan.notes[0]
@@ -156,7 +163,11 @@ def test_settle_reports_silent_fallback() -> None:
     plan = plan_providers("ort-cuda", available=[CUDA, CPU], gpu=H100)
     settle(plan, [CPU])  # ONNX Runtime could not start CUDA (missing cuDNN, say) and went on
     report = plan.report()
-    assert report["active"] == [CPU] and report["fallback"] and "could not start CUDAExecutionProvider" in report["notes"][-1]
+    assert (
+        report["active"] == [CPU]
+        and report["fallback"]
+        and "could not start CUDAExecutionProvider" in report["notes"][-1]
+    )
     with pytest.raises(BertExportError, match="could not start"):
         settle(plan_providers("ort-cuda", available=[CUDA, CPU], gpu=H100), [CPU], strict=True)
 
@@ -165,8 +176,10 @@ def test_runner_reports_what_really_ran(minilm: Any, monkeypatch: pytest.MonkeyP
     """onnxruntime claims CUDA; the session gets the CPU; the report and the outputs say so."""
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: [TRT, CUDA, CPU])
     bundle = load_bundle(minilm("embed"))
-    feed = {s.name: np.array([[101, 7592, 2088, 102]], np.int64) if s.name == "input_ids" else np.ones((1, 4), np.int64)
-            for s in bundle.inputs}
+    feed = {
+        s.name: np.array([[101, 7592, 2088, 102]], np.int64) if s.name == "input_ids" else np.ones((1, 4), np.int64)
+        for s in bundle.inputs
+    }
     feed["token_type_ids"] = np.zeros((1, 4), np.int64)
     with make_runner(bundle, "ort") as cpu:
         want = cpu.infer(feed)["last_hidden_state"]
@@ -194,6 +207,7 @@ def test_detect_gpu_honours_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --- malformed feeds at every runner ----------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def runners(make_bundle: Any) -> list[Runner]:
     import transformers
@@ -204,18 +218,41 @@ def runners(make_bundle: Any) -> list[Runner]:
     b = load_bundle(path)
     cfg = transformers.BertConfig(**FAMILIES["bert"].tiny_config)
     graph = TaskGraph(transformers.BertForQuestionAnswering(cfg), [o.name for o in b.outputs])
-    built = [OrtRunner(b.model_path, b.inputs, b.outputs, b.max_seq), make_runner(b, "ort-cuda"),
-             TorchRunner(graph, b.inputs, b.outputs, b.max_seq), TrtRunner(b)]
+    built = [
+        OrtRunner(b.model_path, b.inputs, b.outputs, b.max_seq),
+        make_runner(b, "ort-cuda"),
+        TorchRunner(graph, b.inputs, b.outputs, b.max_seq),
+        TrtRunner(b),
+    ]
     yield built
     for r in built:
         r.deactivate()
 
 
-CORRUPTIONS = ["float", "bool", "rank1", "rank3", "empty_seq", "empty_batch", "too_long", "batch_mismatch", "missing", "extra"]
+CORRUPTIONS = [
+    "float",
+    "bool",
+    "rank1",
+    "rank3",
+    "empty_seq",
+    "empty_batch",
+    "too_long",
+    "batch_mismatch",
+    "missing",
+    "extra",
+]
 
 
 def _corrupt(kind: str, names: list[str], b: int, s: int, max_seq: int) -> dict[str, np.ndarray]:
-    shape = (b, max_seq + s) if kind == "too_long" else (0, s) if kind == "empty_batch" else (b, 0) if kind == "empty_seq" else (b, s)
+    shape = (
+        (b, max_seq + s)
+        if kind == "too_long"
+        else (0, s)
+        if kind == "empty_batch"
+        else (b, 0)
+        if kind == "empty_seq"
+        else (b, s)
+    )
     feed = {n: np.ones(shape, np.int64) for n in names}
     victim = names[-1]
     if kind == "float":
@@ -261,21 +298,37 @@ def test_int32_inputs_from_the_manifest(tmp_path: Path) -> None:
 
     ids = helper.make_tensor_value_info("input_ids", TensorProto.INT32, ["batch", "sequence"])
     out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence"])
-    graph = helper.make_graph([helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)], "g", [ids], [out])
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)], "g", [ids], [out]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.save(model, tmp_path / "m.onnx")
-    runner = OrtRunner(tmp_path / "m.onnx", [TensorSpec("input_ids", "int32", ("batch", "sequence"))],
-                       [TensorSpec("logits", "float32", ("batch", "sequence"))], 8, runtime="ort", graph_optimization="basic")
+    runner = OrtRunner(
+        tmp_path / "m.onnx",
+        [TensorSpec("input_ids", "int32", ("batch", "sequence"))],
+        [TensorSpec("logits", "float32", ("batch", "sequence"))],
+        8,
+        runtime="ort",
+        graph_optimization="basic",
+    )
     with runner:
         got = runner.infer({"input_ids": np.array([[1, 2, 3]], np.int64)})["logits"]
-        assert runner.provider_report() == {"runtime": "ort", "requested": [CPU], "active": [CPU], "fallback": False, "notes": []}
+        assert runner.provider_report() == {
+            "runtime": "ort",
+            "requested": [CPU],
+            "active": [CPU],
+            "fallback": False,
+            "notes": [],
+        }
     np.testing.assert_array_equal(got, [[1.0, 2.0, 3.0]])
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not (providers.detect_gpu().available and CUDA in onnxruntime.get_available_providers()),
-                    reason="needs an NVIDIA GPU and onnxruntime-gpu")
+@pytest.mark.skipif(
+    not (providers.detect_gpu().available and CUDA in onnxruntime.get_available_providers()),
+    reason="needs an NVIDIA GPU and onnxruntime-gpu",
+)
 @pytest.mark.parametrize("runtime", ["ort-cuda", "ort-trt"])
 def test_gpu_providers_really_run(runtime: str, minilm: Any) -> None:
     bundle = load_bundle(minilm("embed"))

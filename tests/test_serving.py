@@ -32,7 +32,7 @@ from .conftest import MINILM_ID, needs
 HAVE_CLIENT = not missing(server=False)
 HAVE_SERVER = not missing(server=True)
 START_TIMEOUT = 180.0
-CLI = [sys.executable, "-c", "from bert_export.exporter.cli import main; main()"]
+CLI = [sys.executable, "-c", "from bert_export.cli.main import main; main()"]
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -45,7 +45,10 @@ TEXTS = [
 QA = [
     ("Who wrote the novel?", "Pride and Prejudice is a novel written by Jane Austen and published in 1813."),
     ("When was it published?", "Pride and Prejudice is a novel written by Jane Austen and published in 1813."),
-    ("What do encoders produce?", "Encoders such as BERT produce contextual embeddings for every token of the input text."),
+    (
+        "What do encoders produce?",
+        "Encoders such as BERT produce contextual embeddings for every token of the input text.",
+    ),
     ("Where is the tower?", "The Eiffel Tower stands in Paris, on the Champ de Mars, beside the Seine."),
 ]
 
@@ -113,8 +116,24 @@ def minilm_qa(make_bundle: Any) -> Path:
 
 def start_server(bundle: Path, name: str, log: Path, *extra: str) -> Server:
     http, grpc, metrics = free_ports(3)
-    cmd = [*CLI, "serve", str(bundle), "--name", name, "--port", str(http),
-           "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch", "16", "--max-queue-delay-ms", "5", *extra]
+    cmd = [
+        *CLI,
+        "serve",
+        str(bundle),
+        "--name",
+        name,
+        "--port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
+        "--max-batch",
+        "16",
+        "--max-queue-delay-ms",
+        "5",
+        *extra,
+    ]
     fh = log.open("wb")
     proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(proc, name, http, grpc, metrics, log)
@@ -171,6 +190,7 @@ def qa_server(minilm_qa: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 # -- clients ----------------------------------------------------------------------------------------
 
+
 def infer(server: Server, protocol: str, fields: dict[str, list[bytes]]) -> dict[str, list[str]]:
     """One request (rows of BYTES inputs) over HTTP or gRPC; the JSON/NOTE/ERROR outputs as str."""
     if protocol == "http":
@@ -184,7 +204,9 @@ def infer(server: Server, protocol: str, fields: dict[str, list[bytes]]) -> dict
             inp = client.InferInput(name, [len(values), 1], "BYTES")
             inp.set_data_from_numpy(np.array([[v] for v in values], dtype=object))
             inputs.append(inp)
-        result = conn.infer(server.name, inputs, outputs=[client.InferRequestedOutput(n) for n in ("JSON", "NOTE", "ERROR")])
+        result = conn.infer(
+            server.name, inputs, outputs=[client.InferRequestedOutput(n) for n in ("JSON", "NOTE", "ERROR")]
+        )
         return {n: [v.decode("utf-8") for v in result.as_numpy(n).reshape(-1)] for n in ("JSON", "NOTE", "ERROR")}
     finally:
         conn.close()
@@ -203,18 +225,22 @@ def close(a: Any, b: Any, tol: float = 2e-5) -> bool:
 
 def run_json(bundle: Path, *args: str) -> dict[str, Any]:
     """What ``bert-export run --json`` prints (the real CLI, its own process)."""
-    out = subprocess.run([*CLI, "run", str(bundle), "--json", *args],
-                         capture_output=True, text=True, timeout=300, check=True).stdout
+    out = subprocess.run(
+        [*CLI, "run", str(bundle), "--json", *args], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 # -- serve -----------------------------------------------------------------------------------------
 
+
 def test_serve_embed_concurrent_http_grpc_equals_run_json(embed_server: Server, minilm_embed: Path) -> None:
     expected = run_json(minilm_embed, *(a for t in TEXTS for a in ("--text", t)))["embeddings"]
     jobs = [(i, p) for i in range(len(TEXTS)) for p in ("http", "grpc")] * 3
     with ThreadPoolExecutor(12) as pool:
-        answers = list(pool.map(lambda job: (job, infer(embed_server, job[1], {"TEXT": [TEXTS[job[0]].encode()]})), jobs))
+        answers = list(
+            pool.map(lambda job: (job, infer(embed_server, job[1], {"TEXT": [TEXTS[job[0]].encode()]})), jobs)
+        )
     for (i, protocol), out in answers:
         assert out["ERROR"] == [""] and out["NOTE"] == [""], (protocol, out)
         got = json.loads(out["JSON"][0])
@@ -224,7 +250,11 @@ def test_serve_embed_concurrent_http_grpc_equals_run_json(embed_server: Server, 
     assert [close(json.loads(j)["embeddings"][0], expected[i]) for i, j in enumerate(out["JSON"])] == [True] * 3
     # Triton formed batches: fewer executions than inferences
     status, body = _get(f"http://127.0.0.1:{embed_server.metrics}/metrics")
-    metrics = dict(line.rsplit(" ", 1) for line in body.decode().splitlines() if line.startswith("nv_inference_") and embed_server.name in line)
+    metrics = dict(
+        line.rsplit(" ", 1)
+        for line in body.decode().splitlines()
+        if line.startswith("nv_inference_") and embed_server.name in line
+    )
     key = f'{{model="{embed_server.name}",version="1"}}'
     assert status == 200 and float(metrics["nv_inference_count" + key]) >= len(jobs) + 3
     assert float(metrics["nv_inference_exec_count" + key]) <= float(metrics["nv_inference_count" + key])
@@ -234,13 +264,22 @@ def test_serve_qa_concurrent_http_grpc_equals_run_json(qa_server: Server, minilm
     expected = [run_json(minilm_qa, "--question", q, "--context", c) for q, c in QA]
     jobs = [(i, p) for i in range(len(QA)) for p in ("http", "grpc")] * 2
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(
-            lambda job: (job, infer(qa_server, job[1], {"QUESTION": [QA[job[0]][0].encode()], "CONTEXT": [QA[job[0]][1].encode()]})), jobs))
+        answers = list(
+            pool.map(
+                lambda job: (
+                    job,
+                    infer(
+                        qa_server, job[1], {"QUESTION": [QA[job[0]][0].encode()], "CONTEXT": [QA[job[0]][1].encode()]}
+                    ),
+                ),
+                jobs,
+            )
+        )
     for (i, protocol), out in answers:
         assert out["ERROR"] == [""], out
         got = json.loads(out["JSON"][0])
         assert close(got, expected[i]), (protocol, got, expected[i])
-        assert QA[i][1][got["start"]:got["end"]] == got["answer"]
+        assert QA[i][1][got["start"] : got["end"]] == got["answer"]
 
 
 def test_serve_long_context_reads_windows_like_run(qa_server: Server, minilm_qa: Path) -> None:
@@ -267,7 +306,9 @@ def test_serve_faults_get_errors_and_the_server_keeps_serving(embed_server: Serv
         conn.infer(embed_server.name, [bad])
     conn.close()
     # raw HTTP: malformed JSON body
-    req = urllib.request.Request(f"http://{embed_server.http_url}/v2/models/{embed_server.name}/infer", data=b"{not json", method="POST")
+    req = urllib.request.Request(
+        f"http://{embed_server.http_url}/v2/models/{embed_server.name}/infer", data=b"{not json", method="POST"
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=10)
     assert err.value.code in (400, 500)  # Triton 2.51 answers a malformed body with 500 (and keeps serving)
@@ -305,7 +346,9 @@ threading.Event().wait()
 def test_serve_survives_a_client_killed_mid_request(embed_server: Server, tmp_path: Path) -> None:
     script = tmp_path / "client.py"
     script.write_text(CLIENT)
-    client = subprocess.Popen([sys.executable, str(script), embed_server.http_url, embed_server.name], stdout=subprocess.PIPE)
+    client = subprocess.Popen(
+        [sys.executable, str(script), embed_server.http_url, embed_server.name], stdout=subprocess.PIPE
+    )
     try:
         assert client.stdout.readline().strip() == b"sending"
         time.sleep(2.0)  # requests in flight
@@ -319,7 +362,7 @@ def test_serve_survives_a_client_killed_mid_request(embed_server: Server, tmp_pa
 
 
 def test_serve_bad_options_are_one_line(minilm_embed: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bert_export.exporter.cli import main
+    from bert_export.cli.main import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["serve", str(minilm_embed), "--port", "9000", "--grpc-port", "9000"])
@@ -328,18 +371,24 @@ def test_serve_bad_options_are_one_line(minilm_embed: Path, capsys: pytest.Captu
     assert exit_.value.code == 2 and "must differ" in err and "Traceback" not in err
 
 
-def test_missing_serve_extra_is_one_line_before_any_work(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from bert_export.exporter.cli import main
+def test_missing_serve_extra_is_one_line_before_any_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bert_export.cli.main import main
     from bert_export.serving import deps
 
     monkeypatch.setattr(deps, "missing", lambda server: ["nvidia-pytriton"])
-    for argv in (["serve", str(tmp_path / "nope")], ["triton", str(tmp_path / "nope"), "--repo", str(tmp_path / "repo")]):
+    for argv in (
+        ["serve", str(tmp_path / "nope")],
+        ["triton", str(tmp_path / "nope"), "--repo", str(tmp_path / "repo")],
+    ):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         out = capsys.readouterr()
         text = out.out + out.err
-        assert exit_.value.code == 2 and "pip install bert-export[serve]" in text and len(text.strip().splitlines()) == 1
+        assert (
+            exit_.value.code == 2 and "pip install bert-export[serve]" in text and len(text.strip().splitlines()) == 1
+        )
     assert not (tmp_path / "repo").exists()
 
 
@@ -358,14 +407,19 @@ def test_stub_environment_puts_this_interpreters_libpython_first(monkeypatch: py
             assert parts[0] == str(libdir) and "/somewhere/else" in parts
         assert triton_server.get_triton_python_backend_python_env() == env_root
         if stubenv.needs_companion():  # numpy 2 here: the stub gets numpy<2 from its companion venv
-            probe = subprocess.run([str(env_root / "bin" / "python"), "-c", "import numpy, pytriton; print(numpy.__version__)"],
-                                   capture_output=True, text=True, timeout=60)
+            probe = subprocess.run(
+                [str(env_root / "bin" / "python"), "-c", "import numpy, pytriton; print(numpy.__version__)"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert probe.returncode == 0 and probe.stdout.startswith("1."), probe.stderr
     assert os.environ["LD_LIBRARY_PATH"] == "/somewhere/else"
     assert triton_server.get_triton_python_backend_python_env is original
 
 
 # -- bert-export triton: model repositories -------------------------------------------------------
+
 
 def _with_fake_engine(bundle: Path) -> Path:
     """A bundle copy with an engine record (the bytes are not a real engine: only the repository layout is tested)."""
@@ -374,19 +428,28 @@ def _with_fake_engine(bundle: Path) -> Path:
     data = b"not a real TensorRT engine"
     (bundle / "model.engine").write_bytes(data)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["tensorrt"] = {"file": "model.engine", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                            "tensorrt_version": "10.8.0", "gpu": "NVIDIA H100", "compute_capability": "9.0",
-                            "profile": {"min": [1, 1], "opt": [8, 64], "max": [16, 128]}, "precision": "fp32",
-                            "strongly_typed": False, "onnx_sha256": ""}
+    manifest["tensorrt"] = {
+        "file": "model.engine",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "tensorrt_version": "10.8.0",
+        "gpu": "NVIDIA H100",
+        "compute_capability": "9.0",
+        "profile": {"min": [1, 1], "opt": [8, 64], "max": [16, 128]},
+        "precision": "fp32",
+        "strongly_typed": False,
+        "onnx_sha256": "",
+    }
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return bundle
 
 
 @pytest.mark.parametrize("task", ["qa", "embed", "seq-cls", "token-cls", "mlm"])
-def test_triton_repository_configs_parse_as_model_config(task: str, make_bundle: Any, copy_bundle: Any, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_triton_repository_configs_parse_as_model_config(
+    task: str, make_bundle: Any, copy_bundle: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     need_client()
-    from bert_export.exporter.cli import main
+    from bert_export.cli.main import main
     from bert_export.serving.repository import parse
 
     bundle = copy_bundle(make_bundle("bert", task))
@@ -424,9 +487,11 @@ def test_triton_repository_configs_parse_as_model_config(task: str, make_bundle:
     assert exit_.value.code == 2 and "--force" in out.out + out.err
 
 
-def test_triton_tensorrt_repository(make_bundle: Any, copy_bundle: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_triton_tensorrt_repository(
+    make_bundle: Any, copy_bundle: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     need_client()
-    from bert_export.exporter.cli import main
+    from bert_export.cli.main import main
     from bert_export.serving.repository import parse
 
     plain = copy_bundle(make_bundle("bert", "seq-cls"))
@@ -467,7 +532,7 @@ def test_python_backend_models_load_in_pytritons_tritonserver(task: str, make_bu
     need_server()
     import tritonclient.http as http
 
-    from bert_export.exporter.bundle import load_bundle
+    from bert_export.bundle.reader import load_bundle
     from bert_export.runtimes.factory import make_runner
     from bert_export.serving import tritonbin
     from bert_export.serving.repository import write_repository
@@ -486,7 +551,10 @@ def test_python_backend_models_load_in_pytritons_tritonserver(task: str, make_bu
         while True:
             assert proc.poll() is None, (tmp_path / "triton.log").read_text(errors="replace")[-3000:]
             try:
-                if all(_get(f"http://127.0.0.1:{ports[0]}/v2/models/{m}/ready")[0] == 200 for m in (f"{name}_tokenize", f"{name}_post")):
+                if all(
+                    _get(f"http://127.0.0.1:{ports[0]}/v2/models/{m}/ready")[0] == 200
+                    for m in (f"{name}_tokenize", f"{name}_post")
+                ):
                     break
             except OSError:
                 pass
@@ -498,7 +566,9 @@ def test_python_backend_models_load_in_pytritons_tritonserver(task: str, make_bu
         def call(model: str, tensors: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
             inputs = []
             for k, v in tensors.items():
-                inp = http.InferInput(k, list(v.shape), "BYTES" if v.dtype == object else ("INT64" if v.dtype == np.int64 else "FP32"))
+                inp = http.InferInput(
+                    k, list(v.shape), "BYTES" if v.dtype == object else ("INT64" if v.dtype == np.int64 else "FP32")
+                )
                 inp.set_data_from_numpy(v)
                 inputs.append(inp)
             r = conn.infer(model, inputs, outputs=[http.InferRequestedOutput(o) for o in outputs])
@@ -511,8 +581,11 @@ def test_python_backend_models_load_in_pytritons_tritonserver(task: str, make_bu
             cases = [({"TEXT": t}, ("--text", t)) for t in TEXTS[:2]]
         with make_runner(b, "ort") as runner:
             for fields, args in cases:
-                tok = call(f"{name}_tokenize", {k: np.array([[v.encode()]], dtype=object) for k, v in fields.items()},
-                           [s.name for s in b.inputs] + aux + ["NOTE"])
+                tok = call(
+                    f"{name}_tokenize",
+                    {k: np.array([[v.encode()]], dtype=object) for k, v in fields.items()},
+                    [s.name for s in b.inputs] + aux + ["NOTE"],
+                )
                 assert tok["input_ids"].shape == (1, 128)  # padded to max_seq, so the graph model batches
                 graph_out = runner.infer({s.name: tok[s.name] for s in b.inputs})
                 post_in = {s.name: np.asarray(graph_out[s.name], dtype=np.float32) for s in b.outputs}
@@ -524,7 +597,10 @@ def test_python_backend_models_load_in_pytritons_tritonserver(task: str, make_bu
             # a bad request gets its own error from the Python backend, and the model keeps answering
             from tritonclient.utils import InferenceServerException
 
-            bad = {k: np.array([[b"\xff\xfe"]], dtype=object) for k in (["QUESTION", "CONTEXT"] if task == "qa" else ["TEXT"])}
+            bad = {
+                k: np.array([[b"\xff\xfe"]], dtype=object)
+                for k in (["QUESTION", "CONTEXT"] if task == "qa" else ["TEXT"])
+            }
             with pytest.raises(InferenceServerException, match="utf-8|decode"):
                 call(f"{name}_tokenize", bad, ["NOTE"])
             assert _get(f"http://127.0.0.1:{ports[0]}/v2/models/{name}_tokenize/ready")[0] == 200

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import pytest
 
-from bert_export.exporter.bundle import load_bundle
+from bert_export.bundle.reader import load_bundle
 from bert_export.models import BertExportError
 from bert_export.runtimes import trt_build, trt_runner
 from bert_export.runtimes.providers import GpuInfo, detect_gpu
@@ -36,6 +36,7 @@ def bert_qa(make_bundle: Any) -> Path:
 
 # --- profiles --------------------------------------------------------------------------------
 
+
 def test_default_profile_from_manifest(bert_qa: Path) -> None:
     b = load_bundle(bert_qa)
     p = default_profile(b.max_seq)
@@ -47,8 +48,14 @@ def test_default_profile_from_manifest(bert_qa: Path) -> None:
 def test_parse_profile() -> None:
     assert parse_profile("1x1,8x128,32x512", 512) == Profile((1, 1), (8, 128), (32, 512))
     assert parse_profile(" 2X16 , 4x32,4x64", 64).opt == (4, 32)
-    for bad, why in [("1x1,8x128", "MIN,OPT,MAX"), ("1,8,32", "MIN,OPT,MAX"), ("0x1,1x1,1x1", ">= 1"),
-                     ("1x1,8x128,4x512", "MIN <= OPT <= MAX"), ("1x1,8x128,32x1024", "exceeds"), ("axb,1x1,1x1", "MIN,OPT,MAX")]:
+    for bad, why in [
+        ("1x1,8x128", "MIN,OPT,MAX"),
+        ("1,8,32", "MIN,OPT,MAX"),
+        ("0x1,1x1,1x1", ">= 1"),
+        ("1x1,8x128,4x512", "MIN <= OPT <= MAX"),
+        ("1x1,8x128,32x1024", "exceeds"),
+        ("axb,1x1,1x1", "MIN,OPT,MAX"),
+    ]:
         with pytest.raises(BertExportError, match=why):
             parse_profile(bad, 512)
 
@@ -65,8 +72,11 @@ def test_out_of_profile_shapes() -> None:
 
 # --- build records -----------------------------------------------------------------------------
 
+
 def _record(b: Any, **changes: Any) -> dict[str, Any]:
-    rec = trt_build.make_record(b, b"engine-bytes", trt_version="10.9.0", gpu=H100, profile=default_profile(b.max_seq), strongly_typed=False)
+    rec = trt_build.make_record(
+        b, b"engine-bytes", trt_version="10.9.0", gpu=H100, profile=default_profile(b.max_seq), strongly_typed=False
+    )
     rec.update(changes)
     return rec
 
@@ -103,6 +113,7 @@ def test_engine_checksum(bert_qa: Path, copy_bundle: Any) -> None:
 
 
 # --- a fake tensorrt module --------------------------------------------------------------------
+
 
 class FakeTrt(types.ModuleType):
     """Just enough of TensorRT's Python API for the build path, recording what it was asked."""
@@ -204,8 +215,9 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("version,typed", [("10.9.0", False), ("11.1.0", True)])
-def test_build_engine_with_fake_tensorrt(version: str, typed: bool, bert_qa: Path, copy_bundle: Any, fake_gpu: None,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_engine_with_fake_tensorrt(
+    version: str, typed: bool, bert_qa: Path, copy_bundle: Any, fake_gpu: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = FakeTrt(version)
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     b = load_bundle(copy_bundle(bert_qa))
@@ -225,10 +237,14 @@ def test_build_engine_with_fake_tensorrt(version: str, typed: bool, bert_qa: Pat
     assert trt_build.precision_flags(fake, "int8", typed) == ([] if typed else ["INT8", "FP16"])
 
 
-def test_runner_refuses_foreign_engine(bert_qa: Path, copy_bundle: Any, fake_gpu: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runner_refuses_foreign_engine(
+    bert_qa: Path, copy_bundle: Any, fake_gpu: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", FakeTrt("10.9.0"))
     b = load_bundle(copy_bundle(bert_qa))
-    rec = trt_build.make_record(b, b"x", trt_version="10.9.0", gpu=A100, profile=default_profile(b.max_seq), strongly_typed=False)
+    rec = trt_build.make_record(
+        b, b"x", trt_version="10.9.0", gpu=A100, profile=default_profile(b.max_seq), strongly_typed=False
+    )
     trt_build.save_engine(b, b"x", rec)
     runner = trt_runner.TrtRunner(load_bundle(b.path))
     feed = {s.name: np.ones((1, 4), np.int64) for s in b.inputs}
@@ -262,15 +278,18 @@ def test_no_gpu_is_one_clean_line(bert_qa: Path) -> None:
         trt_build.build_engine(load_bundle(bert_qa))
 
 
-@pytest.mark.parametrize("args", [
-    ["run", "{b}", "--question", "Who?", "--context", "Jane wrote it.", "--runtime", "trt"],
-    ["engine", "{b}"],
-    ["validate", "{b}", "--runtime", "trt", "-q"],
-    ["run", "{b}", "--question", "Who?", "--context", "Jane wrote it.", "--runtime", "ort-trt", "--strict-runtime"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "{b}", "--question", "Who?", "--context", "Jane wrote it.", "--runtime", "trt"],
+        ["engine", "{b}"],
+        ["validate", "{b}", "--runtime", "trt", "-q"],
+        ["run", "{b}", "--question", "Who?", "--context", "Jane wrote it.", "--runtime", "ort-trt", "--strict-runtime"],
+    ],
+)
 def test_cli_trt_without_gpu_fails_cleanly(args: list[str], bert_qa: Path) -> None:
     env = {**os.environ, "BERT_EXPORT_NO_GPU": "1"}
-    cmd = [sys.executable, "-c", "from bert_export.exporter.cli import main; main()", *[a.format(b=bert_qa) for a in args]]
+    cmd = [sys.executable, "-c", "from bert_export.cli.main import main; main()", *[a.format(b=bert_qa) for a in args]]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
@@ -281,6 +300,7 @@ def test_cli_trt_without_gpu_fails_cleanly(args: list[str], bert_qa: Path) -> No
 
 # --- on a real GPU with TensorRT only ------------------------------------------------------------
 
+
 def _have_tensorrt() -> bool:
     try:
         import tensorrt  # noqa: F401
@@ -290,7 +310,9 @@ def _have_tensorrt() -> bool:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not (detect_gpu().available and _have_tensorrt()), reason="needs an NVIDIA GPU with TensorRT (and CUDA torch)")
+@pytest.mark.skipif(
+    not (detect_gpu().available and _have_tensorrt()), reason="needs an NVIDIA GPU with TensorRT (and CUDA torch)"
+)
 def test_real_engine_build_and_validate(bert_qa: Path, copy_bundle: Any, tmp_path: Path) -> None:
     from bert_export.exporter.api import validate
 

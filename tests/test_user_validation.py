@@ -32,12 +32,26 @@ from bert_export.runtimes.parity import GATES, Report
 
 ROOT = Path(__file__).resolve().parents[1]
 
-POSITIVE = ["I loved this film, it was wonderful.", "A delightful and moving story.", "Great acting and a superb soundtrack.",
-            "The best meal I have had in years.", "Fantastic service, friendly staff.", "An excellent, beautiful book.",
-            "I really enjoyed every minute.", "Brilliant work, highly recommended."]
-NEGATIVE = ["I hated this film, it was awful.", "A dull and tedious story.", "Terrible acting and a boring soundtrack.",
-            "The worst meal I have had in years.", "Rude service, unfriendly staff.", "A poor, ugly book.",
-            "I regretted every minute.", "Dreadful work, avoid it."]
+POSITIVE = [
+    "I loved this film, it was wonderful.",
+    "A delightful and moving story.",
+    "Great acting and a superb soundtrack.",
+    "The best meal I have had in years.",
+    "Fantastic service, friendly staff.",
+    "An excellent, beautiful book.",
+    "I really enjoyed every minute.",
+    "Brilliant work, highly recommended.",
+]
+NEGATIVE = [
+    "I hated this film, it was awful.",
+    "A dull and tedious story.",
+    "Terrible acting and a boring soundtrack.",
+    "The worst meal I have had in years.",
+    "Rude service, unfriendly staff.",
+    "A poor, ugly book.",
+    "I regretted every minute.",
+    "Dreadful work, avoid it.",
+]
 SUBJECTS = ["The film", "The meal", "The hotel", "The book", "The concert", "The service", "The trip", "The show"]
 GOOD, BAD = ["wonderful", "lovely", "decent", "fun"], ["awful", "dull", "slow", "messy"]
 
@@ -54,7 +68,7 @@ def eval_rows() -> list[tuple[str, str]]:
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     """The CLI in-process (as tests/test_bad_input.py): exit code, stdout, stderr."""
-    from bert_export.exporter.cli import main
+    from bert_export.cli.main import main
 
     def run(*args: object) -> SimpleNamespace:
         capsys.readouterr()
@@ -80,7 +94,8 @@ def fine_tune(out: Path, minilm_dir: Path, steps: int = 8) -> Path:
     tok = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
     torch.manual_seed(0)
     model = transformers.BertForSequenceClassification.from_pretrained(
-        str(minilm_dir), num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+        str(minilm_dir), num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1}
+    )
     texts = POSITIVE + NEGATIVE + ["The film was dull but wonderful.", "The book was lovely but awful."]
     labels = torch.tensor([1] * len(POSITIVE) + [0] * len(NEGATIVE) + [1, 0])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -111,8 +126,15 @@ def sst(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> SimpleNam
     # Static int8 with every MatMul quantized (no fallback, so no export-time gate to hold): the
     # accuracy fallback's choice depends on its time budget, and a bundle that kept most nodes in fp32
     # moves no prediction; this one measurably does, which is what the gates below must see.
-    int8 = export("bert", "seq-cls", model=str(ckpt), max_seq=128, out=root / "int8", validate=False,
-                  optimization=OptimizeOptions(int8=True, int8_mode="static", fallback=False)).bundle
+    int8 = export(
+        "bert",
+        "seq-cls",
+        model=str(ckpt),
+        max_seq=128,
+        out=root / "int8",
+        validate=False,
+        optimization=OptimizeOptions(int8=True, int8_mode="static", fallback=False),
+    ).bundle
     # The same texts labelled with the checkpoint's own predictions: PyTorch scores 100% on them, so
     # every prediction int8 changes is a drop (on the gold labels, flips can cancel out).
     self_data = root / "self-labelled.csv"
@@ -150,14 +172,30 @@ def test_int8_metric_drop_reported_and_gated(sst: SimpleNamespace, tmp_path: Pat
     g = json.loads(gold.read_text())
     gold_acc = next(row for row in g["metrics"] if row["name"] == "accuracy")
     n = len(eval_rows())
-    majority = max(sum(lab == "positive" for _, lab in eval_rows()), sum(lab == "negative" for _, lab in eval_rows())) / n
+    majority = (
+        max(sum(lab == "positive" for _, lab in eval_rows()), sum(lab == "negative" for _, lab in eval_rows())) / n
+    )
     assert gold_acc["reference"] > majority + 0.03, (gold_acc, majority)  # the head learned the task
     flipped = g["data"]["disagreements"]["count"]
     assert flipped > 0, "static int8 changed no prediction on this data; the gate test below needs a drop"
 
     report, junit, md = tmp_path / "r.json", tmp_path / "r.xml", tmp_path / "r.md"
-    proc = run_cli("validate", sst.int8, "--model", sst.ckpt, "--data", sst.self_data, "--max-metric-drop", "0",
-                   "--report", report, "--junit", junit, "--markdown", md)
+    proc = run_cli(
+        "validate",
+        sst.int8,
+        "--model",
+        sst.ckpt,
+        "--data",
+        sst.self_data,
+        "--max-metric-drop",
+        "0",
+        "--report",
+        report,
+        "--junit",
+        junit,
+        "--markdown",
+        md,
+    )
     r = json.loads(report.read_text())
     rows = {row["name"]: row for row in r["metrics"]}
     assert set(rows) == {"accuracy", "macro_f1"}
@@ -178,7 +216,11 @@ def test_int8_metric_drop_reported_and_gated(sst: SimpleNamespace, tmp_path: Pat
     cases = [c for suite in xml for c in suite]
     gates = [c for c in cases if c.classname == "gates"]
     assert len([c for c in cases if c.classname.startswith("parity.")]) == r["data"]["batches"]
-    assert {c.name for c in gates} >= {"precision gate (int8)", "accuracy drop <= 0 points", "macro_f1 drop <= 0 points"}
+    assert {c.name for c in gates} >= {
+        "precision gate (int8)",
+        "accuracy drop <= 0 points",
+        "macro_f1 drop <= 0 points",
+    }
     failed = {c.name: c.result[0] for c in gates if c.result and isinstance(c.result[0], Failure)}
     drop_gate = next(name for name, row in rows.items() if row["drop_points"] > 0)
     assert f"{drop_gate} drop <= 0 points" in failed
@@ -218,7 +260,9 @@ def test_assert_parity_message_is_the_table(sst: SimpleNamespace) -> None:
 def test_compare_fp32_vs_int8(sst: SimpleNamespace, tmp_path: Path, run_cli) -> None:
     """compare needs no PyTorch: int8 against the fp32 bundle, same metric table and int8 gate."""
     report = tmp_path / "c.json"
-    proc = run_cli("compare", sst.fp32, sst.int8, "--data", sst.data, "--max-metric-drop", "100", "--report", report, "-q")
+    proc = run_cli(
+        "compare", sst.fp32, sst.int8, "--data", sst.data, "--max-metric-drop", "100", "--report", report, "-q"
+    )
     r = json.loads(report.read_text())
     assert r["precision"] == "int8" and r["gate"] == json.loads(json.dumps(GATES["int8"].__dict__))
     assert str(sst.fp32) in r["reference"] and str(sst.int8) in r["candidate"]
@@ -278,8 +322,14 @@ def tiny_checkpoint(out: Path, task_class: str, minilm_dir: Path, **config) -> P
     import torch
     import transformers
 
-    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                  max_position_embeddings=128, **config)
+    cfg = transformers.BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        **config,
+    )
     torch.manual_seed(0)
     getattr(transformers, task_class)(cfg).save_pretrained(str(out), safe_serialization=True)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
@@ -292,9 +342,23 @@ def test_qa_end_to_end(tmp_path: Path, minilm_dir: Path, run_cli) -> None:
     ckpt = tiny_checkpoint(tmp_path / "qa-ckpt", "BertForQuestionAnswering", minilm_dir)
     bundle = export("bert", "qa", model=str(ckpt), out=tmp_path / "qa").bundle
     data = tmp_path / "qa.jsonl"
-    rows = [{"question": "Who wrote Emma?", "context": "Emma was written by Jane Austen in 1815.", "answers": {"text": ["Jane Austen"], "answer_start": [20]}},
-            {"question": "What boils at 100 degrees?", "context": "Water boils at 100 degrees Celsius at sea level.", "answers": ["Water"]},
-            {"question": "Where is the Brandenburg Gate?", "context": "The Brandenburg Gate stands in Berlin, the capital of Germany.", "answers": "Berlin"}]
+    rows = [
+        {
+            "question": "Who wrote Emma?",
+            "context": "Emma was written by Jane Austen in 1815.",
+            "answers": {"text": ["Jane Austen"], "answer_start": [20]},
+        },
+        {
+            "question": "What boils at 100 degrees?",
+            "context": "Water boils at 100 degrees Celsius at sea level.",
+            "answers": ["Water"],
+        },
+        {
+            "question": "Where is the Brandenburg Gate?",
+            "context": "The Brandenburg Gate stands in Berlin, the capital of Germany.",
+            "answers": "Berlin",
+        },
+    ]
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     report = tmp_path / "qa.json"
     proc = run_cli("validate", bundle, "--model", ckpt, "--data", data, "--batch", "2", "--report", report, "-q")
@@ -307,12 +371,20 @@ def test_qa_end_to_end(tmp_path: Path, minilm_dir: Path, run_cli) -> None:
 
 def test_token_cls_end_to_end(tmp_path: Path, minilm_dir: Path, run_cli) -> None:
     labels = ["O", "B-PER", "I-PER", "B-LOC"]
-    ckpt = tiny_checkpoint(tmp_path / "ner-ckpt", "BertForTokenClassification", minilm_dir, num_labels=4,
-                           id2label=dict(enumerate(labels)), label2id={v: k for k, v in enumerate(labels)})
+    ckpt = tiny_checkpoint(
+        tmp_path / "ner-ckpt",
+        "BertForTokenClassification",
+        minilm_dir,
+        num_labels=4,
+        id2label=dict(enumerate(labels)),
+        label2id={v: k for k, v in enumerate(labels)},
+    )
     bundle = export("bert", "token-cls", model=str(ckpt), out=tmp_path / "ner").bundle
     data = tmp_path / "ner.jsonl"
-    rows = [{"tokens": ["Marie", "Curie", "lived", "in", "Paris"], "labels": ["B-PER", "I-PER", "O", "O", "B-LOC"]},
-            {"text": "Ada Lovelace was born in London", "labels": ["B-PER", "I-PER", "O", "O", "O", "B-LOC"]}]
+    rows = [
+        {"tokens": ["Marie", "Curie", "lived", "in", "Paris"], "labels": ["B-PER", "I-PER", "O", "O", "B-LOC"]},
+        {"text": "Ada Lovelace was born in London", "labels": ["B-PER", "I-PER", "O", "O", "O", "B-LOC"]},
+    ]
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     report = tmp_path / "ner.json"
     proc = run_cli("validate", bundle, "--model", ckpt, "--data", data, "--report", report, "-q")
@@ -329,19 +401,32 @@ def test_embed_pairs_and_mlm_compare(make_bundle, tmp_path: Path, run_cli) -> No
     """embed: a pairs file gives Spearman; mlm: masked tokens of the text are the gold (top-1/top-5)."""
     embed = make_bundle("bert", "embed")
     pairs = tmp_path / "pairs.csv"
-    pairs.write_text("sentence1,sentence2,score\n"
-                     "A man is playing a guitar.,A person plays the guitar.,4.8\n"
-                     "A dog runs in the park.,The stock market fell today.,0.2\n"
-                     "Children are playing football.,Kids play soccer outside.,4.1\n"
-                     "The cat sleeps on the sofa.,A plane takes off.,0.5\n", encoding="utf-8")
+    pairs.write_text(
+        "sentence1,sentence2,score\n"
+        "A man is playing a guitar.,A person plays the guitar.,4.8\n"
+        "A dog runs in the park.,The stock market fell today.,0.2\n"
+        "Children are playing football.,Kids play soccer outside.,4.1\n"
+        "The cat sleeps on the sofa.,A plane takes off.,0.5\n",
+        encoding="utf-8",
+    )
     report = tmp_path / "e.json"
     assert run_cli("compare", embed, embed, "--data", pairs, "--report", report, "-q").returncode == 0
     r = json.loads(report.read_text())
     assert [row["name"] for row in r["metrics"]] == ["spearman"] and r["data"]["inputs"] == 8
     mlm = make_bundle("bert", "mlm")
     texts = tmp_path / "t.txt"
-    texts.write_text("\n".join(["Paris is the capital of France.", "Water boils at one hundred degrees.", "",
-                                "The quick brown fox jumps over the lazy dog."]) + "\n", encoding="utf-8")
+    texts.write_text(
+        "\n".join(
+            [
+                "Paris is the capital of France.",
+                "Water boils at one hundred degrees.",
+                "",
+                "The quick brown fox jumps over the lazy dog.",
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     assert run_cli("compare", mlm, mlm, "--data", texts, "--report", report, "-q").returncode == 0
     r = json.loads(report.read_text())
     assert [row["name"] for row in r["metrics"]] == ["top1_accuracy", "top5_accuracy"] and r["data"]["examples"] == 3
@@ -351,16 +436,19 @@ def test_embed_pairs_and_mlm_compare(make_bundle, tmp_path: Path, run_cli) -> No
 # --- bad input -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, content, needle", [
-    ("missing.csv", "sentence,label\nhello,positive\n", "lacks column(s) text"),
-    ("empty.csv", "", "is empty"),
-    ("header-only.csv", "text,label\n", "no rows"),
-    ("latin1.csv", "text,label\ncaf\xe9 au lait,positive\n".encode("latin-1"), "not UTF-8"),
-    ("broken.jsonl", '{"text": "ok"}\n{"text": \n', "not valid JSON lines"),
-    ("data.xlsx", "text\nhello\n", "unknown extension"),
-    ("bad-label.csv", "text,label\nhello,maybe\n", "not one of this bundle's labels"),
-    ("broken.parquet", b"PAR1 not really", "not valid Parquet"),
-])
+@pytest.mark.parametrize(
+    "name, content, needle",
+    [
+        ("missing.csv", "sentence,label\nhello,positive\n", "lacks column(s) text"),
+        ("empty.csv", "", "is empty"),
+        ("header-only.csv", "text,label\n", "no rows"),
+        ("latin1.csv", "text,label\ncaf\xe9 au lait,positive\n".encode("latin-1"), "not UTF-8"),
+        ("broken.jsonl", '{"text": "ok"}\n{"text": \n', "not valid JSON lines"),
+        ("data.xlsx", "text\nhello\n", "unknown extension"),
+        ("bad-label.csv", "text,label\nhello,maybe\n", "not one of this bundle's labels"),
+        ("broken.parquet", b"PAR1 not really", "not valid Parquet"),
+    ],
+)
 def test_bad_data_files(make_bundle, tmp_path: Path, name: str, content: str | bytes, needle: str, run_cli) -> None:
     bundle = make_bundle("bert", "seq-cls")
     path = tmp_path / name
@@ -409,8 +497,10 @@ def test_squad_metrics_hand_computed() -> None:
     # "Jane" vs "Jane Austen": P 1, R 1/2 -> F1 2/3
     assert m.token_f1("Jane", "Jane Austen") == pytest.approx(2 / 3)
     # best over gold answers; no overlap -> 0
-    result = m.squad(["the Eiffel Tower", "in Paris, France", "Jane", "1815"],
-                     [["Eiffel Tower"], ["Paris", "Paris, France"], ["Jane Austen"], ["1816"]])
+    result = m.squad(
+        ["the Eiffel Tower", "in Paris, France", "Jane", "1815"],
+        [["Eiffel Tower"], ["Paris", "Paris, France"], ["Jane Austen"], ["1816"]],
+    )
     # EM: 1, 0, 0, 0 -> 0.25. F1: 1, max(0.5, 2*(2/3*1)/(2/3+1)=0.8) = 0.8, 2/3, 0 -> (1+0.8+2/3)/4
     assert result["exact_match"] == pytest.approx(0.25)
     assert result["f1"] == pytest.approx((1 + 0.8 + 2 / 3) / 4)
@@ -424,6 +514,7 @@ def test_entity_f1_matches_seqeval() -> None:
 
     needs(importlib.util.find_spec("seqeval") is not None, "seqeval is not installed (pip install -e '.[test]')")
     import seqeval.metrics as seqeval
+
     rng = np.random.default_rng(0)
     tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "I-ORG"]
     gold = [[str(t) for t in rng.choice(tags, size=rng.integers(1, 12))] for _ in range(200)]
@@ -433,7 +524,9 @@ def test_entity_f1_matches_seqeval() -> None:
     assert ours["precision"] == pytest.approx(seqeval.precision_score(gold, pred))
     assert ours["recall"] == pytest.approx(seqeval.recall_score(gold, pred))
     # by hand: gold PER(0-1), LOC(3); pred PER(0-1) and LOC(2-3) -> P 1/2, R 1/2
-    assert m.entity_f1([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "I-PER", "B-LOC", "I-LOC"]])["f1"] == pytest.approx(0.5)
+    assert m.entity_f1([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "I-PER", "B-LOC", "I-LOC"]])[
+        "f1"
+    ] == pytest.approx(0.5)
 
 
 def test_seq_cls_and_ranking_metrics() -> None:
@@ -446,7 +539,9 @@ def test_seq_cls_and_ranking_metrics() -> None:
 
 
 def test_metric_gate_semantics() -> None:
-    parity = Report("ort", "int8", "seq-cls", GATES["int8"], summary={"max_abs": {"logits": 0.01}, "argmax_agreement": 1.0})
+    parity = Report(
+        "ort", "int8", "seq-cls", GATES["int8"], summary={"max_abs": {"logits": 0.01}, "argmax_agreement": 1.0}
+    )
     rows = [MetricRow("accuracy", 0.90, 0.89), MetricRow("macro_f1", 0.80, 0.81)]
     report = EvalReport(parity, "ref", "cand", rows, max_metric_drop=0.5)
     assert [g.passed for g in report.gates] == [True, False, True]
@@ -477,12 +572,27 @@ def test_ci_examples_run(tmp_path: Path, minilm_dir: Path) -> None:
     commands = ci_commands()
     assert commands["github"] and commands["github"] == commands["gitlab"]
     labels = {0: "negative", 1: "positive"}
-    tiny_checkpoint(tmp_path / "ckpt", "BertForSequenceClassification", minilm_dir, num_labels=2, id2label=labels,
-                    label2id={v: k for k, v in labels.items()})
-    (tmp_path / "dev.csv").write_text("text,label\n" + "".join(f"\"{t}\",{lab}\n" for t, lab in eval_rows()[:12]), encoding="utf-8")
+    tiny_checkpoint(
+        tmp_path / "ckpt",
+        "BertForSequenceClassification",
+        minilm_dir,
+        num_labels=2,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
+    (tmp_path / "dev.csv").write_text(
+        "text,label\n" + "".join(f'"{t}",{lab}\n' for t, lab in eval_rows()[:12]), encoding="utf-8"
+    )
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    env = {**os.environ, "MODEL_DIR": "ckpt", "EVAL_DATA": "dev.csv", "REPORT_DIR": "reports", "BERT_EXPORT_TASK": "seq-cls",
-           "BERT_EXPORT_MAX_DROP": "100", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "MODEL_DIR": "ckpt",
+        "EVAL_DATA": "dev.csv",
+        "REPORT_DIR": "reports",
+        "BERT_EXPORT_TASK": "seq-cls",
+        "BERT_EXPORT_MAX_DROP": "100",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     for line in commands["github"]:
         proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -494,6 +604,8 @@ def test_ci_examples_run(tmp_path: Path, minilm_dir: Path) -> None:
     # a failing gate: exit 1 from the script, reports still written
     env["BERT_EXPORT_PRECISIONS"], env["BERT_EXPORT_EXPECT_OPS"] = "fp32", str(tmp_path / "ops.json")
     (tmp_path / "ops.json").write_text('{"Attention": 99}')
-    proc = subprocess.run(["bash", "-c", commands["gitlab"][0]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["bash", "-c", commands["gitlab"][0]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert re.search(r"Attention \d+ < 99 expected", (tmp_path / "reports" / "fp32.md").read_text())

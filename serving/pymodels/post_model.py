@@ -27,8 +27,9 @@ class TritonPythonModel:
         if self.task == "mlm":
             import transformers
 
-            self.tok = transformers.AutoTokenizer.from_pretrained(os.path.join(HERE, "tokenizer"), local_files_only=True,
-                                                                  trust_remote_code=False)
+            self.tok = transformers.AutoTokenizer.from_pretrained(
+                os.path.join(HERE, "tokenizer"), local_files_only=True, trust_remote_code=False
+            )
 
     def _get(self, request, name):
         return pb_utils.get_input_tensor_by_name(request, name).as_numpy()[0]
@@ -43,8 +44,14 @@ class TritonPythonModel:
         if self.task == "qa":
             context = self._text(request, "CONTEXT")
             seq = self._get(request, "SEQUENCE_IDS")
-            return pp.qa_result(self._get(request, "start_logits"), self._get(request, "end_logits"), seq == 1, offsets, context,
-                                pp.MAX_ANSWER_TOKENS)
+            return pp.qa_result(
+                self._get(request, "start_logits"),
+                self._get(request, "end_logits"),
+                seq == 1,
+                offsets,
+                context,
+                pp.MAX_ANSWER_TOKENS,
+            )
         if self.task == "embed":
             hidden = self._get(request, "last_hidden_state")[None]
             return pp.embed_result(hidden, mask[None], self.cfg["pooling"])
@@ -70,5 +77,7 @@ class TritonPythonModel:
                 out = pb_utils.Tensor("JSON", np.array([[line.encode("utf-8")]], dtype=np.object_))
                 responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
             except Exception as exc:  # one bad request never fails the others in the batch
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc).splitlines()[0])))
+                responses.append(
+                    pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc).splitlines()[0]))
+                )
         return responses

@@ -21,8 +21,9 @@ class TritonPythonModel:
 
         with open(os.path.join(HERE, "bert_export_model.json"), encoding="utf-8") as fh:
             self.cfg = json.load(fh)
-        self.tok = transformers.AutoTokenizer.from_pretrained(os.path.join(HERE, "tokenizer"), local_files_only=True,
-                                                              trust_remote_code=False)
+        self.tok = transformers.AutoTokenizer.from_pretrained(
+            os.path.join(HERE, "tokenizer"), local_files_only=True, trust_remote_code=False
+        )
         self.max_seq = int(self.cfg["max_seq"])
 
     def _text(self, request, name):
@@ -35,23 +36,45 @@ class TritonPythonModel:
         value = values[0]
         text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
         if len(text) > int(self.cfg["max_text_chars"]):
-            raise ValueError(f"{name} has {len(text)} characters; this model accepts at most {self.cfg['max_text_chars']}")
+            raise ValueError(
+                f"{name} has {len(text)} characters; this model accepts at most {self.cfg['max_text_chars']}"
+            )
         return text
 
     def _encode(self, request):
         if self.cfg["task"] == "qa":
             question, context = self._text(request, "QUESTION"), self._text(request, "CONTEXT")
             full = len(self.tok([question], [context], truncation=False)["input_ids"][0])
-            enc = self.tok([question], [context], truncation="only_second", max_length=self.max_seq, padding="max_length",
-                           return_offsets_mapping=True, return_token_type_ids=True)
-            note = (f"note: question + context are {full} tokens; the context was truncated to this bundle's {self.max_seq}"
-                    if full > self.max_seq else "")
+            enc = self.tok(
+                [question],
+                [context],
+                truncation="only_second",
+                max_length=self.max_seq,
+                padding="max_length",
+                return_offsets_mapping=True,
+                return_token_type_ids=True,
+            )
+            note = (
+                f"note: question + context are {full} tokens; the context was truncated to this bundle's {self.max_seq}"
+                if full > self.max_seq
+                else ""
+            )
         else:
             text = self._text(request, "TEXT")
             full = len(self.tok([text], truncation=False)["input_ids"][0])
-            enc = self.tok([text], truncation=True, max_length=self.max_seq, padding="max_length",
-                           return_offsets_mapping=True, return_token_type_ids=True)
-            note = f"note: the text is {full} tokens and was truncated to this bundle's {self.max_seq}" if full > self.max_seq else ""
+            enc = self.tok(
+                [text],
+                truncation=True,
+                max_length=self.max_seq,
+                padding="max_length",
+                return_offsets_mapping=True,
+                return_token_type_ids=True,
+            )
+            note = (
+                f"note: the text is {full} tokens and was truncated to this bundle's {self.max_seq}"
+                if full > self.max_seq
+                else ""
+            )
         ids = np.asarray(enc["input_ids"], dtype=np.int64)
         out = {}
         for name in self.cfg["graph_inputs"]:
@@ -72,5 +95,7 @@ class TritonPythonModel:
                 tensors = [pb_utils.Tensor(k, v) for k, v in self._encode(request).items()]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             except Exception as exc:  # one bad request never fails the others in the batch
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc).splitlines()[0])))
+                responses.append(
+                    pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc).splitlines()[0]))
+                )
         return responses

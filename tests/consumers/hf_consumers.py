@@ -55,8 +55,14 @@ def _qa(job: dict[str, Any]) -> dict[str, Any]:
         res = pipe(question=item["question"], context=item["context"], max_answer_len=30)
         enc = tok(item["question"], item["context"], return_tensors="np")
         logits = model(**enc)
-        out.append({**res, "input_ids": enc["input_ids"][0].tolist(),
-                    "start_logits": logits.start_logits[0].tolist(), "end_logits": logits.end_logits[0].tolist()})
+        out.append(
+            {
+                **res,
+                "input_ids": enc["input_ids"][0].tolist(),
+                "start_logits": logits.start_logits[0].tolist(),
+                "end_logits": logits.end_logits[0].tolist(),
+            }
+        )
     return {"outputs": out, "model_path": str(model.model_path)}
 
 
@@ -65,8 +71,11 @@ def _seq_cls(job: dict[str, Any]) -> dict[str, Any]:
 
     model, tok = _load(job)
     pipe = pipeline("text-classification", model=model, tokenizer=tok)
-    return {"outputs": [pipe(t)[0] for t in job["inputs"]], "id2label": model.config.id2label,
-            "model_path": str(model.model_path)}
+    return {
+        "outputs": [pipe(t)[0] for t in job["inputs"]],
+        "id2label": model.config.id2label,
+        "model_path": str(model.model_path),
+    }
 
 
 def _token_cls(job: dict[str, Any]) -> dict[str, Any]:
@@ -74,10 +83,13 @@ def _token_cls(job: dict[str, Any]) -> dict[str, Any]:
 
     model, tok = _load(job)
     # "first": a word's label is its first sub-token's argmax, as in bert-export's run.
-    pipe = pipeline("token-classification", model=model, tokenizer=tok, aggregation_strategy="first",
-                    ignore_labels=["O"])
-    out = [[{k: (float(v) if isinstance(v, np.floating) else v) for k, v in e.items()} for e in pipe(t)]
-           for t in job["inputs"]]
+    pipe = pipeline(
+        "token-classification", model=model, tokenizer=tok, aggregation_strategy="first", ignore_labels=["O"]
+    )
+    out = [
+        [{k: (float(v) if isinstance(v, np.floating) else v) for k, v in e.items()} for e in pipe(t)]
+        for t in job["inputs"]
+    ]
     return {"outputs": out, "model_path": str(model.model_path)}
 
 
@@ -86,8 +98,10 @@ def _mlm(job: dict[str, Any]) -> dict[str, Any]:
 
     model, tok = _load(job)
     pipe = pipeline("fill-mask", model=model, tokenizer=tok, top_k=5)
-    out = [[{"id": int(c["token"]), "token": c["token_str"], "score": float(c["score"])} for c in pipe(t)]
-           for t in job["inputs"]]
+    out = [
+        [{"id": int(c["token"]), "token": c["token_str"], "score": float(c["score"])} for c in pipe(t)]
+        for t in job["inputs"]
+    ]
     return {"outputs": out, "model_path": str(model.model_path)}
 
 
@@ -99,8 +113,12 @@ def _embed(job: dict[str, Any]) -> dict[str, Any]:
     st = SentenceTransformer(job["bundle"], backend="onnx", device="cpu", **kwargs)
     vectors = st.encode(job["inputs"], batch_size=len(job["inputs"]), convert_to_numpy=True)
     model, _ = _load(job)  # ORTModelForFeatureExtraction must load the same directory too
-    return {"outputs": vectors.astype(np.float64).tolist(), "modules": [type(m).__name__ for m in st],
-            "max_seq_length": st.max_seq_length, "model_path": str(model.model_path)}
+    return {
+        "outputs": vectors.astype(np.float64).tolist(),
+        "modules": [type(m).__name__ for m in st],
+        "max_seq_length": st.max_seq_length,
+        "model_path": str(model.model_path),
+    }
 
 
 RUNNERS = {"qa": _qa, "seq-cls": _seq_cls, "token-cls": _token_cls, "mlm": _mlm, "embed": _embed}

@@ -20,24 +20,76 @@ TEXT = [
     "it's I'll we've THEY'RE 'twas; 北京欢迎你 and 東京 😀",
 ]
 TEXTS = [
-    "", " ", "Hello, world!", "Héllo WÖRLD naïve café", "北京欢迎你 and 한국어", "tab\there\nnewline\r\n",
-    "control\x07\x1fchars\ufffd\u0085 soft\u00adhyphen", "emoji 😀🥰", "[MASK] is [CLS] weird[SEP] [UNK]",
-    "e\u0301 a\u0323\u0302 o\u0302\u0323 \u1100\u1161\u11a8", "it's I'll we've  multiple   spaces  ", "x [MASK]  [MASK]",
-    "a" * 300, "\xff\xfe invalid?",
+    "",
+    " ",
+    "Hello, world!",
+    "Héllo WÖRLD naïve café",
+    "北京欢迎你 and 한국어",
+    "tab\there\nnewline\r\n",
+    "control\x07\x1fchars\ufffd\u0085 soft\u00adhyphen",
+    "emoji 😀🥰",
+    "[MASK] is [CLS] weird[SEP] [UNK]",
+    "e\u0301 a\u0323\u0302 o\u0302\u0323 \u1100\u1161\u11a8",
+    "it's I'll we've  multiple   spaces  ",
+    "x [MASK]  [MASK]",
+    "a" * 300,
+    "\xff\xfe invalid?",
 ]
 
 
 def wordpiece() -> Tokenizer:
-    vocab = {t: i for i, t in enumerate(
-        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "e", "h", "l", "o", "p", "r", "s", "t", "w",
-         "##a", "##e", "##l", "##o", "##s", "##t", "the", "is", "hello", "world", "paris", "cafe", ",", ".", "!", "'",
-         "北", "京", "1", "2", "3"])}
+    vocab = {
+        t: i
+        for i, t in enumerate(
+            [
+                "[PAD]",
+                "[UNK]",
+                "[CLS]",
+                "[SEP]",
+                "[MASK]",
+                "a",
+                "b",
+                "c",
+                "e",
+                "h",
+                "l",
+                "o",
+                "p",
+                "r",
+                "s",
+                "t",
+                "w",
+                "##a",
+                "##e",
+                "##l",
+                "##o",
+                "##s",
+                "##t",
+                "the",
+                "is",
+                "hello",
+                "world",
+                "paris",
+                "cafe",
+                ",",
+                ".",
+                "!",
+                "'",
+                "北",
+                "京",
+                "1",
+                "2",
+                "3",
+            ]
+        )
+    }
     tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.add_special_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
     return tok
 
 
@@ -46,27 +98,42 @@ def bpe() -> Tokenizer:
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["[PAD]", "[CLS]", "[SEP]", "[UNK]"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["[PAD]", "[CLS]", "[SEP]", "[UNK]"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(TEXT * 20, trainer)
     tok.add_special_tokens([AddedToken("[MASK]", lstrip=True, normalized=False)])
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-                                                       special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 1), ("[SEP]", 2)]
+    )
     return tok
 
 
 def manifest() -> dict:
     digest = hashlib.sha256(b"").hexdigest()
     return {
-        "schema_version": 1, "family": "bert", "task": "qa", "precision": "fp32", "max_sequence_length": 128,
-        "inputs": [{"name": "input_ids", "dtype": "int64"}, {"name": "attention_mask", "dtype": "int64"},
-                   {"name": "token_type_ids", "dtype": "int64"}],
+        "schema_version": 1,
+        "family": "bert",
+        "task": "qa",
+        "precision": "fp32",
+        "max_sequence_length": 128,
+        "inputs": [
+            {"name": "input_ids", "dtype": "int64"},
+            {"name": "attention_mask", "dtype": "int64"},
+            {"name": "token_type_ids", "dtype": "int64"},
+        ],
         "outputs": [{"name": "start_logits"}, {"name": "end_logits"}],
         "graph": {"file": "onnx/model.onnx", "files": ["onnx/model.onnx"]},
         "tokenizer": {"kind": "wordpiece", "do_lower_case": True},
         "special_tokens": {"cls": 101, "sep": 102, "pad": 0, "mask": 103},
-        "labels": {"id2label": {"0": "NEG", "1": "POS"}}, "pooling": {"mode": "mean", "normalize": True},
-        "files": {name: {"bytes": 0, "sha256": digest} for name in ("onnx/model.onnx", "tokenizer.json", "golden.json")},
+        "labels": {"id2label": {"0": "NEG", "1": "POS"}},
+        "pooling": {"mode": "mean", "normalize": True},
+        "files": {
+            name: {"bytes": 0, "sha256": digest} for name in ("onnx/model.onnx", "tokenizer.json", "golden.json")
+        },
     }
 
 
@@ -77,7 +144,9 @@ def main() -> None:
         "// Generated by make_seeds.py: the fixed tokenizers mode 2 of fuzz_target.cpp encodes text with.\n"
         "#pragma once\n"
         f'static const char kSeedWordPiece[] = R"SEED({wp})SEED";\n'
-        f'static const char kSeedBpe[] = R"SEED({bp})SEED";\n', encoding="utf-8")
+        f'static const char kSeedBpe[] = R"SEED({bp})SEED";\n',
+        encoding="utf-8",
+    )
     corpus = HERE / "corpus"
     corpus.mkdir(exist_ok=True)
     for old in corpus.iterdir():

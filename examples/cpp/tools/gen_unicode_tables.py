@@ -85,8 +85,10 @@ def emit_map(name: str, m: list[tuple[int, list[int]]]) -> str:
     for cp, seq in m:
         entries.append(f"{{0x{cp:X},{len(pool)},{len(seq)}}}")
         pool.extend(seq)
-    return (f"static const CpMap {name}[] = {{{','.join(entries)}}};\nstatic const size_t {name}_len = {len(m)};\n"
-            f"static const uint32_t {name}_pool[] = {{{','.join(f'0x{c:X}' for c in pool)}}};\n")
+    return (
+        f"static const CpMap {name}[] = {{{','.join(entries)}}};\nstatic const size_t {name}_len = {len(m)};\n"
+        f"static const uint32_t {name}_pool[] = {{{','.join(f'0x{c:X}' for c in pool)}}};\n"
+    )
 
 
 def main(out: str) -> None:
@@ -106,10 +108,14 @@ def main(out: str) -> None:
         emit_ranges("kLetter", ranges(lambda c: cat(chr(c)).startswith("L"))),
         emit_ranges("kNumber", ranges(lambda c: cat(chr(c)).startswith("N"))),
         "struct CpClass { uint32_t lo, hi, ccc; };",
-        "static const CpClass kCombining[] = {" + ",".join(f"{{0x{a:X},0x{b:X},{k}}}" for a, b, k in class_ranges()) + "};",
+        "static const CpClass kCombining[] = {"
+        + ",".join(f"{{0x{a:X},0x{b:X},{k}}}" for a, b, k in class_ranges())
+        + "};",
         f"static const size_t kCombining_len = {len(class_ranges())};",
         "struct CpPair { uint32_t first, second, composite; };",
-        "static const CpPair kCompose[] = {" + ",".join(f"{{0x{a:X},0x{b:X},0x{k:X}}}" for a, b, k in composites()) + "};",
+        "static const CpPair kCompose[] = {"
+        + ",".join(f"{{0x{a:X},0x{b:X},0x{k:X}}}" for a, b, k in composites())
+        + "};",
         f"static const size_t kCompose_len = {len(composites())};",
         emit_map("kDecompose", mapping(lambda s: unicodedata.normalize("NFD", s))),
         emit_map("kLower", mapping(str.lower)),

@@ -10,36 +10,61 @@ from pathlib import Path
 
 import click
 
-from .cli import cli
-from .progress import console
+from bert_export.models.progress import console
 
 
-@cli.command()
+@click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--repo", type=click.Path(path_type=Path), required=True, help="Model repository directory (created if absent).")
+@click.option(
+    "--repo", type=click.Path(path_type=Path), required=True, help="Model repository directory (created if absent)."
+)
 @click.option("--name", default=None, help="Model name [the bundle directory's name].")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)
 @click.option("--max-batch", default=32, show_default=True, help="max_batch_size of every model.")
 @click.option("--instances", default=1, show_default=True, help="Instances of the graph model.")
-@click.option("--kind", type=click.Choice(["cpu", "gpu"]), default=None, help="Instance kind [gpu for tensorrt, else cpu].")
+@click.option(
+    "--kind", type=click.Choice(["cpu", "gpu"]), default=None, help="Instance kind [gpu for tensorrt, else cpu]."
+)
 @click.option("--max-queue-delay-ms", default=2.0, show_default=True, help="Dynamic batching delay.")
-@click.option("--force", is_flag=True, help="Replace this bundle's models (NAME, NAME_tokenize, NAME_post, NAME_text) if present.")
-def triton(bundle: Path, repo: Path, name: str | None, backend: str, max_batch: int, instances: int, kind: str | None,
-           max_queue_delay_ms: float, force: bool) -> None:
+@click.option(
+    "--force", is_flag=True, help="Replace this bundle's models (NAME, NAME_tokenize, NAME_post, NAME_text) if present."
+)
+def triton(
+    bundle: Path,
+    repo: Path,
+    name: str | None,
+    backend: str,
+    max_batch: int,
+    instances: int,
+    kind: str | None,
+    max_queue_delay_ms: float,
+    force: bool,
+) -> None:
     """Write a Triton model repository for BUNDLE: the graph, tokenizer and post-processing models, a text ensemble."""
     from bert_export.serving.deps import require_serve
 
     require_serve(server=False)
     from bert_export.serving.repository import RepoOptions, write_repository
 
-    written = write_repository(bundle, repo, RepoOptions(name=name, backend=backend, max_batch=max_batch, instances=instances,
-                                                         kind=kind, max_queue_delay_ms=max_queue_delay_ms), force=force)
+    written = write_repository(
+        bundle,
+        repo,
+        RepoOptions(
+            name=name,
+            backend=backend,
+            max_batch=max_batch,
+            instances=instances,
+            kind=kind,
+            max_queue_delay_ms=max_queue_delay_ms,
+        ),
+        force=force,
+    )
     for model in written:
         console.print(f"wrote {repo / model}")
     console.print(f"send text to [bold]{written[-1]}[/bold] (see docs/serving.md)")
 
 
-@cli.command()
+@click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (HTTP, gRPC, metrics).")
 @click.option("--port", default=8000, show_default=True, help="HTTP port.")
@@ -51,26 +76,57 @@ def triton(bundle: Path, repo: Path, name: str | None, backend: str, max_batch: 
 @click.option("--runtime", default="ort", show_default=True, help="Runner (as for run): ort, ort-cuda, ort-trt, trt.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (CPU).")
 @click.option("--max-text-chars", default=20_000, show_default=True, help="Refuse longer texts (per input).")
-@click.option("--open-statistics", is_flag=True, help="Let clients read Triton's statistics API (token-protected by default).")
+@click.option(
+    "--open-statistics", is_flag=True, help="Let clients read Triton's statistics API (token-protected by default)."
+)
 @click.option("--verbose", is_flag=True, help="Show Triton's log.")
-def serve(bundle: Path, host: str, port: int, grpc_port: int | None, metrics_port: int | None, max_batch: int,
-          max_queue_delay_ms: float, name: str | None, runtime: str, threads: int | None, max_text_chars: int,
-          open_statistics: bool, verbose: bool) -> None:
+def serve(
+    bundle: Path,
+    host: str,
+    port: int,
+    grpc_port: int | None,
+    metrics_port: int | None,
+    max_batch: int,
+    max_queue_delay_ms: float,
+    name: str | None,
+    runtime: str,
+    threads: int | None,
+    max_text_chars: int,
+    open_statistics: bool,
+    verbose: bool,
+) -> None:
     """Serve BUNDLE on Triton (through PyTriton): text in, run --json's JSON out, over HTTP and gRPC."""
     from bert_export.serving.deps import require_serve
 
     require_serve(server=True)
-    from bert_export.serving.server import ServeOptions, serve as run_server
+    from bert_export.serving.server import ServeOptions
+    from bert_export.serving.server import serve as run_server
 
-    opts = ServeOptions(host=host, port=port, grpc_port=grpc_port or port + 1, metrics_port=metrics_port or port + 2,
-                        max_batch=max_batch, max_queue_delay_ms=max_queue_delay_ms, name=name, runtime=runtime,
-                        threads=threads, max_text_chars=max_text_chars, open_statistics=open_statistics,
-                        verbose=verbose)
+    opts = ServeOptions(
+        host=host,
+        port=port,
+        grpc_port=grpc_port or port + 1,
+        metrics_port=metrics_port or port + 2,
+        max_batch=max_batch,
+        max_queue_delay_ms=max_queue_delay_ms,
+        name=name,
+        runtime=runtime,
+        threads=threads,
+        max_text_chars=max_text_chars,
+        open_statistics=open_statistics,
+        verbose=verbose,
+    )
 
     def ready(model: str) -> None:
-        console.print(f"serving [bold]{model}[/bold]: http://{host}:{opts.port}/v2/models/{model}/infer, gRPC {host}:{opts.grpc_port}, "
-                      f"metrics http://{host}:{opts.metrics_port}/metrics (Ctrl-C or SIGTERM stops)", soft_wrap=True)
+        console.print(
+            f"serving [bold]{model}[/bold]: http://{host}:{opts.port}/v2/models/{model}/infer, gRPC {host}:{opts.grpc_port}, "
+            f"metrics http://{host}:{opts.metrics_port}/metrics (Ctrl-C or SIGTERM stops)",
+            soft_wrap=True,
+        )
 
     console.print(f"[dim]starting Triton for {bundle} ...[/dim]")
     run_server(bundle, opts, on_ready=ready)
     console.print("stopped")
+
+
+COMMANDS = (triton, serve)

@@ -11,14 +11,15 @@ from typing import Any
 
 import click
 
-from bert_export.evaluation.cli_options import report_options
+from bert_export.cli.report_options import report_options
 from bert_export.models import BertExportError, ParityError
+from bert_export.models.progress import Steps, console
 from bert_export.runtimes.providers import RUNTIME_NAMES
 
-from .cli import cli
-from .progress import Steps, console
 
-def finish(report: Any, *, json_path: Path | None, junit: Path | None, markdown: Path | None, quiet: bool, what: str) -> None:
+def finish(
+    report: Any, *, json_path: Path | None, junit: Path | None, markdown: Path | None, quiet: bool, what: str
+) -> None:
     """Write the reports, print the table, and exit 1 (ParityError) when a gate failed."""
     from bert_export.evaluation.report import write_reports
 
@@ -41,9 +42,24 @@ def check_outputs(**paths: Path | None) -> None:
         check_output(path, option)
 
 
-def run_validate(bundle: Path, *, model: str | None, runtime: str, threads: int | None, report: Path | None, quiet: bool,
-                 allow_pickle: bool, data: Path | None, limit: int | None, batch: int, max_metric_drop: float,
-                 expect_ops: Path | None, junit: Path | None, markdown: Path | None, precision: str | None = None) -> None:
+def run_validate(
+    bundle: Path,
+    *,
+    model: str | None,
+    runtime: str,
+    threads: int | None,
+    report: Path | None,
+    quiet: bool,
+    allow_pickle: bool,
+    data: Path | None,
+    limit: int | None,
+    batch: int,
+    max_metric_drop: float,
+    expect_ops: Path | None,
+    junit: Path | None,
+    markdown: Path | None,
+    precision: str | None = None,
+) -> None:
     """``validate`` with any of the new options: against the checkpoint (``--model``) or the stored cases.
 
     ``precision``: which graph of a multi-precision bundle (default: its default)."""
@@ -52,28 +68,57 @@ def run_validate(bundle: Path, *, model: str | None, runtime: str, threads: int 
     check_outputs(report=report, junit=junit, markdown=markdown)
     steps = Steps(quiet=quiet)
     if model is not None:
-        result = validate_data(bundle, model=model, data=data, limit=limit, batch=batch, runtime=runtime, threads=threads,
-                               max_metric_drop=max_metric_drop, expect_ops=expect_ops, allow_pickle=allow_pickle, steps=steps,
-                               precision=precision)
+        result = validate_data(
+            bundle,
+            model=model,
+            data=data,
+            limit=limit,
+            batch=batch,
+            runtime=runtime,
+            threads=threads,
+            max_metric_drop=max_metric_drop,
+            expect_ops=expect_ops,
+            allow_pickle=allow_pickle,
+            steps=steps,
+            precision=precision,
+        )
     else:
         if data is not None or limit is not None:
-            raise BertExportError("--data needs --model CKPT (the PyTorch checkpoint to compare against); to compare two "
-                                  "bundles without PyTorch use `bert-export compare A B --data FILE`")
-        result = validate_stored(bundle, runtime=runtime, threads=threads, expect_ops=expect_ops, steps=steps, precision=precision)
+            raise BertExportError(
+                "--data needs --model CKPT (the PyTorch checkpoint to compare against); to compare two "
+                "bundles without PyTorch use `bert-export compare A B --data FILE`"
+            )
+        result = validate_stored(
+            bundle, runtime=runtime, threads=threads, expect_ops=expect_ops, steps=steps, precision=precision
+        )
     finish(result, json_path=report, junit=junit, markdown=markdown, quiet=quiet, what=f"{bundle} on {runtime}")
 
 
-@cli.command(name="compare")
+@click.command(name="compare")
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))
-@click.option("--runtime", type=click.Choice(RUNTIME_NAMES), default="ort", show_default=True, help="Runtime for both bundles.")
+@click.option(
+    "--runtime", type=click.Choice(RUNTIME_NAMES), default="ort", show_default=True, help="Runtime for both bundles."
+)
 @click.option("--threads", type=int, default=None, help="Intra-op threads.")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the JSON report here.")
 @report_options
 @click.option("-q", "--quiet", is_flag=True)
-def compare_command(a: Path, b: Path, runtime: str, threads: int | None, report: Path | None, data: Path | None,
-                    limit: int | None, batch: int, max_metric_drop: float, expect_ops: Path | None, junit: Path | None,
-                    markdown: Path | None, quiet: bool) -> None:
+def compare_command(
+    a: Path,
+    b: Path,
+    runtime: str,
+    threads: int | None,
+    report: Path | None,
+    data: Path | None,
+    limit: int | None,
+    batch: int,
+    max_metric_drop: float,
+    expect_ops: Path | None,
+    junit: Path | None,
+    markdown: Path | None,
+    quiet: bool,
+) -> None:
     """Run bundle B against bundle A (the reference) on the same inputs: parity, metrics, gates; no PyTorch needed.
 
     For example an int8 bundle against the fp32 one, or today's export against yesterday's. B's
@@ -82,9 +127,22 @@ def compare_command(a: Path, b: Path, runtime: str, threads: int | None, report:
     from bert_export.evaluation import compare_bundles
 
     check_outputs(report=report, junit=junit, markdown=markdown)
-    result = compare_bundles(a, b, data=data, limit=limit, batch=batch, runtime=runtime, threads=threads,
-                             max_metric_drop=max_metric_drop, expect_ops=expect_ops, steps=Steps(quiet=quiet))
+    result = compare_bundles(
+        a,
+        b,
+        data=data,
+        limit=limit,
+        batch=batch,
+        runtime=runtime,
+        threads=threads,
+        max_metric_drop=max_metric_drop,
+        expect_ops=expect_ops,
+        steps=Steps(quiet=quiet),
+    )
     finish(result, json_path=report, junit=junit, markdown=markdown, quiet=quiet, what=f"{b} vs {a} on {runtime}")
 
 
 __all__ = ["compare_command", "run_validate", "console"]
+
+
+COMMANDS = (compare_command,)

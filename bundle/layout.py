@@ -28,13 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from bert_export.models import BertExportError, Family, Task
+from bert_export.models.precisions import BUNDLE_PRECISIONS, PRECISIONS_REGISTRY
 
 ONNX_DIR = "onnx"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = BUNDLE_PRECISIONS
 # transformers.js' dtype names and its file-name suffix per dtype (src/utils/dtypes.js).
-TJS_DTYPE = {"fp32": "fp32", "fp16": "fp16", "int8": "q8", "bf16": "fp32"}  # bf16: an fp32 graph run with OpenVINO's bf16 hint
-_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_quantized", "bf16": "_bf16"}
-EXTERNAL_DATA_SUFFIX = "_data"  # model.onnx -> model.onnx_data (transformers.js, Optimum, ORT all follow the graph's own reference)
+TJS_DTYPE = {
+    n: p.tjs_dtype for n, p in PRECISIONS_REGISTRY.items()
+}  # bf16: an fp32 graph run with OpenVINO's bf16 hint
+_SUFFIX = {n: p.suffix for n, p in PRECISIONS_REGISTRY.items()}
+EXTERNAL_DATA_SUFFIX = (
+    "_data"  # model.onnx -> model.onnx_data (transformers.js, Optimum, ORT all follow the graph's own reference)
+)
 
 ST_POOLING_DIR = "1_Pooling"
 ST_NORMALIZE_DIR = "2_Normalize"
@@ -58,8 +63,10 @@ def parse_precisions(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...
     items = [p for p in items if p]
     unknown = [p for p in items if p not in PRECISIONS]
     if unknown or not items:
-        raise BertExportError(f"--precisions {','.join(items) or repr(value)}: choose from {', '.join(PRECISIONS)}, "
-                              "comma-separated, e.g. --precisions fp32,fp16,int8 (the first is the default)")
+        raise BertExportError(
+            f"--precisions {','.join(items) or repr(value)}: choose from {', '.join(PRECISIONS)}, "
+            "comma-separated, e.g. --precisions fp32,fp16,int8 (the first is the default)"
+        )
     if len(set(items)) != len(items):
         raise BertExportError(f"--precisions {','.join(items)} names a precision twice; list each once")
     return tuple(items)
@@ -70,8 +77,9 @@ def architecture(family: Family, task: Task) -> str:
     return f"{family.class_prefix}{task.head}"
 
 
-def write_config(directory: Path, config: Any, family: Family, task: Task, default: str,
-                 graphs: dict[str, list[str]]) -> None:
+def write_config(
+    directory: Path, config: Any, family: Family, task: Task, default: str, graphs: dict[str, list[str]]
+) -> None:
     """``config.json``: the source configuration with the head's architecture, labels, transformers.js' settings.
 
     ``graphs`` maps each precision to its files (graph first). transformers.js picks a file by
@@ -110,7 +118,9 @@ def write_tokenizer(directory: Path, tok_files: list[str], max_seq: int) -> None
         try:
             tok = Tokenizer.from_file(str(path))
         except Exception as exc:
-            raise BertExportError(f"the source's tokenizer.json does not load with the tokenizers library ({exc}); fix or remove it") from None
+            raise BertExportError(
+                f"the source's tokenizer.json does not load with the tokenizers library ({exc}); fix or remove it"
+            ) from None
         tok.no_padding()
         tok.enable_truncation(max_length=max_seq)
         tok.save(str(path))
@@ -122,8 +132,9 @@ def write_tokenizer(directory: Path, tok_files: list[str], max_seq: int) -> None
             path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_sentence_transformers(directory: Path, pooling: dict[str, Any], hidden: int, max_seq: int,
-                                source_dir: Path | None) -> list[str]:
+def write_sentence_transformers(
+    directory: Path, pooling: dict[str, Any], hidden: int, max_seq: int, source_dir: Path | None
+) -> list[str]:
     """sentence-transformers' module files for an ``embed`` bundle; returns the paths written.
 
     ``modules.json`` chains Transformer (the bundle root: config, tokenizer, ``onnx/model.onnx``
@@ -139,7 +150,9 @@ def write_sentence_transformers(directory: Path, pooling: dict[str, Any], hidden
         {"idx": 1, "name": "1", "path": ST_POOLING_DIR, "type": "sentence_transformers.models.Pooling"},
     ]
     if normalize:
-        modules.append({"idx": 2, "name": "2", "path": ST_NORMALIZE_DIR, "type": "sentence_transformers.models.Normalize"})
+        modules.append(
+            {"idx": 2, "name": "2", "path": ST_NORMALIZE_DIR, "type": "sentence_transformers.models.Normalize"}
+        )
     pool_cfg: dict[str, Any] = {"word_embedding_dimension": int(hidden)}
     pool_cfg.update({f"pooling_mode_{m}": m == _ST_MODES[mode] for m in _ST_ALL_MODES})
     pool_cfg["include_prompt"] = True
@@ -163,7 +176,11 @@ def _source_lower_case(source_dir: Path | None) -> bool:
     if source_dir is None or not (source_dir / "sentence_bert_config.json").is_file():
         return False
     try:
-        return bool(json.loads((source_dir / "sentence_bert_config.json").read_text(encoding="utf-8")).get("do_lower_case", False))
+        return bool(
+            json.loads((source_dir / "sentence_bert_config.json").read_text(encoding="utf-8")).get(
+                "do_lower_case", False
+            )
+        )
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -7,28 +7,63 @@ from pathlib import Path
 
 import click
 
+from bert_export.bundle.layout import PRECISIONS
 from bert_export.models import BertExportError
-
-from .cli import cli
-from .layout import PRECISIONS
-from .progress import console
+from bert_export.models.progress import console
 
 
-@cli.command()
+@click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--runtime", default="ort", show_default=True, help="Runtime to measure, named as for `validate` (ort: ONNX Runtime on the CPU).")
+@click.option(
+    "--runtime",
+    default="ort",
+    show_default=True,
+    help="Runtime to measure, named as for `validate` (ort: ONNX Runtime on the CPU).",
+)
 @click.option("--batch", "batch", default="1,8", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--seq", "seq", default=None, help="Comma-separated sequence lengths [128,512, trimmed to the bundle's maximum].")
-@click.option("--warmup", default=3, show_default=True, help="Untimed runs per batch x seq (allocators, kernel choice, caches).")
+@click.option(
+    "--seq", "seq", default=None, help="Comma-separated sequence lengths [128,512, trimmed to the bundle's maximum]."
+)
+@click.option(
+    "--warmup", default=3, show_default=True, help="Untimed runs per batch x seq (allocators, kernel choice, caches)."
+)
 @click.option("--runs", default=20, show_default=True, help="Timed runs per batch x seq; p50/p90/p99 are over these.")
-@click.option("--threads", type=int, default=None, help="Intra-op threads for the runtime AND PyTorch [library defaults].")
-@click.option("--json", "json_path", type=click.Path(path_type=Path, allow_dash=True), default=None, help="Write the results as JSON ('-' for stdout).")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="Draw latency against sequence length to this PNG.")
+@click.option(
+    "--threads", type=int, default=None, help="Intra-op threads for the runtime AND PyTorch [library defaults]."
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path, allow_dash=True),
+    default=None,
+    help="Write the results as JSON ('-' for stdout).",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Draw latency against sequence length to this PNG.",
+)
 @click.option("--no-torch", is_flag=True, help="Skip the PyTorch eager fp32 baseline (and speedup_vs_torch).")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="Which graph of the bundle [its default].")
+@click.option(
+    "--precision", type=click.Choice(PRECISIONS), default=None, help="Which graph of the bundle [its default]."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def bench(bundle: Path, runtime: str, batch: str, seq: str | None, warmup: int, runs: int, threads: int | None,
-          json_path: Path | None, plot_path: Path | None, no_torch: bool, precision: str | None, quiet: bool) -> None:
+def bench(
+    bundle: Path,
+    runtime: str,
+    batch: str,
+    seq: str | None,
+    warmup: int,
+    runs: int,
+    threads: int | None,
+    json_path: Path | None,
+    plot_path: Path | None,
+    no_torch: bool,
+    precision: str | None,
+    quiet: bool,
+) -> None:
     """Measure p50/p90/p99 latency, throughput, GFLOP/s and peak memory of BUNDLE at each batch x seq.
 
     The same inputs (the bundle's tokenizer on built-in English text, full attention masks) also
@@ -40,10 +75,9 @@ def bench(bundle: Path, runtime: str, batch: str, seq: str | None, warmup: int, 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from bert_export.bundle.publish import check_output_file, write_atomic
     from bert_export.runtimes.bench import bench as run_bench
     from bert_export.runtimes.bench import parse_sizes, plot
-
-    from .publish import check_output_file, write_atomic
 
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise BertExportError(f"--plot {plot_path} must name a .png file")
@@ -55,20 +89,39 @@ def bench(bundle: Path, runtime: str, batch: str, seq: str | None, warmup: int, 
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise BertExportError("--plot needs matplotlib, which is not installed: pip install matplotlib "
-                                  "(or bert-export[bench]), or leave out --plot") from None
+            raise BertExportError(
+                "--plot needs matplotlib, which is not installed: pip install matplotlib "
+                "(or bert-export[bench]), or leave out --plot"
+            ) from None
     batches = parse_sizes(batch, "batch")
     seqs = parse_sizes(seq, "seq") if seq is not None else None
-    bar = Progress(TextColumn("Benchmarking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=True, disable=quiet)
+    bar = Progress(
+        TextColumn("Benchmarking"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet,
+    )
 
     def progress(total: int):  # type: ignore[no-untyped-def]
         task = bar.add_task("bench", total=total)
         return lambda: bar.advance(task)
 
     with bar:
-        result = run_bench(bundle, runtime=runtime, batches=batches, seqs=seqs, warmup=warmup, runs=runs,
-                           threads=threads, with_torch=not no_torch, progress=progress, precision=precision)
+        result = run_bench(
+            bundle,
+            runtime=runtime,
+            batches=batches,
+            seqs=seqs,
+            warmup=warmup,
+            runs=runs,
+            threads=threads,
+            with_torch=not no_torch,
+            progress=progress,
+            precision=precision,
+        )
     to_stdout = json_path is not None and str(json_path) == "-"
     if to_stdout:
         sys.stdout.write(result.dumps() + "\n")
@@ -80,3 +133,6 @@ def bench(bundle: Path, runtime: str, batch: str, seq: str | None, warmup: int, 
     if not out.is_terminal:
         out.width = max(out.width, 120)  # a file or pipe is not a narrow terminal: do not fold the table
     out.print(result.table())
+
+
+COMMANDS = (bench,)

@@ -57,8 +57,12 @@ def is_our_bundle(directory: Path) -> bool:
         data = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (isinstance(data, dict) and type(data.get("schema_version")) is int and data["schema_version"] >= 1
-            and isinstance(data.get("files"), dict))
+    return (
+        isinstance(data, dict)
+        and type(data.get("schema_version")) is int
+        and data["schema_version"] >= 1
+        and isinstance(data.get("files"), dict)
+    )
 
 
 def check_target(out: str | Path, force: bool) -> Path:
@@ -75,10 +79,14 @@ def check_target(out: str | Path, force: bool) -> Path:
         if not force:
             raise BertExportError(f"{out} already exists; pass --force to replace it, or choose another --out")
         if not out.is_dir():
-            raise BertExportError(f"--out {out} exists and is not a directory; --force replaces only a bert-export bundle: choose another --out")
+            raise BertExportError(
+                f"--out {out} exists and is not a directory; --force replaces only a bert-export bundle: choose another --out"
+            )
         if any(out.iterdir()) and not is_our_bundle(out):
-            raise BertExportError(f"--out {out} is not a bert-export bundle (no manifest.json of ours) and not empty; "
-                                  f"--force replaces only bundles: move your files or choose another --out")
+            raise BertExportError(
+                f"--out {out} is not a bert-export bundle (no manifest.json of ours) and not empty; "
+                f"--force replaces only bundles: move your files or choose another --out"
+            )
     ancestor = out.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -115,8 +123,9 @@ class TargetLock:
             except BlockingIOError:
                 holder = _read_holder(fd)
                 os.close(fd)
-                raise BertExportError(f"another export ({holder}) is writing {self.out}; wait for it to finish, "
-                                      f"or choose another --out") from None
+                raise BertExportError(
+                    f"another export ({holder}) is writing {self.out}; wait for it to finish, or choose another --out"
+                ) from None
             except OSError as exc:
                 os.close(fd)
                 raise BertExportError(f"cannot lock {self.path} ({exc.strerror}); choose another --out") from None
@@ -190,8 +199,12 @@ def _start_time(pid: int) -> str | None:
 def _me() -> dict[str, Any]:
     import sys
 
-    return {"pid": os.getpid(), "start": _start_time(os.getpid()), "time": time.time(),
-            "command": " ".join(["bert-export", *sys.argv[1:]])[:300]}
+    return {
+        "pid": os.getpid(),
+        "start": _start_time(os.getpid()),
+        "time": time.time(),
+        "command": " ".join(["bert-export", *sys.argv[1:]])[:300],
+    }
 
 
 def _alive(pid: int, start: str | None) -> bool:
@@ -301,7 +314,9 @@ def exchange(new: Path, out: Path) -> None:
         return
     except OSError as exc:
         if exc.errno == errno.EEXIST:
-            raise BertExportError(f"{out} appeared while exporting; pass --force to replace it, or choose another --out") from None
+            raise BertExportError(
+                f"{out} appeared while exporting; pass --force to replace it, or choose another --out"
+            ) from None
         if exc.errno not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EPERM):
             raise
     if not out.exists():
@@ -324,7 +339,9 @@ def _merge(new: Path, out: Path) -> None:
     for rel in sorted(new_files, key=lambda r: r.as_posix() == MANIFEST):
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         os.replace(new / rel, out / rel)
-    old = sorted((p for p in out.rglob("*") if (p.is_file() or p.is_symlink()) and p.relative_to(out) not in keep), reverse=True)
+    old = sorted(
+        (p for p in out.rglob("*") if (p.is_file() or p.is_symlink()) and p.relative_to(out) not in keep), reverse=True
+    )
     for path in old:
         dest = new / path.relative_to(out)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -361,7 +378,9 @@ def staged_directory(out: Path, force: bool) -> Iterator[Path]:
             try:
                 exchange(staging / "bundle", out)
             except OSError as exc:
-                raise BertExportError(f"could not move the bundle into {out} ({exc.strerror}); it is unchanged") from None
+                raise BertExportError(
+                    f"could not move the bundle into {out} ({exc.strerror}); it is unchanged"
+                ) from None
             published = True
         except KeyboardInterrupt as exc:  # the CLI says whether the bundle was written before the signal
             exc.bert_export_published = str(out) if published else None  # type: ignore[attr-defined]
@@ -369,8 +388,10 @@ def staged_directory(out: Path, force: bool) -> Iterator[Path]:
         except OSError as exc:
             if exc.errno not in WRITE_ERRORS:
                 raise
-            raise BertExportError(f"could not write the bundle beside {out} ({exc.strerror}); {out} is unchanged: "
-                                  f"free space or choose another --out") from None
+            raise BertExportError(
+                f"could not write the bundle beside {out} ({exc.strerror}); {out} is unchanged: "
+                f"free space or choose another --out"
+            ) from None
         finally:
             remove_staging(staging)
 
@@ -409,9 +430,13 @@ def check_output_file(path: Path, option: str) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BertExportError(f"cannot create the directory of {option} {path} ({exc.strerror}); choose another path") from None
+        raise BertExportError(
+            f"cannot create the directory of {option} {path} ({exc.strerror}); choose another path"
+        ) from None
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise BertExportError(f"cannot write {option} {path}: {parent} is not writable (read-only?); choose another path")
+        raise BertExportError(
+            f"cannot write {option} {path}: {parent} is not writable (read-only?); choose another path"
+        )
     return path
 
 

@@ -10,48 +10,106 @@ from pathlib import Path
 
 import click
 
+from bert_export.bundle.layout import PRECISIONS
 from bert_export.models import BertExportError
+from bert_export.models.progress import console
 from bert_export.runtimes.providers import RUNTIME_NAMES
 
-from .cli import cli
-from .layout import PRECISIONS
-from .progress import console
 
-
-@cli.command()
+@click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--text", "texts", multiple=True, metavar="TEXT", help="Input text (repeat for a batch); mlm texts hold the mask token.")
+@click.option(
+    "--text",
+    "texts",
+    multiple=True,
+    metavar="TEXT",
+    help="Input text (repeat for a batch); mlm texts hold the mask token.",
+)
 @click.option("--question", default=None, help="qa: the question.")
 @click.option("--context", default=None, help="qa: the passage the answer is taken from.")
-@click.option("--runtime", type=click.Choice(RUNTIME_NAMES), default="ort", show_default=True,
-              help="ort (CPU), ort-cuda, ort-trt (ONNX Runtime providers, with CPU fallback), trt (TensorRT engine).")
-@click.option("--json", "as_json", is_flag=True, help="Print only JSON (one object per line; see runtimes/postprocess.py).")
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIME_NAMES),
+    default="ort",
+    show_default=True,
+    help="ort (CPU), ort-cuda, ort-trt (ONNX Runtime providers, with CPU fallback), trt (TensorRT engine).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print only JSON (one object per line; see runtimes/postprocess.py)."
+)
 @click.option("--top-k", default=5, show_default=True, help="mlm: candidates per mask token.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (CPU).")
-@click.option("--trt-profile", default=None, metavar="MIN,OPT,MAX", help="trt/ort-trt: BATCHxSEQ shapes, e.g. 1x1,8x128,32x512.")
+@click.option(
+    "--trt-profile", default=None, metavar="MIN,OPT,MAX", help="trt/ort-trt: BATCHxSEQ shapes, e.g. 1x1,8x128,32x512."
+)
 @click.option("--rebuild-engine", is_flag=True, help="trt: rebuild the bundle's engine for this machine first.")
 @click.option("--strict-runtime", is_flag=True, help="Fail instead of falling back to another provider.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="Which graph of the bundle [its default].")
-@click.option("--doc-stride", type=int, default=None,
-              help="qa: overlap in tokens between the windows of a context longer than the bundle [min(max_seq/2, 128)].")
+@click.option(
+    "--precision", type=click.Choice(PRECISIONS), default=None, help="Which graph of the bundle [its default]."
+)
+@click.option(
+    "--doc-stride",
+    type=int,
+    default=None,
+    help="qa: overlap in tokens between the windows of a context longer than the bundle [min(max_seq/2, 128)].",
+)
 @click.option("--max-answer-len", type=int, default=30, show_default=True, help="qa: longest answer in tokens.")
-@click.option("--max-question-len", type=int, default=64, show_default=True,
-              help="qa, long contexts: the question is truncated to this many tokens.")
-@click.option("--chunk", is_flag=True, help="embed: texts longer than the bundle are embedded in windows and mean-pooled "
-                                            "(default: truncated, with a note).")
-def run(bundle: Path, texts: tuple[str, ...], question: str | None, context: str | None, runtime: str, as_json: bool,
-        top_k: int, threads: int | None, trt_profile: str | None, rebuild_engine: bool, strict_runtime: bool,
-        doc_stride: int | None, max_answer_len: int, max_question_len: int, chunk: bool, precision: str | None) -> None:
+@click.option(
+    "--max-question-len",
+    type=int,
+    default=64,
+    show_default=True,
+    help="qa, long contexts: the question is truncated to this many tokens.",
+)
+@click.option(
+    "--chunk",
+    is_flag=True,
+    help="embed: texts longer than the bundle are embedded in windows and mean-pooled "
+    "(default: truncated, with a note).",
+)
+def run(
+    bundle: Path,
+    texts: tuple[str, ...],
+    question: str | None,
+    context: str | None,
+    runtime: str,
+    as_json: bool,
+    top_k: int,
+    threads: int | None,
+    trt_profile: str | None,
+    rebuild_engine: bool,
+    strict_runtime: bool,
+    doc_stride: int | None,
+    max_answer_len: int,
+    max_question_len: int,
+    chunk: bool,
+    precision: str | None,
+) -> None:
     """Run text through a bundle and print the task's answer (or JSON with --json)."""
-    from bert_export.exporter.bundle import load_bundle
+    from bert_export.bundle.reader import load_bundle
     from bert_export.runtimes.predict import predict
 
     if max_answer_len < 1 or max_question_len < 1:
         raise BertExportError("--max-answer-len and --max-question-len must be >= 1")
-    _check_utf8([(f"--text #{i + 1}", t) for i, t in enumerate(texts)] + [("--question", question), ("--context", context)])
-    pred = predict(load_bundle(bundle, precision=precision), texts=texts or None, question=question, context=context, runtime=runtime, threads=threads,
-                   top_k=top_k, trt_profile=trt_profile, rebuild_engine=rebuild_engine, strict=strict_runtime,
-                   doc_stride=doc_stride, max_answer_tokens=max_answer_len, max_question_len=max_question_len, chunk=chunk)
+    _check_utf8(
+        [(f"--text #{i + 1}", t) for i, t in enumerate(texts)] + [("--question", question), ("--context", context)]
+    )
+    pred = predict(
+        load_bundle(bundle, precision=precision),
+        texts=texts or None,
+        question=question,
+        context=context,
+        runtime=runtime,
+        threads=threads,
+        top_k=top_k,
+        trt_profile=trt_profile,
+        rebuild_engine=rebuild_engine,
+        strict=strict_runtime,
+        doc_stride=doc_stride,
+        max_answer_tokens=max_answer_len,
+        max_question_len=max_question_len,
+        chunk=chunk,
+    )
     if as_json:
         for line in pred.json_lines():
             click.echo(line)
@@ -72,8 +130,10 @@ def _check_utf8(values: list[tuple[str, str | None]]) -> None:
         except UnicodeEncodeError as exc:
             byte = ord(value[exc.start]) - 0xDC00 if 0xDC80 <= ord(value[exc.start]) <= 0xDCFF else None
             what = f"byte 0x{byte:02x}" if byte is not None else "an unpaired surrogate"
-            raise BertExportError(f"{option} is not valid UTF-8 ({what} at character {exc.start}); pass UTF-8 text "
-                                  f"(e.g. convert it with iconv -t UTF-8)") from None
+            raise BertExportError(
+                f"{option} is not valid UTF-8 ({what} at character {exc.start}); pass UTF-8 text "
+                f"(e.g. convert it with iconv -t UTF-8)"
+            ) from None
 
 
 def _print_human(pred: object, texts: tuple[str, ...]) -> None:
@@ -100,14 +160,16 @@ def _print_human(pred: object, texts: tuple[str, ...]) -> None:
                     out(f"  chars {f['start']}..{f['end']}: {cands}")
 
 
-@cli.command()
+@click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--trt-profile", default=None, metavar="MIN,OPT,MAX", help="BATCHxSEQ shapes [1x1,8x128,32x<max seq>].")
-@click.option("--timing-cache", type=click.Path(path_type=Path), default=None, help="TensorRT timing cache file [per-user cache].")
+@click.option(
+    "--timing-cache", type=click.Path(path_type=Path), default=None, help="TensorRT timing cache file [per-user cache]."
+)
 @click.option("--force", is_flag=True, help="Replace the bundle's existing engine.")
 def engine(bundle: Path, trt_profile: str | None, timing_cache: Path | None, force: bool) -> None:
     """Build the bundle's TensorRT engine (model.engine + build record) on this GPU."""
-    from bert_export.exporter.bundle import load_bundle
+    from bert_export.bundle.reader import load_bundle
     from bert_export.runtimes.trt_build import RECORD_KEY, build_engine, parse_profile, require_gpu
 
     b = load_bundle(bundle)
@@ -115,8 +177,15 @@ def engine(bundle: Path, trt_profile: str | None, timing_cache: Path | None, for
     require_gpu()
     if b.manifest.get(RECORD_KEY) and not force:
         rec = b.manifest[RECORD_KEY]
-        raise BertExportError(f"{bundle} already has {rec.get('file')} (TensorRT {rec.get('tensorrt_version')}, {rec.get('gpu')}); pass --force to rebuild it")
+        raise BertExportError(
+            f"{bundle} already has {rec.get('file')} (TensorRT {rec.get('tensorrt_version')}, {rec.get('gpu')}); pass --force to rebuild it"
+        )
     with console.status("Building the TensorRT engine"):
         _, record = build_engine(b, profile, timing_cache=timing_cache)
-    console.print(f"wrote {bundle / record['file']} ({record['bytes'] / 1e6:.1f} MB, TensorRT {record['tensorrt_version']}, "
-                  f"{record['gpu']}, profile {record['profile']})")
+    console.print(
+        f"wrote {bundle / record['file']} ({record['bytes'] / 1e6:.1f} MB, TensorRT {record['tensorrt_version']}, "
+        f"{record['gpu']}, profile {record['profile']})"
+    )
+
+
+COMMANDS = (run, engine)

@@ -44,8 +44,10 @@ def check_rel_path(value: str) -> str:
     parts = value.split("/")
     for part in parts:
         if part in ("", ".", "..") or not _COMPONENT.match(part):
-            raise ValueError(f"{value!r} is not a plain relative path inside the bundle "
-                             "(letters, digits, '._+-' components separated by '/'; no '..', no absolute path)")
+            raise ValueError(
+                f"{value!r} is not a plain relative path inside the bundle "
+                "(letters, digits, '._+-' components separated by '/'; no '..', no absolute path)"
+            )
     return value
 
 
@@ -159,10 +161,12 @@ class Manifest(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
         from bert_export.models import get_family, get_task
-        from bert_export.runtimes.parity import GATES
+        from bert_export.models.precisions import GATES
 
         if self.schema_version not in SCHEMA_VERSIONS:
-            raise ValueError(f"schema_version {self.schema_version} is not one this bert-export reads ({SCHEMA_VERSIONS})")
+            raise ValueError(
+                f"schema_version {self.schema_version} is not one this bert-export reads ({SCHEMA_VERSIONS})"
+            )
         if self.precision not in GATES:
             raise ValueError(f"precision {self.precision!r} is not one of {', '.join(GATES)}")
         if self.max_position_embeddings is not None and self.max_sequence_length > self.max_position_embeddings:
@@ -200,7 +204,7 @@ class Manifest(Strict):
 
     def _check_graphs(self, task: Any, outputs: list[str]) -> None:
         """Schema 2: one graph per known precision, files disjoint, ``graph`` = the default's, same output names."""
-        from bert_export.runtimes.parity import GATES
+        from bert_export.models.precisions import GATES
 
         if self.schema_version == 1:
             if self.graphs is not None:
@@ -266,7 +270,9 @@ def strict_json(data: bytes, what: str) -> Any:
     except RecursionError:
         raise BertExportError(f"{what} is nested too deeply; re-export the bundle") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BertExportError(f"{what} is not valid JSON ({' '.join(str(exc).split())[:120]}); re-export the bundle") from None
+        raise BertExportError(
+            f"{what} is not valid JSON ({' '.join(str(exc).split())[:120]}); re-export the bundle"
+        ) from None
     if _depth(value) > MAX_NESTING:
         raise BertExportError(f"{what} is nested more than {MAX_NESTING} levels deep; re-export the bundle")
     return value
@@ -287,12 +293,16 @@ def validate_manifest(raw: Any, where: str) -> Manifest:
         raise BertExportError(f"{where} is not a JSON object; re-export the bundle")
     version = raw.get("schema_version")
     if type(version) is int and version not in SCHEMA_VERSIONS:
-        raise BertExportError(f"{where} has schema_version {version}; this bert-export reads version "
-                              f"{', '.join(map(str, SCHEMA_VERSIONS))}: re-export the bundle with this bert-export")
+        raise BertExportError(
+            f"{where} has schema_version {version}; this bert-export reads version "
+            f"{', '.join(map(str, SCHEMA_VERSIONS))}: re-export the bundle with this bert-export"
+        )
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
-        raise BertExportError(f"{where} is not a valid bert-export manifest: {describe(exc)}; re-export the bundle") from None
+        raise BertExportError(
+            f"{where} is not a valid bert-export manifest: {describe(exc)}; re-export the bundle"
+        ) from None
 
 
 def finite(values: Any) -> bool:

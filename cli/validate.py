@@ -1,0 +1,93 @@
+"""``bert-export validate``: re-run a bundle's parity cases, or validate it on your checkpoint and data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bert_export.bundle.layout import PRECISIONS
+from bert_export.cli.report_options import DEFAULT_MAX_METRIC_DROP, report_options
+from bert_export.models import ParityError
+from bert_export.models.progress import Steps, console
+from bert_export.runtimes.providers import RUNTIME_NAMES
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIME_NAMES),
+    default="ort",
+    show_default=True,
+    help="Runtime to check: ort (CPU), ort-cuda, ort-trt, trt.",
+)
+@click.option("--threads", type=int, default=None, help="Intra-op threads.")
+@click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the parity report JSON here.")
+@click.option(
+    "--model",
+    "model",
+    default=None,
+    help="Your checkpoint (directory, safetensors): recompute the PyTorch reference on --data.",
+)
+@click.option("--allow-pickle", is_flag=True, help="With --model: allow pickle (.bin) weights you trust.")
+@report_options
+@click.option(
+    "--precision", type=click.Choice(PRECISIONS), default=None, help="Which graph of the bundle [its default]."
+)
+@click.option("-q", "--quiet", is_flag=True)
+def validate(
+    bundle: Path,
+    runtime: str,
+    threads: int | None,
+    report: Path | None,
+    quiet: bool,
+    model: str | None,
+    allow_pickle: bool,
+    precision: str | None,
+    **extra: Any,
+) -> None:
+    """Verify a bundle's checksums and re-run its parity cases against the stored PyTorch outputs.
+
+    With --model CKPT [--data FILE]: recompute the reference from your checkpoint on your data and
+    report the task metric against gold labels of both sides (docs/validation.md).
+    """
+    from bert_export.bundle.publish import check_output_file, write_atomic
+    from bert_export.exporter.api import validate as run_validate
+
+    if report is not None:
+        check_output_file(report, "--report")
+    defaults = {
+        "data": None,
+        "limit": None,
+        "batch": 16,
+        "max_metric_drop": DEFAULT_MAX_METRIC_DROP,
+        "expect_ops": None,
+        "junit": None,
+        "markdown": None,
+    }
+    if model is not None or allow_pickle or any(extra[k] != v for k, v in defaults.items()):
+        from bert_export.cli.compare import run_validate as run_on_data
+
+        return run_on_data(
+            bundle,
+            model=model,
+            runtime=runtime,
+            threads=threads,
+            report=report,
+            quiet=quiet,
+            allow_pickle=allow_pickle,
+            precision=precision,
+            **extra,
+        )
+    result = run_validate(bundle, runtime=runtime, threads=threads, steps=Steps(quiet=quiet), precision=precision)
+    if report is not None:
+        write_atomic(report, result.dumps() + "\n")
+    if not quiet:
+        console.print(result.table())
+    if not result.passed:
+        raise ParityError(f"{bundle} fails its {result.precision} gate on {runtime}: {'; '.join(result.failures[:3])}")
+
+
+COMMANDS = (validate,)
