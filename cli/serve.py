@@ -79,7 +79,13 @@ def triton(
 @click.option(
     "--open-statistics", is_flag=True, help="Let clients read Triton's statistics API (token-protected by default)."
 )
-@click.option("--verbose", is_flag=True, help="Show Triton's log.")
+@click.option(
+    "--max-request-mb",
+    default=8.0,
+    show_default=True,
+    help="Refuse larger HTTP request bodies (413) before they reach Triton.",
+)
+@click.option("--verbose", is_flag=True, help="Show Triton's and PyTriton's logs (quiet by default: our lines only).")
 def serve(
     bundle: Path,
     host: str,
@@ -93,6 +99,7 @@ def serve(
     threads: int | None,
     max_text_chars: int,
     open_statistics: bool,
+    max_request_mb: float,
     verbose: bool,
 ) -> None:
     """Serve BUNDLE on Triton (through PyTriton): text in, run --json's JSON out, over HTTP and gRPC."""
@@ -114,19 +121,16 @@ def serve(
         threads=threads,
         max_text_chars=max_text_chars,
         open_statistics=open_statistics,
+        max_request_bytes=int(max_request_mb * 1024 * 1024),
         verbose=verbose,
     )
 
-    def ready(model: str) -> None:
-        console.print(
-            f"serving [bold]{model}[/bold]: http://{host}:{opts.port}/v2/models/{model}/infer, gRPC {host}:{opts.grpc_port}, "
-            f"metrics http://{host}:{opts.metrics_port}/metrics (Ctrl-C or SIGTERM stops)",
-            soft_wrap=True,
-        )
+    def say(line: str) -> None:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
 
-    console.print(f"[dim]starting Triton for {bundle} ...[/dim]")
-    run_server(bundle, opts, on_ready=ready)
-    console.print("stopped")
+    say(f"starting Triton for {bundle} ...")
+    run_server(bundle, opts, say=say)
+    say("stopped")
 
 
 COMMANDS = (triton, serve)
