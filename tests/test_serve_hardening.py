@@ -373,3 +373,36 @@ def test_stop_leaves_nothing_behind(served: Server) -> None:
     assert not [p for p in Path("/dev/shm").iterdir() if p.name.startswith(prefix)]
     assert not root.exists()
     assert served.log.read_text(errors="replace").rstrip().endswith("stopped")
+
+
+# -- the front proxy's bounds, without a server ----------------------------------------------------
+
+
+def test_json_depth_counts_brackets_outside_strings_only() -> None:
+    from bert_export.serving.front import json_depth
+
+    assert json_depth(b'{"a": [1, 2]}') == 2
+    assert json_depth(b'{"a": "[[[[{{{{", "b": "\\"[[[["}') == 1  # brackets in strings, escaped quotes
+    assert json_depth(b"[" * 50 + b"]" * 50) == 50
+    assert json_depth(b"[]" * 1000) == 1
+    assert json_depth(b"no brackets") == 0
+
+
+def test_check_body_bounds_depth_size_and_encoding() -> None:
+    from bert_export.serving.front import Refused, check_body
+
+    body, inflated = check_body(b'{"inputs": [[1]]}', {}, 1024, 8)
+    assert body == b'{"inputs": [[1]]}' and not inflated
+    with pytest.raises(Refused) as refused:
+        check_body(b"[" * 9, {}, 1024, 8)
+    assert refused.value.status == 400
+    # binary tensor data after the JSON header is not counted
+    assert check_body(b'{"a": 1}' + b"[" * 100, {"inference-header-content-length": "8"}, 1024, 8)[0]
+    with pytest.raises(Refused) as refused:
+        check_body(gzip.compress(b" " * 2048), {"Content-Encoding": "gzip"}, 1024, 8)
+    assert refused.value.status == 413
+    body, inflated = check_body(gzip.compress(b'{"a": [1]}'), {"Content-Encoding": "gzip"}, 1024, 8)
+    assert body == b'{"a": [1]}' and inflated
+    with pytest.raises(Refused) as refused:
+        check_body(b"x", {"Content-Encoding": "br"}, 1024, 8)
+    assert refused.value.status == 415
