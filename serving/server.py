@@ -160,11 +160,13 @@ def running(
     front.start()  # the public HTTP port is ours from here on, across tritonserver restarts
     old_umask = os.umask(0o077)
     root = Path(tempfile.mkdtemp(prefix="bert-export-serve-"))
-    runner = make_runner(b, opts.runtime, opts.threads)
-    runner.activate()
+    runner = None
     supervisor: Supervisor | None = None
     try:
-        model = TextModel(b, runner, tokenizer, max_text_chars=opts.max_text_chars)
+        made = make_runner(b, opts.runtime, opts.threads)
+        made.activate()
+        runner = made
+        model = TextModel(b, made, tokenizer, max_text_chars=opts.max_text_chars)
         # hook: start-up warnings about the bundle (e.g. untrained heads) belong here, printed through `say`
         supervisor = Supervisor(name, opts, model, front, root, say or (lambda line: None))
         supervisor.start()
@@ -175,7 +177,8 @@ def running(
                 supervisor.stop()
         finally:
             front.stop()
-            runner.deactivate()
+            if runner is not None:
+                runner.deactivate()
             shutil.rmtree(root, ignore_errors=True)
             os.umask(old_umask)
 
