@@ -406,3 +406,20 @@ def test_check_body_bounds_depth_size_and_encoding() -> None:
     with pytest.raises(Refused) as refused:
         check_body(b"x", {"Content-Encoding": "br"}, 1024, 8)
     assert refused.value.status == 415
+
+
+def test_minute_summary_counts_only_new_requests() -> None:
+    from types import SimpleNamespace
+
+    from bert_export.serving.front import Stats
+    from bert_export.serving.server import _summarise
+
+    stats = Stats()
+    for name in ("forwarded", "refused", "refused"):
+        stats.add(name)
+    supervisor = SimpleNamespace(summary=lambda: (12.0, 1.0), front=SimpleNamespace(stats=stats))
+    lines: list[str] = []
+    assert _summarise(supervisor, (2.0, 1.0), lines.append) == (12.0, 1.0)  # type: ignore[arg-type]
+    assert lines == ["last minute: 10 requests answered, 0 failed in Triton, 2 refused by the front"]
+    assert _summarise(supervisor, (12.0, 1.0), lines.append) == (12.0, 1.0)  # type: ignore[arg-type]
+    assert len(lines) == 1  # a quiet minute prints nothing
