@@ -159,7 +159,8 @@ def running(
     )
     front.start()  # the public HTTP port is ours from here on, across tritonserver restarts
     old_umask = os.umask(0o077)
-    root = Path(tempfile.mkdtemp(prefix="bert-export-serve-"))
+    sweep_stale()
+    root = Path(tempfile.mkdtemp(prefix=f"bert-export-serve-{os.getpid()}-"))
     runner = None
     supervisor: Supervisor | None = None
     try:
@@ -199,6 +200,43 @@ def _ports_free(opts: ServeOptions) -> None:
                         f"port {port} on {opts.host} is already in use (another serve?); choose another with {label}"
                     ) from None
                 raise BertExportError(f"cannot listen on {opts.host}:{port} ({label}): {exc.strerror}") from None
+
+
+STALE = (
+    (Path("/dev/shm"), re.compile(r"pytrtion(\d+)-")),  # the Python backend's regions, named after PyTriton's pid
+    (Path(tempfile.gettempdir()), re.compile(r"bert-export-serve-(\d+)-")),  # our private workspaces
+)
+
+
+def sweep_stale(places: tuple[tuple[Path, re.Pattern[str]], ...] = STALE) -> list[Path]:
+    """Remove what a killed ``serve`` (SIGKILL, the OOM killer) could not: request memory and workspaces that
+    belong to this user and name a process that no longer exists. Returns what was removed."""
+    removed = []
+    for folder, pattern in places:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                match = pattern.match(entry.name)
+                if not match or _pid_alive(int(match.group(1))):
+                    continue
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def _free_loopback_port() -> int:

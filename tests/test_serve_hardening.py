@@ -423,3 +423,26 @@ def test_minute_summary_counts_only_new_requests() -> None:
     assert lines == ["last minute: 10 requests answered, 0 failed in Triton, 2 refused by the front"]
     assert _summarise(supervisor, (12.0, 1.0), lines.append) == (12.0, 1.0)  # type: ignore[arg-type]
     assert len(lines) == 1  # a quiet minute prints nothing
+
+
+def test_leftovers_of_a_killed_serve_are_swept(tmp_path: Path) -> None:
+    """SIGKILL leaves request memory and the workspace behind; the next serve removes them (this user's, dead pid)."""
+    import re as re_
+
+    from bert_export.serving.server import sweep_stale
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    shm, tmp = tmp_path / "shm", tmp_path / "tmp"
+    shm.mkdir()
+    tmp.mkdir()
+    stale = [shm / f"pytrtion{dead.pid}-abc", tmp / f"bert-export-serve-{dead.pid}-xyz"]
+    stale[0].write_bytes(b"request text")
+    (stale[1] / "triton-1").mkdir(parents=True)
+    kept = [shm / f"pytrtion{os.getpid()}-abc", tmp / f"bert-export-serve-{os.getpid()}-xyz", shm / "psm_other"]
+    kept[0].write_bytes(b"")
+    kept[1].mkdir()
+    kept[2].write_bytes(b"")
+    places = ((shm, re_.compile(r"pytrtion(\d+)-")), (tmp, re_.compile(r"bert-export-serve-(\d+)-")))
+    assert sorted(sweep_stale(places)) == sorted(stale)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
