@@ -17,6 +17,11 @@
 # Modes (separate build directories, so each is reused across runs):
 #   BERT_EXPORT_SANITIZE=1  ASan + UBSan, no recovery            -> build-asan/bert_export_demo
 #   BERT_EXPORT_FUZZ=1      libFuzzer target (clang++), no ORT    -> build-fuzz/bx_fuzz
+#   BERT_EXPORT_ARCH=aarch64  cross-build for 64-bit Arm           -> build-aarch64/bert_export_demo
+#                           (Debian's g++-aarch64-linux-gnu; ONNX Runtime from PyPI's manylinux_2_28_aarch64
+#                           wheel of the same version as the host's, cached in third_party/aarch64/). Run it
+#                           with `qemu-aarch64 -L /usr/aarch64-linux-gnu build-aarch64/bert_export_demo ...`;
+#                           it finds its libonnxruntime through its rpath.
 # Arguments are passed to `cmake --build` (e.g. --target unicode_tables).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -26,8 +31,19 @@ SUITE=${BERT_EXPORT_DEBIAN_SUITE:-trixie}
 die() { echo "build.sh: error: $*" >&2; exit 1; }
 FUZZ=${BERT_EXPORT_FUZZ:-0}
 SANITIZE=${BERT_EXPORT_SANITIZE:-0}
+ARCH=${BERT_EXPORT_ARCH:-$(uname -m)}
+CROSS=0
+[ "$ARCH" = "$(uname -m)" ] || CROSS=1
+[ "$CROSS" = 0 ] || [ "$ARCH" = aarch64 ] || die "BERT_EXPORT_ARCH=$ARCH: only aarch64 can be cross-built (or the host's $(uname -m))"
+LIBDIR="$TP/lib"
 MODE=()
-if [ "$FUZZ" = 1 ]; then
+if [ "$CROSS" = 1 ]; then
+  [ "$FUZZ" = 1 ] || [ "$SANITIZE" = 1 ] && die "BERT_EXPORT_ARCH=aarch64 builds the plain demo only (no sanitizer or fuzz mode)"
+  BUILD="$HERE/build-aarch64"
+  LIBDIR="$TP/aarch64/lib"
+  CXX=$(command -v aarch64-linux-gnu-g++) || die "no aarch64 cross compiler; apt-get install g++-aarch64-linux-gnu libc6-dev-arm64-cross"
+  MODE=(-DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 -DCMAKE_CXX_COMPILER="$CXX")
+elif [ "$FUZZ" = 1 ]; then
   BUILD="$HERE/build-fuzz"
   CXX=$(command -v "${CXX:-clang++}") || die "the fuzz target needs clang++ with libFuzzer (apt-get install clang)"
   MODE=(-DBX_FUZZ=ON -DCMAKE_CXX_COMPILER="$CXX")
@@ -53,6 +69,28 @@ command -v "${CXX:-c++}" >/dev/null || die "no C++ compiler found; install one (
 # --- ONNX Runtime shared library from the Python wheel (not needed by the fuzz target) ------------
 if [ "$FUZZ" = 1 ]; then
   : "${ORT_LIBRARY:=none}"
+elif [ -z "${ORT_LIBRARY:-}" ] && [ "$CROSS" = 1 ]; then
+  # The same ONNX Runtime release as the host's wheel (the headers' API check below holds for both).
+  HOST_VERSION=$("$PYTHON" -c 'import onnxruntime; print(onnxruntime.__version__)') \
+    || die "$PYTHON cannot import onnxruntime; run .ci/install (or set PYTHON / ORT_LIBRARY)"
+  WHEELS="$TP/aarch64/wheels"
+  mkdir -p "$WHEELS"
+  WHEEL=$(ls "$WHEELS"/onnxruntime-"$HOST_VERSION"-*manylinux*aarch64.whl 2>/dev/null | head -n1 || true)
+  if [ -z "$WHEEL" ]; then
+    "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_28_aarch64 \
+      --python-version "$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" -d "$WHEELS" "onnxruntime==$HOST_VERSION" >/dev/null 2>&1 \
+      || die "pip could not download onnxruntime==$HOST_VERSION for manylinux_2_28_aarch64"
+    WHEEL=$(ls "$WHEELS"/onnxruntime-"$HOST_VERSION"-*manylinux*aarch64.whl | head -n1)
+  fi
+  ORT_LIBRARY="$TP/aarch64/capi/libonnxruntime.so.$HOST_VERSION"
+  if [ ! -f "$ORT_LIBRARY" ]; then
+    X=$(mktemp -d)
+    "$PYTHON" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("onnxruntime/capi/libonnxruntime.so." + sys.argv[2], sys.argv[3])' \
+      "$WHEEL" "$HOST_VERSION" "$X" || die "no capi/libonnxruntime.so.$HOST_VERSION in $WHEEL"
+    mkdir -p "$TP/aarch64/capi"
+    mv "$X/onnxruntime/capi/libonnxruntime.so.$HOST_VERSION" "$ORT_LIBRARY"
+    rm -rf "$X"
+  fi
 elif [ -z "${ORT_LIBRARY:-}" ]; then
   CAPI=$("$PYTHON" -c 'import onnxruntime, pathlib; print(pathlib.Path(onnxruntime.__file__).parent / "capi")') \
     || die "$PYTHON cannot import onnxruntime; run .ci/install (or set PYTHON / ORT_LIBRARY)"
@@ -62,9 +100,9 @@ fi
 if [ "$FUZZ" != 1 ]; then
   ORT_VERSION=${ORT_LIBRARY##*libonnxruntime.so.}
   LIB_API=$(echo "$ORT_VERSION" | cut -d. -f2)
-  mkdir -p "$TP/lib"
-  ln -sfn "$ORT_LIBRARY" "$TP/lib/libonnxruntime.so.1"
-  ln -sfn "$ORT_LIBRARY" "$TP/lib/libonnxruntime.so"
+  mkdir -p "$LIBDIR"
+  ln -sfn "$ORT_LIBRARY" "$LIBDIR/libonnxruntime.so.1"
+  ln -sfn "$ORT_LIBRARY" "$LIBDIR/libonnxruntime.so"
 fi
 
 # --- Headers from Debian packages (private apt state, cached) -------------------------------------
@@ -109,7 +147,7 @@ command -v ninja >/dev/null && [ ! -f "$BUILD/CMakeCache.txt" ] && GEN=(-G Ninja
 TYPE=Release
 [ "$FUZZ" = 1 ] || [ "$SANITIZE" = 1 ] && TYPE=RelWithDebInfo
 cmake -S "$HERE" -B "$BUILD" "${GEN[@]}" "${MODE[@]}" -DCMAKE_BUILD_TYPE=$TYPE \
-  -DORT_INCLUDE_DIR="${ORT_INCLUDE_DIR:-}" -DORT_LIB_DIR="$TP/lib" -DJSON_INCLUDE_DIR="$JSON_INCLUDE_DIR" \
+  -DORT_INCLUDE_DIR="${ORT_INCLUDE_DIR:-}" -DORT_LIB_DIR="$LIBDIR" -DJSON_INCLUDE_DIR="$JSON_INCLUDE_DIR" \
   -DPYTHON_EXECUTABLE="$PYTHON" >/dev/null
 cmake --build "$BUILD" -j "${BUILD_JOBS:-2}" "$@"
 echo "build.sh: built $BUILD/$([ "$FUZZ" = 1 ] && echo bx_fuzz || echo bert_export_demo)" >&2
