@@ -12,17 +12,16 @@ import click
 
 from bert_export.quantize.fallback import DEFAULT_BUDGET_S
 from bert_export.quantize.pipeline import DEFAULT_CALIB_SAMPLES, OptimizeOptions
+from bert_export.quantize.targets import DEFAULT_TARGET, TARGETS, target_help
 
 _OPTIONS = (
     click.option(
         "--runtime",
         "opt_runtime",
-        type=click.Choice(["ort", "trt", "openvino"]),
-        default="ort",
+        type=click.Choice(list(TARGETS)),
+        default=DEFAULT_TARGET,
         show_default=True,
-        help="What the bundle is optimized for: ort gets ONNX Runtime's fused ops; trt stays standard ONNX "
-        "(TensorRT fuses by itself); openvino adds an OpenVINO IR (openvino/model.xml) beside the ONNX graph "
-        "(needs the openvino extra).",
+        help=target_help(),
     ),
     click.option("--no-optimize", "opt_no_optimize", is_flag=True, help="Skip the fusions (ship the plain export)."),
     click.option("--fp16", "opt_fp16", is_flag=True, help="FP16 weights and math; inputs/outputs keep their types."),

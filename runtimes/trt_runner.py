@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bert_export.models import BertExportError
-from bert_export.runtimes.base import Feed, Outputs, Runner, check_feed
+from bert_export.runtimes.base import Feed, Outputs, Runner, Runtime, check_feed
 from bert_export.runtimes.trt_build import (
     RECORD_KEY,
     Profile,
@@ -172,3 +172,12 @@ class TrtRunner(Runner):
             raise BertExportError("TensorRT failed to execute the engine (its log above says why)")
         stream.synchronize()
         return {name: t.float().cpu().numpy() for name, t in outs.items()}
+
+
+def _from_bundle(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
+    """The bundle's engine (built, and saved beside the graph, when it has none): ``trt_profile``, ``rebuild_engine``."""
+    return TrtRunner(bundle, options.get("trt_profile"), rebuild=bool(options.get("rebuild_engine")))
+
+
+# The runtime names the native TensorRT runner runs as (runtimes/factory.py collects every runner module's).
+RUNTIMES = (Runtime(TrtRunner.name, "TensorRT engine, NVIDIA GPU", _from_bundle, gpu=True),)
