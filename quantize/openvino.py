@@ -41,12 +41,12 @@ def require(int8: bool) -> tuple[Any, Any]:
         import openvino as ov
     except ImportError:
         raise BertExportError(f"--runtime openvino needs the openvino package; {INSTALL_HINT}") from None
-    nncf = None
-    if int8:
-        try:
-            import nncf
-        except ImportError:
-            raise BertExportError(f"--runtime openvino --int8 needs nncf; {INSTALL_HINT}") from None
+    if not int8:
+        return ov, None
+    try:
+        import nncf
+    except ImportError:
+        raise BertExportError(f"--runtime openvino --int8 needs nncf; {INSTALL_HINT}") from None
     return ov, nncf
 
 

@@ -81,14 +81,14 @@ class OptimizeOptions:
             raise BertExportError("--fp16, --bf16 and --int8 are exclusive; pick one precision")
         if self.precision != "fp32" and self.precision not in target.precisions:
             raise BertExportError(precision_refusal(target, self.precision))
-        if self.int8 and self.int8_mode is not None and self.int8_mode not in target.int8_modes:
-            raise BertExportError(int8_mode_refusal(target, self.int8_mode))
         if self.fp16_io and not self.fp16:
             raise BertExportError("--fp16-io needs --fp16")
         if self.int8_mode is not None and not self.int8:
             raise BertExportError("--int8-mode needs --int8")
         if self.int8_mode not in (None, *int8_mod.MODES):
             raise BertExportError(f"unknown --int8-mode {self.int8_mode!r}; choose dynamic or static")
+        if self.int8_mode is not None and self.int8_mode not in target.int8_modes:
+            raise BertExportError(int8_mode_refusal(target, self.int8_mode))
         if target.require is not None:
             target.require(self)  # its optional packages, before any work starts
         if self.fallback_budget <= 0:

@@ -106,9 +106,9 @@ class TrtRunner(Runner):
     def _activate(self) -> None:
         gpu = require_gpu()
         trt = import_tensorrt()
-        record = self.bundle.manifest.get(RECORD_KEY)
+        record: dict[str, Any] | None = self.bundle.manifest.get(RECORD_KEY)
         build = record is None or self.rebuild
-        if not build:  # refuse a foreign engine before anything else is set up
+        if record is not None and not build:  # refuse a foreign engine before anything else is set up
             check_record(record, self.bundle, trt_version=trt.__version__, gpu=gpu)
         torch = require_cuda_torch()
         if build:
@@ -121,6 +121,7 @@ class TrtRunner(Runner):
                 self.bundle, self.profile, timing_cache=self.timing_cache, save=self._writable()
             )
         else:
+            assert record is not None
             data = read_engine(self.bundle, record)
         self.record = record
         self.profile = Profile.from_json(record["profile"])
