@@ -231,3 +231,34 @@ def test_long_input_default_is_the_targets() -> None:
         assert long_inputs_affordable(local, OptimizeOptions(runtime=target.name)) == target.long_inputs
         plain = dataclasses.replace(OptimizeOptions(runtime=target.name), optimize=False)
         assert not long_inputs_affordable(local, plain)
+
+
+def test_artefact_folder_per_precision_is_the_one_the_manifest_names(tmp_path: Path) -> None:
+    """A multi-precision bundle of a target with an artefact: one folder per precision, each named by its
+    graph's record (the IR record named ``openvino/model.xml`` for every graph before, which no runner could open)."""
+    import importlib.util
+
+    from bert_export.exporter import validate
+    from tests.conftest import needs
+
+    needs(importlib.util.find_spec("nncf") is not None, "needs the openvino extra (openvino, nncf)")
+    from bert_export.exporter import export
+
+    (name, entry) = next((n, t) for n, t in TARGETS.items() if t.artefact is not None)
+    assert entry.artefact is not None
+    out = tmp_path / "multi"
+    export(
+        "bert",
+        "embed",
+        random_init=True,
+        overrides=dict(FAMILIES["bert"].tiny_config),
+        out=out,
+        optimization=OptimizeOptions(runtime=name, calib_samples=4, fallback=False),
+        precisions="fp32,int8",
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    for precision in ("fp32", "int8"):
+        record = manifest["graphs"][precision]["optimization"][name]
+        folder = f"{entry.artefact.directory}-{precision}"
+        assert record["ir"].startswith(folder + "/") and record["ir"] in manifest["files"]
+        assert validate(out, runtime=name, precision=precision).passed
