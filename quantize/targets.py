@@ -38,12 +38,30 @@ def target_help() -> str:
     return "What the bundle is optimized for: " + "; ".join(t.help for t in TARGETS.values()) + "."
 
 
+def targets_for(precision: str) -> str:
+    """The targets that export ``precision``: ``a/b``."""
+    return "/".join(t.name for t in TARGETS.values() if precision in t.precisions)
+
+
+def int8_mode_help() -> str:
+    """Each target's int8 modes and default, for the ``--int8``/``--int8-mode`` help."""
+    parts = []
+    for t in TARGETS.values():
+        default = t.int8_default or "the family's fastest mode that passes the gate"
+        if len(t.int8_modes) > 1:
+            modes = f"{'/'.join(t.int8_modes)}, default {default}"
+        else:
+            modes = f"{t.int8_modes[0]} only" if t.int8_modes else f"{default} (no --int8-mode)"
+        parts.append(f"{t.name}: {modes}")
+    return "; ".join(parts)
+
+
 def precision_refusal(target: Target, precision: str) -> str:
     """Why ``target`` exports no ``precision``, and which targets do (one error line)."""
     why = target.lacks.get(precision)
-    others = [t.name for t in TARGETS.values() if precision in t.precisions]
+    others = targets_for(precision)
     line = f"--runtime {target.name} has no --{precision}" + (f": {why}" if why else "")
-    return line + (f"; --{precision} is for --runtime {'/'.join(others)}" if others else "")
+    return line + (f"; --{precision} is for --runtime {others}" if others else "")
 
 
 def int8_mode_refusal(target: Target, mode: str) -> str:
