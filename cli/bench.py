@@ -8,18 +8,14 @@ from pathlib import Path
 import click
 
 from bert_export.bundle.layout import PRECISIONS
+from bert_export.cli.runtime_option import runtime_option
 from bert_export.models import BertExportError
 from bert_export.models.progress import console
 
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option(
-    "--runtime",
-    default="ort",
-    show_default=True,
-    help="Runtime to measure, named as for `validate` (ort: ONNX Runtime on the CPU).",
-)
+@runtime_option("Runtime to measure")
 @click.option("--batch", "batch", default="1,8", show_default=True, help="Comma-separated batch sizes.")
 @click.option(
     "--seq", "seq", default=None, help="Comma-separated sequence lengths [128,512, trimmed to the bundle's maximum]."

@@ -12,9 +12,9 @@ from typing import Any
 import click
 
 from bert_export.cli.report_options import report_options
+from bert_export.cli.runtime_option import runtime_option
 from bert_export.models import BertExportError, ParityError
 from bert_export.models.progress import Steps, console
-from bert_export.runtimes.providers import RUNTIME_NAMES
 
 
 def finish(
@@ -97,9 +97,7 @@ def run_validate(
 @click.command(name="compare")
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))
-@click.option(
-    "--runtime", type=click.Choice(RUNTIME_NAMES), default="ort", show_default=True, help="Runtime for both bundles."
-)
+@runtime_option("Runtime for both bundles")
 @click.option("--threads", type=int, default=None, help="Intra-op threads.")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the JSON report here.")
 @report_options

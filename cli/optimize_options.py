@@ -12,17 +12,16 @@ import click
 
 from bert_export.quantize.fallback import DEFAULT_BUDGET_S
 from bert_export.quantize.pipeline import DEFAULT_CALIB_SAMPLES, OptimizeOptions
+from bert_export.quantize.targets import DEFAULT_TARGET, TARGETS, int8_mode_help, target_help, targets_for
 
 _OPTIONS = (
     click.option(
         "--runtime",
         "opt_runtime",
-        type=click.Choice(["ort", "trt", "openvino"]),
-        default="ort",
+        type=click.Choice(list(TARGETS)),
+        default=DEFAULT_TARGET,
         show_default=True,
-        help="What the bundle is optimized for: ort gets ONNX Runtime's fused ops; trt stays standard ONNX "
-        "(TensorRT fuses by itself); openvino adds an OpenVINO IR (openvino/model.xml) beside the ONNX graph "
-        "(needs the openvino extra).",
+        help=target_help(),
     ),
     click.option("--no-optimize", "opt_no_optimize", is_flag=True, help="Skip the fusions (ship the plain export)."),
     click.option("--fp16", "opt_fp16", is_flag=True, help="FP16 weights and math; inputs/outputs keep their types."),
@@ -31,18 +30,21 @@ _OPTIONS = (
         "--bf16",
         "opt_bf16",
         is_flag=True,
-        help="With --runtime openvino: bf16 math (OpenVINO's precision hint; its own gate, looser than fp32's).",
+        help=f"With --runtime {targets_for('bf16')}: bf16 math (a precision hint; its own gate, looser than fp32's).",
     ),
     click.option(
-        "--int8", "opt_int8", is_flag=True, help="INT8 weights and matrix multiplies (--runtime openvino: NNCF)."
+        "--int8",
+        "opt_int8",
+        is_flag=True,
+        help="INT8 weights and matrix multiplies (each target's modes: see --int8-mode).",
     ),
     click.option(
         "--int8-mode",
         "opt_int8_mode",
         type=click.Choice(["dynamic", "static"]),
         default=None,
-        help="dynamic: activations quantized at run time; static: QDQ with calibrated ranges (the only "
-        "choice for --runtime trt). Default for --runtime ort: the family's fastest mode that passes the gate.",
+        help="dynamic: activations quantized at run time; static: QDQ with calibrated ranges. "
+        f"Per --runtime: {int8_mode_help()}.",
     ),
     click.option(
         "--calib-samples",

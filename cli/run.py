@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 
 from bert_export.bundle.layout import PRECISIONS
+from bert_export.cli.runtime_option import runtime_option
 from bert_export.models import BertExportError
 from bert_export.models.progress import console
-from bert_export.runtimes.providers import RUNTIME_NAMES
 
 
 @click.command()
@@ -27,13 +27,7 @@ from bert_export.runtimes.providers import RUNTIME_NAMES
 )
 @click.option("--question", default=None, help="qa: the question.")
 @click.option("--context", default=None, help="qa: the passage the answer is taken from.")
-@click.option(
-    "--runtime",
-    type=click.Choice(RUNTIME_NAMES),
-    default="ort",
-    show_default=True,
-    help="ort (CPU), ort-cuda, ort-trt (ONNX Runtime providers, with CPU fallback), trt (TensorRT engine).",
-)
+@runtime_option("Runtime")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print only JSON (one object per line; see runtimes/postprocess.py)."
 )

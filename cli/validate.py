@@ -9,20 +9,14 @@ import click
 
 from bert_export.bundle.layout import PRECISIONS
 from bert_export.cli.report_options import DEFAULT_MAX_METRIC_DROP, report_options
+from bert_export.cli.runtime_option import runtime_option
 from bert_export.models import ParityError
 from bert_export.models.progress import Steps, console
-from bert_export.runtimes.providers import RUNTIME_NAMES
 
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option(
-    "--runtime",
-    type=click.Choice(RUNTIME_NAMES),
-    default="ort",
-    show_default=True,
-    help="Runtime to check: ort (CPU), ort-cuda, ort-trt, trt.",
-)
+@runtime_option("Runtime to check")
 @click.option("--threads", type=int, default=None, help="Intra-op threads.")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the parity report JSON here.")
 @click.option(

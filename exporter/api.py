@@ -28,19 +28,18 @@ from bert_export.models import BertExportError, Family, Task, TensorSpec, get_fa
 from bert_export.models.progress import Steps
 from bert_export.models.support import versions
 from bert_export.quantize.pipeline import OptimizeOptions
+from bert_export.quantize.targets import DEFAULT_TARGET
 from bert_export.runtimes.cases import build_cases, specials_for
-from bert_export.runtimes.factory import load_tokenizer, make_runner
+from bert_export.runtimes.factory import DEFAULT_RUNTIME, load_tokenizer, make_runner
 from bert_export.runtimes.parity import Report, compare, reduce_rows
 from bert_export.runtimes.torch_runner import TaskGraph
 
 DEFAULT_OPSET = 18
 # Default --max-seq: the model's own maximum (BERT 512; ModernBERT 8192, affordable since its local
 # layers are banded, quantize/banded_attention.py, and its global ones run a memory-light attention
-# kernel: ONNX Runtime's flash path, OpenVINO's fused SDPA once quantize/sdpa_guard.py has dropped the
-# dead NaN guard). Without those (--no-optimize, --dense-local-attention, --runtime trt, whose gate runs
-# the standard-ONNX graph in ONNX Runtime with unfused global attention) a local-window model is capped
-# at 2048: dense attention at 8192 costs ~8 GB and a minute per sequence.
-LONG_DEFAULT_RUNTIMES = ("ort", "openvino")
+# kernel where the target's entry says so: ``Target.long_inputs``, quantize/target_*.py). Without those
+# (--no-optimize, --dense-local-attention, a target whose gate runs unfused global attention) a
+# local-window model is capped at 2048: dense attention at 8192 costs ~8 GB and a minute per sequence.
 DEFAULT_MAX_SEQ_CAP = 2048
 
 
@@ -63,13 +62,8 @@ def _resolve(family: str | Family, task: str | Task) -> tuple[Family, Task]:
 
 
 def long_inputs_affordable(fam: Family, plan: OptimizeOptions) -> bool:
-    """Whether a local-window family's default --max-seq may be its own maximum (see ``LONG_DEFAULT_RUNTIMES``)."""
-    return (
-        fam.local_window_attr is not None
-        and plan.optimize
-        and plan.banded_attention
-        and plan.runtime in LONG_DEFAULT_RUNTIMES
-    )
+    """Whether a local-window family's default --max-seq may be its own maximum (the target's ``long_inputs``)."""
+    return fam.local_window_attr is not None and plan.optimize and plan.banded_attention and plan.target.long_inputs
 
 
 def resolve_max_seq(source: Source, max_seq: int | None, *, banded: bool = False) -> int:
@@ -230,20 +224,6 @@ def symbolic_axes(tsk: Task, name: str) -> tuple[Any, ...]:
     return next(o.axes for o in tsk.outputs if o.name == name)
 
 
-def _parity_target(opt: OptimizeOptions, optimized: Any) -> dict[str, Any]:
-    """--runtime openvino: parity is checked on the IR, with the precision hint it ships with."""
-    if optimized is None or optimized.ir_path is None:
-        return {}
-    from bert_export.runtimes.openvino_runner import OpenVinoRunner
-
-    return {
-        "runtime": "openvino",
-        "runner": lambda inputs, outputs, max_seq: OpenVinoRunner(
-            optimized.ir_path, inputs, outputs, max_seq, precision_hint=optimized.openvino.hint
-        ),
-    }
-
-
 def _manifest(
     fam: Family,
     tsk: Task,
@@ -269,7 +249,7 @@ def _manifest(
         "family": fam.name,
         "task": tsk.name,
         "precision": "fp32",
-        "runtime": "ort",
+        "runtime": DEFAULT_TARGET,  # until the optimizer records the target (quantize.pipeline.update_manifest)
         "opset": opset,
         "inputs": [s.to_json() for s in fam.inputs],
         "outputs": [o.to_json() for o in outputs],
@@ -308,7 +288,7 @@ def _manifest(
 def validate(
     bundle: str | Path,
     *,
-    runtime: str = "ort",
+    runtime: str = DEFAULT_RUNTIME,
     threads: int | None = None,
     steps: Steps | None = None,
     precision: str | None = None,

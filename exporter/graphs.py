@@ -2,6 +2,7 @@
 
     export_onnx (fp32, once) -> for each precision: copy -> optimize_export -> parity gate
     -> onnx/model{,_fp16,_quantized}.onnx + manifest["graphs"][precision]
+       (+ the target's artefact, e.g. openvino/, when its registry entry has one)
 
 PyTorch runs once per bundle: the parity cases' reference outputs are computed before the loop
 and shared by every precision's gate and by the int8/fp16 accuracy fallback's probe. The first
@@ -25,8 +26,10 @@ import numpy as np
 from bert_export.bundle.layout import parse_precisions, place_graph
 from bert_export.models import BertExportError, Family, ParityError, Task, TensorSpec
 from bert_export.models.progress import Steps
-from bert_export.quantize.pipeline import OptimizeOptions, optimize_export, update_manifest
+from bert_export.quantize.pipeline import OptimizeOptions, OptimizeResult, optimize_export, update_manifest
 from bert_export.quantize.pipeline import describe as describe_optimization
+from bert_export.quantize.targets import DEFAULT_TARGET
+from bert_export.runtimes.base import Runner
 from bert_export.runtimes.cases import Case
 from bert_export.runtimes.ort_runner import OrtRunner
 from bert_export.runtimes.parity import Report, compare
@@ -113,16 +116,21 @@ def torch_reference(
         return infer_cases(runner, inputs, cases, "pytorch")
 
 
-def ort_results(
-    path: Path,
+def gate_runner(
+    graph: Path,
+    optimized: OptimizeResult | None,
+    options: OptimizeOptions,
     inputs: tuple[TensorSpec, ...],
     outputs: tuple[TensorSpec, ...],
-    cases: list[Case],
     max_seq: int,
-    label: str,
-) -> list[dict[str, np.ndarray]]:
-    with OrtRunner(path, inputs, outputs, max_seq) as runner:
-        return infer_cases(runner, inputs, cases, label)
+) -> Runner:
+    """What a graph's parity gate runs: the target's artefact (OpenVINO's IR) on the runner its entry names,
+    with the precision hint it ships with; else the ONNX graph in ONNX Runtime on the CPU."""
+    artefact = options.target.artefact
+    record = optimized.artefact if optimized is not None else None
+    if artefact is not None and record is not None and record.path is not None:
+        return artefact.gate(record.path, inputs, outputs, max_seq, record.hint)
+    return OrtRunner(graph, inputs, outputs, max_seq)
 
 
 @dataclass
@@ -158,11 +166,13 @@ def build_graphs(
         with tempfile.TemporaryDirectory(prefix=f".work-{p}-", dir=bundle_dir.parent) as work_dir:
             work = _copy_graph(exported, Path(work_dir))
             scratch = copy.deepcopy(base)
+            optimized = None
             if options.optimize or p != "fp32":  # quantize/: fusions for the target, fp16/int8, fallback
                 with steps.step(describe_optimization(options) + (f" ({p} graph)" if len(plans) > 1 else "")):
-                    ir_dir = (
-                        bundle_dir / ("openvino" if len(plans) == 1 else f"openvino-{p}")
-                        if options.runtime == "openvino"
+                    artefact = options.target.artefact
+                    artefact_dir = (
+                        bundle_dir / (artefact.directory if len(plans) == 1 else f"{artefact.directory}-{p}")
+                        if artefact is not None
                         else None
                     )
                     optimized = optimize_export(
@@ -178,7 +188,7 @@ def build_graphs(
                         job.pooling,
                         options,
                         job.validate,
-                        ir_dir=ir_dir,
+                        artefact_dir=artefact_dir,
                         cases=job.cases,
                         reference=job.reference,
                     )
@@ -190,25 +200,16 @@ def build_graphs(
                     graph_outputs = tuple(
                         TensorSpec(o["name"], o["dtype"], tuple(o["shape"])) for o in scratch["outputs"]
                     )
-                    ir = getattr(optimized, "ir_path", None) if options.runtime == "openvino" else None
-                    if ir is not None:  # --runtime openvino: the gate runs the IR with the hint it ships with
-                        from bert_export.runtimes.openvino_runner import OpenVinoRunner
-
-                        with OpenVinoRunner(
-                            ir, job.family.inputs, graph_outputs, job.max_seq, precision_hint=optimized.openvino.hint
-                        ) as ov:
-                            results = infer_cases(ov, job.family.inputs, job.cases, f"openvino {p}")
-                    else:
-                        results = ort_results(
-                            work, job.family.inputs, graph_outputs, job.cases, job.max_seq, f"ort {p}"
-                        )
+                    runner = gate_runner(work, optimized, options, job.family.inputs, graph_outputs, job.max_seq)
+                    with runner:
+                        results = infer_cases(runner, job.family.inputs, job.cases, f"{runner.name} {p}")
                     report = compare(
                         job.task,
                         job.outputs,
                         job.cases,
                         job.reference,
                         results,
-                        runtime="openvino" if ir is not None else "ort",
+                        runtime=runner.name,
                         precision=p,
                         pooling=job.pooling,
                     )
@@ -251,7 +252,7 @@ def _record(
         }
     top = {
         "precision": precision,
-        "runtime": scratch.get("runtime", "ort"),
+        "runtime": scratch.get("runtime", DEFAULT_TARGET),
         "outputs": scratch["outputs"],
         **extra,
         "graph": {k: graph[k] for k in GRAPH_KEYS if k in graph},

@@ -31,9 +31,7 @@ from bert_export.models.support import quiet_loggers
 from bert_export.quantize.fallback import FallbackResult, accuracy_fallback, local_errors
 from bert_export.runtimes.openvino_runner import HINTS, INSTALL_HINT
 
-IR_DIR = "openvino"
-IR_XML = f"{IR_DIR}/model.xml"
-IR_BIN = f"{IR_DIR}/model.bin"
+IR_DIR = "openvino"  # the IR's folder in a bundle (``openvino-<precision>`` in a multi-precision one)
 DEVICE = "CPU"
 
 
@@ -43,12 +41,12 @@ def require(int8: bool) -> tuple[Any, Any]:
         import openvino as ov
     except ImportError:
         raise BertExportError(f"--runtime openvino needs the openvino package; {INSTALL_HINT}") from None
-    nncf = None
-    if int8:
-        try:
-            import nncf
-        except ImportError:
-            raise BertExportError(f"--runtime openvino --int8 needs nncf; {INSTALL_HINT}") from None
+    if not int8:
+        return ov, None
+    try:
+        import nncf
+    except ImportError:
+        raise BertExportError(f"--runtime openvino --int8 needs nncf; {INSTALL_HINT}") from None
     return ov, nncf
 
 
@@ -64,11 +62,13 @@ class IrResult:
     ignored: list[str] = field(default_factory=list)
     ops: dict[str, int] = field(default_factory=dict)
     bf16_trial: dict[str, Any] | None = None  # int8: the gate with the bf16 hint (kept when it passes)
+    path: Path | None = None  # the IR's model.xml, where it was written
+    directory: str = IR_DIR  # its folder in the bundle
 
     def to_manifest(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "ir": IR_XML,
-            "weights": IR_BIN,
+            "ir": f"{self.directory}/model.xml",
+            "weights": f"{self.directory}/model.bin",
             "version": self.version,
             "device": DEVICE,
             "precision": self.precision,
@@ -176,6 +176,8 @@ def build_ir(
         HINTS[precision],
         ov.get_version().split("-")[0],
         getattr(nncf, "__version__", None) if nncf else None,
+        path=xml,
+        directory=ir_dir.name,
     )
     if precision != "int8":
         ov.save_model(model, str(xml), compress_to_fp16=False)

@@ -1,9 +1,11 @@
 """The optimize/precision step between the ONNX export and the parity check.
 
-    export_onnx -> optimize_graph (fuse for the target runtime, then fp16 or int8, with the
-    accuracy fallback when a parity probe is given) -> parity gate -> bundle
+    export_onnx -> optimize_graph (the target's graph passes, then fp16 or int8, with the
+    accuracy fallback when a parity probe is given; or the target's own artefact, e.g. the
+    OpenVINO IR) -> parity gate -> bundle
 
-Everything that ends in the bundle's manifest is in ``OptimizeResult.to_manifest()``.
+What differs per target (``--runtime``) is declared by its registry entry (quantize/targets.py);
+nothing here names one. Everything that ends in the bundle's manifest is in ``OptimizeResult.to_manifest()``.
 """
 
 from __future__ import annotations
@@ -21,19 +23,21 @@ import onnx
 import onnx_ir as ir
 
 from bert_export.models import BertExportError, Family, TensorSpec
+from bert_export.models.precisions import HINTS
 from bert_export.models.support import quiet_loggers
 from bert_export.quantize import fp16 as fp16_mod
 from bert_export.quantize import int8 as int8_mod
-from bert_export.quantize.banded_attention import banded_local_attention, banded_standard_attention
 from bert_export.quantize.calibration import calibration_feeds
 from bert_export.quantize.fallback import DEFAULT_BUDGET_S, FallbackResult, accuracy_fallback, onnx_local_rank
-from bert_export.quantize.fusion import fold_for_trt, fuse_for_ort, fused_op_counts, unpack_attention
-from bert_export.quantize.sdpa_guard import drop_softmax_nan_guards
+from bert_export.quantize.fusion import fused_op_counts, unpack_attention
+from bert_export.quantize.target import Target
+from bert_export.quantize.targets import (
+    DEFAULT_TARGET,
+    get_target,
+    int8_mode_refusal,
+    precision_refusal,
+)
 
-TARGETS = ("ort", "trt", "openvino")
-# The ORT default is per family (models/registry.py: Family.int8_mode, from measurements); trt takes QDQ only;
-# openvino quantizes with NNCF (static, calibrated).
-DEFAULT_INT8_MODE = {"ort": "dynamic", "trt": "static", "openvino": "nncf"}
 DEFAULT_CALIB_SAMPLES = 24
 MIN_PER_TENSOR_BUDGET_S = 30.0  # the per-tensor pass's floor when the fp32 fallback used the whole budget
 
@@ -42,7 +46,7 @@ MIN_PER_TENSOR_BUDGET_S = 30.0  # the per-tensor pass's floor when the fp32 fall
 class OptimizeOptions:
     """What the user asked for (the CLI's --runtime/--fp16/--int8/... flags)."""
 
-    runtime: str = "ort"
+    runtime: str = DEFAULT_TARGET  # the target (quantize/targets.py)
     optimize: bool = True
     fp16: bool = False
     fp16_io: bool = False
@@ -62,34 +66,31 @@ class OptimizeOptions:
         return "int8" if self.int8 else "fp16" if self.fp16 else "bf16" if self.bf16 else "fp32"
 
     @property
+    def target(self) -> Target:
+        return get_target(self.runtime)
+
+    @property
     def mode(self) -> str | None:
-        return (self.int8_mode or DEFAULT_INT8_MODE[self.runtime]) if self.int8 else None
+        """The int8 mode: ``--int8-mode``, else the target's default (None for a per-family default not yet
+        resolved: ``resolve_int8_mode``)."""
+        return (self.int8_mode or self.target.int8_default) if self.int8 else None
 
     def check(self) -> None:
-        if self.runtime not in TARGETS:
-            raise BertExportError(f"unknown --runtime {self.runtime!r} for export; choose one of: {', '.join(TARGETS)}")
+        target = get_target(self.runtime)
         if sum((self.fp16, self.int8, self.bf16)) > 1:
             raise BertExportError("--fp16, --bf16 and --int8 are exclusive; pick one precision")
-        if self.bf16 and self.runtime != "openvino":
-            raise BertExportError(
-                "--bf16 is an OpenVINO precision; add --runtime openvino (ONNX Runtime's CPU kernels have no bf16 path)"
-            )
-        if self.runtime == "openvino" and self.fp16:
-            raise BertExportError("--runtime openvino has no --fp16 on the CPU; use --bf16 (or fp32, the default)")
-        if self.runtime == "openvino" and self.int8_mode is not None:
-            raise BertExportError("--int8-mode is for --runtime ort/trt; --runtime openvino quantizes with NNCF")
+        if self.precision != "fp32" and self.precision not in target.precisions:
+            raise BertExportError(precision_refusal(target, self.precision))
         if self.fp16_io and not self.fp16:
             raise BertExportError("--fp16-io needs --fp16")
         if self.int8_mode is not None and not self.int8:
             raise BertExportError("--int8-mode needs --int8")
         if self.int8_mode not in (None, *int8_mod.MODES):
             raise BertExportError(f"unknown --int8-mode {self.int8_mode!r}; choose dynamic or static")
-        if self.runtime == "trt" and self.mode == "dynamic":
-            raise BertExportError("TensorRT accepts only QDQ INT8; use --int8-mode static with --runtime trt")
-        if self.runtime == "openvino":
-            from bert_export.quantize.openvino import require
-
-            require(self.int8)  # the extra is checked before any work starts
+        if self.int8_mode is not None and self.int8_mode not in target.int8_modes:
+            raise BertExportError(int8_mode_refusal(target, self.int8_mode))
+        if target.require is not None:
+            target.require(self)  # its optional packages, before any work starts
         if self.fallback_budget <= 0:
             raise BertExportError(f"--fallback-budget must be > 0 seconds, got {self.fallback_budget:g}")
         if self.calib_samples < 1:
@@ -105,8 +106,7 @@ class OptimizeResult:
     fallback: FallbackResult | None = None
     output_dtype: str = "float32"
     mode_choice: dict[str, Any] = field(default_factory=dict)
-    openvino: Any = None  # quantize.openvino.IrResult for --runtime openvino
-    ir_path: Path | None = None
+    artefact: Any = None  # what the target wrote beside the graph (quantize.target.ArtefactRecord), if anything
     banded_layers: int = 0
     granularity: FallbackResult | None = None  # dynamic int8: which MatMuls stay per-row (the rest per-tensor)
 
@@ -120,12 +120,8 @@ class OptimizeResult:
             "io_fp16": o.fp16_io,
             "banded_attention_layers": self.banded_layers,
         }
-        if o.int8 and o.runtime == "openvino":
-            out["int8"] = {
-                "mode": "nncf",
-                "calib_samples": o.calib_samples,
-                "kernel": "OpenVINO int8 (NNCF FakeQuantize)",
-            }
+        if o.int8 and o.target.int8_record is not None:
+            out["int8"] = o.target.int8_record(o)
         elif o.int8:
             static = o.mode == "static"
             out["int8"] = {
@@ -133,7 +129,7 @@ class OptimizeResult:
                 "calib_samples": o.calib_samples,
                 "weights": "int8 symmetric per output channel",
                 "activations": (
-                    "calibrated per tensor, " + ("int8 symmetric" if o.runtime == "trt" else "uint8 asymmetric")
+                    "calibrated per tensor, " + ("int8 symmetric" if o.target.int8_symmetric else "uint8 asymmetric")
                 )
                 if static
                 else f"int8 per token row at run time, after SmoothQuant (alpha {int8_mod.SMOOTH_ALPHA}) channel scaling",
@@ -149,8 +145,8 @@ class OptimizeResult:
                     f"MatMuls, DynamicQuantizeMatMul (per-tensor, fused) on {per_tensor}"
                 )
                 out["int8"]["granularity"] = g
-        if self.openvino is not None:
-            out["openvino"] = self.openvino.to_manifest()
+        if self.artefact is not None:
+            out[o.runtime] = self.artefact.to_manifest()
         if o.fp16 or o.int8:
             out["fallback"] = {
                 "enabled": o.fallback,
@@ -176,53 +172,44 @@ def optimize_graph(
     vocab_size: int,
     probe: Callable[[Path], Any] | None = None,
     seed: int = 0,
-    ir_dir: Path | None = None,
-    bf16_runner: Callable[[Path], Any] | None = None,
+    artefact_dir: Path | None = None,
 ) -> OptimizeResult:
-    """Rewrite ``path`` in place: fusions for the target, then the precision, then fallback.
+    """Rewrite ``path`` in place: the target's graph passes, then the precision, then fallback.
 
-    ``--runtime openvino`` leaves the ONNX graph fp32 (standard ops) and writes the IR to ``ir_dir``."""
+    A target with an artefact (OpenVINO's IR) leaves the ONNX graph fp32 and writes the artefact, in the
+    asked precision, to ``artefact_dir`` (default: its folder beside ``path``)."""
     options.check()
     options, choice = resolve_int8_mode(options, family)
+    target = options.target
     result = OptimizeResult(options, mode_choice=choice)
-    if options.runtime == "openvino":
-        return _optimize_openvino(
-            path,
-            family,
-            inputs,
-            options,
-            result,
-            tokenizer=tokenizer,
-            max_seq=max_seq,
-            vocab_size=vocab_size,
-            probe=probe,
-            seed=seed,
-            ir_dir=ir_dir or path.parent / "openvino",
-            bf16_runner=bf16_runner,
-        )
     if options.optimize:
-        model = ir.load(path)
-        if options.runtime == "ort":
-            model = fuse_for_ort(model, padding_mask_only=family.local_window_attr is None, max_positions=max_seq)
-            if options.banded_attention and family.local_window_attr is not None:
-                result.banded_layers = banded_local_attention(model)  # its own pass: local layers O(n·w)
-        else:
-            model = fold_for_trt(model)
-            result.banded_layers = _standard_attention_passes(model, family, options)
+        model, result.banded_layers = target.passes(ir.load(path), family, options, max_seq)
         _save_ir(model, path)
+    # calibration text for int8 (and the fallback's sensitivity); an artefact's bf16 is a hint, fp16 is ONNX-only
+    calibrate = options.int8 if target.artefact is not None else options.precision != "fp32"
+    feeds = (
+        calibration_feeds(
+            inputs,
+            tokenizer,
+            samples=options.calib_samples,
+            max_seq=min(max_seq, 128),
+            vocab_size=vocab_size,
+            seed=seed,
+        )
+        if calibrate
+        else []
+    )
+    if target.artefact is not None:
+        out_dir = artefact_dir or path.parent / target.artefact.directory
+        result.artefact = target.artefact.build(path, out_dir, options, feeds, probe, seed)
+        result.fallback = result.artefact.fallback
+        _count_ops(path, result)
+        return result
     with tempfile.TemporaryDirectory(prefix="bert-export-opt-") as work_dir:
         work = Path(work_dir)
         fp32_path = work / "fp32.onnx"
         shutil.copyfile(path, fp32_path)
         if options.precision != "fp32":
-            feeds = calibration_feeds(
-                inputs,
-                tokenizer,
-                samples=options.calib_samples,
-                max_seq=min(max_seq, 128),
-                vocab_size=vocab_size,
-                seed=seed,
-            )
             build, candidates, rank, smooth = _builder(options, fp32_path, path, work, feeds)
             if probe is not None and options.fallback:
                 reference = work / "fp32-unpacked.onnx" if options.mode == "dynamic" else fp32_path
@@ -241,19 +228,20 @@ def optimize_graph(
 
 
 def resolve_int8_mode(options: OptimizeOptions, family: Family) -> tuple[OptimizeOptions, dict[str, Any]]:
-    """``--int8`` without ``--int8-mode`` on ONNX Runtime: the family's measured fastest mode that passes the gate.
+    """``--int8`` without ``--int8-mode`` on a target whose default is per family (``Target.int8_default`` None):
+    the family's measured fastest mode that passes the gate.
 
     Measured once per family on full-size models (benchmarks/bench_cpu_int8.py) and stored as data in the
     registry, not timed at export: timing on a shared or different machine at export would make the bundle
     depend on the load of the moment, and each extra mode costs a full quantization plus fallback.
     """
-    if not options.int8 or options.runtime != "ort":
+    if not options.int8 or options.target.int8_default is not None:
         return options, {}
     if options.int8_mode is not None:
         return options, {"mode": options.int8_mode, "source": "--int8-mode"}
     import dataclasses
 
-    mode = getattr(family, "int8_mode", None) or DEFAULT_INT8_MODE["ort"]
+    mode = family.int8_mode
     choice = {
         "mode": mode,
         "source": f"registry: {family.name} default (fastest passing mode, measured)",
@@ -270,69 +258,6 @@ def _count_ops(path: Path, result: OptimizeResult) -> None:
     result.ops, result.nodes = dict(sorted(counts.items())), len(final.graph.node)
     result.fused_ops = fused_op_counts(ir.from_proto(final))
     result.output_dtype = "float16" if result.options.fp16_io else "float32"
-
-
-def _standard_attention_passes(model: ir.Model, family: Family, options: OptimizeOptions) -> int:
-    """Standard-ONNX targets (TensorRT, OpenVINO), after folding, two passes of their own: banded local layers,
-    then the dead NaN guards dropped so that the targets' own attention fusion sees a plain softmax chain."""
-    banded = banded_standard_attention(model) if options.banded_attention and family.local_window_attr else 0
-    drop_softmax_nan_guards(model)
-    return banded
-
-
-def _optimize_openvino(
-    path: Path,
-    family: Family,
-    inputs: tuple[TensorSpec, ...],
-    options: OptimizeOptions,
-    result: OptimizeResult,
-    *,
-    tokenizer: Any | None,
-    max_seq: int,
-    vocab_size: int,
-    probe: Any | None,
-    seed: int,
-    ir_dir: Path,
-    bf16_runner: Callable[[Path], Any] | None = None,
-) -> OptimizeResult:
-    """Standard-ONNX folding (OpenVINO fuses by itself), then the IR in the asked precision."""
-    from bert_export.quantize.openvino import build_ir, require
-
-    require(options.int8)  # before any work
-    if options.optimize:
-        model = fold_for_trt(ir.load(path))
-        result.banded_layers = _standard_attention_passes(model, family, options)
-        _save_ir(model, path)
-    feeds = (
-        calibration_feeds(
-            inputs,
-            tokenizer,
-            samples=options.calib_samples,
-            max_seq=min(max_seq, 128),
-            vocab_size=vocab_size,
-            seed=seed,
-        )
-        if options.int8
-        else []
-    )
-    bf16_probe = (
-        probe.with_runner(bf16_runner) if options.int8 and probe is not None and bf16_runner is not None else None
-    )
-    result.openvino = build_ir(
-        path,
-        ir_dir,
-        options.precision,
-        feeds,
-        probe,
-        fallback=options.fallback,
-        seed=seed,
-        budget_s=options.fallback_budget,
-        bf16_probe=bf16_probe,
-    )
-    result.fallback = result.openvino.fallback
-    result.ir_path = ir_dir / "model.xml"
-    _count_ops(path, result)
-    return result
 
 
 def _builder(
@@ -371,7 +296,7 @@ def _builder(
     cache = work / "calibration.json"
 
     def build_static(keep: frozenset[str]) -> Path:
-        int8_mod.quantize_static(fp32_path, out, feeds, cache, symmetric=options.runtime == "trt", exclude=keep)
+        int8_mod.quantize_static(fp32_path, out, feeds, cache, symmetric=options.target.int8_symmetric, exclude=keep)
         return out
 
     return build_static, candidates, lambda q: onnx_local_rank(fp32_path, candidates, feeds[:8], "tensor")(q), None
@@ -430,7 +355,7 @@ def optimize_export(
     pooling: str,
     options: OptimizeOptions,
     validate: bool,
-    ir_dir: Path | None = None,
+    artefact_dir: Path | None = None,
     cases: list[Any] | None = None,
     reference: list[Any] | None = None,
 ) -> OptimizeResult:
@@ -439,7 +364,6 @@ def optimize_export(
     ``cases``/``reference``: the parity cases and their PyTorch outputs when the caller has them
     already (a multi-precision export runs PyTorch once for all its graphs)."""
     probe = None
-    bf16_runner: Callable[[Path], Any] | None = None  # OpenVINO int8: the same gate with the bf16 hint
     if validate and options.precision not in ("fp32", "bf16") and options.fallback:
         from bert_export.quantize.probe import ParityProbe
         from bert_export.runtimes.cases import build_cases
@@ -449,15 +373,12 @@ def optimize_export(
         # the graph's own output types (--fp16-io: float16), which ORT runners check against what they are told
         graph_outputs = tuple(TensorSpec(o.name, "float16", o.axes) for o in outputs) if options.fp16_io else outputs
         runner = None
-        if options.runtime == "openvino":
-            from bert_export.runtimes.openvino_runner import HINTS, OpenVinoRunner
+        artefact = options.target.artefact
+        if artefact is not None:  # the fallback tries the artefact on the runner its gate uses
 
-            def runner(p: Path, hint: str | None = None) -> Any:
-                return OpenVinoRunner(
-                    p, family.inputs, outputs, max_seq, precision_hint=hint or HINTS[options.precision]
-                )
+            def runner(p: Path) -> Any:
+                return artefact.gate(p, family.inputs, outputs, max_seq, HINTS[options.precision])
 
-            bf16_runner = lambda p: runner(p, "bf16")  # noqa: E731
         probe = ParityProbe(
             graph,
             family.inputs,
@@ -480,28 +401,20 @@ def optimize_export(
         vocab_size=int(config.vocab_size),
         probe=probe,
         seed=seed,
-        ir_dir=ir_dir,
-        bf16_runner=bf16_runner,
+        artefact_dir=artefact_dir,
     )
 
 
 def describe(options: OptimizeOptions) -> str:
     """The progress line for the step."""
-    target = {
-        "ort": "ONNX Runtime",
-        "trt": "TensorRT (standard ONNX)",
-        "openvino": "OpenVINO (standard ONNX, then IR)",
-    }[options.runtime]
-    what = ["fusing for " + target] if options.optimize else []
+    target = options.target
+    what = ["fusing for " + target.title] if options.optimize else []
     if options.bf16:
         what.append("bf16 (OpenVINO precision hint)")
     if options.fp16:
         what.append("fp16" + (" with fp16 inputs/outputs" if options.fp16_io else ""))
     if options.int8:
-        what.append(
-            "int8 "
-            + (options.int8_mode or ("per-family default mode" if options.runtime == "ort" else str(options.mode)))
-        )
+        what.append("int8 " + (options.mode or "per-family default mode"))
     return "Optimizing: " + ", ".join(what)
 
 

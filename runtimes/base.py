@@ -5,7 +5,8 @@ named outputs. The parity harness, ``run`` and ``bench`` talk to runners only th
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -109,3 +110,16 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], max_seq: int | None) ->
             )
         out[spec.name] = arr.astype(_INT_KINDS.get(spec.dtype, np.int64), copy=False)
     return out
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A name that ``--runtime`` of run/validate/bench/serve/compare accepts, and how it builds a runner.
+
+    Each runner module declares its names (``RUNTIMES``, a tuple of these); ``runtimes/factory.py``
+    lists the runner modules, so the CLI choices, their help and ``make_runner`` come from one place."""
+
+    name: str
+    summary: str  # the --runtime help: what runs it, where ("ONNX Runtime, CPU")
+    build: Callable[..., Runner]  # (bundle, threads, **options) -> Runner
+    gpu: bool = False  # runs on an NVIDIA GPU (bench compares it with PyTorch on CUDA)

@@ -476,10 +476,12 @@ def torch_runner(bundle: Any, device: str) -> Runner:
 
 
 def _torch_device(runtime: str) -> str:
-    """Compare like with like: PyTorch on CUDA for the GPU runtimes when it can, on the CPU for ``ort``."""
+    """Compare like with like: PyTorch on CUDA for the GPU runtimes when it can, on the CPU for the CPU ones."""
     import torch
 
-    return "cuda" if runtime != "ort" and torch.cuda.is_available() else "cpu"
+    from bert_export.runtimes.factory import RUNTIMES
+
+    return "cuda" if RUNTIMES[runtime].gpu and torch.cuda.is_available() else "cpu"
 
 
 def probe_runtime(bundle: Any, runtime: str, threads: int | None) -> dict[str, Any] | None:

@@ -1,112 +1,50 @@
 """Runner construction from a bundle, and the bundle's tokenizer.
 
-The commands name a runtime (``ort``, ...); this is the one place that maps a name to an
-adapter, so adding a backend means adding one entry to ``RUNTIMES``.
+The commands name a runtime (``ort``, ...); this is the one place that maps a name to a runner.
+Each runner module declares the names it runs as (``RUNTIMES``: ``runtimes.base.Runtime`` entries,
+each with its help line and its builder); ``RUNNER_MODULES`` lists the modules, one line each. The
+``--runtime`` choices and help of run, validate, bench, serve and compare and ``make_runner`` all
+come from ``RUNTIMES``, so adding a runtime is one runner module and one line here.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bert_export.models import BertExportError
 from bert_export.models.support import first_line
-from bert_export.runtimes.base import Runner
-from bert_export.runtimes.ort_runner import OrtRunner
+from bert_export.runtimes import openvino_runner, ort_runner, trt_runner
+from bert_export.runtimes.base import Runner, Runtime
 
 if TYPE_CHECKING:
     from bert_export.bundle.reader import Bundle
 
-
-def _ort_cpu(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
-    return OrtRunner(
-        bundle.model_path,
-        bundle.inputs,
-        bundle.outputs,
-        bundle.max_seq,
-        threads=threads,
-        graph_optimization=options.get("graph_optimization", "all"),
-        runtime="ort",
-        strict=bool(options.get("strict")),
-    )
+# One line per runner module, in the order the CLI lists them.
+RUNNER_MODULES = (
+    ort_runner,  # ONNX Runtime: CPU, CUDA and TensorRT providers
+    trt_runner,  # native TensorRT engine
+    openvino_runner,  # OpenVINO, CPU
+)
+RUNTIMES: dict[str, Runtime] = {r.name: r for module in RUNNER_MODULES for r in module.RUNTIMES}
+RUNTIME_NAMES: tuple[str, ...] = tuple(RUNTIMES)
+DEFAULT_RUNTIME = ort_runner.OrtRunner.name  # ONNX Runtime on the CPU: runs every bundle, on any machine
 
 
-def _ort_gpu(runtime: str) -> Callable[..., Runner]:
-    """ONNX Runtime on CUDA / TensorRT providers (falling back, and saying so, where they cannot run)."""
-
-    def factory(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
-        from bert_export.runtimes.trt_build import ort_trt_options, resolve_profile
-
-        provider_options = {}
-        if runtime == "ort-trt":
-            provider_options = ort_trt_options(bundle, resolve_profile(bundle, options.get("trt_profile")))
-        return OrtRunner(
-            bundle.model_path,
-            bundle.inputs,
-            bundle.outputs,
-            bundle.max_seq,
-            threads=threads,
-            graph_optimization=options.get("graph_optimization", "all"),
-            runtime=runtime,
-            strict=bool(options.get("strict")),
-            provider_options=provider_options,
-        )
-
-    return factory
+def runtime_help() -> str:
+    """``name (what runs it)`` for every runtime, for the commands' ``--runtime`` help."""
+    return ", ".join(f"{r.name} ({r.summary})" for r in RUNTIMES.values())
 
 
-def _trt(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
-    from bert_export.runtimes.trt_runner import TrtRunner
-
-    return TrtRunner(bundle, options.get("trt_profile"), rebuild=bool(options.get("rebuild_engine")))
-
-
-def _openvino(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
-    """The bundle's OpenVINO IR when it has one (--runtime openvino exports), else its ONNX graph read by
-    OpenVINO; the precision hint comes from the manifest (f32 unless the bundle is bf16), or ``precision_hint``."""
-    from bert_export.runtimes.openvino_runner import HINTS, OpenVinoRunner, require_openvino
-
-    require_openvino()
-    section = (bundle.manifest.get("optimization") or {}).get("openvino")
-    hint = options.get("precision_hint") or HINTS.get(bundle.precision, "f32")
-    if isinstance(section, dict) and isinstance(section.get("ir"), str) and isinstance(section.get("weights"), str):
-        hint = options.get("precision_hint") or str(section.get("precision_hint", hint))
-        if hint not in ("f32", "bf16"):
-            raise BertExportError(f"bundle {bundle.path}: unknown OpenVINO precision hint {hint!r}; re-export it")
-        return OpenVinoRunner(
-            bundle.file(section["ir"]),
-            bundle.inputs,
-            bundle.outputs,
-            bundle.max_seq,
-            threads=threads,
-            precision_hint=hint,
-            weights_path=bundle.file(section["weights"]),
-        )
-    return OpenVinoRunner(
-        bundle.model_path, bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads, precision_hint=hint
-    )
-
-
-# Runtime names the commands accept (providers.RUNTIME_NAMES lists the same, without importing this).
-RUNTIMES: dict[str, Callable[..., Runner]] = {
-    "ort": _ort_cpu,
-    "ort-cuda": _ort_gpu("ort-cuda"),
-    "ort-trt": _ort_gpu("ort-trt"),
-    "trt": _trt,
-    "openvino": _openvino,
-}
-
-
-def make_runner(bundle: Bundle, runtime: str = "ort", threads: int | None = None, **options: Any) -> Runner:
+def make_runner(bundle: Bundle, runtime: str = DEFAULT_RUNTIME, threads: int | None = None, **options: Any) -> Runner:
     """A runner for ``bundle`` on ``runtime``; ``options``: strict, graph_optimization (none|basic|extended|all),
-    trt_profile, rebuild_engine."""
+    trt_profile, rebuild_engine, precision_hint."""
     try:
-        factory = RUNTIMES[runtime]
+        entry = RUNTIMES[runtime]
     except KeyError:
         raise BertExportError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}") from None
-    return factory(bundle, threads, **options)
+    return entry.build(bundle, threads, **options)
 
 
 def bundle_tokenizer(bundle: Bundle) -> Any | None:

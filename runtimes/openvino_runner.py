@@ -10,17 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bert_export.models import BertExportError, TensorSpec
-from bert_export.models.precisions import HINTS  # noqa: F401  (re-exported)
+from bert_export.models.precisions import HINTS
 from bert_export.models.support import first_line
-from bert_export.runtimes.base import Outputs, Runner
+from bert_export.runtimes.base import Outputs, Runner, Runtime
+
+if TYPE_CHECKING:
+    from bert_export.bundle.reader import Bundle
 
 INSTALL_HINT = "install the OpenVINO extra: pip install 'bert-export[openvino]'"
-# bert-export precision -> OpenVINO inference precision hint
+SECTION = "openvino"  # manifest["optimization"][SECTION]: the IR an OpenVINO-target export wrote (quantize/openvino.py)
 
 
 def require_openvino() -> Any:
@@ -104,7 +107,7 @@ class OpenVinoRunner(Runner):
 
     def provider_report(self) -> dict[str, Any]:
         """What OpenVINO compiled for: device, the precision it really computes in, threads."""
-        report: dict[str, Any] = {"runtime": "openvino", "device": self.device, "precision_hint": self.precision_hint}
+        report: dict[str, Any] = {"runtime": self.name, "device": self.device, "precision_hint": self.precision_hint}
         if self.compiled is not None:
             for key in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS"):
                 try:
@@ -128,3 +131,31 @@ class OpenVinoRunner(Runner):
                 }
             )
         return out
+
+
+def from_bundle(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
+    """The bundle's OpenVINO IR when it has one (--runtime openvino exports), else its ONNX graph read by
+    OpenVINO; the precision hint comes from the manifest (f32 unless the bundle is bf16), or ``precision_hint``."""
+    require_openvino()
+    section = (bundle.manifest.get("optimization") or {}).get(SECTION)
+    hint = options.get("precision_hint") or HINTS.get(bundle.precision, "f32")
+    if isinstance(section, dict) and isinstance(section.get("ir"), str) and isinstance(section.get("weights"), str):
+        hint = options.get("precision_hint") or str(section.get("precision_hint", hint))
+        if hint not in set(HINTS.values()):
+            raise BertExportError(f"bundle {bundle.path}: unknown OpenVINO precision hint {hint!r}; re-export it")
+        return OpenVinoRunner(
+            bundle.file(section["ir"]),
+            bundle.inputs,
+            bundle.outputs,
+            bundle.max_seq,
+            threads=threads,
+            precision_hint=hint,
+            weights_path=bundle.file(section["weights"]),
+        )
+    return OpenVinoRunner(
+        bundle.model_path, bundle.inputs, bundle.outputs, bundle.max_seq, threads=threads, precision_hint=hint
+    )
+
+
+# The runtime names OpenVINO runs as (runtimes/factory.py collects every runner module's).
+RUNTIMES = (Runtime(OpenVinoRunner.name, "OpenVINO, CPU", from_bundle),)

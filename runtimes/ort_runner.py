@@ -8,17 +8,30 @@ each result crosses to the host once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
 
 from bert_export.models import BertExportError, TensorSpec
 from bert_export.models.support import first_line
-from bert_export.runtimes.base import Outputs, Runner
+from bert_export.runtimes.base import Outputs, Runner, Runtime
 from bert_export.runtimes.ort_telemetry import quiet_session_events
-from bert_export.runtimes.providers import CUDA, TRT, ProviderPlan, plan_providers, settle
+from bert_export.runtimes.providers import (
+    CUDA,
+    GPU_PROVIDERS,
+    ORT_RUNTIMES,
+    ORT_SUMMARIES,
+    TRT,
+    ProviderPlan,
+    plan_providers,
+    settle,
+)
+
+if TYPE_CHECKING:
+    from bert_export.bundle.reader import Bundle
 
 
 class OrtRunner(Runner):
@@ -150,3 +163,34 @@ class OrtRunner(Runner):
         self.session.run_with_iobinding(binding)
         values = binding.copy_outputs_to_cpu()
         return {name: np.asarray(v) for name, v in zip(self.output_names, values)}
+
+
+def _from_bundle(runtime: str) -> Callable[..., Runner]:
+    """A bundle's graph on ``runtime``'s providers (falling back, and saying so, where they cannot run)."""
+
+    def build(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
+        provider_options = {}
+        if TRT in ORT_RUNTIMES[runtime]:  # the TensorRT provider: the bundle's profile and ORT's engine cache
+            from bert_export.runtimes.trt_build import ort_trt_options, resolve_profile
+
+            provider_options = ort_trt_options(bundle, resolve_profile(bundle, options.get("trt_profile")))
+        return OrtRunner(
+            bundle.model_path,
+            bundle.inputs,
+            bundle.outputs,
+            bundle.max_seq,
+            threads=threads,
+            graph_optimization=options.get("graph_optimization", "all"),
+            runtime=runtime,
+            strict=bool(options.get("strict")),
+            provider_options=provider_options,
+        )
+
+    return build
+
+
+# The runtime names ONNX Runtime runs as (runtimes/factory.py collects every runner module's).
+RUNTIMES = tuple(
+    Runtime(name, ORT_SUMMARIES[name], _from_bundle(name), gpu=any(p in GPU_PROVIDERS for p in providers))
+    for name, providers in ORT_RUNTIMES.items()
+)

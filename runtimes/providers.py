@@ -30,9 +30,12 @@ ORT_RUNTIMES: dict[str, tuple[str, ...]] = {
     "ort-trt": (TRT, CUDA, CPU),
 }
 
-# Every runtime the commands accept (factory.RUNTIMES maps them to runners; kept here so the CLI
-# can offer the choices without importing onnxruntime).
-RUNTIME_NAMES = ("ort", "ort-cuda", "ort-trt", "trt", "openvino")
+# What each runs on, for the --runtime help (runtimes/factory.py collects every runner module's names).
+ORT_SUMMARIES: dict[str, str] = {
+    "ort": "ONNX Runtime, CPU",
+    "ort-cuda": "ONNX Runtime's CUDA provider, with CPU fallback",
+    "ort-trt": "ONNX Runtime's TensorRT provider, with CUDA/CPU fallback",
+}
 
 # Set to 1 to treat the machine as GPU-less (tests; or to pin a job to the CPU).
 NO_GPU_ENV = "BERT_EXPORT_NO_GPU"

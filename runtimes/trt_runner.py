@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bert_export.models import BertExportError
-from bert_export.runtimes.base import Feed, Outputs, Runner, check_feed
+from bert_export.runtimes.base import Feed, Outputs, Runner, Runtime, check_feed
 from bert_export.runtimes.trt_build import (
     RECORD_KEY,
     Profile,
@@ -106,9 +106,9 @@ class TrtRunner(Runner):
     def _activate(self) -> None:
         gpu = require_gpu()
         trt = import_tensorrt()
-        record = self.bundle.manifest.get(RECORD_KEY)
+        record: dict[str, Any] | None = self.bundle.manifest.get(RECORD_KEY)
         build = record is None or self.rebuild
-        if not build:  # refuse a foreign engine before anything else is set up
+        if record is not None and not build:  # refuse a foreign engine before anything else is set up
             check_record(record, self.bundle, trt_version=trt.__version__, gpu=gpu)
         torch = require_cuda_torch()
         if build:
@@ -121,6 +121,7 @@ class TrtRunner(Runner):
                 self.bundle, self.profile, timing_cache=self.timing_cache, save=self._writable()
             )
         else:
+            assert record is not None
             data = read_engine(self.bundle, record)
         self.record = record
         self.profile = Profile.from_json(record["profile"])
@@ -172,3 +173,12 @@ class TrtRunner(Runner):
             raise BertExportError("TensorRT failed to execute the engine (its log above says why)")
         stream.synchronize()
         return {name: t.float().cpu().numpy() for name, t in outs.items()}
+
+
+def _from_bundle(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
+    """The bundle's engine (built, and saved beside the graph, when it has none): ``trt_profile``, ``rebuild_engine``."""
+    return TrtRunner(bundle, options.get("trt_profile"), rebuild=bool(options.get("rebuild_engine")))
+
+
+# The runtime names the native TensorRT runner runs as (runtimes/factory.py collects every runner module's).
+RUNTIMES = (Runtime(TrtRunner.name, "TensorRT engine, NVIDIA GPU", _from_bundle, gpu=True),)
