@@ -173,7 +173,7 @@ def token_cls_result(
         prev_type = etype
     for ent, s in zip(entities, scores):
         ent["text"] = text[ent["start"] : ent["end"]]
-        ent["score"] = _r(np.mean(s))
+        ent["score"] = _r(float(np.mean(s)))
     return {"entities": entities}
 
 
