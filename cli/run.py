@@ -12,7 +12,7 @@ import click
 
 from bert_export.bundle.layout import PRECISIONS
 from bert_export.cli.runtime_option import runtime_option
-from bert_export.models import BertExportError
+from bert_export.models import BertExportError, get_task
 from bert_export.models.progress import console
 
 
@@ -131,27 +131,9 @@ def _check_utf8(values: list[tuple[str, str | None]]) -> None:
 
 
 def _print_human(pred: object, texts: tuple[str, ...]) -> None:
-    task, results = pred.task, pred.results  # type: ignore[attr-defined]
-    out = click.echo
-    if task == "qa":
-        r = results[0]
-        out(f"answer: {r['answer']!r}  (score {r['score']:.4f}, chars {r['start']}..{r['end']})")
-    elif task == "embed":
-        for text, vec in zip(texts, results[0]["embeddings"]):
-            head = ", ".join(f"{v:+.4f}" for v in vec[:4])
-            out(f"{len(vec)}-d [{head}, ...]  {text[:60]!r}")
-    else:
-        for text, r in zip(texts, results):
-            out(f"{text[:70]!r}")
-            if task == "seq-cls":
-                out(f"  {r['label']}  ({r['score']:.4f})")
-            elif task == "token-cls":
-                for e in r["entities"] or [{"label": "-", "text": "(no entities)", "score": 0.0, "start": 0, "end": 0}]:
-                    out(f"  {e['label']:<10} {e['text']!r}  ({e['score']:.4f}, chars {e['start']}..{e['end']})")
-            elif task == "mlm":
-                for f in r["fills"]:
-                    cands = ", ".join(f"{c['token']} ({c['score']:.3f})" for c in f["candidates"])
-                    out(f"  chars {f['start']}..{f['end']}: {cands}")
+    """The task's human-readable lines (``Task.human_lines``, models/tasks)."""
+    for line in get_task(pred.task).human_lines(texts, pred.results):  # type: ignore[attr-defined]
+        click.echo(line)
 
 
 @click.command()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bert_export.evaluation.data import Dataset
-from bert_export.models import BertExportError, TensorSpec
+from bert_export.models import BertExportError, TensorSpec, get_task
 from bert_export.runtimes.cases import MLM_FRACTION, Case
 
 
@@ -43,9 +43,10 @@ def encode(dataset: Dataset, task: str, tokenizer: Any, max_seq: int, seed: int 
             "model directory that has tokenizer.json or vocab.txt"
         )
     rng = np.random.default_rng(seed)
+    tsk = get_task(task)
     items: list[Item] = []
     for i, ex in enumerate(dataset.examples):
-        if task == "qa":
+        if tsk.pair_input:
             items.append(_pair(tokenizer, i, ex.question or "", ex.context or "", max_seq))
         elif ex.pair is not None:
             items.extend(_single(tokenizer, i, part, text, max_seq) for part, text in enumerate(ex.pair))
@@ -53,7 +54,7 @@ def encode(dataset: Dataset, task: str, tokenizer: Any, max_seq: int, seed: int 
             items.append(_single(tokenizer, i, 0, ex.words, max_seq))
         else:
             items.append(_single(tokenizer, i, 0, ex.text or "", max_seq))
-    if task == "mlm":
+    if tsk.masks_inputs:
         mask_id = getattr(tokenizer, "mask_token_id", None)
         if mask_id is None:
             raise BertExportError("this mlm bundle's tokenizer has no mask token, so no token can be masked")

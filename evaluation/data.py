@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bert_export.models import BertExportError
+from bert_export.models import BertExportError, get_task
 
 EXTENSIONS = (".txt", ".jsonl", ".csv", ".parquet")
 
@@ -161,7 +161,8 @@ def _need(p: Path, columns: list[str], *names: str, what: str) -> None:
 def _examples(
     p: Path, task: str, columns: list[str], records: list[dict[str, Any]]
 ) -> tuple[list[Example], str | None]:
-    if task == "qa":
+    tsk = get_task(task)  # which columns a task reads and which gold it can carry: models/tasks
+    if tsk.pair_input:
         _need(p, columns, "question", "context", what="a qa bundle reads question + context")
         gold = "answers" if "answers" in columns else None
         return [
@@ -172,26 +173,26 @@ def _examples(
             )
             for i, r in enumerate(records)
         ], gold
-    if task == "embed" and "sentence1" in columns:
+    if tsk.gold == "score" and "sentence1" in columns:
         _need(p, columns, "sentence1", "sentence2", "score", what="an embed pairs file")
         return [
             Example(pair=(_str(p, r, "sentence1", i), _str(p, r, "sentence2", i)), score=_float(p, r["score"], i))
             for i, r in enumerate(records)
         ], "score"
-    if task == "token-cls" and ("tokens" in columns or "labels" in columns):
+    if tsk.gold == "labels" and ("tokens" in columns or "labels" in columns):
         return _token_rows(p, columns, records), "labels"
     _need(
         p,
         columns,
         "text",
-        what=f"a {task} bundle reads text" + (" (or sentence1, sentence2, score)" if task == "embed" else ""),
+        what=f"a {task} bundle reads text" + (" (or sentence1, sentence2, score)" if tsk.gold == "score" else ""),
     )
-    if task == "seq-cls" and "label" in columns:
+    if tsk.gold == "label" and "label" in columns:
         return [
             Example(text=_str(p, r, "text", i), label=_label(p, r["label"], i)) for i, r in enumerate(records)
         ], "label"
     examples = [Example(text=_str(p, r, "text", i)) for i, r in enumerate(records)]
-    return examples, ("masked" if task == "mlm" else None)
+    return examples, (tsk.gold if tsk.masks_inputs else None)
 
 
 def _token_rows(p: Path, columns: list[str], records: list[dict[str, Any]]) -> list[Example]:

@@ -1,149 +1,31 @@
-"""Task metrics against gold labels, as the task's community computes them.
+"""Compatibility name for ``bert_export.models.metrics`` (task metrics against gold labels).
 
-- seq-cls: accuracy and macro-F1 (scikit-learn);
-- token-cls: entity-level F1 over IOB2 spans, as seqeval's default (conlleval) mode computes it;
-- qa: exact match and token F1 over answer strings with the official SQuAD v1.1 normalisation;
-- mlm: top-1 / top-5 accuracy of the original token at masked positions;
-- embed: Spearman correlation (scipy) of cosine similarity with the gold score.
-
-Every metric is a fraction (Spearman: -1..1); reports show it in points (x100), and the drop
-gate compares points.
-
-Hand-written here, and why: the SQuAD normalisation and F1 are the ten lines of the official
-evaluation script (``evaluate``'s squad metric downloads that script at run time, which an
-offline CI cannot); the entity spans follow seqeval's conlleval rules, but seqeval itself has had
-no release since 2020, so it is not a runtime dependency (tests cross-check against it).
+The metrics moved down to ``models/`` so that each task class (models/tasks) scores itself;
+this module keeps ``from bert_export.evaluation import metrics`` working for existing callers.
 """
 
-from __future__ import annotations
+from bert_export.models.metrics import (
+    accuracy,
+    entity_f1,
+    entity_spans,
+    exact_match,
+    macro_f1,
+    normalize_answer,
+    spearman,
+    squad,
+    token_f1,
+    topk_accuracy,
+)
 
-import collections
-import re
-import string
-from collections.abc import Sequence
-
-import numpy as np
-
-# --- seq-cls -------------------------------------------------------------------------------
-
-
-def accuracy(gold: Sequence[int], pred: Sequence[int]) -> float:
-    from sklearn.metrics import accuracy_score
-
-    return float(accuracy_score(list(gold), list(pred)))
-
-
-def macro_f1(gold: Sequence[int], pred: Sequence[int], labels: Sequence[int]) -> float:
-    """Macro-F1 over the labels present in gold or predictions (scikit-learn's definition)."""
-    from sklearn.metrics import f1_score
-
-    present = sorted(set(gold) | set(pred))
-    return float(
-        f1_score(
-            list(gold),
-            list(pred),
-            labels=[l for l in labels if l in present] or present,  # noqa: E741
-            average="macro",
-            zero_division=0,
-        )
-    )
-
-
-# --- token-cls -----------------------------------------------------------------------------
-
-
-def _split(tag: str) -> tuple[str, str]:
-    """``B-PER`` -> (B, PER); ``O`` -> (O, ""); a bare ``PER`` is treated as ``I-PER`` (conlleval)."""
-    if tag in ("O", "", "-"):
-        return "O", ""
-    if len(tag) > 1 and tag[1] in "-_" and tag[0] in "BIESLU":
-        return tag[0], tag[2:]
-    return "I", tag
-
-
-def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-    """(type, first, last) entity spans of one sentence, by conlleval's start/end rules."""
-    spans: set[tuple[str, int, int]] = set()
-    start, prev_p, prev_t = None, "O", ""
-    for i, tag in enumerate(list(tags) + ["O"]):
-        p, t = _split(tag)
-        ends = prev_p in "ESLU" or (prev_p != "O" and (p in "BSU" or p == "O" or t != prev_t))
-        if start is not None and ends:
-            spans.add((prev_t, start, i - 1))
-            start = None
-        begins = p in "BSU" or (p != "O" and (prev_p in "OESLU" or t != prev_t))
-        if begins:
-            start = i
-        prev_p, prev_t = p, t
-    return spans
-
-
-def entity_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Micro precision, recall and F1 over entity spans of every sentence (seqeval's default)."""
-    tp = n_gold = n_pred = 0
-    for g, p in zip(gold, pred):
-        gs, ps = entity_spans(g), entity_spans(p)
-        tp += len(gs & ps)
-        n_gold += len(gs)
-        n_pred += len(ps)
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
-
-
-# --- qa (official SQuAD v1.1 evaluation) ----------------------------------------------------
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCT = set(string.punctuation)
-
-
-def normalize_answer(s: str) -> str:
-    """Lower text and remove punctuation, articles and extra whitespace (the SQuAD script's)."""
-    s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", s).split())
-
-
-def exact_match(prediction: str, gold: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(gold))
-
-
-def token_f1(prediction: str, gold: str) -> float:
-    p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not p or not g:  # SQuAD 2.0: no-answer matches only no-answer
-        return float(p == g)
-    common = collections.Counter(p) & collections.Counter(g)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(p), same / len(g)
-    return 2 * precision * recall / (precision + recall)
-
-
-def squad(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Mean over questions of the best EM / F1 against any gold answer."""
-    em = [max((exact_match(p, a) for a in (golds or [""])), default=0.0) for p, golds in zip(predictions, answers)]
-    f1 = [max((token_f1(p, a) for a in (golds or [""])), default=0.0) for p, golds in zip(predictions, answers)]
-    return {"exact_match": float(np.mean(em)) if em else 0.0, "f1": float(np.mean(f1)) if f1 else 0.0}
-
-
-# --- mlm, embed -----------------------------------------------------------------------------
-
-
-def topk_accuracy(gold: np.ndarray, ranked: np.ndarray) -> dict[str, float]:
-    """``gold`` [n] token ids, ``ranked`` [n, >=5] candidate ids best first."""
-    if gold.size == 0:
-        return {"top1_accuracy": 0.0, "top5_accuracy": 0.0}
-    return {
-        "top1_accuracy": float((ranked[:, 0] == gold).mean()),
-        "top5_accuracy": float((ranked[:, :5] == gold[:, None]).any(1).mean()),
-    }
-
-
-def spearman(pred: Sequence[float], gold: Sequence[float]) -> float:
-    from scipy.stats import spearmanr
-
-    if len(pred) < 2:
-        return 0.0
-    rho = spearmanr(pred, gold).statistic
-    return float(rho) if np.isfinite(rho) else 0.0
+__all__ = [
+    "accuracy",
+    "entity_f1",
+    "entity_spans",
+    "exact_match",
+    "macro_f1",
+    "normalize_answer",
+    "spearman",
+    "squad",
+    "token_f1",
+    "topk_accuracy",
+]

@@ -27,7 +27,7 @@ from bert_export.evaluation.data import Dataset, Example, read_data
 from bert_export.evaluation.ops import check_ops, load_expected
 from bert_export.evaluation.predictions import Collector
 from bert_export.evaluation.report import EvalReport
-from bert_export.evaluation.scoring import check_tags, label_ids, score
+from bert_export.evaluation.scoring import score
 from bert_export.models import BertExportError, get_family, get_task
 from bert_export.models.progress import Steps
 from bert_export.runtimes.base import Runner
@@ -50,10 +50,11 @@ class Inputs:
 
 
 def builtin_dataset(task: str) -> Dataset:
-    """Without ``--data``: the built-in English texts (no gold: parity only)."""
-    if task == "qa":
+    """Without ``--data``: the built-in English texts (no gold but mlm's own masked tokens: parity only)."""
+    tsk = get_task(task)
+    if tsk.pair_input:
         return Dataset(Path("built-in"), [Example(question=q, context=c) for q, c in QA_PAIRS])
-    return Dataset(Path("built-in"), [Example(text=t) for t in SENTENCES], "masked" if task == "mlm" else None)
+    return Dataset(Path("built-in"), [Example(text=t) for t in SENTENCES], tsk.gold if tsk.masks_inputs else None)
 
 
 def prepare(b: Bundle, tokenizer: Any, data: str | Path | None, limit: int | None, batch: int, seed: int = 0) -> Inputs:
@@ -61,10 +62,7 @@ def prepare(b: Bundle, tokenizer: Any, data: str | Path | None, limit: int | Non
     task = b.manifest["task"]
     dataset = read_data(data, task, limit) if data is not None else builtin_dataset(task)
     id2label = (b.manifest.get("labels") or {}).get("id2label") or {}
-    if dataset.gold == "label":
-        label_ids(dataset, id2label)  # bad labels fail before any inference
-    if dataset.gold == "labels":
-        check_tags(dataset, id2label)
+    get_task(task).check_gold(dataset, id2label)  # bad labels fail before any inference
     items = encode(dataset, task, tokenizer, b.max_seq, seed)
     pad = int((b.manifest.get("special_tokens") or {}).get("pad") or 0)
     return Inputs(dataset, items, bucket(items, b.inputs, batch, pad))
@@ -103,7 +101,7 @@ def run_both(
     id2label = (b.manifest.get("labels") or {}).get("id2label") or {}
     pooling = b.manifest.get("pooling") or {}
     ref_c, got_c = (Collector(task, inputs.dataset, inputs.items, id2label, pooling) for _ in range(2))
-    vocab = {o.name for o in b.outputs if task == "mlm" and o.has_sequence_axis}
+    vocab = get_task(task).vocab_outputs(b.outputs)
     cases, refs, gots, shapes = [], [], [], []
     with reference, candidate:
         for case, members in inputs.batches:
@@ -144,25 +142,20 @@ def disagreements(
     task: str, inputs: Inputs, ref: Collector, got: Collector, id2label: dict[str, str]
 ) -> dict[str, Any]:
     """Which examples the two sides predict differently (the first few shown): what a user inspects first."""
-    if task == "embed":
+    tsk = get_task(task)
+    if not tsk.compares_predictions:
         return {}
-    name = (
-        (lambda v: str(id2label.get(str(v), v)))
-        if task == "seq-cls"
-        else (lambda v: v.tolist() if hasattr(v, "tolist") else v)
-    )
     rows = []
     for k, item in enumerate(inputs.items):
         a, b = ref.values[k], got.values[k]
-        same = bool(np.array_equal(a[:, 0], b[:, 0])) if task == "mlm" else a == b
-        if not same:
+        if not tsk.same_prediction(a, b):
             ex = inputs.dataset.examples[item.example]
             rows.append(
                 {
                     "example": item.example,
                     "text": ex.text if ex.text is not None else ex.question,
-                    "reference": name(a[:, 0] if task == "mlm" else a),
-                    "candidate": name(b[:, 0] if task == "mlm" else b),
+                    "reference": tsk.shown_prediction(a, id2label),
+                    "candidate": tsk.shown_prediction(b, id2label),
                 }
             )
     return {"count": len(rows), "of": len(inputs.items), "first": rows[:SHOWN_DISAGREEMENTS]}

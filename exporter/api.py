@@ -197,7 +197,7 @@ def export(
         manifest["graphs"] = {g.precision: g.record for g in built}
         report = built[0].report
         layout.write_config(tmp, source.config, fam, tsk, built[0].precision, {g.precision: g.files for g in built})
-        if tsk.name == "embed":
+        if tsk.sentence_transformers:
             layout.write_sentence_transformers(
                 tmp, source.pooling, int(source.config.hidden_size), seq_limit, source.directory
             )

@@ -20,27 +20,23 @@ import numpy as np
 
 from bert_export.bundle.golden import GOLDEN, GOLDEN_VERSION, load_golden
 from bert_export.models import Family, Task, TensorSpec
+from bert_export.models import postprocess as post
 from bert_export.models.precisions import GATES
-from bert_export.runtimes import postprocess as post
+from bert_export.models.tasks import PostContext, Row
 from bert_export.runtimes.texts import QA_PAIRS, SENTENCES
 from bert_export.runtimes.torch_runner import TaskGraph, TorchRunner
 
 if TYPE_CHECKING:
     from bert_export.bundle.reader import Bundle
 
-TOP_K = 5
 # Result fields that are floats (scores, embedding values) are compared within this absolute
 # tolerance; everything else in a result (answer text, offsets, labels, ids) must be equal.
 RESULT_ABS = {"fp32": 1e-3, "fp16": 1e-2, "bf16": 3e-2, "int8": 5e-2}
 
 # Sentences chosen for the WordPiece paths they exercise: punctuation, accents (café, Naïve),
-# numbers and a quote; [MASK] sentences for mlm are built from the same text.
+# numbers and a quote; [MASK] sentences for mlm are built from the same text (models/tasks/mlm.py).
 SENTENCE_PICKS = (0, 7, 14, 9)
-MLM_TEMPLATES = (
-    "Paris is the {mask} and most populous city of France.",
-    "Water boils at 100 degrees {mask} at sea level.",
-    "Can you recommend a good {mask} near the Brandenburg Gate in Berlin?",
-)
+QA_PICKS = 3
 
 
 def tolerances() -> dict[str, dict[str, Any]]:
@@ -59,11 +55,8 @@ def tolerances() -> dict[str, dict[str, Any]]:
 
 
 def golden_inputs(task: Task, tokenizer: Any) -> list[dict[str, str]]:
-    if task.name == "qa":
-        return [{"question": q, "context": c} for q, c in QA_PAIRS[:3]]
-    if task.name == "mlm":
-        return [{"text": t.format(mask=tokenizer.mask_token)} for t in MLM_TEMPLATES]
-    return [{"text": SENTENCES[i]} for i in SENTENCE_PICKS]
+    sentences = [SENTENCES[i] for i in SENTENCE_PICKS]
+    return task.golden_examples(sentences, QA_PAIRS[:QA_PICKS], getattr(tokenizer, "mask_token", None))
 
 
 def _encode(example: dict[str, str], tokenizer: Any, max_seq: int) -> Any:
@@ -94,22 +87,9 @@ def feed_for(enc: Any, inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
 def result_for(
     task: Task, example: dict[str, str], enc: Any, out: dict[str, np.ndarray], manifest: dict[str, Any], tokenizer: Any
 ) -> dict[str, Any]:
-    """The ``bert-export run --json`` object for one example (runtimes/postprocess.py's contract)."""
-    offsets = [tuple(o) for o in enc["offset_mapping"]]
-    labels = (manifest.get("labels") or {}).get("id2label", {})
-    if task.name == "qa":
-        context = np.asarray([s == 1 for s in enc.sequence_ids()])
-        return post.qa_result(out["start_logits"][0], out["end_logits"][0], context, offsets, example["context"])
-    if task.name == "seq-cls":
-        return post.seq_cls_result(out["logits"][0], labels)
-    if task.name == "token-cls":
-        return post.token_cls_result(out["logits"][0], enc.word_ids(), offsets, example["text"], labels)
-    if task.name == "mlm":
-        ids = list(enc["input_ids"])
-        positions = [i for i, t in enumerate(ids) if t == tokenizer.mask_token_id]
-        return post.mlm_result(out["logits"][0], positions, offsets, lambda i: tokenizer.decode([i]))
-    mask = np.ones((1, len(enc["input_ids"])), dtype=np.int64)
-    return post.embed_result(out["last_hidden_state"], mask, manifest.get("pooling") or {})
+    """The ``bert-export run --json`` object for one example (the task's ``results`` hook)."""
+    row = Row.from_encoding(enc, None, example.get(task.offsets_field or "text", ""))
+    return task.results(out, [row], PostContext.of(manifest, tokenizer))[0]
 
 
 def reduce_outputs(
@@ -120,36 +100,13 @@ def reduce_outputs(
     manifest: dict[str, Any],
     mask_id: int | None,
 ) -> dict[str, Any]:
-    """Reference outputs of one batch-1 example, batch axis dropped, large ones reduced (see module doc)."""
-    reduced: dict[str, Any] = {}
-    for spec in outputs:
-        arr = np.asarray(out[spec.name], dtype=np.float32)[0]
-        if spec.name == "last_hidden_state":
-            pooling = manifest.get("pooling") or {}
-            vec = post.pool(
-                arr[None],
-                np.ones((1, arr.shape[0])),
-                str(pooling.get("mode", "cls")),
-                bool(pooling.get("normalize", False)),
-            )[0]
-            reduced[spec.name] = {
-                "reduce": "pool",
-                "mode": pooling.get("mode", "cls"),
-                "normalize": bool(pooling.get("normalize", False)),
-                "values": [float(np.float32(v)) for v in vec],
-            }
-        elif task.name == "mlm" and spec.name == "logits":
-            positions = [i for i, t in enumerate(ids) if t == mask_id]
-            top = [np.argsort(-arr[p], kind="stable")[:TOP_K] for p in positions]
-            reduced[spec.name] = {
-                "reduce": "topk",
-                "positions": positions,
-                "ids": [[int(i) for i in t] for t in top],
-                "values": [[float(arr[p, i]) for i in t] for p, t in zip(positions, top)],
-            }
-        else:
-            reduced[spec.name] = arr.tolist()
-    return reduced
+    """Reference outputs of one batch-1 example, batch axis dropped, large ones reduced (the task's hook)."""
+    ctx = PostContext(pooling=manifest.get("pooling") or {}, mask_id=mask_id)
+    row = Row("", ids, np.ones(len(ids), dtype=np.int64), [], [], np.zeros(len(ids), dtype=bool))
+    return {
+        spec.name: task.reduce_output(spec.name, np.asarray(out[spec.name], dtype=np.float32)[0], row, ctx)
+        for spec in outputs
+    }
 
 
 def build_golden(

@@ -83,9 +83,6 @@ def task_class(family: Family, task: Task) -> type:
 
 # A classifier with more labels than this is a typo, not a model (the head alone would be GBs).
 MAX_LABELS = 100_000
-# The shortest --max-seq a bundle may have: the parity cases need [CLS] text [SEP], and qa a
-# question (up to ~20 tokens) plus some context.
-MIN_SEQ, MIN_SEQ_QA = 16, 48
 # Config sizes that must be positive integers for a model to exist at all.
 POSITIVE_SIZES = (
     "hidden_size",
@@ -101,7 +98,9 @@ POSITIVE_SIZES = (
 
 
 def min_sequence(task: Task) -> int:
-    return MIN_SEQ_QA if task.name == "qa" else MIN_SEQ
+    """The shortest --max-seq a bundle may have: the parity cases need [CLS] text [SEP], and qa a
+    question (up to ~20 tokens) plus some context (``Task.min_seq``)."""
+    return task.min_seq
 
 
 def _label_kwargs(task: Task, num_labels: int | None) -> dict[str, Any]:

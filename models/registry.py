@@ -4,6 +4,8 @@ Everything the exporter, the optimizer and the runtimes need to know about a fam
 task lives here as data (Optimum's per-model ONNX configs are the model): input names and
 dtypes, which outputs carry which dynamic axes, the head class, fusion hints. Adding a
 family means adding one ``Family`` entry to ``FAMILIES``; nothing else branches on names.
+A task is a class with hooks (models/tasks: one module per task): adding one is one module and
+one entry in ``TASKS``.
 """
 
 from __future__ import annotations
@@ -11,82 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-BATCH, SEQUENCE = "batch", "sequence"
+from bert_export.models.tasks import EMBED, MLM, QA, SEQ_CLS, TOKEN_CLS, Task
+from bert_export.models.tensors import BATCH, SEQUENCE, TensorSpec
 
+__all__ = ["BATCH", "SEQUENCE", "FAMILIES", "TASKS", "Family", "Task", "TensorSpec", "get_family", "get_task"]
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """One graph input or output: its name, element type and axes (names are dynamic)."""
-
-    name: str
-    dtype: str
-    axes: tuple[str | int, ...]
-
-    @property
-    def has_sequence_axis(self) -> bool:
-        return SEQUENCE in self.axes
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.axes)}
-
-
-@dataclass(frozen=True)
-class Task:
-    """A task: which transformers head to load and what the graph returns.
-
-    ``head`` is looked up as ``<Family.class_prefix><head>`` in transformers, so a new family
-    gets every task for free when transformers names its heads the usual way.
-    """
-
-    name: str
-    head: str
-    outputs: tuple[TensorSpec, ...]
-    metric: str
-    has_labels: bool = False
-    description: str = ""
-
-
-def _seq_out(name: str, last: str | int | None = None) -> TensorSpec:
-    axes: tuple[str | int, ...] = (BATCH, SEQUENCE) if last is None else (BATCH, SEQUENCE, last)
-    return TensorSpec(name, "float32", axes)
-
-
-TASKS: dict[str, Task] = {
-    t.name: t
-    for t in (
-        Task(
-            "embed",
-            "Model",
-            (_seq_out("last_hidden_state", "hidden"), TensorSpec("pooler_output", "float32", (BATCH, "hidden"))),
-            metric="cosine",
-            description="sentence / token embeddings (base model)",
-        ),
-        Task("mlm", "ForMaskedLM", (_seq_out("logits", "vocab"),), metric="top5", description="fill-mask"),
-        Task(
-            "seq-cls",
-            "ForSequenceClassification",
-            (TensorSpec("logits", "float32", (BATCH, "num_labels")),),
-            metric="argmax",
-            has_labels=True,
-            description="sequence classification",
-        ),
-        Task(
-            "token-cls",
-            "ForTokenClassification",
-            (_seq_out("logits", "num_labels"),),
-            metric="argmax",
-            has_labels=True,
-            description="token classification (NER)",
-        ),
-        Task(
-            "qa",
-            "ForQuestionAnswering",
-            (_seq_out("start_logits"), _seq_out("end_logits")),
-            metric="span",
-            description="extractive question answering",
-        ),
-    )
-}
+TASKS: dict[str, Task] = {t.name: t for t in (EMBED, MLM, SEQ_CLS, TOKEN_CLS, QA)}
 
 
 @dataclass(frozen=True)

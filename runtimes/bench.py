@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from bert_export.models import BertExportError, Family, get_family
+from bert_export.models import TASKS, BertExportError, Family, get_family
 from bert_export.models.support import first_line, versions
 from bert_export.runtimes.base import Runner
 
@@ -143,14 +143,20 @@ def model_flops(config: dict[str, Any], family: Family, task: str, batch: int, s
     # ModernBERT-style heads (their config has classifier_activation) put a dense h x h prediction
     # head before every task classifier; BERT's token-level heads are a single linear layer.
     token_head = 2 * tokens * h * h if "classifier_activation" in config else 0
-    head = {
-        "embed": 2 * batch * h * h if family.has_pooler else 0,
-        "mlm": 2 * tokens * h * (h + int(config["vocab_size"])),
-        "seq-cls": 2 * batch * h * (h + labels),
-        "token-cls": token_head + 2 * tokens * h * labels,
-        "qa": token_head + 2 * tokens * h * 2,
-    }
-    return float(total + head.get(task, 0))
+    head = (
+        TASKS[task].head_flops(
+            batch=batch,
+            tokens=tokens,
+            hidden=h,
+            labels=labels,
+            vocab=int(config["vocab_size"]),
+            token_head=token_head,
+            pooler=family.has_pooler,
+        )
+        if task in TASKS
+        else 0
+    )
+    return float(total + head)
 
 
 # --------------------------------------------------------------------------- feeds

@@ -111,7 +111,7 @@ def build_cases(
     """The parity cases for one bundle, deterministic for a given tokenizer and config."""
     sp = specials_for(config, tokenizer)
     enc = _Encoder(tokenizer, sp, seed)
-    qa = task.name == "qa"
+    qa = task.pair_input  # question + context pairs instead of single texts
     window = int(getattr(config, family.local_window_attr)) if family.local_window_attr else None
 
     def encode(i: int, limit: int) -> tuple[list[int], list[int]]:
@@ -138,7 +138,7 @@ def build_cases(
             rows.append((ids[:n], types[:n]))
         cases.append(_batch("past-window", rows, sp))
         cases[-1].meta["window"] = window
-    if task.name == "mlm":
+    if task.masks_inputs:
         rng = np.random.default_rng(seed + 1)
         for case in cases:
             _mask_tokens(case, sp, rng)

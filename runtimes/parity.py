@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from bert_export.models import Task, TensorSpec
+from bert_export.models.postprocess import pool  # noqa: F401  (re-exported: the pooling users get from `run`)
 from bert_export.models.precisions import GATES, Gate  # noqa: F401  (re-exported: the comparator's callers)
+from bert_export.models.tasks.base import cosine  # noqa: F401  (re-exported: the comparator's callers)
 from bert_export.runtimes.cases import Case
-from bert_export.runtimes.postprocess import pool  # the same pooling users get from `run`
 
 # Elementwise relative difference uses this floor on |reference| so that values near zero do
 # not turn a 1e-7 absolute difference into a huge ratio.
@@ -72,11 +73,6 @@ def reduce_rows(case: Case) -> np.ndarray:
     return rows
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    return (a64 * b64).sum(-1) / np.maximum(np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1), 1e-12)
-
-
 def task_metrics(
     task: Task,
     case: Case,
@@ -86,41 +82,16 @@ def task_metrics(
     pooling: str,
     tallies: dict[str, Tally],
 ) -> dict[str, float]:
-    """The task's own measure of agreement for one case, added into ``tallies``."""
+    """The task's own measure of agreement for one case (``Task.parity_measures``), added into ``tallies``."""
     out: dict[str, float] = {}
-
-    def record(key: str, agree: np.ndarray) -> None:
-        tallies.setdefault(key, Tally()).add(agree.sum(), agree.size)
-        out[key] = float(agree.mean()) if agree.size else 1.0
-
-    if task.metric == "argmax":
-        r, g = ref["logits"], got["logits"]
-        record("argmax_agreement", r.argmax(-1) == g.argmax(-1))
-    elif task.metric == "top5":
-        r, g = ref["logits"], got["logits"]  # already gathered to stored rows: [n, vocab]
-        sel = case.mlm_positions[rows["logits"]] if case.mlm_positions is not None else np.ones(len(r), bool)
-        r, g = r[sel], g[sel]
-        top_r, top_g = np.argsort(-r, -1)[:, :5], np.argsort(-g, -1)[:, :5]
-        overlap = np.array([len(set(a) & set(b)) / 5 for a, b in zip(top_r, top_g)])
-        record("top1_agreement", top_r[:, 0] == top_g[:, 0])
-        tallies.setdefault("top5_agreement", Tally()).add(int(round(overlap.sum() * 5)), overlap.size * 5)
-        out["top5_agreement"] = float(overlap.mean()) if overlap.size else 1.0
-    elif task.metric == "span":
-        valid = case.context_mask if case.context_mask is not None and case.context_mask.any(1).all() else case.keep
-        spans = {}
-        for name, logits in (("ref", ref), ("got", got)):
-            s = np.where(valid, logits["start_logits"], -np.inf).argmax(1)
-            e = np.where(valid, logits["end_logits"], -np.inf).argmax(1)
-            spans[name] = (s, e)
-        record("start_agreement", spans["ref"][0] == spans["got"][0])
-        record("end_agreement", spans["ref"][1] == spans["got"][1])
-        record("span_exact_match", (spans["ref"][0] == spans["got"][0]) & (spans["ref"][1] == spans["got"][1]))
-    elif task.metric == "cosine":
-        c = cosine(
-            pool(ref["last_hidden_state"], case.keep, pooling), pool(got["last_hidden_state"], case.keep, pooling)
-        )
-        tallies.setdefault("cosine", Tally()).cos.extend(c.tolist())
-        out["cosine_mean"], out["cosine_min"] = float(c.mean()), float(c.min())
+    for m in task.parity_measures(case, ref, got, rows, pooling):
+        tally = tallies.setdefault(m.key, Tally())
+        if m.cosines is not None:
+            tally.cos.extend(m.cosines.tolist())
+            out[f"{m.key}_mean"], out[f"{m.key}_min"] = float(m.cosines.mean()), float(m.cosines.min())
+        else:
+            tally.add(m.agree, m.total)
+            out[m.key] = m.value
     return out
 
 
@@ -242,8 +213,8 @@ def compare(
             stats[spec.name] = diff_stats(r, g)
             worst[spec.name] = max(worst.get(spec.name, 0.0), stats[spec.name]["max_abs"])
         full_ref = {k: v for k, v in ref.items()}
-        metric_ref = ref_g if task.metric == "top5" else full_ref
-        metric_got = got_g if task.metric == "top5" else got
+        metric_ref = ref_g if task.parity_gathered else full_ref
+        metric_got = got_g if task.parity_gathered else got
         metrics = (
             task_metrics(task, case, metric_ref, metric_got, rows, pooling, tallies)
             if len(stats) == len(outputs)

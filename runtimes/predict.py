@@ -5,7 +5,8 @@
     p.results[0]   # {"answer": "Jane Austen", "score": ..., "start": 18, "end": 29}
 
 Tokenization uses the bundle's own tokenizer (offsets included, for character spans), the runner
-comes from ``make_runner`` (any runtime), and post-processing is runtimes/postprocess.py.
+comes from ``make_runner`` (any runtime), and post-processing is the task's (models/tasks: its
+``results`` hook applies models/postprocess.py's rules).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bert_export.models import BertExportError
-from bert_export.runtimes import postprocess as pp
+from bert_export.models import BertExportError, Task, get_task
+from bert_export.models import postprocess as pp
+from bert_export.models.tasks import PostContext, Row
 from bert_export.runtimes import qa_windows
 from bert_export.runtimes.base import Runner
 from bert_export.runtimes.factory import bundle_tokenizer, make_runner
@@ -105,8 +107,8 @@ def predict(
     from bert_export.bundle.reader import Bundle, load_bundle
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    task = b.manifest["task"]
-    _check_request(task, texts, question, context)
+    task = get_task(b.manifest["task"])
+    task.check_request(texts, question, context)
     tokenizer = bundle_tokenizer(b)
     if tokenizer is None:
         raise BertExportError(
@@ -119,36 +121,23 @@ def predict(
     runner = runner or make_runner(b, runtime, threads, **runner_options)
     try:
         runner.activate()
-        if task == "qa":
+        if task.pair_input:
             results = [
                 _qa(
                     b, tokenizer, runner, question or "", context or "", max_answer_tokens, doc_stride, max_question_len
                 )
             ]
-        elif task == "embed" and chunk:
+        elif chunk and task.chunkable:
             from bert_export.runtimes.long_embed import embed_chunked
 
             results = [embed_chunked(b, tokenizer, runner, list(texts or ()), _feed)]
         else:
-            results = _texts(b, tokenizer, runner, task, list(texts or ()), top_k)
+            results = task.merge_results(_texts(b, tokenizer, runner, task, list(texts or ()), top_k))
         report = runner.provider_report() if hasattr(runner, "provider_report") else {"runtime": runner.name}
     finally:
         if own:
             runner.deactivate()
-    return Prediction(task, results, runner.name, report, list(report.get("notes", [])))
-
-
-def _check_request(task: str, texts: Sequence[str] | None, question: str | None, context: str | None) -> None:
-    if task == "qa":
-        if texts:
-            raise BertExportError("this is a qa bundle: pass --question Q --context C, not --text")
-        if question is None or context is None:
-            raise BertExportError("this is a qa bundle: pass both --question and --context")
-    else:
-        if question is not None or context is not None:
-            raise BertExportError(f"this is a {task} bundle: pass --text TEXT (one or more), not --question/--context")
-        if not texts:
-            raise BertExportError(f"this is a {task} bundle: pass at least one --text TEXT")
+    return Prediction(task.name, results, runner.name, report, list(report.get("notes", [])))
 
 
 def _feed(b: Bundle, enc: Any) -> dict[str, np.ndarray]:
@@ -161,7 +150,7 @@ def _feed(b: Bundle, enc: Any) -> dict[str, np.ndarray]:
     return feed
 
 
-def _warn_truncated(tokenizer: Any, texts: Sequence[str], max_seq: int, chunk_hint: bool = False) -> None:
+def _warn_truncated(tokenizer: Any, texts: Sequence[str], max_seq: int, hint: str = "") -> None:
     lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]]
     long = [i for i, n in enumerate(lengths) if n > max_seq]
     if long:
@@ -170,19 +159,17 @@ def _warn_truncated(tokenizer: Any, texts: Sequence[str], max_seq: int, chunk_hi
             len(long),
             max_seq,
             long[0] + 1,
-            "; embed with --chunk to cover them whole" if chunk_hint else "",
+            hint,
         )
 
 
-def _texts(b: Bundle, tokenizer: Any, runner: Runner, task: str, texts: list[str], top_k: int) -> list[dict[str, Any]]:
-    _warn_truncated(tokenizer, texts, b.max_seq, chunk_hint=task == "embed")
-    id2label = (b.manifest.get("labels") or {}).get("id2label") or {}
-    mask_id = getattr(tokenizer, "mask_token_id", None)
-    if task == "mlm":
-        _check_masks(tokenizer, texts, mask_id)
+def _texts(b: Bundle, tokenizer: Any, runner: Runner, task: Task, texts: list[str], top_k: int) -> list[dict[str, Any]]:
+    """One ``run --json`` object per text (``task.merge_results`` makes what ``run`` prints)."""
+    _warn_truncated(tokenizer, texts, b.max_seq, task.truncation_hint())
+    ctx = PostContext.of(b.manifest, tokenizer, top_k=top_k)
+    task.check_texts(tokenizer, texts)
     chunk = min(CHUNK, getattr(getattr(runner, "profile", None), "max", (CHUNK,))[0])
     results: list[dict[str, Any]] = []
-    embeddings: list[list[float]] = []
     for start in range(0, len(texts), chunk):
         batch = texts[start : start + chunk]
         enc = tokenizer(
@@ -194,36 +181,9 @@ def _texts(b: Bundle, tokenizer: Any, runner: Runner, task: str, texts: list[str
             return_token_type_ids=True,
         )
         out = runner.infer(_feed(b, enc))
-        mask = np.asarray(enc["attention_mask"])
-        if task == "embed":
-            embeddings.extend(
-                pp.embed_result(out["last_hidden_state"], mask, b.manifest.get("pooling") or {})["embeddings"]
-            )
-            continue
-        for i, text in enumerate(batch):
-            offsets = enc["offset_mapping"][i]
-            if task == "seq-cls":
-                results.append(pp.seq_cls_result(out["logits"][i], id2label))
-            elif task == "token-cls":
-                results.append(pp.token_cls_result(out["logits"][i], enc.word_ids(i), offsets, text, id2label))
-            elif task == "mlm":
-                ids = np.asarray(enc["input_ids"][i])
-                positions = np.flatnonzero((ids == mask_id) & (mask[i] > 0)).tolist()
-                results.append(
-                    pp.mlm_result(out["logits"][i], positions, offsets, lambda t: tokenizer.decode([t]), top_k)
-                )
-    return [{"embeddings": embeddings}] if task == "embed" else results
-
-
-def _check_masks(tokenizer: Any, texts: Sequence[str], mask_id: int | None) -> None:
-    token = getattr(tokenizer, "mask_token", None)
-    if mask_id is None or token is None:
-        raise BertExportError("this mlm bundle's tokenizer has no mask token, so there is nothing to fill")
-    missing = [i + 1 for i, t in enumerate(texts) if token not in t]
-    if missing:
-        raise BertExportError(
-            f'--text #{missing[0]} has no {token} to fill; write e.g. "Paris is the {token} of France."'
-        )
+        rows = [Row.from_encoding(enc, i, text) for i, text in enumerate(batch)]
+        results.extend(task.results(out, rows, ctx))
+    return results
 
 
 def _qa(
@@ -256,16 +216,8 @@ def _qa(
             "shorten the question"
         ) from None
     out = runner.infer(_feed(b, enc))
-    sequence_ids = enc.sequence_ids(0)
-    context_tokens = np.array([s == 1 for s in sequence_ids], dtype=bool)
-    return pp.qa_result(
-        out["start_logits"][0],
-        out["end_logits"][0],
-        context_tokens,
-        enc["offset_mapping"][0],
-        context,
-        max_answer_tokens,
-    )
+    ctx = PostContext.of(b.manifest, tokenizer, max_answer_tokens=max_answer_tokens)
+    return get_task(b.manifest["task"]).results(out, [Row.from_encoding(enc, 0, context)], ctx)[0]
 
 
 def _qa_windows(

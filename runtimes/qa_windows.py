@@ -15,7 +15,7 @@ character offsets:
   seen on ties; its offsets are those of its first occurrence (window order).
 
 Offsets are the tokenizer's (the pipeline's ``align_to_words=False``; our single-window answers
-use token offsets too). The reported ``score`` keeps our JSON contract (runtimes/postprocess.py):
+use token offsets too). The reported ``score`` keeps our JSON contract (models/postprocess.py):
 p(start)·p(end) over the context tokens only, in the window where the answer first appeared; the
 pipeline's own score differs by its [CLS] term and the summing. A context that fits in one window
 never comes here (``predict`` keeps its single-window path), so short inputs answer as before.
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from bert_export.models import BertExportError
-from bert_export.runtimes import postprocess as pp
+from bert_export.models import postprocess as pp
 
 DOC_STRIDE = 128  # the pipeline's default (min(max_seq // 2, 128))
 MAX_QUESTION_LEN = 64  # the pipeline's default: longer questions are truncated to this many tokens

@@ -7,7 +7,7 @@ Four models, each its own directory (written atomically, never over another mode
   dynamic batching (preferred sizes), instance groups and the optimisation settings that suit the
   bundle's target and precision;
 - ``NAME_tokenize`` / ``NAME_post``: Python-backend models (pymodels/) with the bundle's own
-  tokenizer files and our ``runtimes/postprocess.py`` (vendored: see pymodels/post_model.py);
+  tokenizer files and our ``models/postprocess.py`` (vendored: see pymodels/post_model.py);
 - ``NAME_text``: an ensemble chaining them: ``TEXT`` (or ``QUESTION`` + ``CONTEXT``) in, ``JSON``
   (``run --json``'s line) and ``NOTE`` (truncation) out.
 
@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bert_export.models import BertExportError
+from bert_export.models import BertExportError, get_task
 
 TEXT_CHARS = 20_000
 DTYPES = {
@@ -258,8 +258,8 @@ def write_repository(
             f"{repo} already has {', '.join(taken)}; pass --force to replace them, or choose another --name"
         )
     task = b.manifest["task"]
-    text_inputs = ["QUESTION", "CONTEXT"] if task == "qa" else ["TEXT"]
-    post_text = "CONTEXT" if task == "qa" else ("TEXT" if task in ("token-cls", "mlm") else None)
+    text_inputs = list(get_task(task).triton_inputs)
+    post_text = get_task(task).triton_offsets_input
     graph, graph_notes = graph_config(b, name, opts, kind)
     configs = {
         name: dump(graph, graph_notes),
@@ -267,7 +267,7 @@ def write_repository(
             tokenize_config(b, f"{name}_tokenize", opts, text_inputs), "bert-export: the bundle's tokenizer"
         ),
         f"{name}_post": dump(
-            post_config(b, f"{name}_post", opts, post_text), "bert-export: runtimes/postprocess.py (vendored)"
+            post_config(b, f"{name}_post", opts, post_text), "bert-export: models/postprocess.py (vendored)"
         ),
         f"{name}_text": dump(
             ensemble_config(b, name, opts, text_inputs, post_text), "bert-export: text in, run --json's JSON out"
@@ -323,9 +323,9 @@ def _python_files(b: Any, tokenize: bool, model_json: dict[str, Any], version: P
     (version / "bert_export_model.json").write_text(json.dumps(model_json, indent=2) + "\n", encoding="utf-8")
     if not tokenize:
         (version / "postprocess.py").write_text(
-            (resources.files("bert_export.runtimes") / "postprocess.py").read_text(encoding="utf-8"), encoding="utf-8"
+            (resources.files("bert_export.models") / "postprocess.py").read_text(encoding="utf-8"), encoding="utf-8"
         )
-    if tokenize or model_json["task"] == "mlm":
+    if tokenize or get_task(model_json["task"]).post_needs_tokenizer:
         tok = version / "tokenizer"
         tok.mkdir()
         for rel in list(b.manifest["tokenizer"]["files"]) + (["config.json"] if b.has_file("config.json") else []):

@@ -1,6 +1,6 @@
 """Text in, the task's JSON out, for a batch of independent requests (what ``serve`` runs per Triton batch).
 
-The same tokenizer, runner and ``runtimes/postprocess.py`` rules as ``bert-export run``, so each
+The same tokenizer, runner and task hooks (models/tasks, models/postprocess.py) as ``bert-export run``, so each
 item's JSON equals ``run --json`` for that one input (floats to the rounding of postprocess.DECIMALS;
 a padded batch may move the last digit). Items are validated one by one: a bad item gets its own
 error and never fails its neighbours in the batch.
@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from bert_export.models import BertExportError
-from bert_export.runtimes import postprocess as pp
+from bert_export.models import BertExportError, get_task
+from bert_export.models import postprocess as pp
+from bert_export.models.tasks import PostContext, Row
 from bert_export.runtimes.base import Runner
 from bert_export.runtimes.predict import _feed, _qa_windows, _texts
 from bert_export.runtimes.qa_windows import MAX_QUESTION_LEN
@@ -46,12 +47,12 @@ class TextModel:
         top_k: int = pp.TOP_K,
     ) -> None:
         self.bundle, self.runner, self.tokenizer = bundle, runner, tokenizer
-        self.task = bundle.manifest["task"]
+        self.task = get_task(bundle.manifest["task"])
         self.max_text_chars, self.top_k = max_text_chars, top_k
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return ("QUESTION", "CONTEXT") if self.task == "qa" else ("TEXT",)
+        return self.task.triton_inputs
 
     def decode(self, name: str, value: Any) -> str:
         """A request field as text: UTF-8 bytes (strict) or str, within the length limit."""
@@ -81,7 +82,7 @@ class TextModel:
             except KeyError as exc:
                 replies[i].error = f"missing input {exc.args[0]}"
         if valid:
-            run = self._qa if self.task == "qa" else self._texts
+            run = self._qa if self.task.pair_input else self._texts
             for (i, _), reply in zip(valid, run([fields for _, fields in valid])):
                 replies[i] = reply
         return replies
@@ -93,10 +94,9 @@ class TextModel:
         lengths = [len(ids) for ids in tok(texts, truncation=False)["input_ids"]]
         ok = []
         for k, (text, n) in enumerate(zip(texts, lengths)):
-            if self.task == "mlm" and (tok.mask_token is None or tok.mask_token not in text):
-                replies[
-                    k
-                ].error = f'TEXT has no {tok.mask_token} to fill; write e.g. "Paris is the {tok.mask_token} of France."'
+            problem = self.task.text_problem(tok, text)
+            if problem:
+                replies[k].error = f"TEXT {problem}"
                 continue
             if n > b.max_seq:
                 replies[k].note = f"note: the text is {n} tokens and was truncated to this bundle's {b.max_seq}"
@@ -109,8 +109,6 @@ class TextModel:
             results = _texts(b, tok, self.runner, self.task, [texts[k] for k in ok], self.top_k)
         finally:
             quiet.level = level
-        if self.task == "embed":
-            results = [{"embeddings": [vec]} for vec in results[0]["embeddings"]]
         for k, result in zip(ok, results):
             replies[k].json = _dumps(result)
         return replies
@@ -161,16 +159,8 @@ class TextModel:
             return_token_type_ids=True,
         )
         out = self.runner.infer(_feed(b, enc))
-        for j, k in enumerate(ok):
-            context_tokens = np.array([s == 1 for s in enc.sequence_ids(j)], dtype=bool)
-            result = pp.qa_result(
-                out["start_logits"][j],
-                out["end_logits"][j],
-                context_tokens,
-                enc["offset_mapping"][j],
-                contexts[j],
-                pp.MAX_ANSWER_TOKENS,
-            )
+        rows = [Row.from_encoding(enc, j, contexts[j]) for j in range(len(ok))]
+        for k, result in zip(ok, self.task.results(out, rows, PostContext.of(b.manifest, tok))):
             replies[k].json = _dumps(result)
         return replies
 

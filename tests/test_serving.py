@@ -477,7 +477,7 @@ def test_triton_repository_configs_parse_as_model_config(
     # the bundle's own tokenizer files and the vendored post-processing rules
     listed = json.loads((bundle / "manifest.json").read_text())["tokenizer"]["files"]
     assert all((repo / "m_tokenize/1/tokenizer" / f).read_bytes() == (bundle / f).read_bytes() for f in listed)
-    from bert_export.runtimes import postprocess
+    from bert_export.models import postprocess
 
     assert (repo / "m_post/1/postprocess.py").read_text() == Path(postprocess.__file__).read_text()
     # an existing model is never overwritten without --force

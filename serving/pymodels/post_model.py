@@ -1,6 +1,6 @@
 """NAME_post (Triton Python backend): the graph's outputs in, ``bert-export run --json``'s JSON out.
 
-Written by ``bert-export triton``. The rules are bert-export's ``runtimes/postprocess.py``, vendored
+Written by ``bert-export triton``. The rules are bert-export's ``models/postprocess.py``, vendored
 beside this file (``postprocess.py``, pure numpy) so the repository runs on any Triton server's
 Python without bert-export installed. mlm decodes candidate tokens with the bundle's tokenizer
 (``transformers`` needed then).
