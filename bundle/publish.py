@@ -275,7 +275,7 @@ def stale_staging(out: Path) -> list[Path]:
     Ours only: the name pattern, a real directory (not a link), an ``owner.json`` naming the same
     pid as the name, and that process gone (or its pid reused by a process started later).
     """
-    pattern, found = _staging_pattern(out), []
+    pattern, found = _staging_pattern(out), list[Path]()
     if not out.parent.is_dir():
         return found
     for entry in out.parent.iterdir():
@@ -445,7 +445,7 @@ def staged_directories(
             for target in sorted(targets):
                 stack.enter_context(TargetLock(target))
             stagings: list[Path] = []
-            stack.callback(lambda: [remove_staging(s) for s in stagings])
+            stack.callback(_remove_all, stagings)  # before the locks are released
             for target in targets:
                 remove_stale(target)
                 stagings.append(_make_staging(target))
@@ -470,6 +470,11 @@ def staged_directories(
     finally:
         if not published:
             remove_created(created)
+
+
+def _remove_all(stagings: list[Path]) -> None:
+    for staging in stagings:
+        remove_staging(staging)
 
 
 def _swap_all(news: list[Path], targets: list[Path]) -> None:
@@ -591,9 +596,7 @@ def writable_ancestor(path: Path, option: str) -> Path:
             f"cannot create the directory of {option} {path}: {ancestor} is not a directory; choose another path"
         )
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise BertExportError(
-            f"cannot write in {ancestor} (read-only?) for {option} {path}; choose another path"
-        )
+        raise BertExportError(f"cannot write in {ancestor} (read-only?) for {option} {path}; choose another path")
     return ancestor
 
 

@@ -111,8 +111,9 @@ def _family_command(family_name: str) -> click.Command:
                 precisions=precisions,
             )
         except ParityError as exc:  # keep the evidence: the report is what the user needs to act on
-            if report is not None and getattr(exc, "report", None) is not None:
-                write_atomic(report, exc.report.dumps() + "\n", "--report")
+            evidence = getattr(exc, "report", None)
+            if report is not None and evidence is not None:
+                write_atomic(report, evidence.dumps() + "\n", "--report")
             raise
         if report is not None and result.report is not None:
             write_atomic(report, result.report.dumps() + "\n", "--report")

@@ -583,11 +583,26 @@ def test_reports_never_land_in_the_bundle_being_checked(capsys, tmp_path: Path, 
     load_bundle(bundle)
 
 
-@pytest.mark.parametrize("where", ["/dev/null", "/dev/stdout", "link"])
+def private_device(directory: Path) -> Path:
+    """A character device like /dev/null, made for the test: a regression then replaces this node,
+    never the machine's /dev/null (the bug this guards against did exactly that, as root)."""
+    node = directory / "null"
+    try:
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except OSError as exc:
+        pytest.skip(f"cannot make a device node here ({exc.strerror})")
+    return node
+
+
+@pytest.mark.parametrize("where", ["device", "stdout-link", "link"])
 def test_junit_and_markdown_never_replace_devices_or_links(capsys, tmp_path: Path, make_bundle, where: str) -> None:
     bundle = make_bundle("bert", "seq-cls")
-    target = Path(where)
-    if where == "link":
+    if where == "device":
+        target = private_device(tmp_path)
+    elif where == "stdout-link":  # as /dev/stdout is, but ours
+        target = tmp_path / "stdout"
+        target.symlink_to("/proc/self/fd/1")
+    else:
         (tmp_path / "victim").write_text("keep")
         target = tmp_path / "link"
         target.symlink_to(tmp_path / "victim")

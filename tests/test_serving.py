@@ -734,16 +734,23 @@ def test_triton_full_or_read_only_repo_is_one_line_and_leaves_nothing(
     from .test_publish import tmpfs
 
     bundle = make_bundle("bert", "seq-cls")
+    import contextlib
+
     with tmpfs(tmp_path / "mnt", 64 if how == "full" else 1024) as mnt:
         (mnt / "repo").mkdir()
         (mnt / "repo" / "other").mkdir()
         (mnt / "repo" / "other" / "config.pbtxt").write_text('name: "other"\n')
+        if how == "full":  # every byte used: even the lock's owner record cannot be written
+            with open(mnt / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):
+                while True:
+                    fh.write(b"\0" * 4096)
         before = _tree(mnt)
         if how == "read-only" and subprocess.run(["mount", "-o", "remount,ro", str(mnt)]).returncode != 0:
             pytest.skip("cannot remount the tmpfs read-only")
-        code, err = _triton(capsys, str(bundle), "--repo", str(mnt / "repo"), "--name", "m")
-        _one_line(code, err, "No space left" if how == "full" else "read-only")
-        assert _tree(mnt) == before
+        for repo in (mnt / "repo", mnt / "new" / "repo"):  # an existing repository and one to create
+            code, err = _triton(capsys, str(bundle), "--repo", str(repo), "--name", "m")
+            _one_line(code, err, "No space left" if how == "full" else "read-only")
+            assert _tree(mnt) == before
 
 
 def _with_external_data(bundle: Path) -> Path:
