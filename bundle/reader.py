@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import stat
 from dataclasses import dataclass
@@ -38,14 +37,11 @@ def sha256(path: Path) -> str:
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Add the sha256 of every file in the bundle (but the manifest) and write manifest.json."""
-    files = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
-        rel = path.relative_to(directory).as_posix()
-        files[rel] = {"sha256": sha256(path), "bytes": path.stat().st_size}
-    manifest = {"schema_version": SCHEMA_VERSION, **manifest, "files": files}
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest
+    """Kept for callers of the reader's name: manifest.json is written by the writer only
+    (``bert_export.bundle.publish.write_manifest``)."""
+    from bert_export.bundle.publish import write_manifest as write
+
+    return write(directory, manifest)
 
 
 def open_listed(root: Path, rel: str) -> int:

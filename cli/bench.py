@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from bert_export.bundle.layout import PRECISIONS
+from bert_export.cli.paths import OutputFile
 from bert_export.cli.runtime_option import runtime_option
 from bert_export.models import BertExportError
 from bert_export.models.progress import console
@@ -30,14 +31,14 @@ from bert_export.models.progress import console
 @click.option(
     "--json",
     "json_path",
-    type=click.Path(path_type=Path, allow_dash=True),
+    type=OutputFile(allow_dash=True),
     default=None,
     help="Write the results as JSON ('-' for stdout).",
 )
 @click.option(
     "--plot",
     "plot_path",
-    type=click.Path(path_type=Path),
+    type=OutputFile(),
     default=None,
     help="Draw latency against sequence length to this PNG.",
 )
@@ -71,17 +72,14 @@ def bench(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bert_export.bundle.publish import check_output_file, write_atomic
+    from bert_export.bundle.publish import write_atomic
     from bert_export.runtimes.bench import bench as run_bench
     from bert_export.runtimes.bench import parse_sizes, plot
 
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise BertExportError(f"--plot {plot_path} must name a .png file")
-    # Before minutes of measuring: where the results go, and what drawing them needs.
-    if json_path is not None and str(json_path) != "-":
-        check_output_file(json_path, "--json")
+    # Before minutes of measuring (the paths were checked by cli.paths.guard_outputs): what drawing needs.
     if plot_path is not None:
-        check_output_file(plot_path, "--plot")
         try:
             import matplotlib  # noqa: F401
         except ImportError:
@@ -122,7 +120,7 @@ def bench(
     if to_stdout:
         sys.stdout.write(result.dumps() + "\n")
     elif json_path is not None:
-        write_atomic(json_path, result.dumps() + "\n")
+        write_atomic(json_path, result.dumps() + "\n", "--json")
     if plot_path is not None:
         plot(result, plot_path)
     out = console if to_stdout else Console()

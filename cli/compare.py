@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from bert_export.cli.paths import OutputFile
 from bert_export.cli.report_options import report_options
 from bert_export.cli.runtime_option import runtime_option
 from bert_export.models import BertExportError, ParityError
@@ -33,13 +34,6 @@ def finish(
         out.print(report.table())
     if not report.passed:
         raise ParityError(f"{what} fails: {'; '.join(report.failures[:3])}")
-
-
-def check_outputs(**paths: Path | None) -> None:
-    from bert_export.evaluation.report import check_output
-
-    for option, path in paths.items():
-        check_output(path, option)
 
 
 def run_validate(
@@ -65,7 +59,6 @@ def run_validate(
     ``precision``: which graph of a multi-precision bundle (default: its default)."""
     from bert_export.evaluation import validate_data, validate_stored
 
-    check_outputs(report=report, junit=junit, markdown=markdown)
     steps = Steps(quiet=quiet)
     if model is not None:
         result = validate_data(
@@ -99,7 +92,7 @@ def run_validate(
 @click.argument("b", type=click.Path(path_type=Path))
 @runtime_option("Runtime for both bundles")
 @click.option("--threads", type=int, default=None, help="Intra-op threads.")
-@click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the JSON report here.")
+@click.option("--report", type=OutputFile(), default=None, help="Write the JSON report here.")
 @report_options
 @click.option("-q", "--quiet", is_flag=True)
 def compare_command(
@@ -124,7 +117,6 @@ def compare_command(
     """
     from bert_export.evaluation import compare_bundles
 
-    check_outputs(report=report, junit=junit, markdown=markdown)
     result = compare_bundles(
         a,
         b,

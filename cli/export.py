@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from bert_export.cli.optimize_options import optimization_options, options_from
+from bert_export.cli.paths import OutputDir, OutputFile
 from bert_export.models import FAMILIES, TASKS, BertExportError, ParityError
 from bert_export.models.progress import Steps
 
@@ -23,6 +24,7 @@ def _family_command(family_name: str) -> click.Command:
         "--model",
         "model",
         default=None,
+        type=click.Path(path_type=str),  # an input: no output of this command may touch it
         help=f"Hub id (local cache only) or local directory; default {fam.default_id}.",
     )
     @click.option("--random-init", is_flag=True, help="Random weights from the family's default config (seeded).")
@@ -36,7 +38,7 @@ def _family_command(family_name: str) -> click.Command:
     @click.option("--num-labels", type=int, default=None, help="Label count for seq-cls / token-cls heads.")
     @click.option(
         "--out",
-        type=click.Path(path_type=Path),
+        type=OutputDir(),
         default=None,
         help="Bundle directory [exports/<family>-<task>-<precision>].",
     )
@@ -49,9 +51,7 @@ def _family_command(family_name: str) -> click.Command:
         help="Longest sequence the bundle accepts [model max; 2048 for ModernBERT without the banded rewrite or with --runtime trt].",
     )
     @click.option("--no-validate", is_flag=True, help="Skip the parity check against PyTorch (not recommended).")
-    @click.option(
-        "--report", type=click.Path(path_type=Path), default=None, help="Also write the parity report JSON here."
-    )
+    @click.option("--report", type=OutputFile(), default=None, help="Also write the parity report JSON here.")
     @click.option("--allow-pickle", is_flag=True, help="Allow loading pickle (.bin) weights you trust.")
     @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the checkpoint (off by default).")
     @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
@@ -83,14 +83,12 @@ def _family_command(family_name: str) -> click.Command:
         precisions: str | None,
         **opt: Any,
     ) -> None:
-        from bert_export.bundle.publish import check_output_file, write_atomic
+        from bert_export.bundle.publish import write_atomic
         from bert_export.exporter.api import export
         from bert_export.exporter.loading import parse_overrides
 
         if tiny and not random_init:
             raise BertExportError("--tiny applies to --random-init only")
-        if report is not None:
-            check_output_file(report, "--report")
         overrides = {**(fam.tiny_config if tiny else {}), **parse_overrides(config_items)}
         try:
             result = export(
@@ -113,11 +111,12 @@ def _family_command(family_name: str) -> click.Command:
                 precisions=precisions,
             )
         except ParityError as exc:  # keep the evidence: the report is what the user needs to act on
-            if report is not None and getattr(exc, "report", None) is not None:
-                write_atomic(report, exc.report.dumps() + "\n")
+            evidence = getattr(exc, "report", None)
+            if report is not None and evidence is not None:
+                write_atomic(report, evidence.dumps() + "\n", "--report")
             raise
         if report is not None and result.report is not None:
-            write_atomic(report, result.report.dumps() + "\n")
+            write_atomic(report, result.report.dumps() + "\n", "--report")
 
     return command
 

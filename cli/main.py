@@ -39,12 +39,13 @@ def cli() -> None:
 def _register() -> None:
     """Every sub-command, added explicitly: the command modules never import this one (no import circle)."""
     from bert_export.cli import bench, compare, export, run, serve, validate
+    from bert_export.cli.paths import guard_outputs
 
     for command in export.family_commands():
-        cli.add_command(command)
+        cli.add_command(guard_outputs(command))
     for module in (validate, bench, run, serve, compare):
         for command in module.COMMANDS:
-            cli.add_command(command)
+            cli.add_command(guard_outputs(command))  # every output checked against every input first
 
 
 _register()

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from bert_export.cli.paths import OutputFile
 from bert_export.evaluation import DEFAULT_MAX_METRIC_DROP
 
 
@@ -41,10 +42,8 @@ def report_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help='Fail when a fused op count drops below this JSON ({"Attention": 6}) or another bundle\'s.',
         ),
-        click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write a JUnit XML report here."),
-        click.option(
-            "--markdown", type=click.Path(path_type=Path), default=None, help="Write a Markdown summary here."
-        ),
+        click.option("--junit", type=OutputFile(), default=None, help="Write a JUnit XML report here."),
+        click.option("--markdown", type=OutputFile(), default=None, help="Write a Markdown summary here."),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from bert_export.bundle.layout import PRECISIONS
+from bert_export.cli.paths import OutputFile
 from bert_export.cli.runtime_option import runtime_option
 from bert_export.models import BertExportError, get_task
 from bert_export.models.progress import console
@@ -139,9 +140,7 @@ def _print_human(pred: object, texts: tuple[str, ...]) -> None:
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--trt-profile", default=None, metavar="MIN,OPT,MAX", help="BATCHxSEQ shapes [1x1,8x128,32x<max seq>].")
-@click.option(
-    "--timing-cache", type=click.Path(path_type=Path), default=None, help="TensorRT timing cache file [per-user cache]."
-)
+@click.option("--timing-cache", type=OutputFile(), default=None, help="TensorRT timing cache file [per-user cache].")
 @click.option("--force", is_flag=True, help="Replace the bundle's existing engine.")
 def engine(bundle: Path, trt_profile: str | None, timing_cache: Path | None, force: bool) -> None:
     """Build the bundle's TensorRT engine (model.engine + build record) on this GPU."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from bert_export.cli.paths import OutputDir
 from bert_export.cli.runtime_option import runtime_option
 from bert_export.models.progress import console
 
@@ -17,7 +18,7 @@ from bert_export.models.progress import console
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option(
-    "--repo", type=click.Path(path_type=Path), required=True, help="Model repository directory (created if absent)."
+    "--repo", type=OutputDir(replaced=False), required=True, help="Model repository directory (created if absent)."
 )
 @click.option("--name", default=None, help="Model name [the bundle directory's name].")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from bert_export.bundle.layout import PRECISIONS
+from bert_export.cli.paths import OutputFile
 from bert_export.cli.report_options import DEFAULT_MAX_METRIC_DROP, report_options
 from bert_export.cli.runtime_option import runtime_option
 from bert_export.models import ParityError
@@ -18,10 +19,11 @@ from bert_export.models.progress import Steps, console
 @click.argument("bundle", type=click.Path(path_type=Path))
 @runtime_option("Runtime to check")
 @click.option("--threads", type=int, default=None, help="Intra-op threads.")
-@click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the parity report JSON here.")
+@click.option("--report", type=OutputFile(), default=None, help="Write the parity report JSON here.")
 @click.option(
     "--model",
     "model",
+    type=click.Path(path_type=str),  # an input: no output of this command may touch it
     default=None,
     help="Your checkpoint (directory, safetensors): recompute the PyTorch reference on --data.",
 )
@@ -47,11 +49,9 @@ def validate(
     With --model CKPT [--data FILE]: recompute the reference from your checkpoint on your data and
     report the task metric against gold labels of both sides (docs/validation.md).
     """
-    from bert_export.bundle.publish import check_output_file, write_atomic
+    from bert_export.bundle.publish import write_atomic
     from bert_export.exporter.api import validate as run_validate
 
-    if report is not None:
-        check_output_file(report, "--report")
     defaults = {
         "data": None,
         "limit": None,
@@ -77,7 +77,7 @@ def validate(
         )
     result = run_validate(bundle, runtime=runtime, threads=threads, steps=Steps(quiet=quiet), precision=precision)
     if report is not None:
-        write_atomic(report, result.dumps() + "\n")
+        write_atomic(report, result.dumps() + "\n", "--report")
     if not quiet:
         console.print(result.table())
     if not result.passed:

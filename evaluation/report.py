@@ -11,15 +11,12 @@ the tests read it back with junitparser).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bert_export.evaluation.scoring import MetricRow
-from bert_export.models import BertExportError
 from bert_export.runtimes.parity import SHORT, Report, _apply_gate
 
 
@@ -243,44 +240,17 @@ def _case_text(case: dict[str, Any]) -> str:
 FORMATS = {"report": ".json", "junit": ".xml", "markdown": ".md"}
 
 
-def check_output(path: Path | None, option: str) -> None:
-    """Fail before any work when an output file cannot be written (missing folder, a directory)."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise BertExportError(f"--{option} {path} is a directory; name a file")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise BertExportError(f"--{option} {path}: folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise BertExportError(f"--{option} {path}: folder {parent} is not writable")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write beside ``path`` and rename: a reader never sees half a report."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_reports(
     report: EvalReport, *, json_path: Path | None = None, junit: Path | None = None, markdown: Path | None = None
 ) -> None:
+    """Each report through the package's one writer (``bundle.publish.write_atomic``: atomic, never
+    through a link or a device, one ``error:`` line on a full or read-only disk). The paths were
+    checked together before the work (``publish.check_outputs``)."""
+    from bert_export.bundle.publish import write_atomic
+
     if json_path is not None:
-        write_atomic(json_path, report.dumps() + "\n")
+        write_atomic(json_path, report.dumps() + "\n", "--report")
     if junit is not None:
-        write_atomic(junit, report.junit())
+        write_atomic(junit, report.junit(), "--junit")
     if markdown is not None:
-        write_atomic(markdown, report.markdown())
+        write_atomic(markdown, report.markdown(), "--markdown")

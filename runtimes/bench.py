@@ -719,6 +719,5 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, png.getvalue())  # a failed write never leaves half a PNG
+    write_atomic(out, png.getvalue(), "--plot")  # a failed write never leaves half a PNG
     return out

@@ -25,10 +25,8 @@ has only strongly typed networks: precision comes from the graph's own types and
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,25 +216,12 @@ def make_record(
     }
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_engine(bundle: Bundle, data: bytes, record: dict[str, Any]) -> None:
-    """Write model.engine, then the record into manifest.json (each atomically; files untouched)."""
-    _atomic_write(bundle.path / record["file"], data)
-    manifest_path = bundle.path / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    manifest[RECORD_KEY] = record
-    _atomic_write(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
+    """Store the engine and its record in the bundle, through the bundle writer (the only code that
+    writes manifest.json: ``bundle.publish.record_engine``)."""
+    from bert_export.bundle.publish import record_engine
+
+    record_engine(bundle.path, record["file"], data, RECORD_KEY, record)
     bundle.manifest[RECORD_KEY] = record
 
 
@@ -336,10 +321,11 @@ def build_engine(
             "try a smaller --trt-profile or --runtime ort-trt"
         )
     data = bytes(memoryview(serialized))
+    from bert_export.bundle.publish import write_atomic
+
     try:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
-    except OSError:
+        write_atomic(cache_path, bytes(memoryview(config.get_timing_cache().serialize())), "the timing cache")
+    except BertExportError:
         pass  # a read-only cache location only costs the next build time
     record = make_record(
         bundle, data, trt_version=trt.__version__, gpu=gpu, profile=profile, strongly_typed=strongly_typed

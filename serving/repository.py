@@ -1,6 +1,9 @@
 """``bert-export triton``: a Triton model repository from a bundle.
 
-Four models, each its own directory (written atomically, never over another model unless --force):
+Four models, each its own directory, written all or nothing (``bundle.publish.staged_directories``:
+the four are built in staging directories beside their targets and swapped in together; a refusal
+or a failure at any point leaves the repository as it was). ``--force`` replaces only models this
+command wrote (``is_our_model``), never the bundle it reads:
 
 - ``NAME``: the graph on the ``onnxruntime`` backend (``1/model.onnx`` + external data) or the
   ``tensorrt`` backend (``1/model.plan``, the bundle's engine from ``bert-export engine``), with
@@ -19,11 +22,12 @@ written.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from bert_export.models import BertExportError, get_task
@@ -210,11 +214,16 @@ def ensemble_config(b: Any, name: str, opts: RepoOptions, text_inputs: list[str]
     return cfg
 
 
+MAX_NAME = 128  # Triton keeps no limit, but NAME_tokenize and our staging names must fit a file name
+
+
 def _check(b: Any, opts: RepoOptions, name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise BertExportError(
             f"--name {name!r} is not a valid Triton model name; use letters, digits, '_', '-' and '.'"
         )
+    if len(name) > MAX_NAME:
+        raise BertExportError(f"--name is {len(name)} characters; use at most {MAX_NAME}")
     if not 1 <= opts.max_batch <= 1024:
         raise BertExportError(f"--max-batch must be 1..1024, got {opts.max_batch}")
     if not 1 <= opts.instances <= 64:
@@ -227,11 +236,7 @@ def _check(b: Any, opts: RepoOptions, name: str) -> str:
             raise BertExportError(
                 "the tensorrt backend runs on GPUs only; drop --kind cpu or use --backend onnxruntime"
             )
-        record = b.manifest.get("tensorrt")
-        if not isinstance(record, dict) or not record.get("file"):
-            raise BertExportError(
-                f"{b.path} has no TensorRT engine; build one on the serving GPU with: bert-export engine {b.path}"
-            )
+        _check_engine_record(b)
     if not b.has_tokenizer:
         raise BertExportError(
             f"{b.path} has no tokenizer files, so its repository cannot take text; export it from a model "
@@ -240,19 +245,74 @@ def _check(b: Any, opts: RepoOptions, name: str) -> str:
     return kind
 
 
+def _check_engine_record(b: Any) -> None:
+    """The engine record must name the file, its sha256 and its profile (``bert-export engine`` writes
+    all three); anything less is refused in one line before anything is written."""
+    from bert_export.runtimes.trt_build import Profile
+
+    record = b.manifest.get("tensorrt")
+    if not isinstance(record, dict) or not record.get("file"):
+        raise BertExportError(
+            f"{b.path} has no TensorRT engine; build one on the serving GPU with: bert-export engine {b.path}"
+        )
+    sha = record.get("sha256")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha) or "profile" not in record:
+        missing = "sha256" if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha) else "profile"
+        raise BertExportError(
+            f"the TensorRT engine record in {b.path}/manifest.json has no valid {missing}; "
+            f"rebuild it: bert-export engine {b.path} --force"
+        )
+    Profile.from_json(record["profile"])  # one line when malformed
+
+
+def is_our_model(directory: Path) -> bool:
+    """A Triton model directory this command wrote: its ``config.pbtxt`` (a small regular file)
+    starts with our ``# bert-export:`` header and parses as a ModelConfig named after the directory.
+    Only these does ``--force`` replace."""
+    config = directory / "config.pbtxt"
+    try:
+        if config.is_symlink() or not config.is_file() or config.stat().st_size > 1 << 20:
+            return False
+        text = config.read_text(encoding="utf-8")
+        return text.startswith("# bert-export:") and parse(text).name == directory.name
+    except (OSError, ValueError, Exception):  # text_format.ParseError is an Exception
+        return False
+
+
+def check_repo(repo: Path, bundle: Path) -> Path:
+    """``--repo``: a directory (or a path that can become one), never inside the bundle it reads."""
+    from bert_export.bundle.publish import refuse_inside, writable_ancestor
+
+    repo = Path(repo)
+    if repo.is_symlink():
+        raise BertExportError(f"--repo {repo} is a symbolic link; pass the directory it points to")
+    if repo.exists() and not repo.is_dir():
+        raise BertExportError(f"--repo {repo} exists and is not a directory; choose another --repo")
+    refuse_inside(repo.absolute(), "--repo", [bundle])
+    if repo.is_dir():
+        if not os.access(repo, os.W_OK | os.X_OK):
+            raise BertExportError(f"--repo {repo} is not writable (read-only?); choose another --repo")
+    else:
+        writable_ancestor(repo, "--repo")
+    return repo
+
+
 def write_repository(
     bundle: str | Path, repo: str | Path, opts: RepoOptions = RepoOptions(), force: bool = False
 ) -> list[str]:
-    """Write NAME, NAME_tokenize, NAME_post and NAME_text into ``repo``; return the model names written."""
-    from bert_export.bundle.publish import staged_directory
+    """Write NAME, NAME_tokenize, NAME_post and NAME_text into ``repo``; return the model names written.
+
+    All or nothing: everything is checked first, the four models are built in staging directories
+    and swapped in together (``bundle.publish.staged_directories``)."""
+    from bert_export.bundle.publish import staged_directories
     from bert_export.bundle.reader import load_bundle
 
     b = load_bundle(bundle)
     name = opts.name or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(bundle).resolve().name).strip(".") or "model"
     kind = _check(b, opts, name)
-    repo = Path(repo)
+    repo = check_repo(Path(repo), Path(bundle))
     names = [name, f"{name}_tokenize", f"{name}_post", f"{name}_text"]
-    taken = [n for n in names if (repo / n).exists()]
+    taken = [n for n in names if (repo / n).exists() or (repo / n).is_symlink()]
     if taken and not force:
         raise BertExportError(
             f"{repo} already has {', '.join(taken)}; pass --force to replace them, or choose another --name"
@@ -284,9 +344,16 @@ def write_repository(
         "top_k": 5,
         "max_text_chars": opts.max_text_chars,
     }
-    repo.mkdir(parents=True, exist_ok=True)
-    for model in names:
-        with staged_directory(repo / model, force=force) as tmp:
+    with staged_directories(
+        [repo / n for n in names],
+        force,
+        inputs=[bundle],
+        option="--repo",
+        noun="Triton model written by bert-export",
+        nouns="models this command wrote",
+        ours=is_our_model,
+    ) as staged:
+        for model, tmp in zip(names, staged):
             (tmp / "config.pbtxt").write_text(configs[model], encoding="utf-8")
             version = tmp / "1"
             version.mkdir()
@@ -307,12 +374,21 @@ def _graph_files(b: Any, opts: RepoOptions, version: Path) -> None:
             read_engine(b, b.manifest["tensorrt"])
         )  # sha256-checked against the record
         return
-    graph = b.manifest.get("graph") or {}
+    graph = b.graph  # the selected precision's record (schema 1: ``graph``; 2: ``graphs[precision]``)
     main = graph.get("file", "model.onnx")
-    for rel in graph.get("files") or [main]:  # model.onnx and its external data, under the names the graph references
-        target = version / ("model.onnx" if rel == main else rel)
+    for rel in graph.get("files") or [main]:
+        # The graph becomes 1/model.onnx; its external data keeps its path relative to the graph
+        # (the name the graph references): onnx/model.onnx_data -> 1/model.onnx_data.
+        target = version / ("model.onnx" if rel == main else _beside_graph(rel, main))
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(b.file(rel), target)
+
+
+def _beside_graph(rel: str, main: str) -> str:
+    try:
+        return PurePosixPath(rel).relative_to(PurePosixPath(main).parent).as_posix()
+    except ValueError:
+        return rel
 
 
 def _python_files(b: Any, tokenize: bool, model_json: dict[str, Any], version: Path) -> None:

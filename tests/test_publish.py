@@ -520,3 +520,149 @@ def test_write_atomic_keeps_previous_file_on_failure(tmp_path: Path, monkeypatch
     with pytest.raises(BertExportError, match="No space left"):
         publish.write_atomic(target, "new")
     assert target.read_text() == "previous" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+# --------------------------------------------------------------------------- one output-path rule (issue 24)
+
+
+def test_export_to_a_full_disk_leaves_no_lock(capsys, tmp_path: Path) -> None:
+    """The lock's owner record cannot be written on a full disk: one line, no .NAME.bert-export.lock."""
+    with tmpfs(tmp_path / "mnt", 16) as mnt:
+        with open(mnt / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * 4096)
+        code, err = run_cli(capsys, *TINY, "--out", str(mnt / "b"))
+        assert_one_error_line(code, err, "No space left on device")
+        assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
+
+
+def test_missing_report_folders_are_created_by_every_option_alike(capsys, tmp_path: Path, make_bundle) -> None:
+    """--report used to create a missing folder and --junit to refuse one: now each creates it, at write
+    time; a command refused before writing leaves no folder behind."""
+    bundle = make_bundle("bert", "seq-cls")
+    report, junit, md = tmp_path / "a/r.json", tmp_path / "b/c/j.xml", tmp_path / "d/m.md"
+    code, err = run_cli(capsys, "validate", str(bundle), "-q", "--report", str(report), "--junit", str(junit))
+    assert code == 0, err
+    assert json.loads(report.read_text())["passed"] is True and junit.read_text().startswith("<?xml")
+    code, err = run_cli(capsys, "validate", str(bundle), "-q", "--markdown", str(md), "--junit", str(tmp_path))
+    assert_one_error_line(code, err, "--junit", "is a directory")
+    assert not (tmp_path / "d").exists()
+
+
+def test_report_and_junit_on_one_path_are_refused(capsys, tmp_path: Path, make_bundle) -> None:
+    bundle = make_bundle("bert", "seq-cls")
+    same = tmp_path / "out"
+    code, err = run_cli(capsys, "validate", str(bundle), "-q", "--report", str(same), "--junit", str(same))
+    assert_one_error_line(code, err, "--report and --junit name the same path")
+    assert sorted(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("validate", "{b}", "--report", "{b}/manifest.json"),
+        ("validate", "{b}", "--junit", "{b}/golden.json"),
+        ("compare", "{b}", "{b}", "--markdown", "{b}/onnx/model.onnx"),
+        ("validate", "{b}", "--report", "{b}/../b/new.json"),
+        ("compare", "{b}", "{b}", "--report", "{link}/x.json"),
+    ],
+    ids=["report-manifest", "junit-golden", "markdown-graph", "dotdot-new-file", "through-a-linked-folder"],
+)
+def test_reports_never_land_in_the_bundle_being_checked(capsys, tmp_path: Path, make_bundle, argv) -> None:
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(make_bundle("bert", "seq-cls"), bundle)
+    (tmp_path / "link").symlink_to(bundle)
+    before = snapshot(bundle)
+    code, err = run_cli(capsys, *(a.format(b=bundle, link=tmp_path / "link") for a in argv), "-q")
+    assert_one_error_line(code, err, "which this command reads")
+    assert snapshot(bundle) == before and sorted(p.name for p in bundle.rglob("*")) == sorted(
+        p.name for p in make_bundle("bert", "seq-cls").rglob("*")
+    )
+    load_bundle(bundle)
+
+
+def private_device(directory: Path) -> Path:
+    """A character device like /dev/null, made for the test: a regression then replaces this node,
+    never the machine's /dev/null (the bug this guards against did exactly that, as root)."""
+    node = directory / "null"
+    try:
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except OSError as exc:
+        pytest.skip(f"cannot make a device node here ({exc.strerror})")
+    return node
+
+
+@pytest.mark.parametrize("where", ["device", "stdout-link", "link"])
+def test_junit_and_markdown_never_replace_devices_or_links(capsys, tmp_path: Path, make_bundle, where: str) -> None:
+    bundle = make_bundle("bert", "seq-cls")
+    if where == "device":
+        target = private_device(tmp_path)
+    elif where == "stdout-link":  # as /dev/stdout is, but ours
+        target = tmp_path / "stdout"
+        target.symlink_to("/proc/self/fd/1")
+    else:
+        (tmp_path / "victim").write_text("keep")
+        target = tmp_path / "link"
+        target.symlink_to(tmp_path / "victim")
+    for option in ("--junit", "--markdown", "--report"):
+        kind = os.lstat(target).st_mode
+        code, err = run_cli(capsys, "validate", str(bundle), "-q", option, str(target))
+        assert_one_error_line(code, err, option)
+        assert os.lstat(target).st_mode == kind
+    assert where != "link" or (tmp_path / "victim").read_text() == "keep"
+
+
+def test_long_output_name_is_one_line(capsys, tmp_path: Path, make_bundle) -> None:
+    bundle = make_bundle("bert", "seq-cls")
+    code, err = run_cli(capsys, "validate", str(bundle), "-q", "--report", str(tmp_path / ("r" * 300)))
+    assert_one_error_line(code, err, "--report", "shorter name")
+    code, err = run_cli(capsys, *TINY, "--out", str(tmp_path / ("o" * 300)))
+    assert_one_error_line(code, err, "--out", "shorter name")
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_export_out_never_over_or_inside_its_model_directory(capsys, tmp_path: Path, minilm_dir: Path) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(minilm_dir, model)
+    before = sorted(p.name for p in model.rglob("*"))
+    for out in (model / "bundle", model, tmp_path):
+        code, err = run_cli(
+            capsys, "bert", "--task", "embed", "--model", str(model), "--out", str(out), "--force", "-q"
+        )
+        assert_one_error_line(code, err, "which this command reads")
+    assert sorted(p.name for p in model.rglob("*")) == before
+
+
+def test_write_atomic_failures_leave_nothing(tmp_path: Path, monkeypatch) -> None:
+    """A failed write removes its temporary and the folders it created; the previous file stays."""
+    target = tmp_path / "new" / "deeper" / "r.json"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(BertExportError, match="No space left") as exc:
+        publish.write_atomic(target, "new", "--report")
+    assert "\n" not in str(exc.value) and "--report" in str(exc.value)
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_manifest_is_written_only_by_the_bundle_writer() -> None:
+    """One manifest writer: no module outside bundle/ writes manifest.json or keeps an atomic writer."""
+    import re
+
+    root = Path(publish.__file__).resolve().parent.parent
+    offenders = []
+    for path in root.glob("*/*.py"):
+        if path.parent.name in ("bundle", "tests", ".venv") or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"os\.replace\(|tempfile\.mkstemp|NamedTemporaryFile\(.*delete=False", text):
+            offenders.append(f"{path.relative_to(root)}: its own atomic writer")
+        if re.search(r"""(MANIFEST|["']manifest\.json["'])\)?\s*\.write_(text|bytes)|_write\w*\([^)]*manifest""", text):
+            offenders.append(f"{path.relative_to(root)}: writes manifest.json")
+    assert offenders == []

@@ -613,3 +613,192 @@ def test_python_backend_models_load_in_pytritons_tritonserver(task: str, make_bu
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+
+
+# -- bert-export triton: the repository writer is all or nothing (issue 24) ------------------------
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every entry under ``root`` (dot files included) with its bytes' hash: 'nothing changed' means equal."""
+    import hashlib
+
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[rel] = "dir"
+    return out
+
+
+def _triton(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    from .test_bad_input import run_cli
+
+    return run_cli(capsys, "triton", *argv)
+
+
+def _one_line(code: int, err: str, *needles: str) -> None:
+    from .test_bad_input import assert_one_error_line
+
+    assert_one_error_line(code, err, *needles)
+
+
+def test_triton_force_replaces_its_own_models(
+    make_bundle: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    need_client()
+    bundle = make_bundle("bert", "seq-cls")
+    repo = tmp_path / "repo"
+    assert _triton(capsys, str(bundle), "--repo", str(repo), "--name", "m")[0] == 0
+    (repo / "m" / "1" / "stale.txt").write_text("from the previous run")
+    code, err = _triton(capsys, str(bundle), "--repo", str(repo), "--name", "m", "--force")
+    assert code == 0, err
+    assert not (repo / "m" / "1" / "stale.txt").exists() and (repo / "m" / "1" / "model.onnx").is_file()
+    assert sorted(p.name for p in repo.iterdir()) == ["m", "m_post", "m_text", "m_tokenize"]
+
+
+def test_triton_force_never_replaces_the_bundle_it_reads(
+    make_bundle: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    need_client()
+    bundle = tmp_path / "b"
+    shutil.copytree(make_bundle("bert", "seq-cls"), bundle)
+    before = _tree(tmp_path)
+    code, err = _triton(capsys, str(bundle), "--repo", str(tmp_path), "--force")
+    _one_line(code, err, "which this command reads")
+    code, err = _triton(capsys, str(bundle), "--repo", str(bundle / "onnx"), "--force")
+    _one_line(code, err, "--repo", "which this command reads")
+    assert _tree(tmp_path) == before
+
+
+def test_triton_refusal_at_the_third_model_leaves_nothing(
+    make_bundle: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    need_client()
+    repo = tmp_path / "repo"
+    (repo / "m_post").mkdir(parents=True)
+    (repo / "m_post" / "notes.txt").write_text("a user's model, not ours")
+    before = _tree(repo)
+    code, err = _triton(capsys, str(make_bundle("bert", "seq-cls")), "--repo", str(repo), "--name", "m", "--force")
+    _one_line(code, err, "m_post", "--force replaces only")
+    assert _tree(repo) == before
+
+
+def _engine_record_without(bundle: Path, key: str) -> Path:
+    _with_fake_engine(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["tensorrt"][key]
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return bundle
+
+
+@pytest.mark.parametrize(
+    "case", ["repo-is-a-file", "repo-under-a-file", "long-name", "trt-no-profile", "trt-no-sha256", "repo-in-bundle"]
+)
+def test_triton_bad_repo_and_records_are_one_line(
+    case: str, make_bundle: Any, copy_bundle: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    need_client()
+    bundle = copy_bundle(make_bundle("bert", "seq-cls"))
+    place = tmp_path / "place"
+    place.mkdir()
+    (place / "file").write_text("x")
+    argv = [str(bundle), "--repo", str(place / "repo")]
+    if case == "repo-is-a-file":
+        argv[2] = str(place / "file")
+    elif case == "repo-under-a-file":
+        argv[2] = str(place / "file" / "repo")
+    elif case == "long-name":
+        argv += ["--name", "n" * 300]
+    elif case == "repo-in-bundle":
+        argv[2] = str(bundle / "repo")
+    else:
+        _engine_record_without(bundle, case.rsplit("-", 1)[1])
+        argv += ["--backend", "tensorrt"]
+    before, bundle_before = _tree(place), _tree(bundle)
+    code, err = _triton(capsys, *argv)
+    _one_line(code, err)
+    assert _tree(place) == before and _tree(bundle) == bundle_before
+
+
+@pytest.mark.parametrize("how", ["full", "read-only"])
+def test_triton_full_or_read_only_repo_is_one_line_and_leaves_nothing(
+    how: str, make_bundle: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    need_client()
+    from .test_publish import tmpfs
+
+    bundle = make_bundle("bert", "seq-cls")
+    import contextlib
+
+    with tmpfs(tmp_path / "mnt", 64 if how == "full" else 1024) as mnt:
+        (mnt / "repo").mkdir()
+        (mnt / "repo" / "other").mkdir()
+        (mnt / "repo" / "other" / "config.pbtxt").write_text('name: "other"\n')
+        if how == "full":  # every byte used: even the lock's owner record cannot be written
+            with open(mnt / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):
+                while True:
+                    fh.write(b"\0" * 4096)
+        before = _tree(mnt)
+        if how == "read-only" and subprocess.run(["mount", "-o", "remount,ro", str(mnt)]).returncode != 0:
+            pytest.skip("cannot remount the tmpfs read-only")
+        for repo in (mnt / "repo", mnt / "new" / "repo"):  # an existing repository and one to create
+            code, err = _triton(capsys, str(bundle), "--repo", str(repo), "--name", "m")
+            _one_line(code, err, "No space left" if how == "full" else "read-only")
+            assert _tree(mnt) == before
+
+
+def _with_external_data(bundle: Path) -> Path:
+    """A bundle whose graph keeps its weights in ``onnx/model.onnx_data`` (as large exports do), re-signed."""
+    import onnx
+
+    from .conftest import resign
+
+    graph = bundle / "onnx" / "model.onnx"
+    model = onnx.load(str(graph))
+    onnx.save_model(
+        model,
+        str(graph),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx_data",
+        size_threshold=0,
+    )
+    assert (bundle / "onnx" / "model.onnx_data").is_file()
+
+    def edit(manifest: dict[str, Any]) -> None:
+        for record in [manifest["graph"], *manifest.get("graphs", {}).values()]:
+            record["files"] = ["onnx/model.onnx", "onnx/model.onnx_data"]
+
+    resign(bundle, edit)
+    return bundle
+
+
+@pytest.mark.parametrize("external", [False, True], ids=["inline", "external-data"])
+def test_triton_graph_loads_in_onnx_runtime(
+    external: bool, make_bundle: Any, copy_bundle: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    need_client()
+    import onnxruntime as ort
+
+    from bert_export.bundle.reader import load_bundle
+
+    bundle = copy_bundle(make_bundle("bert", "seq-cls"))
+    if external:
+        _with_external_data(bundle)
+    load_bundle(bundle)  # still a valid bundle
+    repo = tmp_path / "repo"
+    code, err = _triton(capsys, str(bundle), "--repo", str(repo), "--name", "m")
+    assert code == 0, err
+    graphs = sorted(repo.glob("*/1/model.onnx"))
+    assert graphs == [repo / "m/1/model.onnx"]
+    for path in graphs:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feed = {i.name: np.ones((2, 5), dtype=np.int64) for i in session.get_inputs()}
+        (logits,) = session.run(None, feed)
+        assert logits.shape == (2, 2) and np.isfinite(logits).all()

@@ -462,8 +462,9 @@ def test_bad_data_files(make_bundle, tmp_path: Path, name: str, content: str | b
 
 def test_output_paths_checked_before_work(make_bundle, tmp_path: Path, run_cli) -> None:
     bundle = make_bundle("bert", "seq-cls")
-    proc = run_cli("validate", bundle, "--junit", tmp_path / "no-such-dir" / "r.xml", "-q")
-    assert proc.returncode == 2 and "does not exist" in error_lines(proc)[0]
+    (tmp_path / "a-file").write_text("x")  # a missing folder is created at write time (every output alike);
+    proc = run_cli("validate", bundle, "--junit", tmp_path / "a-file" / "r.xml", "-q")  # one that cannot be is refused
+    assert proc.returncode == 2 and "is not a directory" in error_lines(proc)[0]
     proc = run_cli("validate", bundle, "--data", tmp_path / "x.csv", "-q")
     assert proc.returncode == 2 and "--model" in error_lines(proc)[0]
 
