@@ -93,6 +93,8 @@ def export_onnx(
         raise BertExportError(
             f"torch.onnx export failed: {first_line(exc)}; try another --opset or report a bug"
         ) from None
+    if program is None:  # torch.onnx.export returns None only for the legacy TorchScript path, never used here
+        raise BertExportError("torch.onnx export returned no program; report a bug")
     model = program.model
     _name_dynamic_dims(model, inputs, outputs)
     path = out_dir / MODEL_FILE
@@ -111,10 +113,10 @@ def _name_dynamic_dims(model: ir.Model, inputs: tuple[TensorSpec, ...], outputs:
     """Give every batch/sequence dim its registry name (torch.export emits s0/s1 and expressions)."""
     specs = {s.name: s for s in (*inputs, *outputs)}
     for value in (*model.graph.inputs, *model.graph.outputs):
-        spec = specs.get(value.name)
+        spec = specs.get(value.name or "")
         if spec is None or value.shape is None:
             continue
-        dims = []
+        dims: list[int | ir.SymbolicDim] = []
         for axis, current in zip(spec.axes, value.shape):
             if axis in (BATCH, SEQUENCE):
                 dims.append(ir.SymbolicDim(axis))

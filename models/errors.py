@@ -18,3 +18,4 @@ class ParityError(BertExportError):
     """A graph (or engine) does not match the PyTorch reference within its precision's gate."""
 
     exit_code = 1
+    report: object | None = None  # the failing gate's parity report, when one exists (written by --report)

@@ -116,7 +116,7 @@ class BandedLocalAttention(RewriteRuleClassBase):
     def pattern(self, op, query, key, value, bias):  # type: ignore[no-untyped-def]
         return op.MultiHeadAttention(query, key, value, None, None, bias, _domain=MS, _outputs=["attn"])
 
-    def check(self, context, query, key, value, bias, attn, **_) -> bool:  # type: ignore[no-untyped-def]
+    def check(self, context, query, key, value, bias, attn, **_) -> bool:  # type: ignore[no-untyped-def,override]
         node = attn.producer()
         if node is None or len(node.outputs) != 1:
             return False
@@ -230,7 +230,7 @@ class BandedStandardAttention(RewriteRuleClassBase):
         probs = op.Softmax(op.Add(op.MatMul(q_scaled, k_t_scaled), bias), _outputs=["probs"])
         return op.MatMul(op.Where(op.IsNaN(probs), zero, probs), value)
 
-    def check(self, context, q_scaled, k_t_scaled, bias, zero, value, probs, **_) -> bool:  # type: ignore[no-untyped-def]
+    def check(self, context, q_scaled, k_t_scaled, bias, zero, value, probs, **_) -> bool:  # type: ignore[no-untyped-def,override]
         axis = probs.producer().attributes.get("axis")
         if axis is not None and axis.as_int() not in (-1, 3):
             return False
@@ -309,7 +309,7 @@ class FlashGlobalAttention(RewriteRuleClassBase):
     def pattern(self, op, query, key, value, bias):  # type: ignore[no-untyped-def]
         return op.MultiHeadAttention(query, key, value, None, None, bias, _domain=MS, _outputs=["attn"])
 
-    def check(self, context, query, key, value, bias, attn, **_) -> bool:  # type: ignore[no-untyped-def]
+    def check(self, context, query, key, value, bias, attn, **_) -> bool:  # type: ignore[no-untyped-def,override]
         node = attn.producer()
         if node is None or len(node.outputs) != 1 or "unidirectional" in node.attributes:
             return False

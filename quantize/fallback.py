@@ -325,7 +325,7 @@ def accuracy_fallback(
             kept, final = _shrink(kept, probe, build, final, out_of_time, result, bar, limit, start)
     if frozenset(kept) != _last_built[0]:
         build(frozenset(kept))  # the last build was another set: rewrite the chosen one
-    result.kept, result.report, result.passed = list(kept), final, final.passed
+    result.kept, result.report, result.passed = list(kept), final, final is not None and final.passed
     result.seconds = time.perf_counter() - start
     return result
 

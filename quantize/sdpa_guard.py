@@ -36,7 +36,7 @@ class DropSoftmaxNanGuard(RewriteRuleClassBase):
         probs = op.Softmax(op.Add(scores, bias), _outputs=["probs"])
         return op.Where(op.IsNaN(probs), zero, probs)
 
-    def check(self, context, scores, bias, zero, **_) -> bool:  # type: ignore[no-untyped-def]
+    def check(self, context, scores, bias, zero, **_) -> bool:  # type: ignore[no-untyped-def,override]
         mask = bias.producer()  # shared by every layer: read here, not matched (the rewrite must not remove it)
         return (
             mask is not None

@@ -500,7 +500,8 @@ def probe_runtime(bundle: Any, runtime: str, threads: int | None) -> dict[str, A
     from bert_export.runtimes.factory import make_runner
 
     with make_runner(bundle, runtime, threads) as probe:
-        report = probe.provider_report() if callable(getattr(probe, "provider_report", None)) else None
+        provider_report = getattr(probe, "provider_report", None)
+        report = provider_report() if callable(provider_report) else None
     if report and report.get("fallback"):
         active = (report.get("active") or ["another provider"])[0]
         why = "; ".join(str(n) for n in report.get("notes") or [])

@@ -105,7 +105,7 @@ def windows_from(enc: Any, start_logits: np.ndarray, end_logits: np.ndarray, cls
                 np.asarray(end_logits[w]),
                 context,
                 cls,
-                [tuple(map(int, o)) for o in enc["offset_mapping"][w]],
+                [(int(o[0]), int(o[1])) for o in enc["offset_mapping"][w]],
             )
         )
     return out
