@@ -165,14 +165,16 @@ class _Npy:
         self.fh.write(rows.tobytes())
         self.written += len(rows)
 
-    def close(self) -> None:
-        if self.fh is None:  # an empty corpus: a [0, 0] array
-            np.save(self.path, np.zeros((0, 0), dtype=np.float32))
+    def close(self, complete: bool) -> None:
+        if self.fh is None:
+            if complete:  # an empty corpus: a [0, 0] array
+                np.save(self.path, np.zeros((0, 0), dtype=np.float32))
             return
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        if self.written != self.count:
+        with self.fh:
+            if complete:
+                self.fh.flush()
+                os.fsync(self.fh.fileno())
+        if complete and self.written != self.count:
             raise BertExportError(f"the input changed while it was read ({self.written} texts, {self.count} counted)")
 
 
@@ -191,10 +193,11 @@ class _Jsonl:
         for line in Prediction(task, results, "").json_lines():
             self.fh.write(line + "\n")
 
-    def close(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
+    def close(self, complete: bool) -> None:
+        with self.fh:
+            if complete:
+                self.fh.flush()
+                os.fsync(self.fh.fileno())
 
 
 class _Parquet:
@@ -216,7 +219,7 @@ class _Parquet:
             self.writer = pq.ParquetWriter(str(self.path), table.schema)
         self.writer.write_table(table)
 
-    def close(self) -> None:
+    def close(self, complete: bool) -> None:
         if self.writer is not None:
             self.writer.close()
 
@@ -312,12 +315,14 @@ def run_corpus(
             else:
                 with atomic_output(path) as tmp:
                     writer = WRITERS[path.suffix.lower()](tmp, count)
+                    complete = False
                     try:
                         for chunk in chunks(source, chunk_size):
                             writer.write(task, state.run(chunk))
                             advance(len(chunk))
+                        complete = True
                     finally:
-                        writer.close()
+                        writer.close(complete)  # incomplete: just closed; atomic_output removes it
                 values = None
     finally:
         if own:
@@ -358,7 +363,7 @@ def _source(texts: Sequence[str] | str | Path, column: str | None) -> tuple[Iter
         path = Path(texts)
         if not path.is_file():
             raise BertExportError(
-                f"{str(texts)[:80]!r} is not a file; pass a path to a text file, or the texts as a list (e.g. [text])"
+                f"{str(texts)[:80]!r} is not a file; pass an existing text file (from Python, texts go in a list)"
             )
         return read_texts(path, column), count_texts(path, column)
     if column is not None:
