@@ -168,7 +168,7 @@ def write_sentence_transformers(
     declared = source_sbert.get("max_seq_length")
     seq = min(int(declared), int(max_seq)) if isinstance(declared, int) and declared >= 1 else int(max_seq)
     sbert = {"max_seq_length": seq, "do_lower_case": bool(source_sbert.get("do_lower_case", False))}
-    st_config = {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    st_config: dict[str, Any] = {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}
     written = {
         "modules.json": modules,
         "sentence_bert_config.json": sbert,

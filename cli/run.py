@@ -8,6 +8,7 @@ shapes ``run --json`` prints are defined (and documented) in runtimes/postproces
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -187,8 +188,8 @@ def _run_file(
     *,
     precision: str | None,
     quiet: bool,
-    runner_options: dict[str, object],
-    **options: object,
+    runner_options: dict[str, Any],
+    **options: Any,
 ) -> None:
     """``run --file TEXTS --out OUT`` (runtimes/corpus.py), with a progress bar and a one-line summary."""
     from bert_export.runtimes.corpus import run_corpus

@@ -263,8 +263,8 @@ def test_output_is_atomic(tiny_embed: Path, tmp_path: Path, monkeypatch) -> None
 
 
 def test_corpus_streams_in_bounded_memory(tiny_embed: Path, tmp_path: Path) -> None:
-    """40,000 texts (12 MB) take no more memory than 1,000: the file is read, tokenized and
-    written a chunk at a time (peak RSS of a child process that runs the real command)."""
+    """40,960 texts (12 MB) take no more memory than 8,192 (both several 4,096-text chunks): the file
+    is read, tokenized and written a chunk at a time (peak RSS of a child process running the command)."""
     probe = (
         "import atexit, resource, sys; atexit.register(lambda: print(resource.getrusage(resource.RUSAGE_SELF)"
         ".ru_maxrss // 1024)); from bert_export.cli.main import main; main(sys.argv[1:])"
@@ -272,7 +272,7 @@ def test_corpus_streams_in_bounded_memory(tiny_embed: Path, tmp_path: Path) -> N
     rng = random.Random(0)
     words = " ".join(SENTENCES).split()
     peaks = {}
-    for n in (1_000, 40_000):
+    for n in (8_192, 40_960):
         corpus = tmp_path / f"c{n}.txt"
         with open(corpus, "w", encoding="utf-8") as fh:
             for _ in range(n):
@@ -289,7 +289,7 @@ def test_corpus_streams_in_bounded_memory(tiny_embed: Path, tmp_path: Path) -> N
         assert proc.returncode == 0, proc.stderr
         assert np.load(out, mmap_mode="r").shape == (n, 32)
         peaks[n] = int(proc.stdout.split()[-1])
-    assert peaks[40_000] - peaks[1_000] < 40, peaks  # MB; holding the corpus would add hundreds
+    assert peaks[40_960] - peaks[8_192] < 25, peaks  # MB; holding the corpus would add hundreds
 
 
 # --- fidelity to the source's sentence-transformers configuration --------------------------------
@@ -309,9 +309,6 @@ def test_sentence_transformers_config_is_the_sources(minilm: Path, minilm_dir: P
     assert read(minilm, "1_Pooling/config.json") == read(minilm_dir, "1_Pooling/config.json")
     types = lambda root: [m["type"] for m in read(root, "modules.json")]  # type: ignore[union-attr,index]  # noqa: E731
     assert types(minilm) == types(minilm_dir)
-    st_mod = pytest.importorskip("sentence_transformers")
-    model = st_mod.SentenceTransformer(str(minilm), backend="onnx", device="cpu")
-    assert model.max_seq_length == 256
 
 
 def test_pooling_the_bundle_cannot_reproduce_is_refused(tmp_path: Path, minilm_dir: Path) -> None:
