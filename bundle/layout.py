@@ -142,7 +142,14 @@ def write_sentence_transformers(
     ``pooling.normalize``, Normalize. Normalize has no files, so ``2_Normalize/`` is not created
     (sentence-transformers loads it without reading the directory, as on the Hub). Without these
     files sentence-transformers would fall back to mean pooling and never normalise.
+
+    What the source declares wins where the bundle can honour it: its ``max_seq_length`` (the
+    packaged MiniLM embeds at most 256 tokens although its positions and the graph go to 512;
+    sentence-transformers users must get the source's embeddings for long texts), capped at the
+    bundle's ``max_seq``; its ``do_lower_case``; its Pooling config verbatim when it pools as
+    ``pooling.mode`` says (``exporter/loading._pooling`` read the mode from the same files).
     """
+    source_sbert, source_pool = _source_st_config(source_dir)
     mode = str(pooling.get("mode", "cls"))
     normalize = bool(pooling.get("normalize", False))
     modules = [
@@ -156,8 +163,12 @@ def write_sentence_transformers(
     pool_cfg: dict[str, Any] = {"word_embedding_dimension": int(hidden)}
     pool_cfg.update({f"pooling_mode_{m}": m == _ST_MODES[mode] for m in _ST_ALL_MODES})
     pool_cfg["include_prompt"] = True
-    sbert = {"max_seq_length": int(max_seq), "do_lower_case": _source_lower_case(source_dir)}
-    st_config = {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    if source_pool is not None and _declared_modes(source_pool) == [_ST_MODES[mode]]:
+        pool_cfg = {**source_pool, "word_embedding_dimension": int(hidden)}
+    declared = source_sbert.get("max_seq_length")
+    seq = min(int(declared), int(max_seq)) if isinstance(declared, int) and declared >= 1 else int(max_seq)
+    sbert = {"max_seq_length": seq, "do_lower_case": bool(source_sbert.get("do_lower_case", False))}
+    st_config: dict[str, Any] = {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}
     written = {
         "modules.json": modules,
         "sentence_bert_config.json": sbert,
@@ -171,18 +182,28 @@ def write_sentence_transformers(
     return sorted(written)
 
 
-def _source_lower_case(source_dir: Path | None) -> bool:
-    """sentence-transformers' own lower-casing (before the tokenizer): the source's setting, else off."""
-    if source_dir is None or not (source_dir / "sentence_bert_config.json").is_file():
-        return False
-    try:
-        return bool(
-            json.loads((source_dir / "sentence_bert_config.json").read_text(encoding="utf-8")).get(
-                "do_lower_case", False
-            )
+def _source_st_config(source_dir: Path | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The source's ``sentence_bert_config.json`` ({} without one) and its Pooling module's config (None)."""
+    sbert = _read_json(source_dir / "sentence_bert_config.json") if source_dir is not None else None
+    modules = _read_json(source_dir / "modules.json") if source_dir is not None else None
+    pool = None
+    if source_dir is not None and isinstance(modules, list):
+        rel = next(
+            (m.get("path") for m in modules if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")), None
         )
-    except (OSError, ValueError, AttributeError):
-        return False
+        pool = _read_json(source_dir / rel / "config.json") if isinstance(rel, str) else None
+    return (sbert if isinstance(sbert, dict) else {}), (pool if isinstance(pool, dict) else None)
+
+
+def _declared_modes(pool_cfg: dict[str, Any]) -> list[str]:
+    return [m for m in _ST_ALL_MODES if pool_cfg.get(f"pooling_mode_{m}")]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def place_graph(src: Path, directory: Path, precision: str) -> list[str]:

@@ -1,12 +1,14 @@
 """``bert-export run`` (text through a bundle) and ``bert-export engine`` (build its TensorRT engine).
 
 Thin click wrappers over ``bert_export.runtimes.predict`` and ``runtimes.trt_build``; the JSON
-shapes ``run --json`` prints are defined (and documented) in runtimes/postprocess.py.
+shapes ``run --json`` prints are defined (and documented) in runtimes/postprocess.py. ``run
+--file TEXTS --out OUT`` streams a corpus through ``runtimes.corpus`` instead.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -62,6 +64,32 @@ from bert_export.models.progress import console
     help="embed: texts longer than the bundle are embedded in windows and mean-pooled "
     "(default: truncated, with a note).",
 )
+@click.option(
+    "--file",
+    "text_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A corpus: one text per line, or a .jsonl / .csv / .tsv with --column; needs --out.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="--file's results: .npy (embeddings, float32), .jsonl (one JSON object per text), .parquet (pyarrow).",
+)
+@click.option("--column", default=None, help="--file .jsonl/.csv/.tsv: the field holding the text [text].")
+@click.option(
+    "--keep-order",
+    is_flag=True,
+    help="Batch 32 texts at a time in the order given, not by length (reproducibility studies; slower).",
+)
+@click.option(
+    "--token-budget",
+    type=int,
+    default=None,
+    help="Padded tokens per inference call (texts x the batch's longest) [4096].",
+)
+@click.option("-q", "--quiet", is_flag=True, help="--file: no progress bar.")
 def run(
     bundle: Path,
     texts: tuple[str, ...],
@@ -79,13 +107,43 @@ def run(
     max_question_len: int,
     chunk: bool,
     precision: str | None,
+    text_file: Path | None,
+    out: Path | None,
+    column: str | None,
+    keep_order: bool,
+    token_budget: int | None,
+    quiet: bool,
 ) -> None:
-    """Run text through a bundle and print the task's answer (or JSON with --json)."""
+    """Run text through a bundle and print the task's answer (or JSON with --json).
+
+    With --file TEXTS --out OUT: every text of the file, streamed in bounded memory, batched by
+    length, written in input order (row i = text i) to OUT atomically.
+    """
     from bert_export.bundle.reader import load_bundle
+    from bert_export.runtimes.batching import DEFAULT_TOKEN_BUDGET
     from bert_export.runtimes.predict import predict
 
     if max_answer_len < 1 or max_question_len < 1:
         raise BertExportError("--max-answer-len and --max-question-len must be >= 1")
+    batching = "input-order" if keep_order else "length"
+    budget = DEFAULT_TOKEN_BUDGET if token_budget is None else token_budget
+    if text_file is not None or out is not None or column is not None:
+        _run_file(
+            bundle,
+            text_file,
+            out,
+            column,
+            texts or question or context,
+            precision=precision,
+            runtime=runtime,
+            threads=threads,
+            batching=batching,
+            token_budget=budget,
+            top_k=top_k,
+            quiet=quiet or as_json,
+            runner_options={"trt_profile": trt_profile, "rebuild_engine": rebuild_engine, "strict": strict_runtime},
+        )
+        return
     _check_utf8(
         [(f"--text #{i + 1}", t) for i, t in enumerate(texts)] + [("--question", question), ("--context", context)]
     )
@@ -104,6 +162,8 @@ def run(
         max_answer_tokens=max_answer_len,
         max_question_len=max_question_len,
         chunk=chunk,
+        batching=batching,
+        token_budget=budget,
     )
     if as_json:
         for line in pred.json_lines():
@@ -112,6 +172,33 @@ def run(
     _print_human(pred, texts)
     active = (pred.providers or {}).get("active")
     console.print(f"[dim]ran on {pred.runtime}{' (' + ', '.join(active) + ')' if active else ''}[/dim]")
+
+
+def _run_file(
+    bundle: Path,
+    text_file: Path | None,
+    out: Path | None,
+    column: str | None,
+    inline: object,
+    *,
+    precision: str | None,
+    quiet: bool,
+    runner_options: dict[str, Any],
+    **options: Any,
+) -> None:
+    """``run --file TEXTS --out OUT`` (runtimes/corpus.py), with a progress bar and a one-line summary."""
+    from bert_export.runtimes.corpus import run_corpus
+
+    if text_file is None or out is None:
+        raise BertExportError("--file TEXTS and --out OUT go together, e.g. --file texts.txt --out embeddings.npy")
+    if inline:
+        raise BertExportError("pass either --file or --text/--question/--context, not both")
+    result = run_corpus(
+        bundle, text_file, out=out, column=column, precision=precision, progress=not quiet, **options, **runner_options
+    )
+    console.print(
+        f"wrote {result.count} result(s) to {result.out} in {result.seconds:.1f} s ({result.rate:.1f} texts/s)"
+    )
 
 
 def _check_utf8(values: list[tuple[str, str | None]]) -> None:

@@ -1,8 +1,11 @@
 """User data -> padded batches, bucketed by length as real traffic is batched.
 
 Every encoder input (a text, one sentence of a pair, a question with its context) becomes an
-``Item`` through the bundle's own tokenizer; items are sorted by token length and cut into
-batches of ``batch_size``, each padded to its own longest item. Each batch is a
+``Item`` through the bundle's own tokenizer; items are sorted by token length and cut by a
+budget of padded tokens (``runtimes.batching.plan``: ``batch_size`` texts of the data's mean
+length per batch, so long texts travel in narrower batches and short ones in wider), each
+padded to its own longest item; ``batching="input-order"`` cuts ``batch_size`` items at a time
+in the data's order instead (reproducibility studies). Each batch is a
 ``runtimes.cases.Case``, so the parity harness compares only real-token positions, as for the
 built-in cases.
 """
@@ -16,7 +19,10 @@ import numpy as np
 
 from bert_export.evaluation.data import Dataset
 from bert_export.models import BertExportError, TensorSpec, get_task
+from bert_export.runtimes.batching import batches_for
 from bert_export.runtimes.cases import MLM_FRACTION, Case
+
+WIDEST = 4  # a batch of short items holds at most WIDEST x batch_size of them
 
 
 @dataclass
@@ -118,15 +124,16 @@ def _mask(item: Item, tokenizer: Any, mask_id: int, rng: np.random.Generator) ->
 
 
 def bucket(
-    items: list[Item], inputs: tuple[TensorSpec, ...], batch_size: int, pad_id: int
+    items: list[Item], inputs: tuple[TensorSpec, ...], batch_size: int, pad_id: int, batching: str = "length"
 ) -> list[tuple[Case, list[int]]]:
-    """Length-sorted padded batches: (case, indices into ``items``) each."""
+    """Padded batches, by length under a token budget (or in input order): (case, indices into ``items``) each."""
     if batch_size < 1:
         raise BertExportError(f"--batch must be >= 1, got {batch_size}")
-    order = sorted(range(len(items)), key=lambda k: (len(items[k].ids), k))
+    lengths = [len(item.ids) for item in items]
+    budget = batch_size * max(1, -(-sum(lengths) // max(len(lengths), 1)))  # batch_size texts of mean length
+    plan = batches_for(lengths, batching, budget=budget, max_batch=WIDEST * batch_size, batch=batch_size)
     out = []
-    for n, start in enumerate(range(0, len(order), batch_size)):
-        members = order[start : start + batch_size]
+    for n, members in enumerate(plan):
         rows = [items[k] for k in members]
         length = max(len(r.ids) for r in rows)
         ids = np.full((len(rows), length), pad_id, dtype=np.int64)

@@ -57,15 +57,23 @@ def builtin_dataset(task: str) -> Dataset:
     return Dataset(Path("built-in"), [Example(text=t) for t in SENTENCES], tsk.gold if tsk.masks_inputs else None)
 
 
-def prepare(b: Bundle, tokenizer: Any, data: str | Path | None, limit: int | None, batch: int, seed: int = 0) -> Inputs:
-    """Read, check gold against the bundle's labels, tokenize and bucket."""
+def prepare(
+    b: Bundle,
+    tokenizer: Any,
+    data: str | Path | None,
+    limit: int | None,
+    batch: int,
+    seed: int = 0,
+    batching: str = "length",
+) -> Inputs:
+    """Read, check gold against the bundle's labels, tokenize and bucket (``batching``: batches.bucket)."""
     task = b.manifest["task"]
     dataset = read_data(data, task, limit) if data is not None else builtin_dataset(task)
     id2label = (b.manifest.get("labels") or {}).get("id2label") or {}
     get_task(task).check_gold(dataset, id2label)  # bad labels fail before any inference
     items = encode(dataset, task, tokenizer, b.max_seq, seed)
     pad = int((b.manifest.get("special_tokens") or {}).get("pad") or 0)
-    return Inputs(dataset, items, bucket(items, b.inputs, batch, pad))
+    return Inputs(dataset, items, bucket(items, b.inputs, batch, pad, batching))
 
 
 def _compact(case: Case, outputs: dict[str, np.ndarray], vocab_outputs: set[str]) -> tuple[Case, dict[str, np.ndarray]]:
@@ -247,13 +255,15 @@ def validate_data(
     seed: int = 0,
     steps: Steps | None = None,
     precision: str | None = None,
+    batching: str = "length",
 ) -> EvalReport:
-    """The bundle against PyTorch from the user's checkpoint, on the user's data (``precision``: which graph)."""
+    """The bundle against PyTorch from the user's checkpoint, on the user's data (``precision``: which graph;
+    ``batching``: "length" or "input-order", evaluation/batches.py)."""
     steps = steps or Steps(quiet=True)
     with steps.step("Verifying bundle checksums"):
         b = load_bundle(bundle, precision=precision)
     ops = _expect(b, expect_ops)
-    inputs = prepare(b, bundle_tokenizer(b), data, limit, batch, seed)
+    inputs = prepare(b, bundle_tokenizer(b), data, limit, batch, seed, batching)
     with steps.step(f"Loading the PyTorch reference from {model}"):
         torch_runner, new_head = load_reference_model(b, model, allow_pickle)
     notes = _notes(inputs, b.max_seq)
@@ -291,6 +301,7 @@ def compare_bundles(
     expect_ops: str | Path | None = None,
     seed: int = 0,
     steps: Steps | None = None,
+    batching: str = "length",
 ) -> EvalReport:
     """Bundle ``b`` against bundle ``a`` (the reference) on the same inputs, without PyTorch.
 
@@ -301,7 +312,7 @@ def compare_bundles(
         ba, bb = load_bundle(a), load_bundle(b)
     _check_comparable(ba, bb)
     ops = _expect(bb, expect_ops)
-    inputs = prepare(bb, bundle_tokenizer(bb), data, limit, batch, seed)
+    inputs = prepare(bb, bundle_tokenizer(bb), data, limit, batch, seed, batching)
     with steps.step(f"Running {len(inputs.items)} inputs in {len(inputs.batches)} batches on both bundles ({runtime})"):
         parity, metrics = run_both(
             bb,

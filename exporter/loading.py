@@ -349,31 +349,37 @@ def _check_loading_info(directory: Path, info: dict[str, Any], prefix: str) -> N
         )
 
 
+_POOLING_MODES = {
+    "cls_token": "cls",
+    "mean_tokens": "mean",
+    "max_tokens": "max",
+    "mean_sqrt_len_tokens": "mean_sqrt_len",
+}
+
+
 def _pooling(directory: Path | None) -> dict[str, Any]:
-    """How sentence embeddings are pooled: the model's sentence-transformers config, else CLS."""
+    """How sentence embeddings are pooled: as the model's sentence-transformers config declares, else CLS.
+
+    A declared pooling the bundle cannot reproduce (weighted mean, last token, several modes
+    concatenated) is refused: exporting it as CLS would give other embeddings than the model's.
+    """
     if directory is not None and (directory / "modules.json").exists():
         try:
             modules = json.loads((directory / "modules.json").read_text())
             pool_dir = next((m["path"] for m in modules if m["type"].endswith("Pooling")), None)
             normalize = any(m["type"].endswith("Normalize") for m in modules)
             cfg = json.loads((directory / pool_dir / "config.json").read_text()) if pool_dir else {}
-            mode = next(
-                (
-                    m
-                    for m in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
-                    if cfg.get(f"pooling_mode_{m}")
-                ),
-                "cls_token",
-            )
-            mode = {
-                "cls_token": "cls",
-                "mean_tokens": "mean",
-                "max_tokens": "max",
-                "mean_sqrt_len_tokens": "mean_sqrt_len",
-            }[mode]
+            declared = [k.removeprefix("pooling_mode_") for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
+        except (OSError, KeyError, StopIteration, json.JSONDecodeError, TypeError, AttributeError):
+            declared, normalize = [], False
+        else:
+            if len(declared) > 1 or (declared and declared[0] not in _POOLING_MODES):
+                raise BertExportError(
+                    f"{directory} pools sentence embeddings with {' + '.join(declared)} (its {pool_dir}/config.json); "
+                    f"bundles pool with one of {', '.join(_POOLING_MODES)}: export a model that uses one of them"
+                )
+            mode = _POOLING_MODES[declared[0]] if declared else "cls"
             return {"mode": mode, "normalize": normalize, "source": "sentence-transformers"}
-        except (OSError, KeyError, StopIteration, json.JSONDecodeError, TypeError):
-            pass
     return {"mode": "cls", "normalize": False, "source": "default"}
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from bert_export.models import BertExportError, Task, get_task
 from bert_export.models import postprocess as pp
 from bert_export.models.tasks import PostContext, Row
+from bert_export.runtimes import batching as batching_
 from bert_export.runtimes import qa_windows
 from bert_export.runtimes.base import Runner
 from bert_export.runtimes.factory import bundle_tokenizer, make_runner
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from bert_export.bundle.reader import Bundle
 
 log = logging.getLogger("bert_export.runtimes")
-CHUNK = 32  # texts per inference call: bounds memory, and fits the default TensorRT profile
+CHUNK = 32  # rows per inference call for qa windows and input-order batches: fits the default TensorRT profile
 
 
 @dataclass
@@ -96,9 +97,15 @@ def predict(
     max_question_len: int = qa_windows.MAX_QUESTION_LEN,
     chunk: bool = False,
     runner: Runner | None = None,
+    batching: str = "length",
+    token_budget: int = batching_.DEFAULT_TOKEN_BUDGET,
     **runner_options: Any,
 ) -> Prediction:
     """Run ``texts`` (or a ``question`` and ``context`` for qa) through ``bundle`` on ``runtime``.
+
+    ``texts`` are batched by length (runtimes/batching.py: sorted, cut at ``token_budget`` padded
+    tokens, each batch padded to its longest) and the results come back in the order given;
+    ``batching="input-order"`` keeps the old fixed batches of 32 in input order.
 
     Longer than the bundle's maximum: a qa context is read in overlapping windows (``doc_stride``
     tokens of overlap, default min(max_seq // 2, 128); runtimes/qa_windows.py); embed texts are
@@ -132,7 +139,8 @@ def predict(
 
             results = [embed_chunked(b, tokenizer, runner, list(texts or ()), _feed)]
         else:
-            results = task.merge_results(_texts(b, tokenizer, runner, task, list(texts or ()), top_k))
+            plan = _Plan(batching, token_budget)
+            results = task.merge_results(_texts(b, tokenizer, runner, task, list(texts or ()), top_k, plan))
         report = runner.provider_report() if hasattr(runner, "provider_report") else {"runtime": runner.name}
     finally:
         if own:
@@ -150,7 +158,8 @@ def _feed(b: Bundle, enc: Any) -> dict[str, np.ndarray]:
     return feed
 
 
-def _warn_truncated(tokenizer: Any, texts: Sequence[str], max_seq: int, hint: str = "") -> None:
+def _warn_truncated(tokenizer: Any, texts: Sequence[str], max_seq: int, hint: str = "") -> list[int]:
+    """Warn about texts past ``max_seq``; returns each text's token length as fed (truncated)."""
     lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]]
     long = [i for i, n in enumerate(lengths) if n > max_seq]
     if long:
@@ -161,17 +170,37 @@ def _warn_truncated(tokenizer: Any, texts: Sequence[str], max_seq: int, hint: st
             long[0] + 1,
             hint,
         )
+    return [min(n, max_seq) for n in lengths]
 
 
-def _texts(b: Bundle, tokenizer: Any, runner: Runner, task: Task, texts: list[str], top_k: int) -> list[dict[str, Any]]:
-    """One ``run --json`` object per text (``task.merge_results`` makes what ``run`` prints)."""
-    _warn_truncated(tokenizer, texts, b.max_seq, task.truncation_hint())
+@dataclass(frozen=True)
+class _Plan:
+    """How ``_texts`` batches (runtimes/batching.py)."""
+
+    batching: str = "length"
+    token_budget: int = batching_.DEFAULT_TOKEN_BUDGET
+
+    def batches(self, lengths: Sequence[int], runner: Runner) -> list[list[int]]:
+        limit = getattr(getattr(runner, "profile", None), "max", None)  # a TensorRT profile caps the batch
+        most = min(batching_.DEFAULT_MAX_BATCH, limit[0]) if limit else batching_.DEFAULT_MAX_BATCH
+        return batching_.batches_for(
+            lengths, self.batching, budget=self.token_budget, max_batch=most, batch=min(CHUNK, most)
+        )
+
+
+def _texts(
+    b: Bundle, tokenizer: Any, runner: Runner, task: Task, texts: list[str], top_k: int, plan: _Plan = _Plan()
+) -> list[dict[str, Any]]:
+    """One ``run --json`` object per text, in the caller's order (``task.merge_results`` makes what ``run``
+    prints); batched by length (``plan``), each batch padded to its longest."""
+    lengths = _warn_truncated(tokenizer, texts, b.max_seq, task.truncation_hint())
     ctx = PostContext.of(b.manifest, tokenizer, top_k=top_k)
     task.check_texts(tokenizer, texts)
-    chunk = min(CHUNK, getattr(getattr(runner, "profile", None), "max", (CHUNK,))[0])
     results: list[dict[str, Any]] = []
-    for start in range(0, len(texts), chunk):
-        batch = texts[start : start + chunk]
+    order: list[int] = []  # input index of each result, in the order computed
+    for members in plan.batches(lengths, runner):
+        order.extend(members)
+        batch = [texts[k] for k in members]
         enc = tokenizer(
             batch,
             padding=True,
@@ -183,7 +212,7 @@ def _texts(b: Bundle, tokenizer: Any, runner: Runner, task: Task, texts: list[st
         out = runner.infer(_feed(b, enc))
         rows = [Row.from_encoding(enc, i, text) for i, text in enumerate(batch)]
         results.extend(task.results(out, rows, ctx))
-    return results
+    return batching_.restore(results, order)
 
 
 def _qa(

@@ -131,6 +131,9 @@ class Task:
     masks_inputs: ClassVar[bool] = False
     # Long texts can be embedded in windows (``run --chunk``).
     chunkable: ClassVar[bool] = False
+    # Its result per text is one pooled vector: the corpus path (runtimes/corpus.py) streams those as an
+    # array (.npy, a parquet list column) instead of one JSON object per text.
+    vector_output: ClassVar[bool] = False
     # The bundle also gets a sentence-transformers layout (modules.json, pooling config).
     sentence_transformers: ClassVar[bool] = False
     # Two sides' predictions can be compared one by one (validate's disagreement list).

@@ -14,6 +14,7 @@ from bert_export.models.tensors import BATCH, TensorSpec
 
 
 class EmbedTask(Task):
+    vector_output: ClassVar[bool] = True
     gold: ClassVar[str | None] = "score"  # a pairs file: sentence1, sentence2, score
     chunkable: ClassVar[bool] = True
     sentence_transformers: ClassVar[bool] = True
