@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from bert_export.cli.options import threads_option
 from bert_export.cli.report_options import report_options
 from bert_export.models import BertExportError, ParityError
 from bert_export.models.progress import Steps, console
@@ -100,7 +101,7 @@ def run_validate(
 @click.option(
     "--runtime", type=click.Choice(RUNTIME_NAMES), default="ort", show_default=True, help="Runtime for both bundles."
 )
-@click.option("--threads", type=int, default=None, help="Intra-op threads.")
+@threads_option()
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the JSON report here.")
 @report_options
 @click.option("-q", "--quiet", is_flag=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from bert_export.bundle.layout import PRECISIONS
+from bert_export.cli.options import threads_option
 from bert_export.models import BertExportError
 from bert_export.models.progress import console
 from bert_export.runtimes.providers import RUNTIME_NAMES
@@ -38,7 +39,7 @@ from bert_export.runtimes.providers import RUNTIME_NAMES
     "--json", "as_json", is_flag=True, help="Print only JSON (one object per line; see runtimes/postprocess.py)."
 )
 @click.option("--top-k", default=5, show_default=True, help="mlm: candidates per mask token.")
-@click.option("--threads", type=int, default=None, help="Intra-op threads (CPU).")
+@threads_option()
 @click.option(
     "--trt-profile", default=None, metavar="MIN,OPT,MAX", help="trt/ort-trt: BATCHxSEQ shapes, e.g. 1x1,8x128,32x512."
 )

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from bert_export.bundle.layout import PRECISIONS
+from bert_export.cli.options import threads_option
 from bert_export.cli.report_options import DEFAULT_MAX_METRIC_DROP, report_options
 from bert_export.models import ParityError
 from bert_export.models.progress import Steps, console
@@ -23,7 +24,7 @@ from bert_export.runtimes.providers import RUNTIME_NAMES
     show_default=True,
     help="Runtime to check: ort (CPU), ort-cuda, ort-trt, trt.",
 )
-@click.option("--threads", type=int, default=None, help="Intra-op threads.")
+@threads_option()
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the parity report JSON here.")
 @click.option(
     "--model",

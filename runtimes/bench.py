@@ -27,7 +27,7 @@ import numpy as np
 import psutil
 
 from bert_export.models import BertExportError, Family, get_family
-from bert_export.models.support import first_line, versions
+from bert_export.models.support import check_threads, first_line, versions
 from bert_export.runtimes.base import Runner
 
 DEFAULT_BATCHES = (1, 8)
@@ -586,8 +586,7 @@ def bench(
         raise BertExportError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     if warmup < 0 or runs < 1:
         raise BertExportError(f"--warmup must be >= 0 and --runs >= 1 (got {warmup} and {runs})")
-    if threads is not None and threads < 1:
-        raise BertExportError(f"--threads must be >= 1, got {threads}")
+    check_threads(threads)  # before torch.set_num_threads, which takes any number
     batches = parse_sizes(batches, "batch")
     b = load_bundle(bundle_path, precision=precision)
     seqs = resolve_seqs(parse_sizes(seqs, "seq") if seqs is not None else None, b.max_seq)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bert_export.models import BertExportError
-from bert_export.models.support import first_line
+from bert_export.models.support import check_threads, first_line
 from bert_export.runtimes.base import Runner
 from bert_export.runtimes.ort_runner import OrtRunner
 
@@ -106,7 +106,7 @@ def make_runner(bundle: Bundle, runtime: str = "ort", threads: int | None = None
         factory = RUNTIMES[runtime]
     except KeyError:
         raise BertExportError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}") from None
-    return factory(bundle, threads, **options)
+    return factory(bundle, check_threads(threads), **options)
 
 
 def bundle_tokenizer(bundle: Bundle) -> Any | None:
