@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -246,3 +247,155 @@ def test_first_line_drops_source_locations(message: str, cause: str) -> None:
     from bert_export.models.support import first_line
 
     assert cause in first_line(RuntimeError(message))
+
+
+# --- model directories are untrusted input -----------------------------------------------------------------
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path, minilm_dir: Path) -> Path:
+    """A private copy of the packaged MiniLM (the weights hard-linked: no test writes them)."""
+    dst = tmp_path / "model"
+    shutil.copytree(minilm_dir, dst, ignore=shutil.ignore_patterns("model.safetensors"))
+    os.link(minilm_dir / "model.safetensors", dst / "model.safetensors")
+    return dst
+
+
+def _set_config(model: Path, **values: object) -> None:
+    config = json.loads((model / "config.json").read_text())
+    config.update(values)
+    (model / "config.json").unlink()
+    (model / "config.json").write_text(json.dumps(config))
+
+
+def _replace(path: Path, make: Callable[[Path], None]) -> None:
+    """Replace ``path`` (unlinked first: a hard link must not change the shared original)."""
+    path.unlink()
+    make(path)
+
+
+def _export(capsys, model: Path, out: Path, task: str = "embed", *extra: str) -> tuple[int, str]:
+    return run_cli(capsys, "bert", "--task", task, "--model", str(model), "--out", str(out), "-q", *extra)
+
+
+def _deep(n: int) -> str:
+    return '{"model_type": "bert", "x": ' + "[" * n + "]" * n + "}"
+
+
+CONFIG_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "list": (lambda p: p.write_text('["bert"]'), "is not a JSON object"),
+    "string": (lambda p: p.write_text('"bert"'), "is not a JSON object"),
+    "directory": (lambda p: p.mkdir(), "not a regular file"),
+    "deeply-nested": (lambda p: p.write_text(_deep(100_000)), "nested"),
+    "nested-65": (lambda p: p.write_text(_deep(70)), "nested more than 64 levels"),
+    "nan-dropout": (lambda p: p.write_text('{"model_type": "bert", "hidden_dropout_prob": NaN}'), "NaN"),
+    "duplicate-key": (lambda p: p.write_text('{"model_type": "bert", "model_type": "bert"}'), "duplicate key"),
+    "dev-zero": (lambda p: p.symlink_to("/dev/zero"), "outside the model directory"),
+    "link-outside": (lambda p: p.symlink_to(p.parent.parent / "outside.json"), "outside the model directory"),
+    "not-utf8": (lambda p: p.write_bytes(b'{"model_type": "b\xffrt"}'), "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_CASES))
+def test_hostile_config_json_is_one_line(capsys, model_dir: Path, tmp_path: Path, case: str) -> None:
+    make, needle = CONFIG_CASES[case]
+    (tmp_path / "outside.json").write_text((model_dir / "config.json").read_text())
+    _replace(model_dir / "config.json", make)
+    code, err = _export(capsys, model_dir, tmp_path / "out")
+    assert_one_error_line(code, err, "config.json", needle)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["config.json", "modules.json", "1_Pooling/config.json", "tokenizer_config.json"])
+def test_fifo_in_a_model_directory_does_not_hang(model_dir: Path, tmp_path: Path, name: str) -> None:
+    import subprocess
+    import sys
+
+    (model_dir / name).unlink()
+    os.mkfifo(model_dir / name)
+    argv = ["bert", "--task", "embed", "--model", str(model_dir), "--out", str(tmp_path / "out"), "-q"]
+    code = "import sys; from bert_export.cli.main import main; main(sys.argv[1:])"
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert_one_error_line(proc.returncode, proc.stderr, name, "not a regular file")
+
+
+@pytest.mark.parametrize(
+    "values, needle",
+    [
+        ({"num_labels": 1e9}, "num_labels=1000000000.0 makes no model"),
+        ({"num_labels": 10**9}, "labels is more than 100000"),
+        ({"num_labels": 200_000}, "labels is more than 100000"),
+        ({"num_hidden_layers": -1}, "num_hidden_layers=-1 makes no model"),
+        ({"num_hidden_layers": 2000}, "num_hidden_layers=2000 is beyond what a bundle can hold"),
+        ({"hidden_size": 0}, "hidden_size=0 makes no model"),
+        ({"vocab_size": "30522"}, "vocab_size='30522' makes no model"),
+        ({"max_position_embeddings": 1 << 21}, "max_position_embeddings=2097152 is beyond what a bundle can hold"),
+    ],
+)
+def test_model_config_sizes_are_checked_like_random_init(
+    capsys, model_dir: Path, tmp_path: Path, values: dict, needle: str
+) -> None:
+    _set_config(model_dir, **values)
+    code, err = _export(capsys, model_dir, tmp_path / "out", "seq-cls")
+    assert_one_error_line(code, err, f"{model_dir / 'config.json'}: ", needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_modules_json_paths_stay_inside_the_model_directory(capsys, model_dir: Path, tmp_path: Path) -> None:
+    """A ``../..`` path in modules.json used to be read, and its pooling config used (max instead of mean)."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "config.json").write_text(json.dumps({"pooling_mode_max_tokens": True}))
+    modules = json.loads((model_dir / "modules.json").read_text())
+    for module in modules:
+        if module["type"].endswith("Pooling"):
+            module["path"] = "../elsewhere"
+    _replace(model_dir / "modules.json", lambda p: p.write_text(json.dumps(modules)))
+    code, err = _export(capsys, model_dir, tmp_path / "out")
+    assert_one_error_line(code, err, "'../elsewhere/config.json'", "not a plain path inside the model directory")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ('{"not": "a list"}', "is not a JSON list"),
+        ('[{"path": "1_Pooling"}]', 'must list objects with a "type"'),
+        ('[{"type": "sentence_transformers.models.Pooling"}]', "the Pooling module has no path"),
+    ],
+)
+def test_broken_modules_json_is_one_line(capsys, model_dir: Path, tmp_path: Path, content: str, needle: str) -> None:
+    """It used to fall back to CLS pooling without a word: embeddings unlike the model's own."""
+    _replace(model_dir / "modules.json", lambda p: p.write_text(content))
+    code, err = _export(capsys, model_dir, tmp_path / "out")
+    assert_one_error_line(code, err, "modules.json", needle)
+
+
+def test_weights_with_more_layers_than_the_config_are_refused(capsys, model_dir: Path, tmp_path: Path) -> None:
+    _set_config(model_dir, num_hidden_layers=3)
+    code, err = _export(capsys, model_dir, tmp_path / "out")
+    assert_one_error_line(code, err, "hold 6 encoder layers", "num_hidden_layers=3", "encoder.layer.3.")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["tokenizer.json", "added_tokens.json"])
+def test_tokenizer_id_beyond_the_vocabulary_is_refused(capsys, model_dir: Path, tmp_path: Path, where: str) -> None:
+    if where == "tokenizer.json":
+        tok = json.loads((model_dir / "tokenizer.json").read_text())
+        tok["added_tokens"].append(
+            {
+                "id": 10**9,
+                "content": "[BIG]",
+                "special": True,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+            }
+        )
+        _replace(model_dir / "tokenizer.json", lambda p: p.write_text(json.dumps(tok)))
+    else:
+        (model_dir / "added_tokens.json").write_text(json.dumps({"[BIG]": 10**9}))
+    code, err = _export(capsys, model_dir, tmp_path / "out")
+    assert_one_error_line(code, err, where, "'[BIG]' the id 1000000000", "ids 0..30521")
+    assert not (tmp_path / "out").exists()
