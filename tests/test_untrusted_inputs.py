@@ -399,3 +399,101 @@ def test_tokenizer_id_beyond_the_vocabulary_is_refused(capsys, model_dir: Path, 
     code, err = _export(capsys, model_dir, tmp_path / "out")
     assert_one_error_line(code, err, where, "'[BIG]' the id 1000000000", "ids 0..30521")
     assert not (tmp_path / "out").exists()
+
+
+# --- --data: streamed, bounded, every failure one line --------------------------------------------------------
+
+
+def _compare_data(capsys, bundle: Path, data: Path, *extra: str) -> tuple[int, str]:
+    return run_cli(capsys, "compare", str(bundle), str(bundle), "--data", str(data), "-q", *extra)
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+DATA_CASES: dict[str, tuple[str, str, bytes, str]] = {
+    # name: (task, file name, content, needle)
+    "long-line": ("seq-cls", "d.txt", b"short line\n" + b"x" * (2 << 20) + b"\n", "line 2 is longer than 1 MiB"),
+    "many-columns": ("seq-cls", "d.csv", (",".join(f"c{i}" for i in range(300)) + "\n").encode(), "300 columns"),
+    "deep-jsonl": ("seq-cls", "d.jsonl", b'{"text": "a", "x": ' + DEEP.encode() + b"}\n", "nested too deeply"),
+    "deep-csv-cell": ("token-cls", "d.csv", b"text,labels\nhello world," + DEEP.encode() + b"\n", "nested too deeply"),
+    "jsonl-not-object": ("seq-cls", "d.jsonl", b'{"text": "a"}\n[1, 2]\n', "line 2 holds a list"),
+    "csv-extra-cells": ("seq-cls", "d.csv", b"text\nhello,world\n", "row 1 has 2 cells for 1 columns"),
+    "bad-utf8-late": ("seq-cls", "d.txt", b"fine\n" * 3 + b"caf\xe9\n", "bad byte at offset 18"),
+}
+
+
+@pytest.mark.parametrize("case", list(DATA_CASES))
+def test_hostile_data_files_are_one_line(capsys, make_bundle, tmp_path: Path, case: str) -> None:
+    task, name, content, needle = DATA_CASES[case]
+    (tmp_path / name).write_bytes(content)
+    code, err = _compare_data(capsys, make_bundle("bert", task), tmp_path / name)
+    assert_one_error_line(code, err, "--data", needle)
+
+
+def test_data_total_size_is_bounded_and_limit_reads_no_further(
+    capsys, make_bundle, tmp_path: Path, monkeypatch
+) -> None:
+    from bert_export.evaluation import data
+
+    monkeypatch.setattr(data, "MAX_DATA_BYTES", 4096)
+    path = tmp_path / "big.jsonl"
+    path.write_text("".join(json.dumps({"text": f"sentence number {i} is fine."}) + "\n" for i in range(1000)))
+    bundle = make_bundle("bert", "seq-cls")
+    code, err = _compare_data(capsys, bundle, path)
+    assert_one_error_line(code, err, "is larger than", "--limit")
+    code, err = _compare_data(capsys, bundle, path, "--limit", "5")  # the first rows only: never reads the rest
+    assert code == 0, err
+    assert [e.text for e in data.read_data(path, "seq-cls", limit=2).examples] == [
+        "sentence number 0 is fine.",
+        "sentence number 1 is fine.",
+    ]
+
+
+def test_parquet_label_column_of_lists_is_one_line(capsys, make_bundle, tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"text": ["good", "bad"], "label": [[1, 0], [0, 1]]}), path)
+    code, err = _compare_data(capsys, make_bundle("bert", "seq-cls"), path)
+    assert_one_error_line(code, err, "row 1: label must be one label name or id, got list")
+
+
+def test_text_formats_read_without_pandas(make_bundle, tmp_path: Path) -> None:
+    """Issue 20: .jsonl/.csv/.txt need only the standard library (pandas and pyarrow blocked here)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "d.jsonl").write_text(
+        '{"text": "Paris is lovely.", "label": "LABEL_1"}\n{"text": "Rain.", "label": 0}\n'
+    )
+    (tmp_path / "d.csv").write_text('text,label\n"Paris, in spring",LABEL_0\n"He said ""hi""",1\n')
+    (tmp_path / "d.txt").write_text("\ufeffFirst line.\n\n  \nSecond line.\r\n")
+    script = (
+        "import sys, json\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('pandas', 'pyarrow'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from bert_export.evaluation.data import read_data\n"
+        "out = {}\n"
+        "for name in ('d.jsonl', 'd.csv', 'd.txt'):\n"
+        "    ds = read_data(sys.argv[1] + '/' + name, 'embed')\n"
+        "    out[name] = [ds.columns, [e.text for e in ds.examples]]\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == {
+        "d.jsonl": [["text", "label"], ["Paris is lovely.", "Rain."]],
+        "d.csv": [["text", "label"], ["Paris, in spring", 'He said "hi"']],
+        "d.txt": [["text"], ["First line.", "Second line."]],
+    }
+
+
+def test_expect_ops_deep_json_is_one_line(capsys, make_bundle, tmp_path: Path) -> None:
+    path = tmp_path / "ops.json"
+    path.write_text('{"Attention": ' + DEEP + "}")
+    code, err = run_cli(capsys, "validate", str(make_bundle("bert", "seq-cls")), "--expect-ops", str(path), "-q")
+    assert_one_error_line(code, err, "--expect-ops", "nested")
