@@ -32,6 +32,7 @@ from bert_export.runtimes.base import Runner
 
 DEFAULT_BATCHES = (1, 8)
 DEFAULT_SEQS = (128, 512)
+CPU_RUNTIMES = ("ort", "openvino")  # runtimes whose activations live in host memory
 # CPU flags that decide which int8 / bf16 kernels ONNX Runtime and PyTorch can use.
 CPU_FLAGS = (
     "avx2",
@@ -151,6 +152,36 @@ def model_flops(config: dict[str, Any], family: Family, task: str, batch: int, s
         "qa": token_head + 2 * tokens * h * 2,
     }
     return float(total + head.get(task, 0))
+
+
+def working_bytes(config: dict[str, Any], task: str, batch: int, seq: int) -> int:
+    """A lower bound on the memory one forward pass over batch x seq needs beyond the weights (fp32).
+
+    The largest live tensors of one layer (the attention scores and their softmax, batch x heads
+    x seq x seq each; the feed-forward activation and the hidden states around it), plus the task
+    output (mlm: batch x seq x vocab logits). The runtime's arena holds at least this; bench checks
+    it before allocating anything (``bench --batch 4096 --seq 256`` used to fail deep inside ONNX
+    Runtime with "Failed to allocate memory").
+    """
+    h, inter, heads = int(config["hidden_size"]), int(config["intermediate_size"]), int(config["num_attention_heads"])
+    layer = batch * (2 * heads * seq * seq + seq * (inter + 4 * h))
+    out = batch * seq * (int(config["vocab_size"]) if task == "mlm" else h)
+    return 4 * (layer + out)
+
+
+def check_working_memory(config: dict[str, Any], task: str, cells: Sequence[tuple[int, int]], runtime: str) -> None:
+    """Refuse cells whose activations cannot fit the memory available now (host memory; GPU runtimes'
+    device memory is left to them)."""
+    if runtime not in CPU_RUNTIMES:
+        return
+    available = psutil.virtual_memory().available
+    for batch, seq in cells:
+        need = working_bytes(config, task, batch, seq)
+        if need > available:
+            raise BertExportError(
+                f"--batch {batch} --seq {seq} needs at least {need / 2**30:.1f} GiB for one forward pass, more than "
+                f"the {available / 2**30:.1f} GiB available; pass a smaller --batch or --seq"
+            )
 
 
 # --------------------------------------------------------------------------- feeds
@@ -593,6 +624,7 @@ def bench(
     family = get_family(b.manifest["family"])
     config = bundle_config(b)
     cells = sorted(((bt, s) for bt in batches for s in seqs), key=lambda c: (c[0] * c[1], c))
+    check_working_memory(config, b.manifest["task"], cells, runtime)
     tokenizer = bundle_tokenizer(b)
     stream = _token_stream(tokenizer, int(config["vocab_size"]), max(seqs) + 37 * max(batches))
     specials = specials_of(tokenizer, b.manifest)

@@ -497,3 +497,24 @@ def test_expect_ops_deep_json_is_one_line(capsys, make_bundle, tmp_path: Path) -
     path.write_text('{"Attention": ' + DEEP + "}")
     code, err = run_cli(capsys, "validate", str(make_bundle("bert", "seq-cls")), "--expect-ops", str(path), "-q")
     assert_one_error_line(code, err, "--expect-ops", "nested")
+
+
+# --- bench: sizes estimated before allocation --------------------------------------------------------------------
+
+
+def test_bench_refuses_cells_that_cannot_fit_before_allocating(capsys, make_bundle) -> None:
+    import psutil
+
+    from bert_export.bundle.reader import load_bundle
+    from bert_export.runtimes.bench import bundle_config, working_bytes
+
+    bundle = make_bundle("bert", "seq-cls")
+    b = load_bundle(bundle)
+    config, seq = bundle_config(b), b.max_seq
+    batch = 1
+    while working_bytes(config, "seq-cls", batch, seq) <= 2 * psutil.virtual_memory().total:
+        batch *= 2
+    before = psutil.Process().memory_info().rss
+    code, err = run_cli(capsys, "bench", str(bundle), "--batch", f"1,{batch}", "--seq", str(seq), "--no-torch", "-q")
+    assert_one_error_line(code, err, f"--batch {batch} --seq {seq} needs at least", "GiB", "smaller --batch")
+    assert psutil.Process().memory_info().rss - before < 1 << 30  # refused before the feeds were built
