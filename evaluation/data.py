@@ -203,7 +203,7 @@ def _read_csv(p: Path, rows: int) -> tuple[list[str], list[dict[str, Any]]]:
                 f"--data {p} has {len(header)} columns, more than {MAX_COLUMNS}; keep the ones it needs"
             )
         columns = [c.strip() for c in header]
-        records = []
+        records: list[dict[str, Any]] = []
         for cells in reader:
             if not cells:
                 continue  # a blank line
