@@ -259,22 +259,21 @@ def _depth(value: Any, limit: int = MAX_NESTING) -> int:
     return deepest
 
 
-def strict_json(data: bytes, what: str) -> Any:
+def strict_json(data: bytes, what: str, fix: str = "re-export the bundle") -> Any:
     """Standard JSON only: UTF-8, no NaN/Infinity, no duplicate keys, bounded nesting.
 
     Python's json module accepts NaN and duplicate keys and fails with RecursionError on deep
-    nesting; each of those would either change meaning silently or end in a traceback.
+    nesting; each of those would either change meaning silently or end in a traceback. ``fix``
+    ends each error (a model directory's files are restored, not re-exported).
     """
     try:
         value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
     except RecursionError:
-        raise BertExportError(f"{what} is nested too deeply; re-export the bundle") from None
+        raise BertExportError(f"{what} is nested too deeply; {fix}") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BertExportError(
-            f"{what} is not valid JSON ({' '.join(str(exc).split())[:120]}); re-export the bundle"
-        ) from None
+        raise BertExportError(f"{what} is not valid JSON ({' '.join(str(exc).split())[:120]}); {fix}") from None
     if _depth(value) > MAX_NESTING:
-        raise BertExportError(f"{what} is nested more than {MAX_NESTING} levels deep; re-export the bundle")
+        raise BertExportError(f"{what} is nested more than {MAX_NESTING} levels deep; {fix}")
     return value
 
 

@@ -15,6 +15,7 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -267,13 +268,16 @@ def verify_files(root: Path, files: dict[str, dict[str, Any]]) -> None:
 
 
 def check_graph_references(bundle: Bundle) -> None:
-    """Refuse a graph whose initializers point at external data that is not one of its listed files.
+    """Refuse a graph with a tensor whose external data is not one of its listed graph files.
 
-    ONNX Runtime resolves an external-data ``location`` relative to the graph: a crafted graph
-    could otherwise make it read any file the user can (``../../home/user/.ssh/id_rsa``).
+    ONNX Runtime resolves an external-data ``location`` relative to the graph and reads it, so a
+    crafted graph could otherwise feed any file the user can read into the model's outputs (an
+    unlisted file beside the graph, ``manifest.json``, ``../../home/user/.ssh/id_rsa``). Every
+    tensor counts, wherever the model holds it: dense and sparse initializers (values and indices),
+    node attributes, subgraphs of If/Loop/Scan at any depth, functions and training graphs
+    (``graph_tensors`` walks the whole message, not a list of known places).
     """
     import onnx
-    from onnx.external_data_helper import _get_all_tensors
 
     graph = bundle.graph
     base = graph["file"].rsplit("/", 1)[0] + "/" if "/" in graph["file"] else ""
@@ -284,16 +288,40 @@ def check_graph_references(bundle: Bundle) -> None:
             f"{graph['file']} in bundle {bundle.path} is not a readable ONNX graph; re-export the bundle"
         ) from None
     allowed = set(graph["files"])
-    for tensor in _get_all_tensors(model):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+    for tensor in graph_tensors(model):
+        entries = {e.key: e.value for e in tensor.external_data}
+        if tensor.data_location != onnx.TensorProto.EXTERNAL and not entries:
             continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        location = entries.get("location", "")
         try:
             rel = check_rel_path(base + location)
         except ValueError:
             rel = None
         if rel is None or rel not in allowed:
             raise BertExportError(
-                f"{graph['file']} in bundle {bundle.path} refers to external data {location!r}, "
-                "which is not one of its listed graph files; re-export the bundle"
+                f"{graph['file']} in bundle {bundle.path} refers to external data {location!r} "
+                f"(tensor {tensor.name[:80]!r}), which is not one of its listed graph files; re-export the bundle"
             )
+
+
+def graph_tensors(message: Any) -> Iterator[Any]:
+    """Every ``TensorProto`` inside an ONNX protobuf message, at any depth.
+
+    A walk over the message's set fields rather than onnx's own helper, which misses sparse
+    initializers and sparse attributes: a tensor in a place this code did not think of is still
+    found. Tensors are not descended into (their ``raw_data`` is the weights).
+    """
+    import onnx
+
+    stack = [message]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, onnx.TensorProto):
+            yield current
+            continue
+        for field, value in current.ListFields():
+            if field.message_type is None:
+                continue
+            map_entry = field.message_type.GetOptions().map_entry  # none in onnx.proto today
+            items = value.values() if map_entry else value if field.is_repeated else (value,)
+            stack.extend(item for item in items if hasattr(item, "ListFields"))

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from bert_export.bundle.layout import PRECISIONS
+from bert_export.cli.options import threads_option
 from bert_export.cli.paths import OutputFile
 from bert_export.cli.runtime_option import runtime_option
 from bert_export.models import BertExportError
@@ -25,9 +26,7 @@ from bert_export.models.progress import console
     "--warmup", default=3, show_default=True, help="Untimed runs per batch x seq (allocators, kernel choice, caches)."
 )
 @click.option("--runs", default=20, show_default=True, help="Timed runs per batch x seq; p50/p90/p99 are over these.")
-@click.option(
-    "--threads", type=int, default=None, help="Intra-op threads for the runtime AND PyTorch [library defaults]."
-)
+@threads_option("Intra-op threads for the runtime AND PyTorch [library defaults].")
 @click.option(
     "--json",
     "json_path",

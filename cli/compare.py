@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from bert_export.cli.options import threads_option
 from bert_export.cli.paths import OutputFile
 from bert_export.cli.report_options import report_options
 from bert_export.cli.runtime_option import runtime_option
@@ -91,7 +92,7 @@ def run_validate(
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))
 @runtime_option("Runtime for both bundles")
-@click.option("--threads", type=int, default=None, help="Intra-op threads.")
+@threads_option()
 @click.option("--report", type=OutputFile(), default=None, help="Write the JSON report here.")
 @report_options
 @click.option("-q", "--quiet", is_flag=True)

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from bert_export.bundle.layout import PRECISIONS
+from bert_export.cli.options import threads_option
 from bert_export.cli.paths import OutputFile
 from bert_export.cli.runtime_option import runtime_option
 from bert_export.models import BertExportError, get_task
@@ -35,7 +36,7 @@ from bert_export.models.progress import console
     "--json", "as_json", is_flag=True, help="Print only JSON (one object per line; see runtimes/postprocess.py)."
 )
 @click.option("--top-k", default=5, show_default=True, help="mlm: candidates per mask token.")
-@click.option("--threads", type=int, default=None, help="Intra-op threads (CPU).")
+@threads_option()
 @click.option(
     "--trt-profile", default=None, metavar="MIN,OPT,MAX", help="trt/ort-trt: BATCHxSEQ shapes, e.g. 1x1,8x128,32x512."
 )

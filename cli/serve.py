@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from bert_export.cli.options import threads_option
 from bert_export.cli.paths import OutputDir
 from bert_export.cli.runtime_option import runtime_option
 from bert_export.models.progress import console
@@ -76,7 +77,7 @@ def triton(
 @click.option("--max-queue-delay-ms", default=2.0, show_default=True, help="How long Triton waits to fill a batch.")
 @click.option("--name", default=None, help="Model name [the bundle directory's name].")
 @runtime_option("Runner (as for run)")
-@click.option("--threads", type=int, default=None, help="Intra-op threads (CPU).")
+@threads_option()
 @click.option("--max-text-chars", default=20_000, show_default=True, help="Refuse longer texts (per input).")
 @click.option(
     "--open-statistics", is_flag=True, help="Let clients read Triton's statistics API (token-protected by default)."

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from bert_export.bundle.layout import PRECISIONS
+from bert_export.cli.options import threads_option
 from bert_export.cli.paths import OutputFile
 from bert_export.cli.report_options import DEFAULT_MAX_METRIC_DROP, report_options
 from bert_export.cli.runtime_option import runtime_option
@@ -18,7 +19,7 @@ from bert_export.models.progress import Steps, console
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @runtime_option("Runtime to check")
-@click.option("--threads", type=int, default=None, help="Intra-op threads.")
+@threads_option()
 @click.option("--report", type=OutputFile(), default=None, help="Write the parity report JSON here.")
 @click.option(
     "--model",

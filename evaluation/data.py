@@ -1,8 +1,10 @@
 """Reading the user's evaluation data: ``.txt``, ``.jsonl``, ``.csv`` and ``.parquet``.
 
-pandas (with pyarrow for parquet) does the parsing, so quoting, escapes, encodings and column
-types behave as users know them from their own notebooks. This module only maps columns to
-``Example`` objects and turns every way a file can be wrong into one ``BertExportError`` line.
+The user's file is untrusted input: the standard library reads ``.txt``, ``.jsonl`` and ``.csv``
+(the json and csv modules, Excel's quoting) one bounded line at a time, so a 1 GB line, a 10 GB
+file, a million columns or JSON nested 100k deep each end in one ``BertExportError`` line (see
+the MAX_* bounds), and only ``.parquet`` needs pyarrow. This module maps columns to ``Example``
+objects and turns every way a file can be wrong into one error line.
 
 Columns (by task):
 
@@ -17,8 +19,13 @@ Columns (by task):
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
 import math
+import os
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,8 +84,18 @@ def require(*modules: str) -> None:
 METRIC_MODULES = {"label": ("sklearn",), "score": ("scipy",)}
 
 
+# Bounds on what a data file may make bert-export hold (one error line when exceeded, never an abort
+# inside the tokenizer or a MemoryError): a line (a text of 1 MiB is ~250k tokens, hundreds of qa
+# windows), the bytes read in all (pass --limit to read the first rows of a bigger file), the rows
+# and the columns (a million-column CSV header took 68 s and 5 GB).
+MAX_LINE_BYTES = 1 << 20
+MAX_DATA_BYTES = 512 << 20
+MAX_ROWS = 1_000_000
+MAX_COLUMNS = 256
+
+
 def read_data(path: str | Path, task: str, limit: int | None = None) -> Dataset:
-    """Read ``path`` for ``task``; ``limit`` keeps the first N rows."""
+    """Read ``path`` for ``task``; ``limit`` keeps the first N rows (and reads no further)."""
     p = Path(path)
     if limit is not None and limit < 1:
         raise BertExportError(f"--limit must be >= 1, got {limit}")
@@ -89,60 +106,152 @@ def read_data(path: str | Path, task: str, limit: int | None = None) -> Dataset:
         )
     if not p.is_file():
         raise BertExportError(f"--data {p} does not exist or is not a file")
-    require("pandas", *(("pyarrow",) if suffix == ".parquet" else ()))
-    frame = _frame(p, suffix)
-    if limit is not None:
-        frame = frame.head(limit)
-    if len(frame) == 0:
+    rows = min(limit or MAX_ROWS, MAX_ROWS)
+    columns, records = READERS[suffix](p, rows)
+    if limit is None and len(records) > MAX_ROWS - 1:
+        raise BertExportError(f"--data {p} has more than {MAX_ROWS - 1} rows; pass --limit N to use its first N")
+    if not records:
         raise BertExportError(f"--data {p} has no rows; give it at least one example")
-    columns = [str(c) for c in frame.columns]
-    records = frame.to_dict(orient="records")
     examples, gold = _examples(p, task, columns, records)
     require(*METRIC_MODULES.get(gold or "", ()))
     return Dataset(p, examples, gold, columns)
 
 
-def _frame(p: Path, suffix: str) -> Any:
-    _check_text_encoding(p, suffix)
-    import pandas as pd
+def _lines(p: Path) -> Iterator[tuple[int, str]]:
+    """The file's lines (numbered from 1, line endings kept), decoded as UTF-8 and bounded.
 
-    try:
-        if suffix == ".txt":
-            lines = [ln.rstrip("\r\n") for ln in p.read_text(encoding="utf-8-sig").splitlines()]
-            return pd.DataFrame({"text": [ln for ln in lines if ln.strip()]})
-        if suffix == ".jsonl":
-            return pd.read_json(p, lines=True, dtype=False, encoding="utf-8")
-        if suffix == ".csv":
-            return pd.read_csv(p, encoding="utf-8-sig", dtype=str, keep_default_na=False)
-        return pd.read_parquet(p)
-    except pd.errors.EmptyDataError:
-        raise BertExportError(f"--data {p} is empty; give it a header row and at least one example") from None
-    except ImportError as exc:  # parquet without pyarrow
-        raise BertExportError(
-            f"--data {p}: {exc.name or 'pyarrow'} is needed to read it; pip install 'bert-export[eval]'"
-        ) from None
-    except (ValueError, OSError) as exc:
-        kind = {
-            ".jsonl": "JSON lines (one object per line)",
-            ".csv": "CSV with a header row",
-            ".parquet": "Parquet",
-        }.get(suffix, suffix)
-        raise BertExportError(f"--data {p} is not valid {kind}: {_first(exc)}") from None
+    Read in binary one bounded line at a time: a line over MAX_LINE_BYTES, more than
+    MAX_DATA_BYTES in all, or a byte that is not UTF-8 is one error line, found as it is reached.
+    """
+    seen = 0
+    with open(p, "rb", opener=_open_regular) as fh:
+        for number in itertools.count(1):
+            raw = fh.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_LINE_BYTES:
+                raise BertExportError(
+                    f"--data {p} line {number} is longer than {MAX_LINE_BYTES >> 20} MiB; split or shorten it"
+                )
+            seen += len(raw)
+            if seen > MAX_DATA_BYTES:
+                raise BertExportError(
+                    f"--data {p} is larger than {MAX_DATA_BYTES >> 20} MiB; pass --limit N to read its first N rows"
+                )
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BertExportError(
+                    f"--data {p} is not UTF-8 (bad byte at offset {seen - len(raw) + exc.start}); re-save it as UTF-8"
+                ) from None
+            yield number, text.removeprefix("\ufeff") if number == 1 else text
 
 
-def _check_text_encoding(p: Path, suffix: str) -> None:
-    """Text formats must be UTF-8: say so instead of letting a decoder fail deep inside pandas."""
-    if suffix == ".parquet":
-        return
-    raw = p.read_bytes()
-    if not raw.strip():
+def _open_regular(path: str, flags: int) -> int:
+    """open() for data files: O_NONBLOCK so that a FIFO cannot hang the reader (it is refused after fstat)."""
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BertExportError(f"--data {path} is not a regular file (a FIFO or device); pass a data file")
+    return fd
+
+
+def _read_txt(p: Path, rows: int) -> tuple[list[str], list[dict[str, Any]]]:
+    records: list[dict[str, Any]] = []
+    for _, line in _lines(p):
+        if line.strip():
+            records.append({"text": line.rstrip("\r\n")})
+            if len(records) >= rows:
+                break
+    if not records and p.stat().st_size == 0:
         raise BertExportError(f"--data {p} is empty; give it at least one example")
+    return ["text"], records
+
+
+def _read_jsonl(p: Path, rows: int) -> tuple[list[str], list[dict[str, Any]]]:
+    columns: dict[str, None] = {}
+    records: list[dict[str, Any]] = []
+    for number, line in _lines(p):
+        if not line.strip():
+            continue
+        row = _json(line, f"--data {p} is not valid JSON lines (one object per line): line {number}")
+        if not isinstance(row, dict):
+            raise BertExportError(
+                f"--data {p} is not valid JSON lines (one object per line): line {number} holds a {type(row).__name__}"
+            )
+        columns.update(dict.fromkeys(str(k) for k in row))
+        if len(columns) > MAX_COLUMNS:
+            raise BertExportError(f"--data {p} has more than {MAX_COLUMNS} different keys; keep the columns it needs")
+        records.append(row)
+        if len(records) >= rows:
+            break
+    if not records and p.stat().st_size == 0:
+        raise BertExportError(f"--data {p} is empty; give it at least one example")
+    return list(columns), [{c: r.get(c) for c in columns} for r in records]
+
+
+def _read_csv(p: Path, rows: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """csv from the standard library (quoting and escapes as Excel writes them), every cell a string."""
+    previous = csv.field_size_limit(MAX_LINE_BYTES)
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BertExportError(
-            f"--data {p} is not UTF-8 (bad byte at offset {exc.start}); re-save it as UTF-8"
-        ) from None
+        reader = csv.reader(line for _, line in _lines(p))
+        header = next(reader, None)
+        if header is None:
+            raise BertExportError(f"--data {p} is empty; give it a header row and at least one example")
+        if len(header) > MAX_COLUMNS:
+            raise BertExportError(
+                f"--data {p} has {len(header)} columns, more than {MAX_COLUMNS}; keep the ones it needs"
+            )
+        columns = [c.strip() for c in header]
+        records: list[dict[str, Any]] = []
+        for cells in reader:
+            if not cells:
+                continue  # a blank line
+            if len(cells) > len(columns):
+                raise BertExportError(
+                    f"--data {p} is not valid CSV with a header row: row {len(records) + 1} has {len(cells)} "
+                    f"cells for {len(columns)} columns"
+                )
+            records.append(dict(zip(columns, cells + [""] * (len(columns) - len(cells)))))
+            if len(records) >= rows:
+                break
+    except csv.Error as exc:
+        raise BertExportError(f"--data {p} is not valid CSV with a header row: {_first(exc)}") from None
+    finally:
+        csv.field_size_limit(previous)
+    return columns, records
+
+
+def _read_parquet(p: Path, rows: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """Parquet through pyarrow (the only format that needs it), bounded before it is read."""
+    require("pyarrow")
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(p)
+        if meta.num_columns > MAX_COLUMNS:
+            raise BertExportError(f"--data {p} has {meta.num_columns} columns, more than {MAX_COLUMNS}")
+        if p.stat().st_size > MAX_DATA_BYTES:
+            raise BertExportError(
+                f"--data {p} is larger than {MAX_DATA_BYTES >> 20} MiB; pass a smaller file (or --limit with JSON lines)"
+            )
+        table = pq.read_table(p).slice(0, rows)
+    except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+        raise BertExportError(f"--data {p} is not valid Parquet: {_first(exc)}") from None
+    return [str(c) for c in table.column_names], table.to_pylist()
+
+
+READERS = {".txt": _read_txt, ".jsonl": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}
+
+
+def _json(text: str, error: str) -> Any:
+    """``json.loads`` whose every failure, deep nesting's RecursionError included, is one line starting ``error``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BertExportError(f"{error}: it is nested too deeply; flatten it") from None
+    except ValueError as exc:
+        raise BertExportError(f"{error}: {_first(exc)}") from None
 
 
 def _first(exc: BaseException) -> str:
@@ -219,8 +328,15 @@ def _missing(value: Any) -> bool:
 def _str(p: Path, record: dict[str, Any], column: str, i: int) -> str:
     value = record[column]
     if _missing(value) or not isinstance(value, str) or not value.strip():
-        raise BertExportError(f"--data {p} row {i + 1}: {column} must be non-empty text, got {value!r}")
+        raise BertExportError(f"--data {p} row {i + 1}: {column} must be non-empty text, got {_short(value)}")
+    if len(value) > MAX_LINE_BYTES:  # parquet cells: the bound lines have in the text formats
+        raise BertExportError(f"--data {p} row {i + 1}: {column} is longer than {MAX_LINE_BYTES} characters")
     return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _float(p: Path, value: Any, i: int) -> float:
@@ -236,8 +352,12 @@ def _float(p: Path, value: Any, i: int) -> float:
 def _label(p: Path, value: Any, i: int) -> Any:
     if _missing(value) or (isinstance(value, str) and not value.strip()):
         raise BertExportError(f"--data {p} row {i + 1}: label is empty; give every row a label (a name or an id)")
-    if hasattr(value, "item"):  # numpy scalar from parquet / jsonl
+    if hasattr(value, "item") and getattr(value, "size", 1) == 1:  # a numpy scalar
         value = value.item()
+    if not isinstance(value, (str, int, float)):
+        raise BertExportError(
+            f"--data {p} row {i + 1}: label must be one label name or id, got {type(value).__name__} {_short(value)}"
+        )
     return value.strip() if isinstance(value, str) else value
 
 
@@ -248,10 +368,7 @@ def _list(p: Path, value: Any, column: str, i: int) -> list[Any]:
     if isinstance(value, str):
         s = value.strip()
         if s.startswith("["):
-            try:
-                value = json.loads(s)
-            except json.JSONDecodeError:
-                raise BertExportError(f"--data {p} row {i + 1}: {column} is not a JSON list: {s[:60]!r}") from None
+            value = _json(s, f"--data {p} row {i + 1}: {column} is not a JSON list")
         else:
             value = s.split()
     if not isinstance(value, list):
@@ -275,6 +392,10 @@ def _answers(p: Path, value: Any, i: int) -> list[str]:
     if isinstance(value, str) and value.strip().startswith("["):
         try:
             value = json.loads(value)
+        except RecursionError:
+            raise BertExportError(
+                f"--data {p} row {i + 1}: its answers JSON is nested too deeply; flatten it"
+            ) from None
         except json.JSONDecodeError:
             pass
     answers = [value] if isinstance(value, str) else value

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import transformers
 
+from bert_export.bundle.manifest import check_rel_path, strict_json
 from bert_export.models import BertExportError, Family, Task
 from bert_export.models.support import first_line
 
@@ -83,6 +84,7 @@ def task_class(family: Family, task: Task) -> type:
 
 # A classifier with more labels than this is a typo, not a model (the head alone would be GBs).
 MAX_LABELS = 100_000
+MAX_POSITIONS = 1 << 20  # a manifest's max_position_embeddings bound (bundle/manifest.py)
 # Config sizes that must be positive integers for a model to exist at all.
 POSITIVE_SIZES = (
     "hidden_size",
@@ -113,22 +115,28 @@ def _label_kwargs(task: Task, num_labels: int | None) -> dict[str, Any]:
     return {"num_labels": num_labels}
 
 
-def _check_sizes(values: dict[str, Any]) -> None:
+def _check_sizes(values: dict[str, Any], where: str = "--config ") -> None:
+    """The raw sizes, before a config object is built from them (``num_labels: 10**9`` alone builds a
+    10**9-entry id2label); ``where`` starts each error ("--config ", or a model directory's config.json)."""
     for key in POSITIVE_SIZES:
         value = values.get(key)
         if value is not None and (type(value) is not int or value < 1):
-            raise BertExportError(f"--config {key}={value!r} makes no model; it must be a positive integer")
-    labels = values.get("num_labels") or len(values.get("id2label") or {})
+            raise BertExportError(f"{where}{key}={value!r} makes no model; it must be a positive integer")
+    id2label = values.get("id2label")
+    labels = values.get("num_labels") or (len(id2label) if isinstance(id2label, (dict, list)) else 0)
     if labels > MAX_LABELS:
-        raise BertExportError(f"{labels} labels is more than {MAX_LABELS}; pass a sensible --num-labels")
+        raise BertExportError(f"{where}{labels} labels is more than {MAX_LABELS}; pass a sensible --num-labels")
 
 
-def check_config(config: Any, task: Task) -> None:
-    """Refuse a configuration that makes no model, or one too big for this machine, before building it.
+def check_config(config: Any, task: Task, where: str = "--config ") -> None:
+    """Refuse a configuration that makes no model, one a bundle cannot describe, or one too big for
+    this machine, before building it (random init and model directories alike).
 
     transformers checks little (``hidden_size=0`` ends in a ZeroDivisionError deep in attention,
-    a negative size in a torch error, a huge one in the OOM killer), so the sizes are checked
-    here and the weights' memory is estimated from them.
+    a negative size in a torch error, ``num_hidden_layers=-1`` in a model with no layers that
+    exports and passes parity, a huge one in the OOM killer), so the sizes are checked here
+    against the manifest's own bounds (what ``validate``/``run`` will accept) and the weights'
+    memory is estimated from them. ``where`` starts each error.
     """
     for key in POSITIVE_SIZES:
         value = (
@@ -137,19 +145,20 @@ def check_config(config: Any, task: Task) -> None:
         if value is None:
             continue
         if type(value) is not int or value < 1:
-            raise BertExportError(f"--config {key}={value!r} makes no model; it must be a positive integer")
+            raise BertExportError(f"{where}{key}={value!r} makes no model; it must be a positive integer")
     h, heads = config.hidden_size, config.num_attention_heads
     if h % heads:
         raise BertExportError(
-            f"--config hidden_size={h} is not divisible by num_attention_heads={heads}; "
+            f"{where}hidden_size={h} is not divisible by num_attention_heads={heads}; "
             f"pick sizes such as hidden_size={heads * max(1, round(h / heads))}"
         )
     labels = len(getattr(config, "id2label", None) or {})
     if labels > MAX_LABELS:
-        raise BertExportError(f"{labels} labels is more than {MAX_LABELS}; pass a sensible --num-labels")
+        raise BertExportError(f"{where}{labels} labels is more than {MAX_LABELS}; pass a sensible --num-labels")
+    _check_bundle_bounds(config, where)
     if config.max_position_embeddings < min_sequence(task):
         raise BertExportError(
-            f"--config max_position_embeddings={config.max_position_embeddings} is below the "
+            f"{where}max_position_embeddings={config.max_position_embeddings} is below the "
             f"{min_sequence(task)} tokens a {task.name} bundle needs at least"
         )
     params = (
@@ -168,7 +177,31 @@ def check_config(config: Any, task: Task) -> None:
         raise BertExportError(
             f"this configuration has about {params / 1e9:.1f}B parameters; exporting it needs about "
             f"{need / 2**30:.0f} GiB of memory, more than this machine's {total / 2**30:.0f} GiB: "
-            f"choose smaller --config sizes"
+            + ("choose smaller --config sizes" if where == "--config " else "use a machine with more memory")
+        )
+
+
+def _check_bundle_bounds(config: Any, where: str) -> None:
+    """The sizes within what a manifest may say (bundle/manifest.py): an export must never write a
+    bundle that ``validate`` and ``run`` then refuse."""
+    from pydantic import ValidationError
+
+    from bert_export.bundle.manifest import ModelSizes
+
+    sizes = {k: getattr(config, k, None) for k in ModelSizes.model_fields}
+    try:
+        ModelSizes.model_validate({k: v for k, v in sizes.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first.get("loc", ()))
+        raise BertExportError(
+            f"{where}{key}={sizes.get(key)!r} is beyond what a bundle can hold "
+            f"({' '.join(str(first.get('msg', 'invalid')).split())[:100]})"
+        ) from None
+    if config.max_position_embeddings > MAX_POSITIONS:
+        raise BertExportError(
+            f"{where}max_position_embeddings={config.max_position_embeddings} is beyond what a bundle can hold "
+            f"(at most {MAX_POSITIONS})"
         )
 
 
@@ -240,18 +273,79 @@ def resolve_directory(ref: str) -> tuple[str, Path]:
         ) from None
 
 
+# A model directory is untrusted input as a bundle is (a download, a colleague's folder): every JSON
+# file bert-export or transformers parse from it is first read by read_model_json.
+MAX_MODEL_JSON_BYTES = 64 << 20  # a large vocabulary's tokenizer.json is ~20 MB, a config.json a few KB
+TOKENIZER_JSON = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+)
+SENTENCE_TRANSFORMERS_JSON = ("sentence_bert_config.json",)
+
+
+def _open_model_file(directory: Path, rel: str) -> tuple[int, Path]:
+    """A read-only descriptor of ``directory/rel``, a regular file really inside the directory.
+
+    As ``bundle.reader.open_listed`` for bundles: a plain relative path (no ``..``, no absolute
+    path); a link only when it stays inside the directory (or, in the Hugging Face cache, inside
+    its repository folder, whose snapshots are links into ``blobs/``); O_NONBLOCK so that a FIFO
+    cannot hang the export; fstat refuses FIFOs, devices and directories.
+    """
+    path = directory / rel
+    try:
+        check_rel_path(rel)
+    except ValueError:
+        raise BertExportError(
+            f"{directory} names the file {rel!r}, which is not a plain path inside the model directory "
+            f"(no '..', no absolute path); fix the model directory"
+        ) from None
+    real = Path(os.path.realpath(path))
+    root = _allowed_root(directory) or Path(os.path.realpath(directory))
+    if not real.is_relative_to(root):
+        raise BertExportError(
+            f"{path} leads outside the model directory (to {real}); replace the link with the file itself"
+        )
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(real, flags)
+    except OSError as exc:
+        raise BertExportError(
+            f"{path} cannot be read ({(exc.strerror or 'error').lower()}); restore the file"
+        ) from None
+    if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BertExportError(
+            f"{path} is not a regular file (a directory, FIFO or device); replace it with the file itself"
+        )
+    return fd, path
+
+
+def read_model_json(directory: Path, rel: str, kind: type = dict) -> Any:
+    """The JSON value of ``directory/rel``, strictly parsed (bundle.manifest.strict_json: no NaN, no
+    duplicate keys, bounded size and nesting) and of ``kind`` (an object, or a list): one error line
+    for anything else, never a hang, a MemoryError or a RecursionError."""
+    fd, path = _open_model_file(directory, rel)
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(MAX_MODEL_JSON_BYTES + 1)
+    if len(data) > MAX_MODEL_JSON_BYTES:
+        raise BertExportError(f"{path} is larger than {MAX_MODEL_JSON_BYTES >> 20} MB; restore the file")
+    value = strict_json(data, str(path), fix="restore the file")
+    if not isinstance(value, kind):
+        want, got = ("object" if kind is dict else "list"), type(value).__name__
+        raise BertExportError(f"{path} is not a JSON {want} (it holds a {got}); restore the file")
+    return value
+
+
 def _read_config(directory: Path, family: Family) -> dict[str, Any]:
     path = directory / "config.json"
-    if not path.exists():
+    if not os.path.lexists(path):
         raise BertExportError(
             f"{directory} has no config.json; pass a Hugging Face model directory (config.json + model.safetensors)"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BertExportError(
-            f"{path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); restore the file"
-        ) from None
+    data: dict[str, Any] = read_model_json(directory, "config.json")
     model_type = data.get("model_type")
     if model_type not in family.model_types:
         from bert_export.models import FAMILIES
@@ -260,6 +354,68 @@ def _read_config(directory: Path, family: Family) -> dict[str, Any]:
         hint = f"run `bert-export {other} ...` instead" if other else "bert-export supports: " + ", ".join(FAMILIES)
         raise BertExportError(f"{directory} holds a {model_type!r} model, not {family.name}; {hint}")
     return data
+
+
+def _check_directory_config(
+    directory: Path, data: dict[str, Any], family: Family, task: Task, num_labels: int | None
+) -> Any:
+    """config.json's sizes checked as random-init ones are, before transformers builds anything from them."""
+    where = f"{directory / 'config.json'}: "
+    _check_sizes({**data, **_label_kwargs(task, num_labels)}, where)
+    try:
+        config = getattr(transformers, family.config_class).from_dict({**data, **_label_kwargs(task, num_labels)})
+    except Exception as exc:
+        raise BertExportError(
+            f"{where}not a valid {family.config_class} ({first_line(exc, 200)}); fix the file"
+        ) from None
+    check_config(config, task, where)
+    return config
+
+
+def _check_tokenizer_ids(directory: Path, vocab_size: int) -> None:
+    """Every id the source's tokenizer files give fits the model's embedding (0..vocab_size-1).
+
+    An id beyond it exports fine and then fails inside ONNX Runtime on the first text that uses it
+    (an added token with id 10**9); the tokenizer JSON files are also checked to be strict, bounded
+    objects here, so the exporter's later plain reads of them see what was checked.
+    """
+    for name in (*TOKENIZER_JSON, *SENTENCE_TRANSFORMERS_JSON):
+        if not os.path.lexists(directory / name):
+            continue
+        data = read_model_json(directory, name)
+        ids: list[tuple[Any, Any]] = []
+        if name == "tokenizer.json":
+            vocab = (data.get("model") or {}).get("vocab") if isinstance(data.get("model"), dict) else None
+            if isinstance(vocab, dict):
+                ids += list(vocab.items())
+            elif isinstance(vocab, list):  # Unigram: [token, score] pairs, the id is the position
+                ids.append(("(last of the vocabulary)", len(vocab) - 1))
+            added = data.get("added_tokens") or []
+            ids += (
+                [(t.get("content"), t.get("id")) for t in added if isinstance(t, dict)]
+                if isinstance(added, list)
+                else []
+            )
+        elif name in ("added_tokens.json", "vocab.json"):
+            ids += list(data.items())
+        for token, value in ids:
+            if type(value) is not int or not 0 <= value < vocab_size:
+                raise BertExportError(
+                    f"{directory / name} gives the token {str(token)[:40]!r} the id {value!r}, outside this model's "
+                    f"vocabulary (ids 0..{vocab_size - 1}, config.json vocab_size); fix the tokenizer or the config"
+                )
+    if os.path.lexists(directory / "vocab.txt"):
+        fd, path = _open_model_file(directory, "vocab.txt")
+        lines, last = 0, b"\n"
+        with os.fdopen(fd, "rb") as fh:  # WordPiece: a token's id is its line (counted in blocks: no line is held)
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                lines, last = lines + block.count(b"\n"), block[-1:]
+        lines += last != b"\n"
+        if lines > vocab_size:
+            raise BertExportError(
+                f"{path} has {lines} tokens, more than this model's vocab_size {vocab_size} (config.json); "
+                f"fix the tokenizer or the config"
+            )
 
 
 def _check_weights(directory: Path, allow_pickle: bool) -> None:
@@ -282,6 +438,7 @@ def _verify_safetensors(directory: Path) -> None:
     from safetensors import safe_open
 
     for path in sorted(directory.glob("*.safetensors")):
+        os.close(_open_model_file(directory, path.name)[0])  # a FIFO would hang safe_open
         try:
             with safe_open(str(path), framework="pt") as fh:
                 for key in fh.keys():
@@ -309,7 +466,9 @@ def load_directory(
     seed: int = 0,
 ) -> Source:
     kind, directory = resolve_directory(ref)
-    _read_config(directory, family)
+    config = _check_directory_config(directory, _read_config(directory, family), family, task, num_labels)
+    _check_tokenizer_ids(directory, int(config.vocab_size))
+    pooling = _pooling(directory)
     _check_weights(directory, allow_pickle)
     _verify_safetensors(directory)
     cls = task_class(family, task)
@@ -329,15 +488,24 @@ def load_directory(
         )
     except Exception as exc:
         raise BertExportError(f"could not load {directory} as {cls.__name__}: {first_line(exc)}") from None
-    _check_loading_info(directory, info, model.base_model_prefix)
+    _check_loading_info(directory, info, model.base_model_prefix, int(model.config.num_hidden_layers))
     tok_dir = directory if any((directory / f).exists() for f in ("tokenizer.json", "vocab.txt")) else None
-    source = Source(model.eval(), model.config, kind, ref, directory, tok_dir, _pooling(directory))
+    source = Source(model.eval(), model.config, kind, ref, directory, tok_dir, pooling)
     source.new_head_params = sorted(info.get("missing_keys", []))
     return source
 
 
-def _check_loading_info(directory: Path, info: dict[str, Any], prefix: str) -> None:
-    """Missing encoder weights mean a broken checkpoint; a missing task head is expected (new head)."""
+# An encoder layer's weights: "bert.encoder.layer.7.attention..." (BERT), "model.layers.7.attn..." (ModernBERT).
+_LAYER_KEY = re.compile(r"(?:^|\.)(?:encoder\.layer|layers)\.(\d+)\.")
+
+
+def _check_loading_info(directory: Path, info: dict[str, Any], prefix: str, layers: int) -> None:
+    """Missing encoder weights mean a broken checkpoint; a missing task head is expected (new head).
+
+    Weights of layers beyond config.json's ``num_hidden_layers`` are refused too: transformers
+    drops them without a word, and the bundle would be a silently truncated model. Other unused
+    weights (a pre-training head, an old ``position_ids`` buffer) are normal in checkpoints.
+    """
     body = ("embeddings.", "encoder.", "layers.")
     missing = [k for k in info.get("missing_keys", []) if k.removeprefix(f"{prefix}.").startswith(body)]
     mismatched = [m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys", [])]
@@ -346,6 +514,16 @@ def _check_loading_info(directory: Path, info: dict[str, Any], prefix: str) -> N
         raise BertExportError(
             f"weights in {directory} do not match its config.json ({len(missing) + len(mismatched)} encoder tensors "
             f"missing or mis-shaped, e.g. {bad}); re-save the model"
+        )
+    extra = sorted(
+        (k for k in info.get("unexpected_keys", []) if (m := _LAYER_KEY.search(k)) and int(m.group(1)) >= layers),
+        key=lambda k: int(_LAYER_KEY.search(k).group(1)),  # type: ignore[union-attr]
+    )
+    if extra:
+        deepest = int(_LAYER_KEY.search(extra[-1]).group(1))  # type: ignore[union-attr]
+        raise BertExportError(
+            f"weights in {directory} hold {deepest + 1} encoder layers but its config.json says num_hidden_layers="
+            f"{layers} ({len(extra)} tensors would be dropped, e.g. {extra[0]}); fix num_hidden_layers in config.json"
         )
 
 
@@ -358,29 +536,39 @@ _POOLING_MODES = {
 
 
 def _pooling(directory: Path | None) -> dict[str, Any]:
-    """How sentence embeddings are pooled: as the model's sentence-transformers config declares, else CLS.
+    """How sentence embeddings are pooled: the model's sentence-transformers config, else CLS.
 
-    A declared pooling the bundle cannot reproduce (weighted mean, last token, several modes
-    concatenated) is refused: exporting it as CLS would give other embeddings than the model's.
+    modules.json and the Pooling module's config.json are read strictly (read_model_json) and the
+    Pooling module's path must stay inside the model directory: a broken or hostile file is one
+    error line, never a silent change of pooling (nor a read of ``../../..``). A declared pooling the
+    bundle cannot reproduce (weighted mean, last token, several modes concatenated) is refused:
+    exporting it as CLS would give other embeddings than the model's.
     """
-    if directory is not None and (directory / "modules.json").exists():
-        try:
-            modules = json.loads((directory / "modules.json").read_text())
-            pool_dir = next((m["path"] for m in modules if m["type"].endswith("Pooling")), None)
-            normalize = any(m["type"].endswith("Normalize") for m in modules)
-            cfg = json.loads((directory / pool_dir / "config.json").read_text()) if pool_dir else {}
-            declared = [k.removeprefix("pooling_mode_") for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
-        except (OSError, KeyError, StopIteration, json.JSONDecodeError, TypeError, AttributeError):
-            declared, normalize = [], False
-        else:
-            if len(declared) > 1 or (declared and declared[0] not in _POOLING_MODES):
-                raise BertExportError(
-                    f"{directory} pools sentence embeddings with {' + '.join(declared)} (its {pool_dir}/config.json); "
-                    f"bundles pool with one of {', '.join(_POOLING_MODES)}: export a model that uses one of them"
-                )
-            mode = _POOLING_MODES[declared[0]] if declared else "cls"
-            return {"mode": mode, "normalize": normalize, "source": "sentence-transformers"}
-    return {"mode": "cls", "normalize": False, "source": "default"}
+    if directory is None or not os.path.lexists(directory / "modules.json"):
+        return {"mode": "cls", "normalize": False, "source": "default"}
+    modules = read_model_json(directory, "modules.json", list)
+    if not all(isinstance(m, dict) and isinstance(m.get("type"), str) for m in modules):
+        raise BertExportError(
+            f'{directory / "modules.json"} must list objects with a "type" and a "path"; restore the file'
+        )
+    pool = next((m for m in modules if m["type"].endswith("Pooling")), None)
+    normalize = any(m["type"].endswith("Normalize") for m in modules)
+    cfg: dict[str, Any] = {}
+    pool_dir = ""
+    if pool is not None:
+        rel = pool.get("path")
+        if not isinstance(rel, str) or not rel.strip("/"):
+            raise BertExportError(f"{directory / 'modules.json'}: the Pooling module has no path; restore the file")
+        pool_dir = rel.strip("/")
+        cfg = read_model_json(directory, f"{pool_dir}/config.json")
+    declared = [k.removeprefix("pooling_mode_") for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
+    if len(declared) > 1 or (declared and declared[0] not in _POOLING_MODES):
+        raise BertExportError(
+            f"{directory} pools sentence embeddings with {' + '.join(declared)} (its {pool_dir}/config.json); "
+            f"bundles pool with one of {', '.join(_POOLING_MODES)}: export a model that uses one of them"
+        )
+    mode = _POOLING_MODES[declared[0]] if declared else "cls"
+    return {"mode": mode, "normalize": normalize, "source": "sentence-transformers"}
 
 
 def load_source(

@@ -27,11 +27,12 @@ import numpy as np
 import psutil
 
 from bert_export.models import TASKS, BertExportError, Family, get_family
-from bert_export.models.support import first_line, versions
+from bert_export.models.support import check_threads, first_line, versions
 from bert_export.runtimes.base import Runner
 
 DEFAULT_BATCHES = (1, 8)
 DEFAULT_SEQS = (128, 512)
+CPU_RUNTIMES = ("ort", "openvino")  # runtimes whose activations live in host memory
 # CPU flags that decide which int8 / bf16 kernels ONNX Runtime and PyTorch can use.
 CPU_FLAGS = (
     "avx2",
@@ -157,6 +158,36 @@ def model_flops(config: dict[str, Any], family: Family, task: str, batch: int, s
         else 0
     )
     return float(total + head)
+
+
+def working_bytes(config: dict[str, Any], task: str, batch: int, seq: int) -> int:
+    """A lower bound on the memory one forward pass over batch x seq needs beyond the weights (fp32).
+
+    The largest live tensors of one layer (the attention scores and their softmax, batch x heads
+    x seq x seq each; the feed-forward activation and the hidden states around it), plus the task
+    output (mlm: batch x seq x vocab logits). The runtime's arena holds at least this; bench checks
+    it before allocating anything (``bench --batch 4096 --seq 256`` used to fail deep inside ONNX
+    Runtime with "Failed to allocate memory").
+    """
+    h, inter, heads = int(config["hidden_size"]), int(config["intermediate_size"]), int(config["num_attention_heads"])
+    layer = batch * (2 * heads * seq * seq + seq * (inter + 4 * h))
+    out = batch * seq * (int(config["vocab_size"]) if task == "mlm" else h)
+    return 4 * (layer + out)
+
+
+def check_working_memory(config: dict[str, Any], task: str, cells: Sequence[tuple[int, int]], runtime: str) -> None:
+    """Refuse cells whose activations cannot fit the memory available now (host memory; GPU runtimes'
+    device memory is left to them)."""
+    if runtime not in CPU_RUNTIMES:
+        return
+    available = psutil.virtual_memory().available
+    for batch, seq in cells:
+        need = working_bytes(config, task, batch, seq)
+        if need > available:
+            raise BertExportError(
+                f"--batch {batch} --seq {seq} needs at least {need / 2**30:.1f} GiB for one forward pass, more than "
+                f"the {available / 2**30:.1f} GiB available; pass a smaller --batch or --seq"
+            )
 
 
 # --------------------------------------------------------------------------- feeds
@@ -595,14 +626,14 @@ def bench(
         raise BertExportError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     if warmup < 0 or runs < 1:
         raise BertExportError(f"--warmup must be >= 0 and --runs >= 1 (got {warmup} and {runs})")
-    if threads is not None and threads < 1:
-        raise BertExportError(f"--threads must be >= 1, got {threads}")
+    check_threads(threads)  # before torch.set_num_threads, which takes any number
     batches = parse_sizes(batches, "batch")
     b = load_bundle(bundle_path, precision=precision)
     seqs = resolve_seqs(parse_sizes(seqs, "seq") if seqs is not None else None, b.max_seq)
     family = get_family(b.manifest["family"])
     config = bundle_config(b)
     cells = sorted(((bt, s) for bt in batches for s in seqs), key=lambda c: (c[0] * c[1], c))
+    check_working_memory(config, b.manifest["task"], cells, runtime)
     tokenizer = bundle_tokenizer(b)
     stream = _token_stream(tokenizer, int(config["vocab_size"]), max(seqs) + 37 * max(batches))
     specials = specials_of(tokenizer, b.manifest)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bert_export.models import BertExportError
-from bert_export.models.support import first_line
+from bert_export.models.support import check_threads, first_line
 from bert_export.runtimes import openvino_runner, ort_runner, trt_runner
 from bert_export.runtimes.base import Runner, Runtime
 
@@ -44,7 +44,7 @@ def make_runner(bundle: Bundle, runtime: str = DEFAULT_RUNTIME, threads: int | N
         entry = RUNTIMES[runtime]
     except KeyError:
         raise BertExportError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}") from None
-    return entry.build(bundle, threads, **options)
+    return entry.build(bundle, check_threads(threads), **options)
 
 
 def bundle_tokenizer(bundle: Bundle) -> Any | None:

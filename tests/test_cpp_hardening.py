@@ -703,3 +703,98 @@ def test_fuzz_target_runs_clean(tmp_path: Path) -> None:
     assert "stat::number_of_executed_units" in run.stderr
     for mark in SANITIZER_MARKS + ("fuzz finding", "deadly signal"):
         assert mark not in run.stderr, run.stderr[-5000:]
+
+
+# --- external data of every tensor kind, and input text that is not UTF-8 (issue 24) ----------------------
+
+
+def _external_tensor(name: str, location: str, dtype: int, nbytes: int) -> Any:
+    import onnx
+
+    tensor = onnx.TensorProto(name=name, data_type=dtype, dims=[nbytes // 4 if dtype == 1 else nbytes // 8])
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(nbytes))):
+        tensor.external_data.add(key=key, value=value)
+    return tensor
+
+
+def _plant_external(bundle: Path, placement: str, location: str) -> None:
+    """Make one tensor of the graph read ``location`` (beside the graph, unlisted) and re-list the files."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    path = bundle / "onnx" / "model.onnx"
+    model = onnx.load(str(path))
+    dense = _external_tensor("bx_stolen", location, onnx.TensorProto.FLOAT, 16)
+    sparse = helper.make_sparse_tensor(dense, numpy_helper.from_array(np.arange(4, dtype=np.int64), "bx_idx"), [4])
+    out = helper.make_tensor_value_info("bx_out", onnx.TensorProto.FLOAT, [4])
+    branch = helper.make_graph([helper.make_node("Identity", ["bx_stolen"], ["bx_out"])], "b", [], [out])
+    if placement == "dense-initializer":
+        model.graph.initializer.append(dense)
+    elif placement == "sparse-initializer":
+        model.graph.sparse_initializer.append(sparse)
+    elif placement == "sparse-in-subgraph":
+        branch.sparse_initializer.append(sparse)
+        model.graph.node.append(helper.make_node("If", ["bx_c"], ["bx_o"], then_branch=branch, else_branch=branch))
+    elif placement == "sparse-attribute":
+        model.graph.node.append(helper.make_node("Constant", [], ["bx_k"], sparse_value=sparse))
+    onnx.save(model, str(path))
+    (path.parent / "stolen.bin").write_bytes(b"\x00" * 64)
+    relist(bundle)
+
+
+@pytest.mark.parametrize(
+    "placement, location",
+    [
+        ("dense-initializer", "stolen.bin"),
+        ("dense-initializer", "../manifest.json"),
+        ("sparse-initializer", "stolen.bin"),
+        ("sparse-in-subgraph", "stolen.bin"),
+        ("sparse-attribute", "../manifest.json"),
+    ],
+)
+def test_demo_refuses_unlisted_external_data(
+    asan_demo: Path, bases: dict[str, Path], tmp_path: Path, placement: str, location: str
+) -> None:
+    bundle = tmp_path / "b"
+    shutil.copytree(bases["qa"], bundle)
+    _plant_external(bundle, placement, location)
+    for args in (SELF, QA):
+        proc = demo_run(asan_demo, bundle, *args, timeout=60)
+        assert_refused(proc, f'onnx/model.onnx in bundle {bundle} refers to external data "{location}"')
+
+
+def test_demo_runs_listed_external_data(asan_demo: Path, bases: dict[str, Path], tmp_path: Path) -> None:
+    """Refusing only what is unlisted: a graph whose weights are listed external data self-tests."""
+    import onnx
+
+    bundle = tmp_path / "b"
+    shutil.copytree(bases["qa"], bundle)
+    model = onnx.load(str(bundle / "onnx/model.onnx"))
+    onnx.save(model, str(bundle / "onnx/model.onnx"), save_as_external_data=True, location="model.onnx_data")
+    manifest = read_manifest(bundle)
+    manifest["graph"]["files"] = ["onnx/model.onnx", "onnx/model.onnx_data"]
+    manifest["files"]["onnx/model.onnx_data"] = {"bytes": 0, "sha256": "0" * 64}
+    relist(bundle, manifest)
+    proc = demo_run(asan_demo, bundle, *SELF)
+    assert proc.returncode == 0 and "self-test: 3/3" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, what",
+    [
+        (["--text", b"caf\xe9 au lait"], "--text #1"),
+        (["--text", "fine", "--text", b"\xc0\x80 overlong NUL"], "--text #2"),
+        (["--tokenize", b"\xed\xa0\x80 a surrogate"], "--tokenize"),
+        (["--question", "Where?", "--context", b"Paris \xff"], "--context"),
+    ],
+)
+def test_demo_refuses_input_text_that_is_not_utf8(
+    asan_demo: Path, bases: dict[str, Path], args: list[Any], what: str
+) -> None:
+    """Python refuses such text; the demo used to drop the bytes and answer for another text."""
+    base = bases["qa"] if "--context" in args else bases["mlm"]
+    argv = [os.fsdecode(a) if isinstance(a, bytes) else a for a in args]
+    proc = demo_run(asan_demo, base, *argv, timeout=60)
+    assert_refused(proc, f"{what} is not valid UTF-8 (bad byte at offset")

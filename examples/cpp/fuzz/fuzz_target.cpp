@@ -6,6 +6,7 @@
 //   0  manifest.json bytes: parse_json + check_manifest
 //   1  tokenizer.json bytes, NUL, text: Tokenizer::load, then the text through it
 //   2  text through the fixed seed tokenizers (WordPiece and byte-level BPE, seed_tokenizers.h)
+//   3  ONNX graph bytes: external_data_locations (the protobuf wire walk), and utf8_invalid_at
 // A refusal (BundleError, Unsupported, a question too long for the pair) is the expected outcome
 // of bad input; anything else escaping (a nlohmann type error, std::out_of_range, ...) means some
 // field was used unchecked, and aborts as a finding, as do sanitizer reports and broken invariants.
@@ -68,7 +69,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string rest(reinterpret_cast<const char*>(data) + 1, size - 1);
   try {
-    switch (data[0] % 3) {
+    switch (data[0] % 4) {
       case 0: {
         json m = bx::parse_json(rest, "manifest.json");
         bx::check_manifest(m);
@@ -79,6 +80,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         size_t z = rest.find('\0');
         auto tok = tokenizer_of(rest.substr(0, z));
         exercise(*tok, z == std::string::npos ? std::string() : rest.substr(z + 1));
+        break;
+      }
+      case 3: {
+        for (const std::string& loc : bx::external_data_locations(data + 1, size - 1))
+          if (loc.size() > size) finding("a location longer than the graph");
+        size_t bad = bx::utf8_invalid_at(rest);
+        if (bad != std::string::npos && bad >= rest.size()) finding("utf8_invalid_at past the end");
         break;
       }
       default: {

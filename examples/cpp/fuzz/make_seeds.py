@@ -159,9 +159,28 @@ def main() -> None:
         for text in TEXTS[:6]:
             seeds.append(b"\x01" + spec.encode() + b"\x00" + text.encode("utf-8", "surrogateescape"))
     seeds += [b"\x02" + t.encode("utf-8", "surrogateescape") for t in TEXTS]
+    seeds.append(b"\x03" + external_data_graph())
     for data in seeds:
         (corpus / hashlib.sha1(data).hexdigest()).write_bytes(data)
     print(f"wrote {header.name} and {len(seeds)} seeds to {corpus}")
+
+
+def external_data_graph() -> bytes:
+    """Mode 3's seed: a graph whose tensors keep data outside it (dense, sparse, in an If branch)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    dense = TensorProto(name="w", data_type=1, dims=[4], data_location=TensorProto.EXTERNAL)
+    dense.external_data.add(key="location", value="model.onnx_data")
+    sparse = helper.make_sparse_tensor(dense, numpy_helper.from_array(np.arange(4, dtype=np.int64), "i"), [4])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["y"])], "b", [], [out], sparse_initializer=[sparse]
+    )
+    cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    node = helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)
+    graph = helper.make_graph([node], "g", [cond], [out], initializer=[dense])
+    return helper.make_model(graph).SerializeToString()
 
 
 if __name__ == "__main__":

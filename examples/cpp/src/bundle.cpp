@@ -1,6 +1,7 @@
 #include "bundle.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -193,6 +194,108 @@ std::vector<std::string> split_rel_path(const std::string& rel) {
   return parts;
 }
 
+// --- external data in an ONNX graph -----------------------------------------------------------------
+
+namespace {
+// The onnx.proto messages that hold tensors, and which of their fields lead to one (field numbers
+// from onnx.proto3). Protobuf carries no schema, so the places are listed here; every message that
+// can hold a TensorProto, directly or through a subgraph, is on the list.
+enum class Msg { Model, Training, Graph, Function, Node, Attribute, Sparse, Tensor, None };
+
+Msg child_of(Msg m, uint64_t field) {
+  switch (m) {
+    case Msg::Model: return field == 7 ? Msg::Graph : field == 20 ? Msg::Training : field == 25 ? Msg::Function : Msg::None;
+    case Msg::Training: return field == 1 || field == 2 ? Msg::Graph : Msg::None;  // initialization, algorithm
+    case Msg::Graph: return field == 1 ? Msg::Node : field == 5 ? Msg::Tensor : field == 15 ? Msg::Sparse : Msg::None;
+    case Msg::Function: return field == 7 ? Msg::Node : field == 11 ? Msg::Attribute : Msg::None;
+    case Msg::Node: return field == 5 ? Msg::Attribute : Msg::None;
+    case Msg::Attribute:  // t, tensors / g, graphs / sparse_tensor, sparse_tensors
+      return field == 5 || field == 10 ? Msg::Tensor : field == 6 || field == 11 ? Msg::Graph
+             : field == 22 || field == 23 ? Msg::Sparse : Msg::None;
+    case Msg::Sparse: return field == 1 || field == 2 ? Msg::Tensor : Msg::None;  // values, indices
+    default: return Msg::None;
+  }
+}
+
+[[noreturn]] void malformed_graph() {
+  throw BundleError("the graph is not a valid ONNX protobuf (truncated or edited); re-export the bundle");
+}
+
+struct Wire {
+  const uint8_t* p;
+  const uint8_t* end;
+  uint64_t varint() {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (p >= end) malformed_graph();
+      uint8_t b = *p++;
+      v |= uint64_t(b & 0x7F) << shift;
+      if (!(b & 0x80)) return v;
+    }
+    malformed_graph();
+  }
+  // The next field: its number, wire type and (length-delimited) payload; false at the end.
+  bool next(uint64_t& field, int& type, const uint8_t*& sub, size_t& len) {
+    if (p >= end) return false;
+    uint64_t tag = varint();
+    field = tag >> 3, type = int(tag & 7), sub = nullptr, len = 0;
+    if (type == 0) {
+      len = size_t(varint());  // the value, for varints
+    } else if (type == 1 || type == 5) {
+      size_t n = type == 1 ? 8 : 4;
+      if (size_t(end - p) < n) malformed_graph();
+      p += n;
+    } else if (type == 2) {
+      uint64_t n = varint();
+      if (n > uint64_t(end - p)) malformed_graph();
+      sub = p, len = size_t(n), p += n;
+    } else {
+      malformed_graph();  // groups: not used by onnx.proto
+    }
+    return true;
+  }
+};
+
+constexpr int kMaxProtoDepth = 300;  // Graph -> Node -> Attribute -> Graph ...: 100 nested subgraphs
+
+void walk(const uint8_t* data, size_t size, Msg m, int depth, std::vector<std::string>& out) {
+  if (depth > kMaxProtoDepth) throw BundleError("the graph nests subgraphs too deeply; re-export the bundle");
+  Wire w{data, data + size};
+  uint64_t field = 0;
+  int type = 0;
+  const uint8_t* sub = nullptr;
+  size_t len = 0;
+  bool external = false, has_location = false;
+  std::string location;
+  while (w.next(field, type, sub, len)) {
+    if (m == Msg::Tensor) {
+      if (field == 14 && type == 0) external = len == 1;  // data_location: EXTERNAL
+      if (field == 13 && type == 2) {                     // external_data: StringStringEntryProto
+        Wire e{sub, sub + len};
+        std::string key, value;
+        uint64_t f = 0;
+        int t = 0;
+        const uint8_t* s = nullptr;
+        size_t n = 0;
+        while (e.next(f, t, s, n))
+          if (t == 2 && (f == 1 || f == 2)) (f == 1 ? key : value).assign(reinterpret_cast<const char*>(s), n);
+        if (key == "location") location = value, has_location = true;
+      }
+      continue;
+    }
+    Msg child = type == 2 ? child_of(m, field) : Msg::None;
+    if (child != Msg::None) walk(sub, len, child, depth + 1, out);
+  }
+  if (m == Msg::Tensor && (external || has_location)) out.push_back(location);
+}
+}  // namespace
+
+std::vector<std::string> external_data_locations(const uint8_t* data, size_t size) {
+  std::vector<std::string> out;
+  walk(data, size, Msg::Model, 0, out);
+  return out;
+}
+
 // --- the manifest's schema ------------------------------------------------------------------------
 
 namespace {
@@ -358,7 +461,41 @@ Bundle Bundle::load(const std::string& dir, bool verify) {
       throw BundleError("bundle " + dir + " was modified after export: " + rel +
                         " does not match its sha256 in manifest.json; re-export it");
   }
+  b.check_external_data();
   return b;
+}
+
+void Bundle::check_external_data() const {
+  std::string rel = graph_file();
+  uint64_t bytes = 0;
+  Fd f(open_listed(rel, bytes));
+  if (bytes == 0) malformed_graph();
+  void* map = ::mmap(nullptr, size_t(bytes), PROT_READ, MAP_PRIVATE, f.fd, 0);
+  if (map == MAP_FAILED) throw BundleError("cannot read " + rel + " in bundle " + dir + ": " + std::strerror(errno));
+  std::vector<std::string> locations;
+  try {
+    locations = external_data_locations(static_cast<const uint8_t*>(map), size_t(bytes));
+  } catch (...) {
+    ::munmap(map, size_t(bytes));
+    throw;
+  }
+  ::munmap(map, size_t(bytes));
+  std::set<std::string> allowed = {rel};
+  const json* gfiles = find(manifest["graph"], "files");
+  if (gfiles && gfiles->is_array())
+    for (const json& g : *gfiles) allowed.insert(g.get<std::string>());
+  std::string base = rel.find('/') == std::string::npos ? "" : rel.substr(0, rel.rfind('/') + 1);
+  for (const std::string& loc : locations) {
+    bool plain = !loc.empty();
+    try {
+      split_rel_path(base + loc);
+    } catch (const BundleError&) {
+      plain = false;
+    }
+    if (!plain || !allowed.count(base + loc))
+      throw BundleError(rel + " in bundle " + dir + " refers to external data " + short_dump(json(loc)) +
+                        ", which is not one of its listed graph files; re-export the bundle");
+  }
 }
 
 bool Bundle::has_file(const std::string& rel) const { return find(manifest.at("files"), rel.c_str()) != nullptr; }

@@ -38,6 +38,12 @@ const nlohmann::json& as_array(const nlohmann::json& v, const std::string& where
 // A manifest path: relative, '/'-separated, no empty, '.' or '..' component; its components.
 std::vector<std::string> split_rel_path(const std::string& rel);
 
+// The external-data "location" of every tensor in a serialized ONNX ModelProto that keeps its data
+// outside the graph: initializers, sparse initializers (values and indices), node attributes
+// (tensors, sparse tensors), subgraphs of If/Loop/Scan at any depth, functions and training graphs.
+// A minimal protobuf wire-format walk (no protobuf library); malformed input is a BundleError.
+std::vector<std::string> external_data_locations(const uint8_t* data, size_t size);
+
 // The manifest's schema (every field this demo reads, with types and ranges); BundleError if not.
 void check_manifest(const nlohmann::json& m);
 
@@ -50,6 +56,10 @@ class Bundle {
   // compares its size and sha256: a tampered, truncated or booby-trapped bundle is refused
   // before anything runs.
   static Bundle load(const std::string& dir, bool verify = true);
+  // Refuses a graph with a tensor whose external data is not one of graph.files: ONNX Runtime
+  // would otherwise read any file beside the graph (manifest.json, an unlisted file) into the
+  // model. load() runs it when verify is set.
+  void check_external_data() const;
 
   bool has_file(const std::string& rel) const;
   // The bytes of a listed file (opened as above, size and sha256 checked again at read time).

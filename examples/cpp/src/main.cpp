@@ -81,8 +81,8 @@ class Model {
     Ort::SessionOptions opts;
     if (threads > 0) opts.SetIntraOpNumThreads(threads);
     opts.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
-    // A listed, verified regular file (bundle.cpp); ONNX Runtime itself refuses external-data
-    // locations outside the graph's directory.
+    // A listed, verified regular file whose every tensor's external data is one of the graph's
+    // listed files (Bundle::load, check_external_data).
     std::string path = b.path(b.graph_file());
     session_ = std::make_unique<Ort::Session>(env_, path.c_str(), opts);
     for (const json& in : b.manifest.at("inputs")) {  // schema-checked (bundle.cpp)
@@ -530,6 +530,16 @@ int run(int argc, char** argv) {
     else if (a == "--threads") threads = parse_threads(value());
     else throw UsageError("unknown option " + a + "; see --help");
   }
+  // Input text must be UTF-8, as `bert-export run` requires: utf8_decode would drop bad bytes silently.
+  auto check_utf8 = [](const std::string& text, const std::string& what) {
+    size_t at = bx::utf8_invalid_at(text);
+    if (at != std::string::npos)
+      throw UsageError(what + " is not valid UTF-8 (bad byte at offset " + std::to_string(at) + "); pass UTF-8 text");
+  };
+  check_utf8(tokenize, "--tokenize");
+  for (size_t i = 0; i < texts.size(); ++i) check_utf8(texts[i], "--text #" + std::to_string(i + 1));
+  check_utf8(question, "--question");
+  check_utf8(context, "--context");
   int modes = int(selftest) + int(has_tok) + int(!texts.empty()) + int(has_q || has_c);
   if (modes != 1) throw UsageError("choose exactly one of --self-test, --tokenize, --text, --question/--context");
   if (has_tok) {  // no session needed: tokenizer only

@@ -7,6 +7,10 @@
 namespace bx {
 // Decode UTF-8; an invalid byte becomes U+FFFD (which the BERT normalizer then removes).
 std::u32string utf8_decode(const std::string& s);
+// The offset of the first byte that is not well-formed UTF-8 (overlong forms, surrogates and code
+// points past U+10FFFF included), or std::string::npos when `s` is valid: input text is checked
+// with this and refused, as Python refuses it, rather than silently losing bytes in utf8_decode.
+size_t utf8_invalid_at(const std::string& s);
 std::string utf8_encode(const std::u32string& s);
 void utf8_append(std::string& out, char32_t cp);
 
