@@ -43,7 +43,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from bert_export.bundle.reader import SCHEMA_VERSION, read_manifest, sha256
 from bert_export.models import BertExportError
@@ -690,38 +690,52 @@ def remove_created(created: list[Path]) -> None:
             d.rmdir()
 
 
-def write_atomic(path: str | Path, data: str | bytes, option: str | None = None) -> None:
-    """Write a file through a temporary sibling, fsync and rename: a failure (disk full, a
-    read-only place, a name too long, a signal) leaves the previous file or none, never half of
-    one, and no temporary; the file gets the umask's mode. The path is checked again here (never
-    through a link, onto a directory or a special file); missing parents are created, and removed
-    again when the write fails."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path, option: str | None = None) -> Iterator[Path]:
+    """A fresh temporary sibling of ``path`` to write, fsynced and renamed over ``path`` when the block
+    ends. A failure (disk full, a read-only place, a name too long, a signal) leaves the previous file
+    or none, never half of one, and no temporary; the file gets the umask's mode. The path is checked
+    again here (never through a link, onto a directory or a special file); missing parents are
+    created, and removed again when the write fails. Every file we write goes through here:
+    ``write_atomic`` and ``atomic_file`` for whole files and streams, the corpus path's writers
+    (which need a path: pyarrow's ParquetWriter) directly."""
     path = Path(path)
     label = f"{option} {path}" if option else str(path)
     check_output_file(path, option or "output")
-    created = make_parents(path.parent if str(path.parent) else Path("."), option or str(path))
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = (path.parent if str(path.parent) else Path(".")) / TEMP_NAME.format(secrets.token_hex(6))
-    fd = -1
+    parent = path.parent if str(path.parent) else Path(".")
+    created = make_parents(parent, option or str(path))
+    tmp = parent / TEMP_NAME.format(secrets.token_hex(6))
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fd = -1
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-        _fsync_directory(path.parent if str(path.parent) else Path("."))
+        _fsync_directory(parent)
     except BaseException as exc:
-        if fd >= 0:
-            os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         remove_created(created)
         if isinstance(exc, OSError):
             raise BertExportError(f"could not write {label} ({exc.strerror}); nothing was written there") from None
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, option: str | None = None) -> Iterator[IO[bytes]]:
+    """``atomic_path`` as an open binary file."""
+    with atomic_path(path, option) as tmp, open(tmp, "wb") as fh:
+        yield fh
+
+
+def write_atomic(path: str | Path, data: str | bytes, option: str | None = None) -> None:
+    """Write a whole file at once through ``atomic_path``."""
+    with atomic_file(path, option) as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def _fsync_directory(directory: Path) -> None:

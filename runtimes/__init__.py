@@ -10,10 +10,14 @@ from bert_export.runtimes.ort_telemetry import default_off as _telemetry_default
 _telemetry_default_off()  # before any module here imports onnxruntime: see ort_telemetry.py
 
 
-def __getattr__(name: str) -> Any:
-    """``embed`` on first use, so that importing the package does not load onnxruntime or transformers."""
-    if name == "embed":
-        from bert_export.runtimes.corpus import embed
+# Attributes loaded on first use, so that importing the package does not load onnxruntime or
+# transformers (the function ``embed``, not the task of that name).
+_LAZY = {"embed": "bert_export.runtimes.corpus"}
 
-        return embed
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'bert_export.runtimes' has no attribute {name!r}")

@@ -32,7 +32,6 @@ from bert_export.runtimes.base import Runner
 
 DEFAULT_BATCHES = (1, 8)
 DEFAULT_SEQS = (128, 512)
-CPU_RUNTIMES = ("ort", "openvino")  # runtimes whose activations live in host memory
 # CPU flags that decide which int8 / bf16 kernels ONNX Runtime and PyTorch can use.
 CPU_FLAGS = (
     "avx2",
@@ -171,14 +170,18 @@ def working_bytes(config: dict[str, Any], task: str, batch: int, seq: int) -> in
     """
     h, inter, heads = int(config["hidden_size"]), int(config["intermediate_size"]), int(config["num_attention_heads"])
     layer = batch * (2 * heads * seq * seq + seq * (inter + 4 * h))
-    out = batch * seq * (int(config["vocab_size"]) if task == "mlm" else h)
+    vocab = any("vocab" in spec.axes for spec in TASKS[task].outputs)  # mlm: batch x seq x vocab logits
+    out = batch * seq * (int(config["vocab_size"]) if vocab else h)
     return 4 * (layer + out)
 
 
 def check_working_memory(config: dict[str, Any], task: str, cells: Sequence[tuple[int, int]], runtime: str) -> None:
     """Refuse cells whose activations cannot fit the memory available now (host memory; GPU runtimes'
     device memory is left to them)."""
-    if runtime not in CPU_RUNTIMES:
+    from bert_export.runtimes.factory import RUNTIMES
+
+    entry = RUNTIMES.get(runtime)
+    if entry is None or entry.gpu:  # an unknown name is refused by make_runner, with the choices
         return
     available = psutil.virtual_memory().available
     for batch, seq in cells:

@@ -23,7 +23,6 @@ import csv
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from bert_export.bundle.publish import atomic_path
 from bert_export.models import BertExportError, get_task
 from bert_export.models import postprocess as pp
 from bert_export.runtimes import batching as batching_
@@ -123,30 +123,6 @@ def chunks(texts: Iterator[str] | Sequence[str], size: int) -> Iterator[list[str
 
 
 # --- writing -----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """A temporary sibling of ``path`` to stream into, renamed over ``path`` on success.
-
-    The streaming counterpart of ``bundle.publish.write_atomic`` (which takes the whole file at
-    once): on any error or interruption the temporary file is removed and ``path`` is untouched.
-    """
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError):
-            raise BertExportError(f"could not write {path} ({exc.strerror}); nothing was written there") from None
-        raise
 
 
 class _Npy:
@@ -313,7 +289,7 @@ def run_corpus(
                     advance(len(chunk))
                 values: Any = _join(task, parts)
             else:
-                with atomic_output(path) as tmp:
+                with atomic_path(path, "--out") as tmp:
                     writer = WRITERS[path.suffix.lower()](tmp, count)
                     complete = False
                     try:
@@ -322,7 +298,7 @@ def run_corpus(
                             advance(len(chunk))
                         complete = True
                     finally:
-                        writer.close(complete)  # incomplete: just closed; atomic_output removes it
+                        writer.close(complete)  # incomplete: just closed; atomic_path removes it
                 values = None
     finally:
         if own:
