@@ -203,8 +203,8 @@ def optimize_graph(
     if options.optimize:
         model = ir.load(path)
         if options.runtime == "ort":
-            model = fuse_for_ort(model, padding_mask_only=family.local_window_attr is None, max_positions=max_seq)
-            if options.banded_attention and family.local_window_attr is not None:
+            model = fuse_for_ort(model, family.fusions, max_positions=max_seq)
+            if options.banded_attention and family.fusions.banded_local_attention:
                 result.banded_layers = banded_local_attention(model)  # its own pass: local layers O(n·w)
         else:
             model = fold_for_trt(model)
@@ -275,7 +275,9 @@ def _count_ops(path: Path, result: OptimizeResult) -> None:
 def _standard_attention_passes(model: ir.Model, family: Family, options: OptimizeOptions) -> int:
     """Standard-ONNX targets (TensorRT, OpenVINO), after folding, two passes of their own: banded local layers,
     then the dead NaN guards dropped so that the targets' own attention fusion sees a plain softmax chain."""
-    banded = banded_standard_attention(model) if options.banded_attention and family.local_window_attr else 0
+    banded = (
+        banded_standard_attention(model) if options.banded_attention and family.fusions.banded_local_attention else 0
+    )
     drop_softmax_nan_guards(model)
     return banded
 
