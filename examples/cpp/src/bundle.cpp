@@ -333,6 +333,7 @@ struct Graph {
   std::vector<const json*> outputs;  // empty when the entry has none
 };
 
+// `where`: "manifest.json graph" or "manifest.json graphs.<precision>".
 Graph graph_entry(const json& g, const std::string& where) {
   as_object(g, where);
   Graph out;
@@ -342,8 +343,10 @@ Graph graph_entry(const json& g, const std::string& where) {
   if (const json* ops = find(g, "ops"))
     for (const auto& [op, n] : as_object(*ops, where + ".ops").items()) as_int(n, 0, kCount, where + ".ops." + op);
   if (const json* outs = find(g, "outputs")) out.outputs = tensors(*outs, where + ".outputs");
-  if (std::find(out.files.begin(), out.files.end(), out.file) == out.files.end())
-    throw BundleError(where + ".file is not among " + where + ".files");
+  if (std::find(out.files.begin(), out.files.end(), out.file) == out.files.end()) {
+    std::string field = where.substr(where.find(' ') + 1);
+    throw BundleError(where + ".file is not among " + field + ".files; re-export the bundle");
+  }
   return out;
 }
 
@@ -407,8 +410,10 @@ void check_optional_sections(const json& m, const std::string& M) {
 }
 
 // Schema 2: one graph per known precision, the default's = graph, files disjoint, the same outputs.
+using Named = std::vector<std::pair<std::string, std::string>>;  // (the field, the path it names)
+
 void check_graphs(const json& m, const Graph& graph, const std::vector<std::string>& outputs, const std::string& M,
-                  std::vector<std::string>& named) {
+                  Named& named) {
   const json* graphs = find(m, "graphs");
   std::map<std::string, Graph> by_precision;
   if (graphs) {
@@ -434,7 +439,7 @@ void check_graphs(const json& m, const Graph& graph, const std::vector<std::stri
     for (const auto& f : g.files)
       if (seen.count(f)) throw BundleError(M + " graphs." + p + " shares a file with another precision's graph");
     seen.insert(g.files.begin(), g.files.end());
-    named.insert(named.end(), g.files.begin(), g.files.end());
+    for (const auto& f : g.files) named.emplace_back("graphs." + p + ".files", f);
     if (!g.outputs.empty()) {
       std::vector<std::string> got = names_of(g.outputs);
       std::sort(got.begin(), got.end());
@@ -446,7 +451,7 @@ void check_graphs(const json& m, const Graph& graph, const std::vector<std::stri
 
 void check_manifest(const json& m) {
   const std::string M = "manifest.json";
-  if (!m.is_object()) throw BundleError(M + " is not a JSON object; re-export the bundle");
+  as_object(m, M);
   const json* sv = find(m, "schema_version");
   if (!sv || !sv->is_number_integer() || (sv->get<int64_t>() != kSchemaVersion && sv->get<int64_t>() != 1) ||
       (sv->is_number_unsigned() && sv->get<uint64_t>() > uint64_t(kSchemaVersion)))
@@ -480,7 +485,11 @@ void check_manifest(const json& m) {
     if (max_seq > mp->get<int64_t>()) throw BundleError(M + " max_sequence_length exceeds max_position_embeddings");
   std::vector<std::string> in_names = names_of(inputs);
   std::sort(in_names.begin(), in_names.end());
-  if (in_names != kFamilyInputs.at(family)) throw BundleError(M + " inputs are not the " + family + " inputs");
+  if (in_names != kFamilyInputs.at(family)) {
+    std::string want;
+    for (const auto& n : kFamilyInputs.at(family)) want += (want.empty() ? "" : ", ") + n;
+    throw BundleError(M + " inputs are not the " + family + " inputs (" + want + "); re-export the bundle");
+  }
   std::vector<std::string> out_names = names_of(outputs);
   const TaskRule& rule = kTasks.at(task);
   std::set<std::string> unique(out_names.begin(), out_names.end());
@@ -490,13 +499,15 @@ void check_manifest(const json& m) {
   for (const json* t : inputs) one_of((*t)["dtype"], {"int64", "int32"}, M + " inputs[].dtype");
   if (!float_dtypes(outputs)) throw BundleError(M + " outputs must be float32 or float16");
   if (rule.has_labels && !find(m, "labels")) throw BundleError(M + " a " + task + " bundle needs labels");
-  std::vector<std::string> named = graph.files;
+  Named named;
+  for (const auto& f : graph.files) named.emplace_back("graph.files", f);
   check_graphs(m, graph, out_names, M, named);
   if (const json* tok = find(m, "tokenizer"))
-    for (const json& f : (*tok)["files"]) named.push_back(f.get<std::string>());
-  if (const json* golden = find(m, "golden")) named.push_back((*golden)["file"].get<std::string>());
-  for (const auto& rel : named)
-    if (!files.contains(rel)) throw BundleError(M + " names " + short_dump(json(rel)) + ", which is not listed in files; re-export the bundle");
+    for (const json& f : (*tok)["files"]) named.emplace_back("tokenizer.files", f.get<std::string>());
+  if (const json* golden = find(m, "golden")) named.emplace_back("golden.file", (*golden)["file"].get<std::string>());
+  for (const auto& [field, rel] : named)
+    if (!files.contains(rel))
+      throw BundleError(M + " " + field + " names " + short_dump(json(rel)) + ", which is not listed in files; re-export the bundle");
   if (const json* trt = find(m, "tensorrt"))
     if (files.contains((*trt)["file"].get<std::string>())) throw BundleError(M + " tensorrt.file must not be a listed file");
 }
