@@ -66,7 +66,10 @@ RelPath = Annotated[
 PlainName = Annotated[
     str,
     AfterValidator(check_rel_path),
-    Field(pattern=r"^[^/]+$", json_schema_extra={"pattern": PLAIN_NAME_PATTERN, "minLength": 1, "maxLength": 255}),
+    Field(
+        pattern=r"^[^/]+$",
+        json_schema_extra={"pattern": PLAIN_NAME_PATTERN, "minLength": 1, "maxLength": MAX_PATH_CHARS},
+    ),
 ]
 Count = Annotated[int, Field(ge=0, le=1 << 40)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")]
