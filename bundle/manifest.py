@@ -14,21 +14,24 @@ know are kept and ignored (docs/bundle.md: adding a key does not bump the schema
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
+import sys
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bert_export.models import FAMILIES, TASKS, BertExportError
+from bert_export.models import FAMILIES, TASKS, BertExportError, get_family, get_task
+from bert_export.models.precisions import BUNDLE_PRECISIONS
 
 SCHEMA_VERSIONS = (1, 2)  # 1: one graph at the root (read as it is); 2: graphs under onnx/ per precision
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_FILES = 10_000
 MAX_PATH_CHARS = 255
 MAX_NESTING = 64
-_COMPONENT = re.compile(r"^[A-Za-z0-9._+-]+$")
+_COMPONENT = re.compile(r"[A-Za-z0-9._+-]+")
 
 
 def check_rel_path(value: str) -> str:
@@ -43,7 +46,7 @@ def check_rel_path(value: str) -> str:
         raise ValueError("must be a relative path of 1 to 255 characters")
     parts = value.split("/")
     for part in parts:
-        if part in ("", ".", "..") or not _COMPONENT.match(part):
+        if part in ("", ".", "..") or not _COMPONENT.fullmatch(part):  # fullmatch: '$' would let 'a\n' by
             raise ValueError(
                 f"{value!r} is not a plain relative path inside the bundle "
                 "(letters, digits, '._+-' components separated by '/'; no '..', no absolute path)"
@@ -51,8 +54,23 @@ def check_rel_path(value: str) -> str:
     return value
 
 
-RelPath = Annotated[str, AfterValidator(check_rel_path)]
-PlainName = Annotated[str, AfterValidator(check_rel_path), Field(pattern=r"^[^/]+$")]
+# check_rel_path as a JSON Schema pattern (ECMA-262), for docs/manifest.schema.json only: validation is check_rel_path.
+_PART, _NOT_DOTS = r"[A-Za-z0-9._+-]+", r"(?!\.\.?(?:/|$))"
+REL_PATH_PATTERN = rf"^{_NOT_DOTS}{_PART}(?:/{_NOT_DOTS}{_PART})*$"
+PLAIN_NAME_PATTERN = rf"^{_NOT_DOTS}{_PART}$"
+RelPath = Annotated[
+    str,
+    AfterValidator(check_rel_path),
+    Field(json_schema_extra={"pattern": REL_PATH_PATTERN, "minLength": 1, "maxLength": MAX_PATH_CHARS}),
+]
+PlainName = Annotated[
+    str,
+    AfterValidator(check_rel_path),
+    Field(
+        pattern=r"^[^/]+$",
+        json_schema_extra={"pattern": PLAIN_NAME_PATTERN, "minLength": 1, "maxLength": MAX_PATH_CHARS},
+    ),
+]
 Count = Annotated[int, Field(ge=0, le=1 << 40)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")]
 Axis = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")] | Annotated[int, Field(ge=1, le=1 << 24)]
@@ -78,8 +96,8 @@ class FileEntry(Strict):
 class GraphEntry(Strict):
     file: RelPath
     files: list[RelPath] = Field(min_length=1, max_length=64)
-    nodes: Annotated[int, Field(ge=0)] | None = None
-    ops: dict[str, Annotated[int, Field(ge=0)]] | None = None
+    nodes: Count | None = None
+    ops: dict[str, Count] | None = None
     # schema 2, in ``graphs``: this graph's outputs (an fp16 graph exported with --fp16-io returns float16)
     outputs: list[TensorEntry] | None = Field(default=None, min_length=1, max_length=8)
 
@@ -126,7 +144,7 @@ class ModelSizes(Strict):
 
 class GoldenEntry(Strict):
     file: RelPath
-    version: int
+    version: Annotated[int, Field(ge=0, le=1 << 31)]
     examples: Annotated[int, Field(ge=0, le=10_000)]
 
 
@@ -137,10 +155,19 @@ class EngineRecord(Strict):
 
 
 class Manifest(Strict):
+    """A bert-export bundle's manifest.json (docs/bundle.md).
+
+    Beyond the field types and ranges here, readers check: schema_version 1 or 2; precision and every
+    graphs key a precision a bundle stores; inputs exactly the family's, outputs among the task's;
+    max_sequence_length <= max_position_embeddings; labels for labelled tasks; graph.file among
+    graph.files; schema 2: graphs[precision] equals graph and graph files are disjoint, schema 1: no
+    graphs; every named file listed in files; tensorrt.file not listed.
+    """
+
     schema_version: int
     family: Literal[tuple(FAMILIES)]  # type: ignore[valid-type]
     task: Literal[tuple(TASKS)]  # type: ignore[valid-type]
-    precision: str
+    precision: Annotated[str, Field(json_schema_extra={"enum": list(BUNDLE_PRECISIONS)})]
     opset: Annotated[int, Field(ge=7, le=64)] | None = None
     inputs: list[TensorEntry] = Field(min_length=1, max_length=8)
     outputs: list[TensorEntry] = Field(min_length=1, max_length=8)
@@ -153,22 +180,24 @@ class Manifest(Strict):
     tokenizer: TokenizerEntry | None = None
     config: ModelSizes | None = None
     graph: GraphEntry
-    graphs: dict[str, GraphEntry] | None = Field(default=None, min_length=1, max_length=8)
+    graphs: dict[str, GraphEntry] | None = Field(
+        default=None, min_length=1, max_length=8, json_schema_extra={"propertyNames": {"enum": list(BUNDLE_PRECISIONS)}}
+    )
     golden: GoldenEntry | None = None
     tensorrt: EngineRecord | None = None
-    files: dict[RelPath, FileEntry] = Field(max_length=MAX_FILES)
+    files: dict[RelPath, FileEntry] = Field(
+        max_length=MAX_FILES,
+        json_schema_extra={"propertyNames": {"pattern": REL_PATH_PATTERN, "minLength": 1, "maxLength": MAX_PATH_CHARS}},
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
-        from bert_export.models import get_family, get_task
-        from bert_export.models.precisions import GATES
-
         if self.schema_version not in SCHEMA_VERSIONS:
             raise ValueError(
                 f"schema_version {self.schema_version} is not one this bert-export reads ({SCHEMA_VERSIONS})"
             )
-        if self.precision not in GATES:
-            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(GATES)}")
+        if self.precision not in BUNDLE_PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(BUNDLE_PRECISIONS)}")
         if self.max_position_embeddings is not None and self.max_sequence_length > self.max_position_embeddings:
             raise ValueError("max_sequence_length exceeds max_position_embeddings")
         fam, task = get_family(self.family), get_task(self.task)
@@ -204,17 +233,15 @@ class Manifest(Strict):
 
     def _check_graphs(self, task: Any, outputs: list[str]) -> None:
         """Schema 2: one graph per known precision, files disjoint, ``graph`` = the default's, same output names."""
-        from bert_export.models.precisions import GATES
-
         if self.schema_version == 1:
             if self.graphs is not None:
                 raise ValueError("graphs is a schema-2 field; a schema-1 manifest has only graph")
             return
         if self.graphs is None:
             raise ValueError("a schema-2 manifest lists its graphs by precision in graphs")
-        unknown = [p for p in self.graphs if p not in GATES]
+        unknown = [p for p in self.graphs if p not in BUNDLE_PRECISIONS]
         if unknown:
-            raise ValueError(f"graphs has precision {unknown[0]!r}, not one of {', '.join(GATES)}")
+            raise ValueError(f"graphs has precision {unknown[0]!r}, not one of {', '.join(BUNDLE_PRECISIONS)}")
         default = self.graphs.get(self.precision)
         if default is None:
             raise ValueError(f"graphs has no entry for the default precision {self.precision!r}")
@@ -313,3 +340,32 @@ def finite(values: Any) -> bool:
     if isinstance(values, list):
         return all(finite(v) for v in values)
     return True
+
+
+def json_schema() -> dict[str, Any]:
+    """The manifest's JSON Schema (draft 2020-12), exported from the pydantic model above.
+
+    Committed as docs/manifest.schema.json (tests/test_manifest_schema.py keeps it in sync) for
+    readers in other languages: it states every field's type and range; the cross-field rules are
+    in Manifest's description (a JSON Schema cannot say "listed in files").
+    """
+    schema = Manifest.model_json_schema(mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def schema_text() -> str:
+    """docs/manifest.schema.json's exact text."""
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bert_export.bundle.manifest --schema > docs/manifest.schema.json``."""
+    parser = argparse.ArgumentParser(prog="python -m bert_export.bundle.manifest", description=main.__doc__)
+    parser.add_argument("--schema", action="store_true", required=True, help="print the manifest's JSON Schema")
+    parser.parse_args(argv)
+    sys.stdout.write(schema_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

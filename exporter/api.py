@@ -63,7 +63,7 @@ def _resolve(family: str | Family, task: str | Task) -> tuple[Family, Task]:
 
 def long_inputs_affordable(fam: Family, plan: OptimizeOptions) -> bool:
     """Whether a local-window family's default --max-seq may be its own maximum (the target's ``long_inputs``)."""
-    return fam.local_window_attr is not None and plan.optimize and plan.banded_attention and plan.target.long_inputs
+    return fam.fusions.banded_local_attention and plan.optimize and plan.banded_attention and plan.target.long_inputs
 
 
 def resolve_max_seq(source: Source, max_seq: int | None, *, banded: bool = False) -> int:
@@ -224,6 +224,24 @@ def symbolic_axes(tsk: Task, name: str) -> tuple[Any, ...]:
     return next(o.axes for o in tsk.outputs if o.name == name)
 
 
+def tokenizer_kind(fam: Family, tokenizer: Any | None) -> str | None:
+    """The manifest's ``tokenizer.kind``: the family's stated kind (``Family.tokenizer``), None without a tokenizer.
+
+    Stated, not guessed from file names (a WordPiece tokenizer.json without vocab.txt is still WordPiece), and
+    checked against the loaded tokenizer's own model so that a bundle never claims a kind its files are not.
+    """
+    if tokenizer is None:
+        return None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    actual = type(backend.model).__name__.lower() if backend is not None else fam.tokenizer
+    if actual != fam.tokenizer:
+        raise BertExportError(
+            f"the model's tokenizer is {actual}, but {fam.name} bundles carry a {fam.tokenizer} tokenizer "
+            f"(models/registry.py); export it with the family its tokenizer belongs to"
+        )
+    return fam.tokenizer
+
+
 def _manifest(
     fam: Family,
     tsk: Task,
@@ -261,7 +279,7 @@ def _manifest(
         "special_tokens": {"cls": sp.cls, "sep": sp.sep, "pad": sp.pad, "mask": sp.mask},
         "tokenizer": {
             "files": tok_files,
-            "kind": "wordpiece" if "vocab.txt" in tok_files else ("bpe" if tok_files else None),
+            "kind": tokenizer_kind(fam, tokenizer),
             "do_lower_case": tokenizer_cfg.get("do_lower_case"),
             "model_max_length": tokenizer_cfg.get("model_max_length"),
         },

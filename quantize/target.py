@@ -88,6 +88,8 @@ def standard_onnx_passes(
     """For targets that fuse by themselves (standard ONNX): constants folded, local layers banded, then the
     dead NaN guards dropped so that the target's own attention fusion sees a plain softmax chain."""
     model = fold_for_trt(model)
-    banded = banded_standard_attention(model) if options.banded_attention and family.local_window_attr else 0
+    banded = (
+        banded_standard_attention(model) if options.banded_attention and family.fusions.banded_local_attention else 0
+    )
     drop_softmax_nan_guards(model)
     return model, banded

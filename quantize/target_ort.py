@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 def passes(model: ir.Model, family: Family, options: OptimizeOptions, max_seq: int) -> tuple[ir.Model, int]:
     """ORT's fusions, then (its own pass) local layers as banded O(n·w) attention."""
-    model = fuse_for_ort(model, padding_mask_only=family.local_window_attr is None, max_positions=max_seq)
-    if options.banded_attention and family.local_window_attr is not None:
+    model = fuse_for_ort(model, family.fusions, max_positions=max_seq)
+    if options.banded_attention and family.fusions.banded_local_attention:
         return model, banded_local_attention(model)
     return model, 0
 

@@ -129,14 +129,14 @@ def model_flops(config: dict[str, Any], family: Family, task: str, batch: int, s
 
     Counts the matrix products that dominate an encoder: Q/K/V/output projections, attention
     scores and context (over the keys each layer really attends), the feed-forward block (a gated
-    GLU has three matrices, as the family's fusion hints say), and the task head. Embedding
+    GLU has three matrices: ``Family.gated_ffn``), and the task head. Embedding
     look-ups, norms and softmax are left out (under 1% at these sizes). Local layers are credited
     only their window even where a kernel computes the masked-out scores anyway, so GFLOP/s
     measures useful work.
     """
     h, inter = int(config["hidden_size"]), int(config["intermediate_size"])
     tokens = batch * seq
-    ffn_mats = 3 if family.fusion_hints.get("gelu") == "GeGLU" else 2
+    ffn_mats = 3 if family.gated_ffn else 2
     dense = 2 * tokens * (4 * h * h + ffn_mats * h * inter)
     total = sum(dense + 4 * tokens * keys * h for keys in _layer_keys(config, family, seq))
     labels = len(config.get("id2label") or {}) or 2

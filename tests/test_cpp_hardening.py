@@ -242,7 +242,8 @@ def directory_listed(bundle: Path) -> None:
 
 def graph_unlisted(bundle: Path) -> None:
     shutil.copy(bundle / "onnx/model.onnx", bundle / "other.onnx")
-    set_manifest(graph__file="other.onnx")(bundle)
+    graph = {"file": "other.onnx", "files": ["other.onnx"]}
+    set_manifest(graph=graph, graphs={read_manifest(bundle)["precision"]: graph})(bundle)
 
 
 def graph_outside(bundle: Path) -> None:
@@ -321,34 +322,35 @@ def seed_tokenizer(name: str) -> str:
     return header[start : header.index(')SEED"', start)]
 
 
+END_ONLY = [{"name": "end_logits", "dtype": "float32", "shape": ["batch", "sequence"]}]
 SELF = ["--self-test"]
 TOK = ["--tokenize", "Paris is the capital."]
 QA = ["--question", "Where?", "--context", "Paris is the capital of France."]
 
 CASES: dict[str, tuple[str, Callable[[Path], None] | None, list[str], str]] = {
     # paths
-    "dotdot-entry": ("qa", dotdot, SELF, "'..' component"),
-    "absolute-entry": ("qa", absolute, SELF, "is absolute"),
+    "dotdot-entry": ("qa", dotdot, SELF, "is not a plain relative path inside the bundle"),
+    "absolute-entry": ("qa", absolute, SELF, "is not a plain relative path inside the bundle"),
     "symlink-outside": ("qa", symlink_out, SELF, "vocab.txt is a symbolic link"),
     "symlinked-directory": ("qa", symlinked_dir, SELF, "its directory onnx is a symbolic link"),
     "fifo-listed": ("qa", fifo, SELF, "pipe is not a regular file"),
     "fifo-as-golden": ("qa", fifo_as_golden, SELF, "golden.json is not a regular file"),
     "dev-zero-symlink": ("qa", dev_zero, SELF, "zero is a symbolic link"),
     "directory-listed": ("qa", directory_listed, SELF, "adir is not a regular file"),
-    "graph-not-listed": ("qa", graph_unlisted, SELF, 'graph.file "other.onnx" is not listed'),
-    "graph-outside": ("qa", graph_outside, SELF, "'..' component"),
+    "graph-not-listed": ("qa", graph_unlisted, SELF, 'graph.files names "other.onnx", which is not listed'),
+    "graph-outside": ("qa", graph_outside, SELF, "is not a plain relative path inside the bundle"),
     "listed-file-missing": ("qa", missing_listed, TOK, "config.json is missing"),
     "tokenizer-file-unlisted": (
         "qa",
         lambda b: raw_edit(b, lambda m: m["files"].pop("vocab.txt")),
         TOK,
-        'tokenizer file "vocab.txt" is not listed',
+        'tokenizer.files names "vocab.txt", which is not listed',
     ),
     "golden-file-unlisted": (
         "qa",
         set_manifest(golden__file="gold.json"),
         SELF,
-        'golden.file "gold.json" is not listed',
+        'golden.file names "gold.json", which is not listed',
     ),
     "graph-file-not-in-graph-files": (
         "qa",
@@ -390,18 +392,35 @@ CASES: dict[str, tuple[str, Callable[[Path], None] | None, list[str], str]] = {
         "64 lower-case hex",
     ),
     "inputs-object": ("qa", set_manifest(inputs={}), SELF, "inputs must be an array"),
-    "input-name-unknown": ("qa", set_manifest(inputs__0__name="evil"), SELF, 'inputs[].name is "evil"'),
-    "outputs-lack-start": ("qa", set_manifest(outputs=[{"name": "end_logits"}]), SELF, "outputs lack start_logits"),
-    "graph-string": ("qa", set_manifest(graph="model.onnx"), SELF, "graph must be an object"),
-    "graph-per-precision-missing": (
+    "input-name-unknown": ("qa", set_manifest(inputs__0__name="evil"), SELF, "inputs are not the bert inputs"),
+    "input-name-not-a-name": (
         "qa",
-        set_manifest(graph__file={"fp16": "model.onnx"}),
+        set_manifest(inputs__0__name="a b"),
         SELF,
-        'graph.file lacks "fp32"',
+        'inputs[].name "a b" is not a tensor name',
     ),
+    "outputs-lack-start": (  # a valid manifest (the schema allows a subset of the task's outputs); the demo needs both
+        "qa",
+        set_manifest(outputs=END_ONLY, graphs__fp32__outputs=END_ONLY),
+        SELF,
+        "outputs lack start_logits",
+    ),
+    "graph-string": ("qa", set_manifest(graph="model.onnx"), SELF, "graph must be an object"),
+    "graph-file-object": (
+        "qa",
+        set_manifest(graph__file={"fp32": "onnx/model.onnx"}),
+        SELF,
+        "graph.file must be a string",
+    ),
+    "schema-1-with-graphs": ("qa", set_manifest(schema_version=1), SELF, "graphs is a schema-2 field"),
     "special-mask-negative": ("mlm", set_manifest(special_tokens__mask=-1), SELF, "special_tokens.mask is -1"),
     "pooling-mode-int": ("qa", set_manifest(pooling__mode=3), SELF, "pooling.mode must be a string"),
-    "id2label-int": ("qa", set_manifest(labels={"id2label": {"0": 5}}), SELF, "id2label.0 must be a string"),
+    "id2label-int": (
+        "qa",
+        set_manifest(labels={"num_labels": 1, "id2label": {"0": 5}}),
+        SELF,
+        "id2label.0 must be a string",
+    ),
     "tokenizer-kind-int": ("qa", set_manifest(tokenizer__kind=7), SELF, "tokenizer.kind must be a string"),
     # golden.json
     "golden-id-huge": ("qa", g("examples.0.input_ids.1", 10**9), SELF, "input_ids[] is 1000000000, out of range"),
@@ -557,8 +576,8 @@ def test_malformed_bundle_is_refused_cleanly(
 
 
 def test_valid_bundles_pass_under_sanitizers(asan_demo: Path, bases: dict[str, Path], tmp_path: Path) -> None:
-    """The corpus' bases themselves: self-test, a request and the graph moved to onnx/ (graph.file
-    naming a subdirectory) all succeed with no sanitizer report."""
+    """The corpus' bases themselves: self-test, a request and the graph moved two directories deep
+    (graph.file naming nested subdirectories) all succeed with no sanitizer report."""
     for bundle in bases.values():
         proc = demo_run(asan_demo, bundle, "--self-test", "--threads", "1")
         assert proc.returncode == 0 and "self-test: 3/3" in proc.stdout, proc.stdout + proc.stderr
@@ -567,8 +586,13 @@ def test_valid_bundles_pass_under_sanitizers(asan_demo: Path, bases: dict[str, P
     assert proc.returncode == 0 and json.loads(proc.stdout)["answer"], proc.stderr
     moved = tmp_path / "moved"
     shutil.copytree(bases["qa"], moved)
-    manifest = read_manifest(moved)  # the bases' graphs are in onnx/ already; graph.file as a per-precision object too
-    manifest["graph"] = {**manifest["graph"], "file": {"fp32": "onnx/model.onnx"}, "files": ["onnx/model.onnx"]}
+    manifest = read_manifest(moved)
+    (moved / "onnx" / "deep").mkdir()
+    (moved / "onnx" / "model.onnx").rename(moved / "onnx" / "deep" / "model.onnx")
+    files = manifest["files"]
+    files["onnx/deep/model.onnx"] = files.pop("onnx/model.onnx")
+    for graph in (manifest["graph"], manifest["graphs"][manifest["precision"]]):
+        graph.update(file="onnx/deep/model.onnx", files=["onnx/deep/model.onnx"])
     relist(moved, manifest)
     proc = demo_run(asan_demo, moved, "--self-test")
     assert proc.returncode == 0 and "self-test: 3/3" in proc.stdout, proc.stdout + proc.stderr

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build examples/cpp/build/bert_export_demo from package registries only. Idempotent: downloads are
-# cached in examples/cpp/third_party/ (gitignored) and a second run only recompiles what changed.
+# Build examples/cpp/build/bert_export_demo (and bx_manifest_check, its manifest reader alone) from
+# package registries only. Idempotent: downloads are cached in examples/cpp/third_party/ (gitignored)
+# and a second run only recompiles what changed.
 #
 #   ONNX Runtime library: the PyPI `onnxruntime` wheel's capi/libonnxruntime.so.<version>, linked
 #                         through libonnxruntime.so{,.1} symlinks in third_party/lib.

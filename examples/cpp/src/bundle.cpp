@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <set>
 
 #include "sha256.h"
@@ -35,7 +36,10 @@ struct Fd {  // closes on scope exit
 
 std::string short_dump(const json& v) {
   std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
-  return s.size() > 60 ? s.substr(0, 57) + "..." : s;
+  if (s.size() <= 60) return s;
+  size_t cut = 57;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // whole UTF-8 characters only
+  return s.substr(0, cut) + "...";
 }
 
 // Opens `parts` below directory `dirfd`: every directory component must be a real directory (not a
@@ -187,7 +191,7 @@ std::vector<std::string> split_rel_path(const std::string& rel) {
     std::string part = rel.substr(b, e == std::string::npos ? std::string::npos : e - b);
     if (part.empty() || part == "." || part == "..") throw bad("has an empty, '.' or '..' component");
     parts.push_back(part);
-    if (parts.size() > 32) throw bad("is nested too deep");
+    if (parts.size() > 128) throw bad("is nested too deep");
     if (e == std::string::npos) break;
     b = e + 1;
   }
@@ -297,13 +301,53 @@ std::vector<std::string> external_data_locations(const uint8_t* data, size_t siz
 }
 
 // --- the manifest's schema ------------------------------------------------------------------------
+// The same rules as bundle/manifest.py (pydantic), written out by hand so the demo needs no schema
+// library: tests/test_manifest_schema.py feeds both readers generated manifests (bx_manifest_check)
+// and requires them to accept and reject the same ones. Keys neither knows are ignored; null is
+// the same as absent for an optional field. The tables below mirror models/registry.py and
+// models/precisions.py (the differential test fails when they drift).
 
 namespace {
-const std::set<std::string> kFamilies = {"bert", "modernbert"};
-const std::set<std::string> kTasks = {"embed", "mlm", "seq-cls", "token-cls", "qa"};
-const std::set<std::string> kPrecisions = {"fp32", "fp16", "int8"};
-const std::set<std::string> kInputs = {"input_ids", "attention_mask", "token_type_ids"};
+const std::map<std::string, std::vector<std::string>> kFamilyInputs = {
+    {"bert", {"attention_mask", "input_ids", "token_type_ids"}},
+    {"modernbert", {"attention_mask", "input_ids"}},
+};
+struct TaskRule {
+  std::set<std::string> outputs;  // the outputs a bundle of this task may list
+  bool has_labels;
+};
+const std::map<std::string, TaskRule> kTasks = {
+    {"embed", {{"last_hidden_state", "pooler_output"}, false}},
+    {"mlm", {{"logits"}, false}},
+    {"seq-cls", {{"logits"}, true}},
+    {"token-cls", {{"logits"}, true}},
+    {"qa", {{"start_logits", "end_logits"}, false}},
+};
+const std::set<std::string> kPrecisions = {"fp32", "fp16", "int8"};  // the precisions a bundle stores a graph of
+const std::set<std::string> kDtypes = {"int64", "int32", "float32", "float16"};
 const std::set<std::string> kPooling = {"cls", "mean", "max", "mean_sqrt_len"};
+constexpr int64_t kMaxPathChars = 255;
+constexpr int64_t kMaxFiles = 10000;
+constexpr int64_t kMaxSchemaTokenId = 10000000;
+constexpr int64_t kCount = int64_t(1) << 40;
+
+bool alpha_(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_'; }
+bool digit(char c) { return c >= '0' && c <= '9'; }
+
+// [A-Za-z_][A-Za-z0-9_<more>]{0,max_len-1}
+bool identifier(const std::string& s, size_t max_len, const char* more) {
+  if (s.empty() || s.size() > max_len || !alpha_(s[0])) return false;
+  for (char c : s)
+    if (!alpha_(c) && !digit(c) && !std::strchr(more, c)) return false;
+  return true;
+}
+
+// Characters as Python counts them (code points; nlohmann has checked the UTF-8).
+size_t code_points(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
 
 std::string one_of(const json& v, const std::set<std::string>& allowed, const std::string& where) {
   std::string s = as_string(v, where, 64);
@@ -314,109 +358,276 @@ std::string one_of(const json& v, const std::set<std::string>& allowed, const st
   }
   return s;
 }
+
+// A plain bundle-relative path (bundle/manifest.py check_rel_path): 1..255 characters, components of
+// letters, digits and '._+-' separated by '/', none empty, '.' or '..'.
+std::string rel_path(const json& v, const std::string& where) {
+  std::string s = as_string(v, where, 1 << 16);
+  bool ok = !s.empty() && int64_t(code_points(s)) <= kMaxPathChars;
+  size_t b = 0;
+  while (ok) {
+    size_t e = s.find('/', b);
+    std::string part = s.substr(b, e == std::string::npos ? std::string::npos : e - b);
+    ok = !part.empty() && part != "." && part != "..";
+    for (char c : part) ok = ok && (alpha_(c) || digit(c) || c == '.' || c == '+' || c == '-');
+    if (e == std::string::npos) break;
+    b = e + 1;
+  }
+  if (!ok)
+    throw BundleError(where + " " + short_dump(v) + " is not a plain relative path inside the bundle (letters, digits, '._+-' " +
+                      "components separated by '/'; no '..', no absolute path, at most 255 characters)");
+  return s;
+}
+
+std::string plain_name(const json& v, const std::string& where) {
+  std::string s = rel_path(v, where);
+  if (s.find('/') != std::string::npos) throw BundleError(where + " " + short_dump(v) + " must be a file name without '/'");
+  return s;
+}
+
+const json& sized_array(const json& v, size_t lo, size_t hi, const std::string& where) {
+  as_array(v, where, hi);
+  if (v.size() < lo) throw BundleError(where + " must have " + std::to_string(lo) + " to " + std::to_string(hi) + " entries");
+  return v;
+}
+
+// {name, dtype, shape}: returns the name.
+std::string tensor(const json& t, const std::string& where) {
+  as_object(t, where);
+  std::string name = as_string(need(t, "name", where), where + ".name", 256);
+  if (!identifier(name, 128, "_.:-")) throw BundleError(where + ".name " + short_dump(t["name"]) + " is not a tensor name");
+  one_of(need(t, "dtype", where), kDtypes, where + ".dtype");
+  for (const json& axis : sized_array(need(t, "shape", where), 1, 4, where + ".shape")) {
+    if (axis.is_string()) {
+      if (!identifier(axis.get<std::string>(), 64, "_")) throw BundleError(where + ".shape has the axis name " + short_dump(axis));
+    } else {
+      as_int(axis, 1, 1 << 24, where + ".shape[]");
+    }
+  }
+  return name;
+}
+
+std::vector<const json*> tensors(const json& v, const std::string& where) {
+  std::vector<const json*> out;
+  for (const json& t : sized_array(v, 1, 8, where)) {
+    tensor(t, where + "[]");
+    out.push_back(&t);
+  }
+  return out;
+}
+
+std::vector<std::string> names_of(const std::vector<const json*>& ts) {
+  std::vector<std::string> out;
+  for (const json* t : ts) out.push_back((*t)["name"].get<std::string>());
+  return out;
+}
+
+bool float_dtypes(const std::vector<const json*>& ts) {
+  for (const json* t : ts) {
+    const std::string& d = (*t)["dtype"].get_ref<const std::string&>();
+    if (d != "float32" && d != "float16") return false;
+  }
+  return true;
+}
+
+struct Graph {
+  std::string file;
+  std::vector<std::string> files;
+  std::vector<const json*> outputs;  // empty when the entry has none
+};
+
+// `where`: "manifest.json graph" or "manifest.json graphs.<precision>".
+Graph graph_entry(const json& g, const std::string& where) {
+  as_object(g, where);
+  Graph out;
+  out.file = rel_path(need(g, "file", where), where + ".file");
+  for (const json& f : sized_array(need(g, "files", where), 1, 64, where + ".files")) out.files.push_back(rel_path(f, where + ".files[]"));
+  if (const json* nodes = find(g, "nodes")) as_int(*nodes, 0, kCount, where + ".nodes");
+  if (const json* ops = find(g, "ops"))
+    for (const auto& [op, n] : as_object(*ops, where + ".ops").items()) as_int(n, 0, kCount, where + ".ops." + op);
+  if (const json* outs = find(g, "outputs")) out.outputs = tensors(*outs, where + ".outputs");
+  if (std::find(out.files.begin(), out.files.end(), out.file) == out.files.end()) {
+    std::string field = where.substr(where.find(' ') + 1);
+    throw BundleError(where + ".file is not among " + field + ".files; re-export the bundle");
+  }
+  return out;
+}
+
+void check_labels(const json& labels, const std::string& where) {
+  as_object(labels, where);
+  int64_t n = as_int(need(labels, "num_labels", where), 1, 100000, where + ".num_labels");
+  const json& id2label = as_object(need(labels, "id2label", where), where + ".id2label");
+  for (const auto& [key, name] : id2label.items()) {
+    as_string(name, where + ".id2label." + key, 1 << 16);
+    if (code_points(name.get_ref<const std::string&>()) > 256) throw BundleError(where + ".id2label." + key + " is longer than 256 characters");
+  }
+  // keys exactly "0".."n-1" (decimal, no sign or leading zero)
+  bool ok = int64_t(id2label.size()) == n;
+  for (const auto& item : id2label.items()) {
+    const std::string& k = item.key();
+    ok = ok && !k.empty() && k.size() <= 6 && (k == "0" || k[0] != '0') &&
+         std::all_of(k.begin(), k.end(), digit) && std::stoll(k) < n;
+  }
+  if (!ok) throw BundleError(where + ".id2label must have exactly the keys '0'..'" + std::to_string(n - 1) + "'");
+}
+
+void check_optional_sections(const json& m, const std::string& M) {
+  if (const json* v = find(m, "opset")) as_int(*v, 7, 64, M + " opset");
+  if (const json* v = find(m, "max_position_embeddings")) as_int(*v, 1, 1 << 20, M + " max_position_embeddings");
+  if (const json* v = find(m, "local_attention")) as_int(*v, 1, 1 << 20, M + " local_attention");
+  if (const json* labels = find(m, "labels")) check_labels(*labels, M + " labels");
+  if (const json* pooling = find(m, "pooling")) {
+    as_object(*pooling, M + " pooling");
+    one_of(need(*pooling, "mode", M + " pooling"), kPooling, M + " pooling.mode");
+    as_bool(need(*pooling, "normalize", M + " pooling"), M + " pooling.normalize");
+  }
+  if (const json* sp = find(m, "special_tokens")) {
+    as_object(*sp, M + " special_tokens");
+    for (const char* key : {"cls", "sep", "pad", "mask"})
+      if (const json* id = find(*sp, key)) as_int(*id, 0, kMaxSchemaTokenId, M + " special_tokens." + key);
+  }
+  if (const json* tok = find(m, "tokenizer")) {
+    as_object(*tok, M + " tokenizer");
+    for (const json& f : as_array(need(*tok, "files", M + " tokenizer"), M + " tokenizer.files", 16)) plain_name(f, M + " tokenizer.files[]");
+    if (const json* kind = find(*tok, "kind")) one_of(*kind, {"wordpiece", "bpe"}, M + " tokenizer.kind");
+    if (const json* lc = find(*tok, "do_lower_case")) as_bool(*lc, M + " tokenizer.do_lower_case");
+  }
+  if (const json* config = find(m, "config")) {
+    as_object(*config, M + " config");
+    const std::pair<const char*, int64_t> sizes[] = {{"hidden_size", 1 << 16},       {"num_hidden_layers", 1024},
+                                                     {"num_attention_heads", 1024},  {"intermediate_size", 1 << 20},
+                                                     {"vocab_size", 10000000}};
+    for (const auto& [key, hi] : sizes)
+      if (const json* v = find(*config, key)) as_int(*v, 1, hi, M + " config." + key);
+  }
+  if (const json* golden = find(m, "golden")) {
+    as_object(*golden, M + " golden");
+    rel_path(need(*golden, "file", M + " golden"), M + " golden.file");
+    as_int(need(*golden, "version", M + " golden"), 0, int64_t(1) << 31, M + " golden.version");
+    as_int(need(*golden, "examples", M + " golden"), 0, 10000, M + " golden.examples");
+  }
+  if (const json* trt = find(m, "tensorrt")) {
+    as_object(*trt, M + " tensorrt");
+    plain_name(need(*trt, "file", M + " tensorrt"), M + " tensorrt.file");
+  }
+}
+
+// Schema 2: one graph per known precision, the default's = graph, files disjoint, the same outputs.
+using Named = std::vector<std::pair<std::string, std::string>>;  // (the field, the path it names)
+
+void check_graphs(const json& m, const Graph& graph, const std::vector<std::string>& outputs, const std::string& M,
+                  Named& named) {
+  const json* graphs = find(m, "graphs");
+  std::map<std::string, Graph> by_precision;
+  if (graphs) {
+    as_object(*graphs, M + " graphs");
+    if (graphs->empty() || graphs->size() > 8) throw BundleError(M + " graphs must have 1 to 8 entries");
+    for (const auto& [p, g] : graphs->items()) by_precision.emplace(p, graph_entry(g, M + " graphs." + p));
+  }
+  if (m["schema_version"].get<int64_t>() == 1) {
+    if (graphs) throw BundleError(M + " graphs is a schema-2 field; a schema-1 manifest has only graph");
+    return;
+  }
+  if (!graphs) throw BundleError(M + " schema 2 lists its graphs by precision in graphs");
+  const std::string precision = m["precision"].get<std::string>();
+  if (!by_precision.count(precision)) throw BundleError(M + " graphs has no entry for the default precision " + precision);
+  const Graph& dflt = by_precision.at(precision);
+  if (dflt.file != graph.file || dflt.files != graph.files)
+    throw BundleError(M + " graph must name the default precision's graph files (graphs." + precision + ")");
+  std::set<std::string> seen;
+  std::vector<std::string> want = outputs;
+  std::sort(want.begin(), want.end());
+  for (const auto& [p, g] : by_precision) {
+    if (!kPrecisions.count(p)) throw BundleError(M + " graphs has the precision " + short_dump(json(p)) + ", not one this demo knows");
+    for (const auto& f : g.files)
+      if (seen.count(f)) throw BundleError(M + " graphs." + p + " shares a file with another precision's graph");
+    seen.insert(g.files.begin(), g.files.end());
+    for (const auto& f : g.files) named.emplace_back("graphs." + p + ".files", f);
+    if (!g.outputs.empty()) {
+      std::vector<std::string> got = names_of(g.outputs);
+      std::sort(got.begin(), got.end());
+      if (got != want || !float_dtypes(g.outputs)) throw BundleError(M + " graphs." + p + ".outputs are not the manifest's outputs");
+    }
+  }
+}
 }  // namespace
 
 void check_manifest(const json& m) {
   const std::string M = "manifest.json";
   as_object(m, M);
   const json* sv = find(m, "schema_version");
-  if (!sv || !sv->is_number_integer() || (sv->get<int64_t>() != kSchemaVersion && sv->get<int64_t>() != 1))
-    throw BundleError("manifest schema_version " + (sv ? short_dump(*sv) : std::string("none")) + "; this demo reads version " +
+  if (!sv || !sv->is_number_integer() || (sv->get<int64_t>() != kSchemaVersion && sv->get<int64_t>() != 1) ||
+      (sv->is_number_unsigned() && sv->get<uint64_t>() > uint64_t(kSchemaVersion)))
+    throw BundleError("manifest schema_version " + (sv ? short_dump(*sv) : std::string("none")) + "; this demo reads version 1, " +
                       std::to_string(kSchemaVersion) + ": re-export the bundle or update the demo");
   for (const char* key : {"family", "task", "precision", "inputs", "outputs", "graph", "files", "max_sequence_length"})
     need(m, key, M);
-  one_of(m["family"], kFamilies, M + " family");
-  std::string task = one_of(m["task"], kTasks, M + " task");
-  one_of(m["precision"], kPrecisions, M + " precision");
-  as_int(m["max_sequence_length"], 1, 1 << 20, M + " max_sequence_length");
 
-  // files: {rel: {bytes, sha256}}
+  // --- every field: JSON type and range ---
+  std::string family = one_of(m["family"], {"bert", "modernbert"}, M + " family");
+  std::string task = one_of(m["task"], {"embed", "mlm", "seq-cls", "token-cls", "qa"}, M + " task");
+  std::string precision = as_string(m["precision"], M + " precision", 1 << 16);
+  std::vector<const json*> inputs = tensors(m["inputs"], M + " inputs");
+  std::vector<const json*> outputs = tensors(m["outputs"], M + " outputs");
+  int64_t max_seq = as_int(m["max_sequence_length"], 1, 1 << 20, M + " max_sequence_length");
+  check_optional_sections(m, M);
+  Graph graph = graph_entry(m["graph"], M + " graph");
   const json& files = as_object(m["files"], M + " files");
-  if (files.empty() || files.size() > 10000) throw BundleError(M + " files must list 1 to 10000 files");
+  if (int64_t(files.size()) > kMaxFiles) throw BundleError(M + " files lists more than 10000 files");
   for (const auto& [rel, info] : files.items()) {
-    split_rel_path(rel);
     std::string w = M + " files[\"" + rel + "\"]";
+    rel_path(json(rel), w);
     as_object(info, w);
-    as_int(need(info, "bytes", w), 0, int64_t(1) << 40, w + ".bytes");
-    if (!is_hex64(as_string(need(info, "sha256", w), w + ".sha256", 64)))
-      throw BundleError(w + ".sha256 must be 64 lower-case hex digits");
+    as_int(need(info, "bytes", w), 0, kCount, w + ".bytes");
+    if (!is_hex64(as_string(need(info, "sha256", w), w + ".sha256", 64))) throw BundleError(w + ".sha256 must be 64 lower-case hex digits");
   }
-  auto listed = [&](const std::string& rel, const std::string& what) {
-    split_rel_path(rel);
+
+  // --- the sections agree with each other and with the family and task ---
+  if (!kPrecisions.count(precision)) throw BundleError(M + " precision is " + short_dump(m["precision"]) + "; this demo knows fp16, fp32, int8");
+  if (const json* mp = find(m, "max_position_embeddings"))
+    if (max_seq > mp->get<int64_t>()) throw BundleError(M + " max_sequence_length exceeds max_position_embeddings");
+  std::vector<std::string> in_names = names_of(inputs);
+  std::sort(in_names.begin(), in_names.end());
+  if (in_names != kFamilyInputs.at(family)) {
+    std::string want;
+    for (const auto& n : kFamilyInputs.at(family)) want += (want.empty() ? "" : ", ") + n;
+    throw BundleError(M + " inputs are not the " + family + " inputs (" + want + "); re-export the bundle");
+  }
+  std::vector<std::string> out_names = names_of(outputs);
+  const TaskRule& rule = kTasks.at(task);
+  std::set<std::string> unique(out_names.begin(), out_names.end());
+  if (unique.size() != out_names.size()) throw BundleError(M + " outputs lists a name twice");
+  for (const auto& name : out_names)
+    if (!rule.outputs.count(name)) throw BundleError(M + " outputs has " + name + ", which is not a " + task + " output");
+  for (const json* t : inputs) one_of((*t)["dtype"], {"int64", "int32"}, M + " inputs[].dtype");
+  if (!float_dtypes(outputs)) throw BundleError(M + " outputs must be float32 or float16");
+  if (rule.has_labels && !find(m, "labels")) throw BundleError(M + " a " + task + " bundle needs labels");
+  Named named;
+  for (const auto& f : graph.files) named.emplace_back("graph.files", f);
+  check_graphs(m, graph, out_names, M, named);
+  if (const json* tok = find(m, "tokenizer"))
+    for (const json& f : (*tok)["files"]) named.emplace_back("tokenizer.files", f.get<std::string>());
+  if (const json* golden = find(m, "golden")) named.emplace_back("golden.file", (*golden)["file"].get<std::string>());
+  for (const auto& [field, rel] : named)
     if (!files.contains(rel))
-      throw BundleError(M + " " + what + " " + short_dump(json(rel)) + " is not listed in files; re-export the bundle");
-  };
+      throw BundleError(M + " " + field + " names " + short_dump(json(rel)) + ", which is not listed in files; re-export the bundle");
+  if (const json* trt = find(m, "tensorrt"))
+    if (files.contains((*trt)["file"].get<std::string>())) throw BundleError(M + " tensorrt.file must not be a listed file");
+}
 
-  // graph: {file: rel | {precision: rel}, files: [rel...]}
-  const json& graph = as_object(m["graph"], M + " graph");
-  const json& gf = need(graph, "file", M + " graph");
-  if (gf.is_object()) {
-    std::string prec = m["precision"].get<std::string>();
-    listed(as_string(need(gf, prec.c_str(), M + " graph.file"), M + " graph.file." + prec, 1024), "graph.file");
-  } else {
-    listed(as_string(gf, M + " graph.file", 1024), "graph.file");
-  }
-  if (const json* gfiles = find(graph, "files")) {
-    as_array(*gfiles, M + " graph.files", 10000);
-    for (const json& f : *gfiles) listed(as_string(f, M + " graph.files[]", 1024), "graph.files entry");
-    if (gf.is_string() && std::find(gfiles->begin(), gfiles->end(), gf) == gfiles->end())
-      throw BundleError(M + " graph.file is not among graph.files; re-export the bundle");
-  }
-  if (const json* golden = find(m, "golden")) {
-    as_object(*golden, M + " golden");
-    if (const json* f = find(*golden, "file")) listed(as_string(*f, M + " golden.file", 1024), "golden.file");
-  }
-
-  // inputs / outputs
-  const json& inputs = as_array(m["inputs"], M + " inputs", 3);
-  if (inputs.empty()) throw BundleError(M + " inputs is empty");
+void check_demo_needs(const json& m) {
+  // What this demo runs on, beyond the schema: the outputs its post-processing reads.
+  const std::string M = "manifest.json";
+  std::string task = m["task"].get<std::string>();
   std::set<std::string> seen;
-  for (const json& in : inputs) {
-    as_object(in, M + " inputs[]");
-    std::string name = one_of(need(in, "name", M + " inputs[]"), kInputs, M + " inputs[].name");
-    if (!seen.insert(name).second) throw BundleError(M + " inputs lists " + name + " twice");
-    if (const json* dt = find(in, "dtype")) one_of(*dt, {"int64", "int32"}, M + " inputs[" + name + "].dtype");
-  }
-  if (!seen.count("input_ids")) throw BundleError(M + " inputs lacks input_ids");
-  const json& outputs = as_array(m["outputs"], M + " outputs", 16);
-  seen.clear();
-  for (const json& out : outputs) {
-    as_object(out, M + " outputs[]");
-    std::string name = as_string(need(out, "name", M + " outputs[]"), M + " outputs[].name", 256);
-    if (name.empty() || !seen.insert(name).second) throw BundleError(M + " outputs has an empty or repeated name");
-  }
+  for (const json& out : m["outputs"]) seen.insert(out["name"].get<std::string>());
   std::vector<std::string> wanted = task == "qa" ? std::vector<std::string>{"start_logits", "end_logits"}
                                     : task == "embed" ? std::vector<std::string>{"last_hidden_state"}
                                                       : std::vector<std::string>{"logits"};
   for (const auto& w : wanted)
     if (!seen.count(w)) throw BundleError(M + " outputs lack " + w + ", which a " + task + " bundle has");
-
-  // optional sections the demo reads
-  if (const json* tok = find(m, "tokenizer")) {
-    as_object(*tok, M + " tokenizer");
-    if (const json* kind = find(*tok, "kind")) one_of(*kind, {"wordpiece", "bpe"}, M + " tokenizer.kind");
-    if (const json* lc = find(*tok, "do_lower_case")) as_bool(*lc, M + " tokenizer.do_lower_case");
-    if (const json* tf = find(*tok, "files"))
-      for (const json& f : as_array(*tf, M + " tokenizer.files", 16)) listed(as_string(f, M + " tokenizer.files[]", 1024), "tokenizer file");
-  }
-  if (const json* sp = find(m, "special_tokens")) {
-    as_object(*sp, M + " special_tokens");
-    for (const auto& [k, v] : sp->items())
-      if (!v.is_null()) as_int(v, 0, kMaxTokenId, M + " special_tokens." + k);
-  }
   if (task == "mlm") need(need(m, "special_tokens", M), "mask", M + " special_tokens");
-  if (const json* labels = find(m, "labels")) {
-    as_object(*labels, M + " labels");
-    if (const json* id2 = find(*labels, "id2label")) {
-      as_object(*id2, M + " labels.id2label");
-      for (const auto& [k, v] : id2->items()) as_string(v, M + " labels.id2label." + k, 4096);
-    }
-  }
-  if (const json* pooling = find(m, "pooling")) {
-    as_object(*pooling, M + " pooling");
-    if (const json* mode = find(*pooling, "mode")) one_of(*mode, kPooling, M + " pooling.mode");
-    if (const json* norm = find(*pooling, "normalize")) as_bool(*norm, M + " pooling.normalize");
-  }
+  if (task == "qa") need(need(m, "special_tokens", M), "cls", M + " special_tokens");
 }
 
 // --- Bundle ---------------------------------------------------------------------------------------
@@ -452,6 +663,7 @@ Bundle Bundle::load(const std::string& dir, bool verify) {
     b.manifest = parse_json(read_at_most(f.fd, 16 << 20, "manifest.json"), "manifest.json");
   }
   check_manifest(b.manifest);
+  check_demo_needs(b.manifest);
   if (!verify) return b;
   for (const auto& [rel, info] : b.manifest["files"].items()) {
     uint64_t bytes = 0, total = 0;
@@ -510,10 +722,7 @@ std::string Bundle::read(const std::string& rel) const {
   return data;
 }
 
-std::string Bundle::graph_file() const {
-  const json& gf = manifest["graph"]["file"];
-  return gf.is_object() ? gf[precision()].get<std::string>() : gf.get<std::string>();
-}
+std::string Bundle::graph_file() const { return manifest["graph"]["file"].get<std::string>(); }
 
 std::string Bundle::path(const std::string& rel) const {
   if (!has_file(rel)) throw BundleError("bundle " + dir + " does not list " + rel + " in manifest.json files; re-export it");

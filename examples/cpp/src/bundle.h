@@ -44,8 +44,11 @@ std::vector<std::string> split_rel_path(const std::string& rel);
 // A minimal protobuf wire-format walk (no protobuf library); malformed input is a BundleError.
 std::vector<std::string> external_data_locations(const uint8_t* data, size_t size);
 
-// The manifest's schema (every field this demo reads, with types and ranges); BundleError if not.
+// The manifest's schema, the same rules as bundle/manifest.py (every field's JSON type and range, the
+// family's inputs, the task's outputs, listed paths, schema 1 vs 2); BundleError if not.
 void check_manifest(const nlohmann::json& m);
+// What this demo needs beyond the schema (a qa bundle's two logits, an mlm bundle's mask id, ...).
+void check_demo_needs(const nlohmann::json& m);
 
 class Bundle {
  public:
@@ -65,7 +68,7 @@ class Bundle {
   // The bytes of a listed file (opened as above, size and sha256 checked again at read time).
   std::string read(const std::string& rel) const;
   nlohmann::json read_json(const std::string& rel) const { return parse_json(read(rel), rel); }
-  // The graph ("graph.file", a string or a per-precision object), listed, relative to dir.
+  // The default graph ("graph.file"), listed, relative to dir.
   std::string graph_file() const;
   // A filesystem path for a listed file, for libraries that open by name (ONNX Runtime).
   std::string path(const std::string& rel) const;
