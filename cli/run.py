@@ -6,9 +6,12 @@ shapes ``run --json`` prints are defined (and documented) in runtimes/postproces
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
+import numpy as np
+from rich.markup import escape
 
 from bert_export.bundle.layout import PRECISIONS
 from bert_export.models import BertExportError
@@ -25,6 +28,12 @@ from bert_export.runtimes.providers import RUNTIME_NAMES
     metavar="TEXT",
     help="Input text (repeat for a batch); mlm texts hold the mask token.",
 )
+@click.option(
+    "--query",
+    default=None,
+    metavar="TEXT",
+    help="embed: rank the --text entries by cosine similarity to this text (semantic search).",
+)
 @click.option("--question", default=None, help="qa: the question.")
 @click.option("--context", default=None, help="qa: the passage the answer is taken from.")
 @click.option(
@@ -32,10 +41,14 @@ from bert_export.runtimes.providers import RUNTIME_NAMES
     type=click.Choice(RUNTIME_NAMES),
     default="ort",
     show_default=True,
-    help="ort (CPU), ort-cuda, ort-trt (ONNX Runtime providers, with CPU fallback), trt (TensorRT engine).",
+    help="ort (CPU), ort-cuda, ort-trt (ONNX Runtime providers, with CPU fallback), trt (TensorRT engine), "
+    "openvino (its IR, or any bundle's ONNX graph).",
 )
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print only JSON (one object per line; see runtimes/postprocess.py)."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print only JSON (one object per line; see runtimes/postprocess.py); warnings stay on stderr.",
 )
 @click.option("--top-k", default=5, show_default=True, help="mlm: candidates per mask token.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (CPU).")
@@ -70,6 +83,7 @@ from bert_export.runtimes.providers import RUNTIME_NAMES
 def run(
     bundle: Path,
     texts: tuple[str, ...],
+    query: str | None,
     question: str | None,
     context: str | None,
     runtime: str,
@@ -85,18 +99,29 @@ def run(
     chunk: bool,
     precision: str | None,
 ) -> None:
-    """Run text through a bundle and print the task's answer (or JSON with --json)."""
+    """Run text through a bundle and print the task's answer (or JSON with --json).
+
+    embed bundles print the cosine similarity of every pair of --text, or with --query the texts
+    ranked by similarity to it."""
+    from bert_export.bundle.manifest import untrained_warning
     from bert_export.bundle.reader import load_bundle
     from bert_export.runtimes.predict import predict
 
     if max_answer_len < 1 or max_question_len < 1:
         raise BertExportError("--max-answer-len and --max-question-len must be >= 1")
     _check_utf8(
-        [(f"--text #{i + 1}", t) for i, t in enumerate(texts)] + [("--question", question), ("--context", context)]
+        [(f"--text #{i + 1}", t) for i, t in enumerate(texts)]
+        + [("--query", query), ("--question", question), ("--context", context)]
     )
+    b = load_bundle(bundle, precision=precision)
+    if query is not None and (b.manifest["task"] != "embed" or not texts):
+        raise BertExportError("--query is for embed bundles, with the texts to search in as --text TEXT (one or more)")
+    warning = untrained_warning(b.manifest)
+    if warning:  # every use, before any answer: one export-time note is easy to miss
+        console.print(f"[bold yellow]{escape(warning)}[/bold yellow]", soft_wrap=True)
     pred = predict(
-        load_bundle(bundle, precision=precision),
-        texts=texts or None,
+        b,
+        texts=((query,) + texts if query is not None else texts) or None,
         question=question,
         context=context,
         runtime=runtime,
@@ -110,11 +135,18 @@ def run(
         max_question_len=max_question_len,
         chunk=chunk,
     )
-    if as_json:
+    if query is not None:
+        ranking = _search(pred.results[0]["embeddings"], texts)
+        if as_json:
+            click.echo(json.dumps({"query": query, "results": ranking}, ensure_ascii=False))
+            return
+        _print_search(query, ranking)
+    elif as_json:
         for line in pred.json_lines():
             click.echo(line)
         return
-    _print_human(pred, texts)
+    else:
+        _print_human(pred, texts)
     active = (pred.providers or {}).get("active")
     console.print(f"[dim]ran on {pred.runtime}{' (' + ', '.join(active) + ')' if active else ''}[/dim]")
 
@@ -143,9 +175,12 @@ def _print_human(pred: object, texts: tuple[str, ...]) -> None:
         r = results[0]
         out(f"answer: {r['answer']!r}  (score {r['score']:.4f}, chars {r['start']}..{r['end']})")
     elif task == "embed":
-        for text, vec in zip(texts, results[0]["embeddings"]):
+        vectors = results[0]["embeddings"]
+        for i, (text, vec) in enumerate(zip(texts, vectors), 1):
             head = ", ".join(f"{v:+.4f}" for v in vec[:4])
-            out(f"{len(vec)}-d [{head}, ...]  {text[:60]!r}")
+            out(f"[{i}] {len(vec)}-d [{head}, ...]  {text[:60]!r}")
+        if len(vectors) > 1:
+            _print_similarity(vectors)
     else:
         for text, r in zip(texts, results):
             out(f"{text[:70]!r}")
@@ -158,6 +193,37 @@ def _print_human(pred: object, texts: tuple[str, ...]) -> None:
                 for f in r["fills"]:
                     cands = ", ".join(f"{c['token']} ({c['score']:.3f})" for c in f["candidates"])
                     out(f"  chars {f['start']}..{f['end']}: {cands}")
+
+
+def cosine_matrix(vectors: list[list[float]]) -> np.ndarray:
+    """Cosine similarity of every pair (pooled vectors need not be normalised: not every pooling is)."""
+    m = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    m = m / np.where(norms > 0, norms, 1.0)
+    return np.clip(m @ m.T, -1.0, 1.0)
+
+
+def _print_similarity(vectors: list[list[float]]) -> None:
+    """The pairwise cosine matrix, rows and columns numbered as the texts above."""
+    sim = cosine_matrix(vectors)
+    n = len(vectors)
+    click.echo("cosine similarity:")
+    click.echo("      " + "".join(f"{f'[{j}]':>8}" for j in range(1, n + 1)))
+    for i in range(n):
+        click.echo(f"{f'[{i + 1}]':<6}" + "".join(f"{sim[i, j]:8.3f}" for j in range(n)))
+
+
+def _search(vectors: list[list[float]], texts: tuple[str, ...]) -> list[dict[str, object]]:
+    """The texts ranked by cosine similarity to the query (``vectors[0]``), best first."""
+    scores = cosine_matrix(vectors)[0, 1:]
+    order = sorted(range(len(texts)), key=lambda i: -scores[i])
+    return [{"index": i, "text": texts[i], "score": round(float(scores[i]), 6)} for i in order]
+
+
+def _print_search(query: str, ranking: list[dict[str, object]]) -> None:
+    click.echo(f"query: {query[:70]!r}")
+    for rank, hit in enumerate(ranking, 1):
+        click.echo(f"{rank:>3}. {hit['score']:.3f}  {str(hit['text'])[:70]!r}")
 
 
 @click.command()

@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from bert_export.bundle.manifest import untrained_warning
 from bert_export.models import BertExportError
 
 TEXT_CHARS = 20_000
@@ -283,6 +284,7 @@ def write_repository(
         "id2label": (b.manifest.get("labels") or {}).get("id2label") or {},
         "top_k": 5,
         "max_text_chars": opts.max_text_chars,
+        "untrained_warning": untrained_warning(b.manifest),  # the post model logs it on every batch
     }
     repo.mkdir(parents=True, exist_ok=True)
     for model in names:

@@ -28,7 +28,7 @@ import numpy as np
 
 from bert_export.models import BertExportError
 from bert_export.serving.deps import require_serve
-from bert_export.serving.textmodel import MAX_TEXT_CHARS, TextModel
+from bert_export.serving.textmodel import MAX_TEXT_CHARS, TextModel, warn_at_start
 
 OUTPUTS = ("JSON", "NOTE", "ERROR")
 
@@ -140,6 +140,7 @@ def running(bundle_path: str | Path, opts: ServeOptions) -> Iterator[Any]:
     runner.activate()
     try:
         model = TextModel(b, runner, tokenizer, max_text_chars=opts.max_text_chars)
+        warn_at_start(model)  # untrained head / --random-init: loud at start (issue 20; textmodel.py)
         triton = Triton(config=config, **_security(opts))
         try:
             triton.bind(
