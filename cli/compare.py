@@ -103,7 +103,9 @@ def run_validate(
 @click.option("--threads", type=int, default=None, help="Intra-op threads.")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the JSON report here.")
 @report_options
-@click.option("-q", "--quiet", is_flag=True)
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No progress lines or result table (exit code and report files only)."
+)
 def compare_command(
     a: Path,
     b: Path,

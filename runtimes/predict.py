@@ -146,9 +146,11 @@ def _check_request(task: str, texts: Sequence[str] | None, question: str | None,
             raise BertExportError("this is a qa bundle: pass both --question and --context")
     else:
         if question is not None or context is not None:
-            raise BertExportError(f"this is a {task} bundle: pass --text TEXT (one or more), not --question/--context")
+            raise BertExportError(
+                f"this bundle's task is {task}: pass --text TEXT (one or more), not --question/--context"
+            )
         if not texts:
-            raise BertExportError(f"this is a {task} bundle: pass at least one --text TEXT")
+            raise BertExportError(f"this bundle's task is {task}: pass at least one --text TEXT")
 
 
 def _feed(b: Bundle, enc: Any) -> dict[str, np.ndarray]:
