@@ -16,7 +16,9 @@ PY=${PYTHON:-python3}
 start=$SECONDS
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 log=.venv/quickstart-install.log
-pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+# --no-compile: no .pyc for every installed module (~300 MB, mostly torch and transformers); Python writes
+# them for the modules it actually imports, on first use
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check --no-compile)
 {
   # torch first, pinned: its CPU wheel (a bare `torch` resolved by a dependency can be a multi-GB CUDA build)
   "${pip[@]}" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "torch==2.13.0"
