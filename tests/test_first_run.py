@@ -232,12 +232,27 @@ def test_random_init_modernbert_gets_a_tokenizer_whose_ids_fit(cli: CLI, tiny_qa
     vocab = (tiny_qa / "vocab.txt").read_text(encoding="utf-8").splitlines()
     assert len(vocab) <= b.manifest["config"]["vocab_size"]
     config = json.loads((tiny_qa / "config.json").read_text(encoding="utf-8"))
-    assert (config["pad_token_id"], config["cls_token_id"], config["sep_token_id"]) == (0, 101, 102)
+    assert (config["pad_token_id"], config["cls_token_id"], config["sep_token_id"]) == (0, 1, 2)  # --config wins
     code, out, err = cli("run", str(tiny_qa), "--question", QUESTION, "--context", CONTEXT, "--json")
     assert code == 0, err
     answer = json.loads(out)
     assert CONTEXT[answer["start"] : answer["end"]] == answer["answer"]
     assert "--random-init" in err
+
+
+def test_random_init_special_ids_follow_the_borrowed_tokenizer() -> None:
+    """ModernBERT's default special ids name its own BPE vocabulary; with the WordPiece they are the tokenizer's."""
+    from bert_export.exporter.loading import load_source
+    from bert_export.models import get_family, get_task
+
+    tiny = {k: v for k, v in FAMILIES["modernbert"].tiny_config.items() if not k.endswith("token_id")}
+    source = load_source(
+        get_family("modernbert"), get_task("qa"), random_init=True, overrides={**tiny, "vocab_size": 30528}
+    )
+    c = source.config
+    assert source.tokenizer_dir is not None
+    assert (c.pad_token_id, c.cls_token_id, c.sep_token_id, c.bos_token_id, c.eos_token_id) == (0, 101, 102, 101, 102)
+    assert source.model.get_input_embeddings().padding_idx == 0
 
 
 def test_tiny_modernbert_keeps_no_tokenizer(make_bundle: Callable[..., Path]) -> None:
