@@ -154,6 +154,18 @@ class EngineRecord(Strict):
     file: PlainName
 
 
+class Untrained(Strict):
+    """``manifest["untrained"]`` (optional; bundles without it are read as before): weights that were never
+    trained, so the bundle's answers mean nothing. ``random-init``: every weight (``--random-init``);
+    ``new-head``: the task head was not in the checkpoint (transformers' missing keys) and was randomly
+    initialised. Readers print ``warning`` on every use (run, validate --data, serve, the Triton post model,
+    the C++ demo): one export-time note is easy to miss, a wrong answer from a random head is not."""
+
+    reason: Literal["random-init", "new-head"]
+    params: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=4096)
+    warning: Annotated[str, Field(min_length=1, max_length=1000)]
+
+
 class Manifest(Strict):
     """A bert-export bundle's manifest.json (docs/bundle.md).
 
@@ -185,6 +197,7 @@ class Manifest(Strict):
     )
     golden: GoldenEntry | None = None
     tensorrt: EngineRecord | None = None
+    untrained: Untrained | None = None
     files: dict[RelPath, FileEntry] = Field(
         max_length=MAX_FILES,
         json_schema_extra={"propertyNames": {"pattern": REL_PATH_PATTERN, "minLength": 1, "maxLength": MAX_PATH_CHARS}},
@@ -258,6 +271,45 @@ class Manifest(Strict):
                 names = [t.name for t in g.outputs]
                 if sorted(names) != sorted(outputs) or any(t.dtype not in ("float32", "float16") for t in g.outputs):
                     raise ValueError(f"graphs.{p}.outputs {names} are not the manifest's outputs {outputs}")
+
+
+def untrained_warning(manifest: dict[str, Any]) -> str | None:
+    """The warning a reader prints on every use of a bundle whose weights were never trained, else None.
+
+    ``manifest["untrained"]`` when the bundle has it; older bundles are judged from ``source``
+    (``kind`` ``random-init``, or ``new_head_params``), which they always recorded."""
+    entry = manifest.get("untrained")
+    if isinstance(entry, dict) and isinstance(entry.get("warning"), str):
+        return entry["warning"]
+    source = manifest.get("source")
+    if not isinstance(source, dict):
+        return None
+    params = source.get("new_head_params")
+    return untrained_record(
+        manifest.get("task", "task"),
+        random_init=source.get("kind") == "random-init",
+        params=[p for p in params if isinstance(p, str)] if isinstance(params, list) else [],
+    ).get("warning")
+
+
+def untrained_record(task: str, *, random_init: bool, params: list[str]) -> dict[str, Any]:
+    """``manifest["untrained"]`` for an export (empty when every weight came from the checkpoint)."""
+    if random_init:
+        return {
+            "reason": "random-init",
+            "params": [],
+            "warning": "warning: this bundle was exported with --random-init: all of its weights are random, so its "
+            "outputs mean nothing (it is for testing a pipeline, not for answers)",
+        }
+    if not params:
+        return {}
+    shown = ", ".join(params[:3]) + (f" and {len(params) - 3} more" if len(params) > 3 else "")
+    return {
+        "reason": "new-head",
+        "params": list(params),
+        "warning": f"warning: this bundle's {task} head was not in the checkpoint and was randomly initialised "
+        f"({shown}), so its answers mean nothing: export a checkpoint fine-tuned for {task}",
+    }
 
 
 def _reject_constant(name: str) -> Any:

@@ -95,7 +95,9 @@ def run_validate(
 @threads_option()
 @click.option("--report", type=OutputFile(), default=None, help="Write the JSON report here.")
 @report_options
-@click.option("-q", "--quiet", is_flag=True)
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No progress lines or result table (exit code and report files only)."
+)
 def compare_command(
     a: Path,
     b: Path,

@@ -74,7 +74,7 @@ _OPTIONS = (
         "opt_int8_per_tensor",
         is_flag=True,
         help="Dynamic INT8: move the MatMuls the gate allows to ONNX Runtime's fused per-tensor kernel "
-        "(DynamicQuantizeMatMul; ~12%% faster on BERT-base). Its rounding differs between ONNX Runtime "
+        "(DynamicQuantizeMatMul; ~12% faster on BERT-base). Its rounding differs between ONNX Runtime "
         "releases (1.30 vs 1.32: cosine 0.997), so the gate holds for the exporting release only.",
     ),
     click.option(

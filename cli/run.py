@@ -7,10 +7,13 @@ shapes ``run --json`` prints are defined (and documented) in runtimes/postproces
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
+from rich.markup import escape
 
 from bert_export.bundle.layout import PRECISIONS
 from bert_export.cli.options import threads_option
@@ -28,6 +31,12 @@ from bert_export.models.progress import console
     multiple=True,
     metavar="TEXT",
     help="Input text (repeat for a batch); mlm texts hold the mask token.",
+)
+@click.option(
+    "--query",
+    default=None,
+    metavar="TEXT",
+    help="embed: rank the --text entries by cosine similarity to this text (semantic search).",
 )
 @click.option("--question", default=None, help="qa: the question.")
 @click.option("--context", default=None, help="qa: the passage the answer is taken from.")
@@ -94,6 +103,7 @@ from bert_export.models.progress import console
 def run(
     bundle: Path,
     texts: tuple[str, ...],
+    query: str | None,
     question: str | None,
     context: str | None,
     runtime: str,
@@ -117,9 +127,13 @@ def run(
 ) -> None:
     """Run text through a bundle and print the task's answer (or JSON with --json).
 
+    embed bundles print the cosine similarity of every pair of --text, or with --query the texts
+    ranked by similarity to it.
+
     With --file TEXTS --out OUT: every text of the file, streamed in bounded memory, batched by
     length, written in input order (row i = text i) to OUT atomically.
     """
+    from bert_export.bundle.manifest import untrained_warning
     from bert_export.bundle.reader import load_bundle
     from bert_export.runtimes.batching import DEFAULT_TOKEN_BUDGET
     from bert_export.runtimes.predict import predict
@@ -128,13 +142,17 @@ def run(
         raise BertExportError("--max-answer-len and --max-question-len must be >= 1")
     batching = "input-order" if keep_order else "length"
     budget = DEFAULT_TOKEN_BUDGET if token_budget is None else token_budget
+    b = load_bundle(bundle, precision=precision)
+    warning = untrained_warning(b.manifest)
+    if warning:  # every use, before any answer: one export-time note is easy to miss
+        console.print(f"[bold yellow]{escape(warning)}[/bold yellow]", soft_wrap=True)
     if text_file is not None or out is not None or column is not None:
         _run_file(
-            bundle,
+            b,
             text_file,
             out,
             column,
-            texts or question or context,
+            texts or question or context or query,
             precision=precision,
             runtime=runtime,
             threads=threads,
@@ -146,11 +164,14 @@ def run(
         )
         return
     _check_utf8(
-        [(f"--text #{i + 1}", t) for i, t in enumerate(texts)] + [("--question", question), ("--context", context)]
+        [(f"--text #{i + 1}", t) for i, t in enumerate(texts)]
+        + [("--query", query), ("--question", question), ("--context", context)]
     )
+    if query is not None and (not get_task(b.manifest["task"]).vector_output or not texts):
+        raise BertExportError("--query is for embed bundles, with the texts to search in as --text TEXT (one or more)")
     pred = predict(
-        load_bundle(bundle, precision=precision),
-        texts=texts or None,
+        b,
+        texts=((query,) + texts if query is not None else texts) or None,
         question=question,
         context=context,
         runtime=runtime,
@@ -166,17 +187,24 @@ def run(
         batching=batching,
         token_budget=budget,
     )
-    if as_json:
+    if query is not None:
+        ranking = _search(pred.results[0]["embeddings"], texts)
+        if as_json:
+            click.echo(json.dumps({"query": query, "results": ranking}, ensure_ascii=False))
+            return
+        _print_search(query, ranking)
+    elif as_json:
         for line in pred.json_lines():
             click.echo(line)
         return
-    _print_human(pred, texts)
+    else:
+        _print_human(pred, texts)
     active = (pred.providers or {}).get("active")
     console.print(f"[dim]ran on {pred.runtime}{' (' + ', '.join(active) + ')' if active else ''}[/dim]")
 
 
 def _run_file(
-    bundle: Path,
+    bundle: Any,
     text_file: Path | None,
     out: Path | None,
     column: str | None,
@@ -223,6 +251,40 @@ def _print_human(pred: object, texts: tuple[str, ...]) -> None:
     """The task's human-readable lines (``Task.human_lines``, models/tasks)."""
     for line in get_task(pred.task).human_lines(texts, pred.results):  # type: ignore[attr-defined]
         click.echo(line)
+    results = pred.results  # type: ignore[attr-defined]
+    if get_task(pred.task).vector_output and len(results[0]["embeddings"]) > 1:  # type: ignore[attr-defined]
+        _print_similarity(results[0]["embeddings"])
+
+
+def cosine_matrix(vectors: list[list[float]]) -> np.ndarray:
+    """Cosine similarity of every pair (pooled vectors need not be normalised: not every pooling is)."""
+    m = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    m = m / np.where(norms > 0, norms, 1.0)
+    return np.clip(m @ m.T, -1.0, 1.0)
+
+
+def _print_similarity(vectors: list[list[float]]) -> None:
+    """The pairwise cosine matrix, rows and columns numbered as the texts above."""
+    sim = cosine_matrix(vectors)
+    n = len(vectors)
+    click.echo("cosine similarity:")
+    click.echo("      " + "".join(f"{f'[{j}]':>8}" for j in range(1, n + 1)))
+    for i in range(n):
+        click.echo(f"{f'[{i + 1}]':<6}" + "".join(f"{sim[i, j]:8.3f}" for j in range(n)))
+
+
+def _search(vectors: list[list[float]], texts: tuple[str, ...]) -> list[dict[str, object]]:
+    """The texts ranked by cosine similarity to the query (``vectors[0]``), best first."""
+    scores = cosine_matrix(vectors)[0, 1:]
+    order = sorted(range(len(texts)), key=lambda i: -scores[i])
+    return [{"index": i, "text": texts[i], "score": round(float(scores[i]), 6)} for i in order]
+
+
+def _print_search(query: str, ranking: list[dict[str, object]]) -> None:
+    click.echo(f"query: {query[:70]!r}")
+    for rank, hit in enumerate(ranking, 1):
+        click.echo(f"{rank:>3}. {hit['score']:.3f}  {str(hit['text'])[:70]!r}")
 
 
 @click.command()

@@ -33,7 +33,9 @@ from bert_export.models.progress import Steps, console
 @click.option(
     "--precision", type=click.Choice(PRECISIONS), default=None, help="Which graph of the bundle [its default]."
 )
-@click.option("-q", "--quiet", is_flag=True)
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No progress lines or result table (exit code and report files only)."
+)
 def validate(
     bundle: Path,
     runtime: str,
@@ -65,6 +67,7 @@ def validate(
     if model is not None or allow_pickle or any(extra[k] != v for k, v in defaults.items()):
         from bert_export.cli.compare import run_validate as run_on_data
 
+        _warn_untrained(bundle)
         return run_on_data(
             bundle,
             model=model,
@@ -83,6 +86,22 @@ def validate(
         console.print(result.table())
     if not result.passed:
         raise ParityError(f"{bundle} fails its {result.precision} gate on {runtime}: {'; '.join(result.failures[:3])}")
+
+
+def _warn_untrained(bundle: Path) -> None:
+    """Metrics of a bundle whose head (or every weight) is random mean nothing: say so on every use."""
+    from rich.markup import escape
+
+    from bert_export.bundle.manifest import untrained_warning
+    from bert_export.bundle.reader import read_manifest
+    from bert_export.models import BertExportError
+
+    try:
+        warning = untrained_warning(read_manifest(bundle))
+    except (BertExportError, OSError):
+        return  # the validation itself reports an unreadable bundle, in its own words
+    if warning:
+        console.print(f"[bold yellow]{escape(warning)}[/bold yellow]", soft_wrap=True)
 
 
 COMMANDS = (validate,)

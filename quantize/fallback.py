@@ -117,11 +117,28 @@ def added_error(
 
 
 def _exposed(path: Path, tensors: set[str]) -> onnx.ModelProto:
+    """``path`` with ``tensors`` added as graph outputs, each declared with its own element type: a
+    candidate's input can be an int64 shape tensor (ModernBERT's fp16 candidates), which ONNX Runtime
+    refuses to load when declared float."""
     model = onnx.load(str(path))
     known = {o.name for o in model.graph.output}
+    types = _elem_types(model)
     for name in sorted(tensors - known):
-        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        elem = types.get(name, onnx.TensorProto.FLOAT)
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
     return model
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor ONNX shape inference can type (graphs under 2 GB, as ours are here)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is an aid here: untyped tensors stay float, as before
+        inferred = model
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*g.value_info, *g.input, *g.output)}
+    types.update({t.name: t.data_type for t in g.initializer})
+    return {k: v for k, v in types.items() if v}
 
 
 def _run_named(

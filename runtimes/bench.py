@@ -712,9 +712,29 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = figure(result, plt)
+    import io
+
+    from bert_export.bundle.publish import write_atomic
+
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    plt.close(fig)
+    out = Path(path)
+    write_atomic(out, png.getvalue(), "--plot")  # a failed write never leaves half a PNG
+    return out
+
+
+TITLE_FONT_PT = 9
+
+
+def figure(result: BenchResult, plt: Any) -> Any:
+    """The plot's matplotlib figure. Constrained layout reserves room for the suptitle, which is wrapped
+    to the figure's width: one 5.2-inch panel is narrower than the bundle/CPU line (it was cut at both edges)."""
     rows = result.results + result.torch
     batches = sorted({r.batch for r in rows})
-    fig, axes = plt.subplots(1, len(batches), figsize=(5.2 * len(batches), 4.2), squeeze=False)
+    width = 5.2 * len(batches)
+    fig, axes = plt.subplots(1, len(batches), figsize=(width, 4.2), squeeze=False, layout="constrained")
     for ax, batch in zip(axes[0], batches):
         for label in dict.fromkeys(r.label for r in rows):
             line = sorted((r for r in rows if r.label == label and r.batch == batch), key=lambda r: r.seq)
@@ -740,19 +760,14 @@ def plot(result: BenchResult, path: str | Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     s, m = result.settings, result.machine
-    fig.suptitle(
-        f"{Path(str(s.get('bundle'))).name}: {s.get('family')} {s.get('task')}  |  {m.get('cpu')}, "
-        f"threads {s.get('threads') or 'default'}, load {m.get('load_avg')}",
-        fontsize=9,
+    import textwrap
+
+    # ~0.6 em per character of the default sans-serif: the most characters a line of the figure holds
+    chars = max(20, int(width * 72 / (0.6 * TITLE_FONT_PT)) - 4)
+    parts = (
+        f"{Path(str(s.get('bundle'))).name}: {s.get('family')} {s.get('task')}",
+        f"{m.get('cpu')}, threads {s.get('threads') or 'default'}, load {m.get('load_avg')}",
     )
-    fig.tight_layout()
-    import io
-
-    from bert_export.bundle.publish import write_atomic
-
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110)
-    plt.close(fig)
-    out = Path(path)
-    write_atomic(out, png.getvalue(), "--plot")  # a failed write never leaves half a PNG
-    return out
+    title = "\n".join(textwrap.fill(p, chars) for p in parts)
+    fig.suptitle(title, fontsize=TITLE_FONT_PT)
+    return fig

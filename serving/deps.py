@@ -7,6 +7,9 @@ import importlib.util
 from bert_export.models import BertExportError
 
 FIX = "pip install bert-export[serve]"
+# nvidia-pytriton pins numpy<2 (for its backend stub only, which gets its own numpy<2 venv: stubenv.py),
+# so it is not in the extra, where pip would silently downgrade a NumPy 2 environment.
+PYTRITON_FIX = "pip install --no-deps 'nvidia-pytriton>=0.5,<0.8'"
 
 
 def missing(*, server: bool) -> list[str]:
@@ -30,5 +33,6 @@ def require_serve(*, server: bool) -> None:
     absent = missing(server=server)
     if absent:
         raise BertExportError(
-            f"this command needs {', '.join(absent)} (the serve extra), which is not installed; run: {FIX}"
+            f"this command needs {', '.join(absent)} (the serve extra), which is not installed; run: "
+            + " && ".join([FIX] + [PYTRITON_FIX] * ("nvidia-pytriton" in absent))
         )

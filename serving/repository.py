@@ -30,6 +30,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bert_export.bundle.manifest import untrained_warning
 from bert_export.models import BertExportError, get_task
 
 TEXT_CHARS = 20_000
@@ -343,6 +344,7 @@ def write_repository(
         "id2label": (b.manifest.get("labels") or {}).get("id2label") or {},
         "top_k": 5,
         "max_text_chars": opts.max_text_chars,
+        "untrained_warning": untrained_warning(b.manifest),  # the post model logs it on every batch
     }
     with staged_directories(
         [repo / n for n in names],

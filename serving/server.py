@@ -43,7 +43,7 @@ import numpy as np
 
 from bert_export.models import BertExportError
 from bert_export.serving.deps import require_serve
-from bert_export.serving.textmodel import MAX_TEXT_CHARS, TextModel
+from bert_export.serving.textmodel import MAX_TEXT_CHARS, TextModel, warn_at_start
 
 OUTPUTS = ("JSON", "NOTE", "ERROR")
 
@@ -168,7 +168,7 @@ def running(
         made.activate()
         runner = made
         model = TextModel(b, made, tokenizer, max_text_chars=opts.max_text_chars)
-        # hook: start-up warnings about the bundle (e.g. untrained heads) belong here, printed through `say`
+        warn_at_start(model)  # untrained head / --random-init: loud at start (issue 20; textmodel.py)
         supervisor = Supervisor(name, opts, model, front, root, say or (lambda line: None))
         supervisor.start()
         yield supervisor

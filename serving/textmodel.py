@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 
+from bert_export.bundle.manifest import untrained_warning
 from bert_export.models import BertExportError, get_task
 from bert_export.models import postprocess as pp
+from bert_export.models.progress import console
 from bert_export.models.tasks import PostContext, Row
 from bert_export.runtimes.base import Runner
 from bert_export.runtimes.predict import _feed, _qa_windows, _texts
@@ -49,6 +52,8 @@ class TextModel:
         self.bundle, self.runner, self.tokenizer = bundle, runner, tokenizer
         self.task = get_task(bundle.manifest["task"])
         self.max_text_chars, self.top_k = max_text_chars, top_k
+        # An untrained head (or a --random-init bundle) answers nonsense: every reply's NOTE says so.
+        self.warning = untrained_warning(bundle.manifest) or ""
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -85,6 +90,10 @@ class TextModel:
             run = self._qa if self.task.pair_input else self._texts
             for (i, _), reply in zip(valid, run([fields for _, fields in valid])):
                 replies[i] = reply
+        if self.warning:
+            for reply in replies:
+                if not reply.error:
+                    reply.note = "\n".join(n for n in (self.warning, reply.note) if n)
         return replies
 
     def _texts(self, items: list[dict[str, str]]) -> list[Reply]:
@@ -163,6 +172,12 @@ class TextModel:
         for k, result in zip(ok, self.task.results(out, rows, PostContext.of(b.manifest, tok))):
             replies[k].json = _dumps(result)
         return replies
+
+
+def warn_at_start(model: TextModel) -> None:
+    """``serve``'s start-up line for an untrained bundle (each reply's NOTE repeats it)."""
+    if model.warning:
+        console.print(f"[bold yellow]{escape(model.warning)}[/bold yellow]", soft_wrap=True)
 
 
 def _dumps(result: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -347,6 +348,16 @@ SIGNAL_CASES = [
 ]
 
 
+def default_signals() -> None:
+    """preexec_fn for children that are sent SIGINT/SIGTERM: their default dispositions, whatever ours are.
+
+    A suite started in the background (``nohup pytest &``) inherits SIGINT as ignored; a child would
+    inherit that too, Python would not install its KeyboardInterrupt handler, and the SIGINT cases
+    would wait out their sleep instead of exiting 130 (tests/test_first_run.py proves the reset)."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(("sig", "at", "rc"), SIGNAL_CASES, ids=[f"{s}-{a}" for s, a, _ in SIGNAL_CASES])
 def test_signal_at_each_step(tmp_path: Path, previous: Path, sig: str, at: str, rc: int) -> None:
     before = snapshot(previous)
@@ -356,6 +367,7 @@ def test_signal_at_each_step(tmp_path: Path, previous: Path, sig: str, at: str, 
         capture_output=True,
         text=True,
         timeout=300,
+        preexec_fn=default_signals,
     )
     assert proc.returncode == rc, proc.stderr
     if rc > 0:

@@ -23,6 +23,10 @@ class TritonPythonModel:
         with open(os.path.join(HERE, "bert_export_model.json"), encoding="utf-8") as fh:
             self.cfg = json.load(fh)
         self.task = self.cfg["task"]
+        # An untrained head (or a --random-init bundle): its answers mean nothing, so the server's log
+        # says so at load and with every batch it answers (bert-export writes the text; older repositories lack it).
+        self.warning = self.cfg.get("untrained_warning") or ""
+        self._warn()
         self.tok = None
         if self.task == "mlm":
             import transformers
@@ -30,6 +34,10 @@ class TritonPythonModel:
             self.tok = transformers.AutoTokenizer.from_pretrained(
                 os.path.join(HERE, "tokenizer"), local_files_only=True, trust_remote_code=False
             )
+
+    def _warn(self):
+        if self.warning:
+            pb_utils.Logger.log_warn(self.warning)
 
     def _get(self, request, name):
         return pb_utils.get_input_tensor_by_name(request, name).as_numpy()[0]
@@ -70,6 +78,7 @@ class TritonPythonModel:
         return pp.mlm_result(logits, positions, offsets, lambda t: self.tok.decode([t]), int(self.cfg["top_k"]))
 
     def execute(self, requests):
+        self._warn()
         responses = []
         for request in requests:
             try:

@@ -510,6 +510,21 @@ void check_optional_sections(const json& m, const std::string& M) {
     as_object(*trt, M + " tensorrt");
     plain_name(need(*trt, "file", M + " tensorrt"), M + " tensorrt.file");
   }
+  if (const json* u = find(m, "untrained")) {  // bundle/manifest.py Untrained (lengths in characters, as pydantic)
+    auto chars = [](const json& v, const std::string& where, size_t most) {
+      const std::string s = as_string(v, where, 4 * most);
+      size_t n = 0;
+      for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+      if (n > most) throw BundleError(where + " is longer than " + std::to_string(most) + " characters");
+      return n;
+    };
+    as_object(*u, M + " untrained");
+    one_of(need(*u, "reason", M + " untrained"), {"random-init", "new-head"}, M + " untrained.reason");
+    if (const json* params = find(*u, "params"))
+      for (const json& p : as_array(*params, M + " untrained.params", 4096)) chars(p, M + " untrained.params[]", 256);
+    if (chars(need(*u, "warning", M + " untrained"), M + " untrained.warning", 1000) == 0)
+      throw BundleError(M + " untrained.warning must not be empty");
+  }
 }
 
 // Schema 2: one graph per known precision, the default's = graph, files disjoint, the same outputs.

@@ -159,6 +159,25 @@ std::string strip(const std::string& s) {
   return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
 }
 
+// A bundle whose task head was randomly initialised (not in the checkpoint) or that was exported with
+// --random-init answers nonsense: say so on stderr on every use, as `bert-export run` does.
+// manifest["untrained"]["warning"] holds the text; older bundles are judged from manifest["source"].
+std::string untrained_warning(const json& m) {
+  if (const json* u = bx::find(m, "untrained"))
+    if (const json* w = bx::find(*u, "warning")) return bx::as_string(*w, "manifest.json untrained.warning", 1000);
+  const json* src = bx::find(m, "source");
+  if (!src) return "";
+  const json* kind = bx::find(*src, "kind");
+  if (kind && kind->is_string() && kind->get<std::string>() == "random-init")
+    return "warning: this bundle was exported with --random-init: all of its weights are random, so its outputs "
+           "mean nothing";
+  const json* head = bx::find(*src, "new_head_params");
+  if (head && head->is_array() && !head->empty())
+    return "warning: this bundle's task head was not in the checkpoint and was randomly initialised, so its answers "
+           "mean nothing";
+  return "";
+}
+
 // The demo's state for one bundle: manifest, tokenizer (WordPiece only) and session.
 struct App {
   bx::Bundle bundle;
@@ -550,6 +569,7 @@ int run(int argc, char** argv) {
     return 0;
   }
   App app(dir, threads);
+  if (std::string w = untrained_warning(app.bundle.manifest); !w.empty()) std::cerr << w << "\n";
   if (selftest) return self_test(app);
   std::string task = app.bundle.task();
   size_t max_seq = app.bundle.max_seq();
