@@ -250,7 +250,7 @@ def _fallback_tokenizer(family: Family, config: Any) -> Path | None:
         pkg = importlib.import_module(family.fallback_tokenizer or BORROWED_TOKENIZER)
     except ImportError:
         return None
-    path = Path(pkg.get_model_path()) if hasattr(pkg, "get_model_path") else Path(pkg.__file__).parent / "model"
+    path = Path(pkg.get_model_path()) if hasattr(pkg, "get_model_path") else Path(str(pkg.__file__)).parent / "model"
     vocab = path / "vocab.txt"
     if not vocab.exists():
         return None
@@ -516,7 +516,7 @@ def load_directory(
     transformers.logging.disable_progress_bar()  # ours is the rich status line
     torch.manual_seed(seed)  # a head the checkpoint lacks is initialised from torch's RNG: make it reproducible
     try:
-        model, info = cls.from_pretrained(
+        model, info = cls.from_pretrained(  # type: ignore[attr-defined]
             str(directory),
             attn_implementation="sdpa",
             dtype=torch.float32,

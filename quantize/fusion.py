@@ -117,7 +117,9 @@ def pack_weights(model: ir.Model) -> int:
             continue
         axis = node.attributes["axis"].as_int()
         out = node.outputs[0]
-        packed = _initializer(model, f"{out.name}_packed", np.concatenate(parts, axis=axis))
+        packed = _initializer(
+            model, f"{out.name}_packed", np.concatenate([p for p in parts if p is not None], axis=axis)
+        )
         out.replace_all_uses_with(packed)
         done += 1
     return done
@@ -166,7 +168,7 @@ def padding_mask_index(model: ir.Model) -> int:
 
 def _replace(model: ir.Model, old: ir.Node, new: ir.Node) -> None:
     for o_old, o_new in zip(old.outputs, new.outputs):
-        o_new.name, o_new.dtype, o_new.shape = o_old.name, o_old.dtype, o_old.shape
+        o_new.name, o_new.dtype, o_new.shape = o_old.name, o_old.dtype, o_old.shape  # type: ignore[assignment]  # onnx_ir's setter takes DataType | None
     model.graph.insert_before(old, new)
     for o_old, o_new in zip(old.outputs, new.outputs):
         o_old.replace_all_uses_with(o_new, replace_graph_outputs=True)
@@ -192,10 +194,11 @@ def embed_layer_norm(model: ir.Model) -> int:
             continue
         outer = _producer(ln.inputs[0], "Add")
         inner = _producer(outer.inputs[0], "Add") if outer else None
-        if inner is None:
+        if outer is None or inner is None:
             continue
-        gathers = [_producer(v, "Gather") for v in (*inner.inputs, outer.inputs[1])]
-        if any(g is None for g in gathers):
+        found = [_producer(v, "Gather") for v in (*inner.inputs, outer.inputs[1])]
+        gathers = [g for g in found if g is not None]
+        if len(gathers) != len(found):
             continue
         by_index = {g.inputs[1].name if g.inputs[1] is not None else "": g for g in gathers}
         word, seg = by_index.get("input_ids"), by_index.get("token_type_ids")
@@ -236,7 +239,7 @@ def embed_layer_norm(model: ir.Model) -> int:
 
 def _replace_first(model: ir.Model, old: ir.Node, new: ir.Node) -> None:
     out_old, out_new = old.outputs[0], new.outputs[0]
-    out_new.name, out_new.dtype, out_new.shape = out_old.name, out_old.dtype, out_old.shape
+    out_new.name, out_new.dtype, out_new.shape = out_old.name, out_old.dtype, out_old.shape  # type: ignore[assignment]  # onnx_ir's setter takes DataType | None
     model.graph.insert_before(old, new)
     out_old.replace_all_uses_with(out_new, replace_graph_outputs=True)
     model.graph.remove(old, safe=True)
@@ -300,12 +303,9 @@ def skip_layer_norm(model: ir.Model) -> int:
             num_outputs=4,
         )
         out, summed = fused.outputs[0], fused.outputs[3]
-        out.name, out.dtype, out.shape = ln.outputs[0].name, ln.outputs[0].dtype, ln.outputs[0].shape
-        summed.name, summed.dtype, summed.shape = (
-            f"{add.outputs[0].name}_sum",
-            add.outputs[0].dtype,
-            add.outputs[0].shape,
-        )
+        out.name, out.dtype, out.shape = ln.outputs[0].name, ln.outputs[0].dtype, ln.outputs[0].shape  # type: ignore[assignment]  # onnx_ir's setter takes DataType | None
+        summed.name, summed.shape = f"{add.outputs[0].name}_sum", add.outputs[0].shape
+        summed.dtype = add.outputs[0].dtype  # type: ignore[assignment]  # as above
         model.graph.insert_before(ln, fused)
         ln.outputs[0].replace_all_uses_with(out, replace_graph_outputs=True)
         add.outputs[0].replace_all_uses_with(summed, replace_graph_outputs=True)
@@ -342,7 +342,7 @@ def rotary_embedding(model: ir.Model, max_positions: int) -> int:
             continue
         key = inv_freq.name or ""
         if key not in caches:
-            inv = inv_freq.const_value.numpy().astype(np.float32)
+            inv = inv_freq.const_value.numpy().astype(np.float32)  # type: ignore[union-attr]  # caller found a const
             freqs = np.arange(max_positions, dtype=np.float32)[:, None] * inv[None, :]
             caches[key] = (
                 _initializer(model, f"{key}_cos_cache", np.cos(freqs).astype(np.float32)),
@@ -379,7 +379,7 @@ def _match_rotary(direct: ir.Node, rotated: ir.Node) -> tuple[ir.Value, ir.Value
     pos = next((v for v in freqs.inputs if v is not None and v.const_value is None), None)
     if inv is None or pos is None or not _is_range_from_zero(pos):
         return None
-    return x, inv
+    return (x, inv) if x is not None else None
 
 
 def _producer_input(value: ir.Value | None, op: str) -> ir.Value | None:

@@ -73,8 +73,8 @@ def _finite(value: Any) -> tuple[Any, int]:
     if isinstance(value, float):
         return (value, 0) if math.isfinite(value) else (None, 1)
     if isinstance(value, dict):
-        items = [(k, *_finite(v)) for k, v in value.items()]
-        return {k: v for k, v, _ in items}, sum(n for _, _, n in items)
+        keyed = [(k, *_finite(v)) for k, v in value.items()]
+        return {k: v for k, v, _ in keyed}, sum(n for _, _, n in keyed)
     if isinstance(value, (list, tuple)):
         items = [_finite(v) for v in value]
         return [v for v, _ in items], sum(n for _, n in items)
