@@ -133,7 +133,6 @@ def run(
     With --file TEXTS --out OUT: every text of the file, streamed in bounded memory, batched by
     length, written in input order (row i = text i) to OUT atomically.
     """
-    from bert_export.bundle.manifest import untrained_warning
     from bert_export.bundle.reader import load_bundle
     from bert_export.runtimes.batching import DEFAULT_TOKEN_BUDGET
     from bert_export.runtimes.predict import predict
@@ -143,10 +142,8 @@ def run(
     batching = "input-order" if keep_order else "length"
     budget = DEFAULT_TOKEN_BUDGET if token_budget is None else token_budget
     b = load_bundle(bundle, precision=precision)
-    warning = untrained_warning(b.manifest)
-    if warning:  # every use, before any answer: one export-time note is easy to miss
-        console.print(f"[bold yellow]{escape(warning)}[/bold yellow]", soft_wrap=True)
     if text_file is not None or out is not None or column is not None:
+        _warn_untrained(b.manifest)
         _run_file(
             b,
             text_file,
@@ -169,6 +166,7 @@ def run(
     )
     if query is not None and (not get_task(b.manifest["task"]).vector_output or not texts):
         raise BertExportError("--query is for embed bundles, with the texts to search in as --text TEXT (one or more)")
+    _warn_untrained(b.manifest)
     pred = predict(
         b,
         texts=((query,) + texts if query is not None else texts) or None,
@@ -201,6 +199,15 @@ def run(
         _print_human(pred, texts)
     active = (pred.providers or {}).get("active")
     console.print(f"[dim]ran on {pred.runtime}{' (' + ', '.join(active) + ')' if active else ''}[/dim]")
+
+
+def _warn_untrained(manifest: dict[str, Any]) -> None:
+    """Every use, before any answer (on stderr, so --json stays clean): one export-time note is easy to miss."""
+    from bert_export.bundle.manifest import untrained_warning
+
+    warning = untrained_warning(manifest)
+    if warning:
+        console.print(f"[bold yellow]{escape(warning)}[/bold yellow]", soft_wrap=True)
 
 
 def _run_file(

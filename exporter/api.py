@@ -230,16 +230,20 @@ def symbolic_axes(tsk: Task, name: str) -> tuple[Any, ...]:
     return next(o.axes for o in tsk.outputs if o.name == name)
 
 
-def tokenizer_kind(fam: Family, tokenizer: Any | None) -> str | None:
+def tokenizer_kind(fam: Family, tokenizer: Any | None, *, borrowed: bool = False) -> str | None:
     """The manifest's ``tokenizer.kind``: the family's stated kind (``Family.tokenizer``), None without a tokenizer.
 
     Stated, not guessed from file names (a WordPiece tokenizer.json without vocab.txt is still WordPiece), and
     checked against the loaded tokenizer's own model so that a bundle never claims a kind its files are not.
+    A ``--random-init`` bundle may carry a ``borrowed`` tokenizer (exporter/loading.py BORROWED_TOKENIZER: the
+    weights are random, so any tokenizer whose ids fit will do): its kind is the borrowed one's.
     """
     if tokenizer is None:
         return None
     backend = getattr(tokenizer, "backend_tokenizer", None)
     actual = type(backend.model).__name__.lower() if backend is not None else fam.tokenizer
+    if borrowed and actual in ("wordpiece", "bpe"):
+        return actual
     if actual != fam.tokenizer:
         raise BertExportError(
             f"the model's tokenizer is {actual}, but {fam.name} bundles carry a {fam.tokenizer} tokenizer "
@@ -285,7 +289,7 @@ def _manifest(
         "special_tokens": {"cls": sp.cls, "sep": sp.sep, "pad": sp.pad, "mask": sp.mask},
         "tokenizer": {
             "files": tok_files,
-            "kind": tokenizer_kind(fam, tokenizer),
+            "kind": tokenizer_kind(fam, tokenizer, borrowed=source.kind == "random-init"),
             "do_lower_case": tokenizer_cfg.get("do_lower_case"),
             "model_max_length": tokenizer_cfg.get("model_max_length"),
         },

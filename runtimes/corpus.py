@@ -210,7 +210,9 @@ def check_out(out: str | Path, task: str) -> Path:
     if suffix not in FORMATS:
         raise BertExportError(f"--out {path}: name a .npy (embeddings), .jsonl or .parquet file")
     if suffix == ".npy" and not _vectors(task):
-        raise BertExportError(f"--out {path}: .npy holds embeddings; this is a {task} bundle, write .jsonl or .parquet")
+        raise BertExportError(
+            f"--out {path}: .npy holds embeddings; this bundle's task is {task}: write .jsonl or .parquet"
+        )
     if suffix == ".parquet":
         try:
             import pyarrow.parquet  # noqa: F401
@@ -264,7 +266,7 @@ def run_corpus(
     task = b.manifest["task"]
     if get_task(task).input_fields != ("text",):
         raise BertExportError(
-            f"this is a {task} bundle: it takes --question and --context; --file is for the other tasks"
+            f"this bundle's task is {task}: it takes --question and --context; --file is for the other tasks"
         )
     if batching not in batching_.BATCHING:
         raise BertExportError(f"batching {batching!r}: choose from {', '.join(batching_.BATCHING)}")

@@ -174,10 +174,10 @@ class Task:
         """``run``'s arguments fit this task (texts, not a question and a context)."""
         if question is not None or context is not None:
             raise BertExportError(
-                f"this is a {self.name} bundle: pass --text TEXT (one or more), not --question/--context"
+                f"this bundle's task is {self.name}: pass --text TEXT (one or more), not --question/--context"
             )
         if not texts:
-            raise BertExportError(f"this is a {self.name} bundle: pass at least one --text TEXT")
+            raise BertExportError(f"this bundle's task is {self.name}: pass at least one --text TEXT")
 
     def text_problem(self, tokenizer: Any, text: str) -> str | None:
         """Why ``text`` cannot be answered (the sentence after its name), or None."""
