@@ -57,7 +57,7 @@ CONFIGS = [
     (("--config", "num_labels=1000000000"), "more than 100000"),
     (("--max-seq", "2"), "--max-seq 2 is too short"),
     (("--config", "hidden_size=65536", "--config", "num_attention_heads=1"), "GiB of memory"),
-    (("--config", "vocab_size=1000000000"), "GiB of memory"),
+    (("--config", "vocab_size=1000000000"), "beyond what a bundle can hold"),
 ]
 
 
