@@ -569,13 +569,18 @@ int run(int argc, char** argv) {
     return 0;
   }
   App app(dir, threads);
-  if (std::string w = untrained_warning(app.bundle.manifest); !w.empty()) std::cerr << w << "\n";
-  if (selftest) return self_test(app);
   std::string task = app.bundle.task();
   size_t max_seq = app.bundle.max_seq();
+  // The request is checked first (a refusal stays one error line), then the warning on every use.
   if (has_q || has_c) {
     if (task != "qa") throw UsageError("--question/--context are for qa bundles; this one is " + task + ": use --text");
     if (!has_q || !has_c) throw UsageError("qa needs both --question and --context");
+  } else if (!selftest && task == "qa") {
+    throw UsageError("this is a qa bundle: pass --question Q --context C");
+  }
+  if (std::string w = untrained_warning(app.bundle.manifest); !w.empty()) std::cerr << w << "\n";
+  if (selftest) return self_test(app);
+  if (has_q || has_c) {
     bx::Encoding full = app.tok().encode_pair(question, context, 0);
     if (full.ids.size() > max_seq) {  // longer than the bundle: overlapping windows (qa_windows.h)
       std::cout << qa_long(app, full, context, max_seq, doc_stride).dump() << "\n";
