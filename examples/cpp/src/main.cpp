@@ -519,6 +519,10 @@ json qa_long(App& app, const bx::Encoding& full, const std::string& context, siz
   return bx::qa_windows_result(windows, logits, cls, bx::utf8_decode(context), bx::kMaxAnswerTokens);
 }
 
+// The untrained-head warning of the bundle in use: main() prints it on stderr after every answer (a
+// refused request or a malformed bundle stays one error line).
+std::string g_untrained;
+
 int run(int argc, char** argv) {
   if (argc < 3) {
     usage();
@@ -571,14 +575,13 @@ int run(int argc, char** argv) {
   App app(dir, threads);
   std::string task = app.bundle.task();
   size_t max_seq = app.bundle.max_seq();
-  // The request is checked first (a refusal stays one error line), then the warning on every use.
   if (has_q || has_c) {
     if (task != "qa") throw UsageError("--question/--context are for qa bundles; this one is " + task + ": use --text");
     if (!has_q || !has_c) throw UsageError("qa needs both --question and --context");
   } else if (!selftest && task == "qa") {
     throw UsageError("this is a qa bundle: pass --question Q --context C");
   }
-  if (std::string w = untrained_warning(app.bundle.manifest); !w.empty()) std::cerr << w << "\n";
+  g_untrained = untrained_warning(app.bundle.manifest);  // printed by main() after an answer, never before an error
   if (selftest) return self_test(app);
   if (has_q || has_c) {
     bx::Encoding full = app.tok().encode_pair(question, context, 0);
@@ -629,7 +632,9 @@ int main(int argc, char** argv) {
       return 0;
     }
   try {
-    return run(argc, argv);
+    int rc = run(argc, argv);
+    if (!g_untrained.empty()) std::cerr << g_untrained << "\n";
+    return rc;
   } catch (const bx::BundleError& e) {
     std::cerr << "error: " << e.what() << "\n";
   } catch (const UsageError& e) {
