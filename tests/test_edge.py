@@ -100,13 +100,24 @@ def with_default(bundle: Path, precision: str, dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def bundles(make_bundle: Callable[..., Path]) -> dict[str, Path]:
-    tiny_modernbert = dict(FAMILIES["modernbert"].tiny_config, local_attention=WINDOW)
+    # A vocabulary the borrowed bert-base WordPiece fits (and its special ids), so the random-init
+    # bundle takes text and carries golden.json; local layers banded, sequences past the window.
+    tiny_modernbert = dict(
+        FAMILIES["modernbert"].tiny_config,
+        local_attention=WINDOW,
+        vocab_size=30522,
+        pad_token_id=0,
+        cls_token_id=101,
+        bos_token_id=101,
+        sep_token_id=102,
+        eos_token_id=102,
+    )
+    all_three = ",".join(PRECISIONS)
     return {
-        "minilm-embed": make_bundle("bert", "embed", model=MINILM_ID, precisions=",".join(PRECISIONS)),
-        "minilm-qa": make_bundle("bert", "qa", model=MINILM_ID, precisions=",".join(PRECISIONS)),
-        "modernbert-banded": make_bundle(
-            "modernbert", "embed", overrides=tiny_modernbert, precisions=",".join(PRECISIONS)
-        ),
+        # the same arguments as tests/test_consumers.py's and test_layout.py's: a full run exports it once
+        "minilm-embed": make_bundle("bert", "embed", model=MINILM_ID, max_seq=128, precisions=all_three),
+        "minilm-qa": make_bundle("bert", "qa", model=MINILM_ID, max_seq=128, precisions=all_three),
+        "modernbert-banded": make_bundle("modernbert", "embed", overrides=tiny_modernbert, precisions=all_three),
     }
 
 
