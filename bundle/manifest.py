@@ -24,7 +24,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bert_export.models import FAMILIES, TASKS, BertExportError, get_family, get_task
-from bert_export.models.precisions import BUNDLE_PRECISIONS
+from bert_export.models.precisions import PRECISIONS_REGISTRY
+
+# Every registered precision: a bundle stores fp32/fp16/int8 graphs, and an OpenVINO bundle built with
+# --bf16 records bf16 (its IR runs with the bf16 hint).
+MANIFEST_PRECISIONS = tuple(PRECISIONS_REGISTRY)
 
 SCHEMA_VERSIONS = (1, 2)  # 1: one graph at the root (read as it is); 2: graphs under onnx/ per precision
 MAX_MANIFEST_BYTES = 16 << 20
@@ -179,7 +183,7 @@ class Manifest(Strict):
     schema_version: int
     family: Literal[tuple(FAMILIES)]  # type: ignore[valid-type]
     task: Literal[tuple(TASKS)]  # type: ignore[valid-type]
-    precision: Annotated[str, Field(json_schema_extra={"enum": list(BUNDLE_PRECISIONS)})]
+    precision: Annotated[str, Field(json_schema_extra={"enum": list(MANIFEST_PRECISIONS)})]
     opset: Annotated[int, Field(ge=7, le=64)] | None = None
     inputs: list[TensorEntry] = Field(min_length=1, max_length=8)
     outputs: list[TensorEntry] = Field(min_length=1, max_length=8)
@@ -193,7 +197,7 @@ class Manifest(Strict):
     config: ModelSizes | None = None
     graph: GraphEntry
     graphs: dict[str, GraphEntry] | None = Field(
-        default=None, min_length=1, max_length=8, json_schema_extra={"propertyNames": {"enum": list(BUNDLE_PRECISIONS)}}
+        default=None, min_length=1, max_length=8, json_schema_extra={"propertyNames": {"enum": list(MANIFEST_PRECISIONS)}}
     )
     golden: GoldenEntry | None = None
     tensorrt: EngineRecord | None = None
@@ -209,8 +213,8 @@ class Manifest(Strict):
             raise ValueError(
                 f"schema_version {self.schema_version} is not one this bert-export reads ({SCHEMA_VERSIONS})"
             )
-        if self.precision not in BUNDLE_PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(BUNDLE_PRECISIONS)}")
+        if self.precision not in MANIFEST_PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(MANIFEST_PRECISIONS)}")
         if self.max_position_embeddings is not None and self.max_sequence_length > self.max_position_embeddings:
             raise ValueError("max_sequence_length exceeds max_position_embeddings")
         fam, task = get_family(self.family), get_task(self.task)
@@ -252,9 +256,9 @@ class Manifest(Strict):
             return
         if self.graphs is None:
             raise ValueError("a schema-2 manifest lists its graphs by precision in graphs")
-        unknown = [p for p in self.graphs if p not in BUNDLE_PRECISIONS]
+        unknown = [p for p in self.graphs if p not in MANIFEST_PRECISIONS]
         if unknown:
-            raise ValueError(f"graphs has precision {unknown[0]!r}, not one of {', '.join(BUNDLE_PRECISIONS)}")
+            raise ValueError(f"graphs has precision {unknown[0]!r}, not one of {', '.join(MANIFEST_PRECISIONS)}")
         default = self.graphs.get(self.precision)
         if default is None:
             raise ValueError(f"graphs has no entry for the default precision {self.precision!r}")

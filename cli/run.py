@@ -143,7 +143,6 @@ def run(
     budget = DEFAULT_TOKEN_BUDGET if token_budget is None else token_budget
     b = load_bundle(bundle, precision=precision)
     if text_file is not None or out is not None or column is not None:
-        _warn_untrained(b.manifest)
         _run_file(
             b,
             text_file,
@@ -159,6 +158,7 @@ def run(
             quiet=quiet or as_json,
             runner_options={"trt_profile": trt_profile, "rebuild_engine": rebuild_engine, "strict": strict_runtime},
         )
+        _warn_untrained(b.manifest)
         return
     _check_utf8(
         [(f"--text #{i + 1}", t) for i, t in enumerate(texts)]
@@ -166,7 +166,6 @@ def run(
     )
     if query is not None and (not get_task(b.manifest["task"]).vector_output or not texts):
         raise BertExportError("--query is for embed bundles, with the texts to search in as --text TEXT (one or more)")
-    _warn_untrained(b.manifest)
     pred = predict(
         b,
         texts=((query,) + texts if query is not None else texts) or None,
@@ -189,20 +188,24 @@ def run(
         ranking = _search(pred.results[0]["embeddings"], texts)
         if as_json:
             click.echo(json.dumps({"query": query, "results": ranking}, ensure_ascii=False))
+            _warn_untrained(b.manifest)
             return
         _print_search(query, ranking)
     elif as_json:
         for line in pred.json_lines():
             click.echo(line)
+        _warn_untrained(b.manifest)
         return
     else:
         _print_human(pred, texts)
+    _warn_untrained(b.manifest)
     active = (pred.providers or {}).get("active")
     console.print(f"[dim]ran on {pred.runtime}{' (' + ', '.join(active) + ')' if active else ''}[/dim]")
 
 
 def _warn_untrained(manifest: dict[str, Any]) -> None:
-    """Every use, before any answer (on stderr, so --json stays clean): one export-time note is easy to miss."""
+    """Every use, after each answer (on stderr, so --json stays clean, and never before an error line): one
+    export-time note is easy to miss."""
     from bert_export.bundle.manifest import untrained_warning
 
     warning = untrained_warning(manifest)

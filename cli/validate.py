@@ -67,8 +67,7 @@ def validate(
     if model is not None or allow_pickle or any(extra[k] != v for k, v in defaults.items()):
         from bert_export.cli.compare import run_validate as run_on_data
 
-        _warn_untrained(bundle)
-        return run_on_data(
+        run_on_data(
             bundle,
             model=model,
             runtime=runtime,
@@ -79,6 +78,8 @@ def validate(
             precision=precision,
             **extra,
         )
+        _warn_untrained(bundle)  # after the report: a refusal stays one error line
+        return
     result = run_validate(bundle, runtime=runtime, threads=threads, steps=Steps(quiet=quiet), precision=precision)
     if report is not None:
         write_atomic(report, result.dumps() + "\n", "--report")

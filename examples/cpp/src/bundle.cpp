@@ -323,7 +323,9 @@ const std::map<std::string, TaskRule> kTasks = {
     {"token-cls", {{"logits"}, true}},
     {"qa", {{"start_logits", "end_logits"}, false}},
 };
-const std::set<std::string> kPrecisions = {"fp32", "fp16", "int8"};  // the precisions a bundle stores a graph of
+// bundle/manifest.py MANIFEST_PRECISIONS: every registered precision (an OpenVINO --bf16 bundle records bf16;
+// this demo runs only the graphs' own precisions: check_demo_needs).
+const std::set<std::string> kPrecisions = {"fp32", "fp16", "int8", "bf16"};
 const std::set<std::string> kDtypes = {"int64", "int32", "float32", "float16"};
 const std::set<std::string> kPooling = {"cls", "mean", "max", "mean_sqrt_len"};
 constexpr int64_t kMaxPathChars = 255;
@@ -598,7 +600,7 @@ void check_manifest(const json& m) {
   }
 
   // --- the sections agree with each other and with the family and task ---
-  if (!kPrecisions.count(precision)) throw BundleError(M + " precision is " + short_dump(m["precision"]) + "; this demo knows fp16, fp32, int8");
+  if (!kPrecisions.count(precision)) throw BundleError(M + " precision is " + short_dump(m["precision"]) + "; bert-export knows fp32, fp16, int8, bf16");
   if (const json* mp = find(m, "max_position_embeddings"))
     if (max_seq > mp->get<int64_t>()) throw BundleError(M + " max_sequence_length exceeds max_position_embeddings");
   std::vector<std::string> in_names = names_of(inputs);
@@ -634,6 +636,8 @@ void check_demo_needs(const json& m) {
   // What this demo runs on, beyond the schema: the outputs its post-processing reads.
   const std::string M = "manifest.json";
   std::string task = m["task"].get<std::string>();
+  if (m["precision"].get<std::string>() == "bf16")
+    throw BundleError(M + " precision is bf16 (an OpenVINO bundle's hint); this demo runs fp32, fp16 and int8 graphs");
   std::set<std::string> seen;
   for (const json& out : m["outputs"]) seen.insert(out["name"].get<std::string>());
   std::vector<std::string> wanted = task == "qa" ? std::vector<std::string>{"start_logits", "end_logits"}
