@@ -197,7 +197,10 @@ class Manifest(Strict):
     config: ModelSizes | None = None
     graph: GraphEntry
     graphs: dict[str, GraphEntry] | None = Field(
-        default=None, min_length=1, max_length=8, json_schema_extra={"propertyNames": {"enum": list(MANIFEST_PRECISIONS)}}
+        default=None,
+        min_length=1,
+        max_length=8,
+        json_schema_extra={"propertyNames": {"enum": list(MANIFEST_PRECISIONS)}},
     )
     golden: GoldenEntry | None = None
     tensorrt: EngineRecord | None = None

@@ -55,7 +55,12 @@ def test_schema_module_prints_the_schema() -> None:
     schema = json.loads(proc.stdout)
     assert schema == json_schema()
     assert set(schema["required"]) >= {"schema_version", "family", "task", "inputs", "outputs", "graph", "files"}
-    assert schema["properties"]["precision"]["enum"] == ["fp32", "fp16", "int8", "bf16"]  # bf16: an OpenVINO bundle built with --bf16
+    assert schema["properties"]["precision"]["enum"] == [
+        "fp32",
+        "fp16",
+        "int8",
+        "bf16",
+    ]  # bf16: an OpenVINO bundle built with --bf16
 
 
 # --------------------------------------------------------------------------- the two readers
