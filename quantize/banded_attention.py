@@ -41,13 +41,22 @@ from collections.abc import Iterable
 import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
-from onnxscript.rewriter import RewriteRuleClassBase, RewriteRuleSet
+from onnx_ir._tape import Builder
+from onnxscript.rewriter import RewriteRule, RewriteRuleClassBase, RewriteRuleSet
 
 from bert_export.quantize.fusion import const_array
 
 MS = "com.microsoft"
 # The fill for scores outside the window: finite in fp32 and fp16 (fp16's lowest), far below any real score.
 MASKED_SCORE = -65504.0
+# Length switch: a local layer runs dense (one fused attention over [seq, seq] with the band as a bias) up to
+# SWITCH_WINDOWS x the window, and blocked past it. Both are exact, so the switch is a speed choice only. One
+# full-size layer (hidden 768, 12 heads, window 128, 2 threads, EPYC Zen 4, loaded), dense / blocked time:
+# ORT 0.45 at 128, 0.48 at 256, 0.82-0.87 at 512, 2.2 at 640, 1.5-5.7 at 768-1024; OpenVINO 0.50, 0.71, 0.76-0.98,
+# 1.02, 1.2-1.8 (benchmarks/cpu_int8.md, "this round"): the crossover is just past 4 windows on both.
+SWITCH_WINDOWS = 4
+# The model metadata key that records the switch length (longest dense sequence) in the graph file itself.
+SWITCH_META = "bert_export.local_attention_switch"
 # Ancestors searched for the band and the padding mask above an attention bias (the mask subgraph is ~20 nodes).
 _SEARCH_LIMIT = 200
 
@@ -109,9 +118,11 @@ def find_band(bias: ir.Value) -> tuple[int, ir.Value] | None:
 class BandedLocalAttention(RewriteRuleClassBase):
     """MultiHeadAttention(q, k, v, bias=band ∧ padding) -> blocked attention over ``3·(w/2)`` keys per query."""
 
-    def __init__(self) -> None:
+    def __init__(self, switch: bool = True) -> None:
         super().__init__(name="BandedLocalAttention")
         self._found: dict[int, tuple[int, ir.Value]] = {}
+        self.switch = switch  # dense up to ``switch_length`` (``length_switch``); False: always blocked
+        self.switched: set[int] = set()  # the switch lengths written
 
     def pattern(self, op, query, key, value, bias):  # type: ignore[no-untyped-def]
         return op.MultiHeadAttention(query, key, value, None, None, bias, _domain=MS, _outputs=["attn"])
@@ -127,7 +138,7 @@ class BandedLocalAttention(RewriteRuleClassBase):
         if not isinstance(hidden, int) or key.shape != query.shape or value.shape is None or value.shape[-1] != hidden:
             return False
         band = find_band(bias)
-        if band is None:
+        if band is None or context.graph_or_function is not context.model.graph:  # not a branch of our own switch
             return False
         self._found[id(bias)] = band
         return True
@@ -142,7 +153,20 @@ class BandedLocalAttention(RewriteRuleClassBase):
         scale = (
             scale_attr.as_float() if scale_attr is not None and scale_attr.as_float() != 0 else 1.0 / math.sqrt(head)
         )
-        return blocked_attention(op, query, key, value, mask, half=half, heads=heads, head=head, scale=scale)
+        attrs = {k: v for k, v in node.attributes.items() if k in ("num_heads", "scale", "mask_filter_value")}
+
+        def dense(b):  # type: ignore[no-untyped-def]
+            bias = band_bias(b, b.Shape(query, start=1, end=2), mask, half=half, like=query)
+            return b.MultiHeadAttention(query, key, value, None, None, bias, _domain=MS, **attrs)
+
+        def blocked(b):  # type: ignore[no-untyped-def]
+            return blocked_attention(b, query, key, value, mask, half=half, heads=heads, head=head, scale=scale)
+
+        if not self.switch:
+            return blocked(op)
+        self.switched.add(switch_length(half))
+        seq = op.Shape(query, start=1, end=2)
+        return length_switch(op, seq, dense, blocked, switch=switch_length(half), name=node.name)
 
 
 def _ints(op, values: list[int]):  # type: ignore[no-untyped-def]
@@ -163,6 +187,45 @@ def blocked_attention(op, query, key, value, mask, *, half: int, heads: int, hea
     q = op.Mul(heads_first(query), op.CastLike(_float(op, scale), query))
     out = banded_heads_first(op, q, heads_first(key), heads_first(value), mask, half=half, head=head)
     return op.Reshape(op.Transpose(out, perm=[0, 2, 1, 3]), _ints(op, [0, 0, heads * head]))
+
+
+def band_bias(b, seq, mask, *, half: int, like):  # type: ignore[no-untyped-def]
+    """The additive [batch, 1, seq, seq] bias: 0 where ``|i - j| <= half`` and key j is real, else ``MASKED_SCORE``.
+
+    Built inside the dense branch from the sequence length and the padding mask, so that past the
+    switch nothing quadratic is computed at all."""
+    n = b.Squeeze(seq)
+    pos = b.Range(
+        b.Constant(value=ir.tensor(np.asarray(0, dtype=np.int64))),
+        n,
+        b.Constant(value=ir.tensor(np.asarray(1, dtype=np.int64))),
+    )
+    dist = b.Abs(b.Sub(b.Unsqueeze(pos, _ints(b, [1])), b.Unsqueeze(pos, _ints(b, [0]))))  # [S, S]
+    band = b.LessOrEqual(dist, _ints(b, [half]))
+    keys = b.Cast(b.Unsqueeze(mask, _ints(b, [1, 2])), to=ir.DataType.BOOL)  # [B, 1, 1, S]
+    allowed = b.And(band, keys)  # [B, 1, S, S]
+    return b.Where(allowed, b.CastLike(_float(b, 0.0), like), b.CastLike(_float(b, MASKED_SCORE), like))
+
+
+def length_switch(op, seq, dense, blocked, *, switch: int, name: str):  # type: ignore[no-untyped-def]
+    """``If(seq <= switch)``: ``dense(builder)`` in the then-branch, ``blocked(builder)`` in the else-branch.
+
+    Each branch is built on its own tape and reads the layer's q/k/v and the padding mask from
+    the outer graph; only the taken branch runs (ONNX Runtime and OpenVINO both execute ``If``
+    lazily), so short inputs never pay the blocks and long ones never build a [seq, seq] bias.
+    Branch values get names derived from the layer's, unique in the model (ONNX forbids
+    shadowing an outer name)."""
+    cond = op.Squeeze(op.Less(seq, _ints(op, [switch + 1])))
+    branches = {}
+    for label, build in (("dense", dense), ("blocked", blocked)):
+        b = Builder()
+        out = build(b)
+        for i, node in enumerate(b.nodes):
+            for j, value in enumerate(node.outputs):
+                value.name = f"{name}_{label}_{i}_{j}"
+            node.name = f"{name}_{label}_{i}"
+        branches[label] = ir.Graph([], [out], nodes=b.nodes, name=f"{name}_{label}")
+    return op.If(cond, then_branch=branches["dense"], else_branch=branches["blocked"])
 
 
 def banded_heads_first(op, q, k, v, mask, *, half: int, head: int):  # type: ignore[no-untyped-def]
@@ -222,9 +285,11 @@ class BandedStandardAttention(RewriteRuleClassBase):
     the already-scaled q and k: standard ops only, as those targets require.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, switch: bool = True) -> None:
         super().__init__(name="BandedStandardAttention")
         self._found: dict[int, tuple[int, ir.Value]] = {}
+        self.switch = switch
+        self.switched: set[int] = set()
 
     def pattern(self, op, q_scaled, k_t_scaled, bias, zero, value):  # type: ignore[no-untyped-def]
         probs = op.Softmax(op.Add(op.MatMul(q_scaled, k_t_scaled), bias), _outputs=["probs"])
@@ -241,15 +306,33 @@ class BandedStandardAttention(RewriteRuleClassBase):
             return False
         fill = _const_float(zero)
         band = find_band(bias)
-        if fill != 0.0 or band is None:
+        if fill != 0.0 or band is None or context.graph_or_function is not context.model.graph:
             return False
         self._found[id(bias)] = band
         return True
 
     def rewrite(self, op, q_scaled, k_t_scaled, bias, zero, value, probs, **_):  # type: ignore[no-untyped-def]
         half, mask = self._found[id(bias)]
-        key = op.Transpose(k_t_scaled, perm=[0, 1, 3, 2])
-        return banded_heads_first(op, q_scaled, key, value, mask, half=half, head=int(q_scaled.shape[-1]))
+        axis = probs.producer().attributes.get("axis")
+        seq = op.Shape(q_scaled, start=2, end=3)
+
+        def dense(b):  # type: ignore[no-untyped-def]
+            # the plain chain with no NaN guard (the bias is finite): what OpenVINO and TensorRT fuse
+            scores = b.MatMul(q_scaled, k_t_scaled)
+            probs = b.Softmax(
+                b.Add(scores, band_bias(b, seq, mask, half=half, like=scores)),
+                axis=-1 if axis is None else axis.as_int(),
+            )
+            return b.MatMul(probs, value)
+
+        def blocked(b):  # type: ignore[no-untyped-def]
+            key = b.Transpose(k_t_scaled, perm=[0, 1, 3, 2])
+            return banded_heads_first(b, q_scaled, key, value, mask, half=half, head=int(q_scaled.shape[-1]))
+
+        if not self.switch:
+            return blocked(op)
+        self.switched.add(switch_length(half))
+        return length_switch(op, seq, dense, blocked, switch=switch_length(half), name=probs.producer().name)
 
 
 # Ops a pure key-padding bias is built from (transformers' bidirectional mask): no position comparison
@@ -350,13 +433,35 @@ class FlashGlobalAttention(RewriteRuleClassBase):
 PAD_PENALTY = 30000.0
 
 
-def banded_local_attention(model: ir.Model, *, flash_global: bool = True) -> int:
+def switch_length(half: int) -> int:
+    """The longest sequence a local layer runs dense: ``SWITCH_WINDOWS`` windows (``2 * half``); longer is blocked."""
+    return SWITCH_WINDOWS * 2 * half
+
+
+def _apply(rewrite: BandedLocalAttention | BandedStandardAttention, model: ir.Model) -> int:
+    """Apply one rewrite; the switch length it used goes into the model's metadata (``SWITCH_META``)."""
+    rule = RewriteRule(rewrite.pattern, rewrite.rewrite, rewrite.check, name=rewrite.name)
+    count = RewriteRuleSet([rule]).apply_to_model(model)
+    if rewrite.switched:
+        model.metadata_props[SWITCH_META] = str(max(rewrite.switched))
+    return count
+
+
+def read_switch(metadata: dict[str, str]) -> int | None:
+    """The switch length recorded in a graph's metadata (``{p.key: p.value for p in proto.metadata_props}``)."""
+    value = metadata.get(SWITCH_META)
+    return int(value) if value else None
+
+
+def banded_local_attention(model: ir.Model, *, flash_global: bool = True, switch: bool = True) -> int:
     """Rewrite every sliding-window MultiHeadAttention in ``model``; returns how many were rewritten.
 
-    With ``flash_global`` the global layers' padding bias also becomes a key feature
-    (``FlashGlobalAttention``) so that they run ONNX Runtime's O(n)-memory flash kernel.
+    With ``switch`` each local layer becomes ``If(seq <= switch_length)``: dense up to it, blocked
+    past it (``length_switch``); without, always blocked. With ``flash_global`` the global layers'
+    padding bias also becomes a key feature (``FlashGlobalAttention``) so that they run ONNX Runtime's
+    O(n)-memory flash kernel.
     """
-    count = RewriteRuleSet([BandedLocalAttention.rule()]).apply_to_model(model)
+    count = _apply(BandedLocalAttention(switch), model)
     if flash_global:
         RewriteRuleSet([FlashGlobalAttention.rule()]).apply_to_model(model)
     if count:
@@ -365,9 +470,9 @@ def banded_local_attention(model: ir.Model, *, flash_global: bool = True) -> int
     return count
 
 
-def banded_standard_attention(model: ir.Model) -> int:
+def banded_standard_attention(model: ir.Model, *, switch: bool = True) -> int:
     """The same rewrite on a standard-ONNX graph (``--runtime trt|openvino``); returns how many layers."""
-    count = RewriteRuleSet([BandedStandardAttention.rule()]).apply_to_model(model)
+    count = _apply(BandedStandardAttention(switch), model)
     if count:
         common_passes.CommonSubexpressionEliminationPass()(model)
         common_passes.RemoveUnusedNodesPass()(model)

@@ -28,6 +28,7 @@ import numpy as np
 
 from bert_export.models import BertExportError
 from bert_export.models.support import quiet_loggers
+from bert_export.quantize.banded_attention import read_switch
 from bert_export.quantize.fallback import FallbackResult, accuracy_fallback, local_errors
 from bert_export.runtimes.openvino_runner import HINTS, INSTALL_HINT
 
@@ -147,6 +148,25 @@ def _run_exposed(
     return out
 
 
+def switch_feeds(onnx_path: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """One calibration feed just past the graph's local-attention length switch, else none.
+
+    NNCF calibrates each ``If`` branch on the inputs that reach it; the blocked branch runs only past
+    the switch (quantize/banded_attention.py), which the short calibration text never is, and NNCF
+    refuses a branch with no sample. The feed is the calibration text's real tokens, concatenated."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    switch = read_switch({p.key: p.value for p in proto.metadata_props})
+    if switch is None or not feeds:
+        return []
+    length = switch + 1
+    rows = {k: np.concatenate([f[k][0] for f in feeds]) for k in feeds[0]}
+    while len(next(iter(rows.values()))) < length:
+        rows = {k: np.concatenate([v, v]) for k, v in rows.items()}
+    return [{k: v[None, :length] for k, v in rows.items()}]
+
+
 @quiet_loggers("nncf", "openvino", level=logging.ERROR, root=True)
 def build_ir(
     onnx_path: Path,
@@ -184,6 +204,7 @@ def build_ir(
         result.ops = _ops(model)
         return result
     candidates = matmuls(model)
+    feeds = feeds + switch_feeds(onnx_path, feeds)
     dataset = nncf.Dataset(feeds)
 
     def build(keep: frozenset[str]) -> Path:

@@ -57,6 +57,9 @@ class OptimizeOptions:
     fallback: bool = True
     fallback_budget: float = DEFAULT_BUDGET_S
     banded_attention: bool = True  # sliding-window layers as blocked attention (quantize/banded_attention.py)
+    # ...behind an in-graph length switch: dense up to banded_attention.switch_length, blocked past it (False: always
+    # blocked, for comparison)
+    length_switch: bool = True
     per_tensor: bool = (
         False  # dynamic int8: MatMuls that pass with one activation scale per tensor use the fused kernel
     )

@@ -89,7 +89,9 @@ def standard_onnx_passes(
     dead NaN guards dropped so that the target's own attention fusion sees a plain softmax chain."""
     model = fold_for_trt(model)
     banded = (
-        banded_standard_attention(model) if options.banded_attention and family.fusions.banded_local_attention else 0
+        banded_standard_attention(model, switch=options.length_switch)
+        if options.banded_attention and family.fusions.banded_local_attention
+        else 0
     )
     drop_softmax_nan_guards(model)
     return model, banded

@@ -25,7 +25,7 @@ def passes(model: ir.Model, family: Family, options: OptimizeOptions, max_seq: i
     """ORT's fusions, then (its own pass) local layers as banded O(n·w) attention."""
     model = fuse_for_ort(model, family.fusions, max_positions=max_seq)
     if options.banded_attention and family.fusions.banded_local_attention:
-        return model, banded_local_attention(model)
+        return model, banded_local_attention(model, switch=options.length_switch)
     return model, 0
 
 
