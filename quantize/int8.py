@@ -76,6 +76,12 @@ def quantize_static(
                 "DefaultTensorType": onnx.TensorProto.FLOAT,
                 "ActivationSymmetric": symmetric,
                 "WeightSymmetric": True,
+                # Q/DQ on the MatMuls' inputs only: a Q/DQ pair on each output would requantize every projection's
+                # result for float consumers (LayerNorm, attention, GELU), adding error and two ops; and ONNX
+                # Runtime's QDQ propagation pushes such a DQ through Reshape/Slice chains into the local layers'
+                # length switch (quantize/banded_attention.py), whose If reads them as implicit inputs, and aborts
+                # session creation (ORT 1.32). Without it ORT fuses DQ, DQ, MatMul into MatMulIntegerToFloat.
+                "OpTypesToExcludeOutputQuantization": ["MatMul"],
             },
         )
 

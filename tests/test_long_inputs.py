@@ -2,7 +2,8 @@
 
 The rewrite is checked against PyTorch itself on a tiny ModernBERT (window 16, so block 8) at
 lengths below, at and past the window, not multiples of the block, in right-padded batches,
-comparing only real positions.
+comparing only real positions. Each local layer is a length switch (dense up to 4 windows = 64
+tokens, blocked past it): the lengths cover both sides and the boundary.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bert_export.models import FAMILIES, get_family, get_task
 from bert_export.runtimes.factory import make_runner
 
 WINDOW = 16  # tiny ModernBERT's local_attention: band |i - j| <= 8, blocks of 8
+SWITCH = 64  # the longest sequence the local layers run dense (4 windows); blocked past it
 TINY = dict(FAMILIES["modernbert"].tiny_config, local_attention=WINDOW)
 
 
@@ -56,7 +58,9 @@ def banded_embed(make_bundle) -> Path:
         ([5, 3, 1], 5),  # below the window, below one block
         ([16, 8, 12], 16),  # exactly the window, exactly two blocks
         ([17, 9, 2], 17),  # one past the window, not a block multiple
-        ([45, 29, 16, 7], 45),  # well past the window, odd
+        ([45, 29, 16, 7], 45),  # well past the window, odd (still the dense side of the switch)
+        ([64, 30, 5], 64),  # exactly the switch: the last dense length
+        ([65, 64, 12], 65),  # one past the switch: blocked, rows padded from the dense side's lengths
         ([130, 64, 33, 100], 130),  # many blocks, mixed padding
     ],
 )
@@ -71,18 +75,34 @@ def test_banded_matches_pytorch(banded_embed: Path, lengths: list[int], width: i
     assert err <= 1e-4, f"max |onnx - torch| at real positions = {err}"
 
 
+def _branches(model: onnx.ModelProto) -> list[tuple[list[str], list[str]]]:
+    """(then ops, else ops) of every top-level If: the local layers' length switches."""
+    out = []
+    for node in model.graph.node:
+        if node.op_type == "If":
+            g = {a.name: [n.op_type for n in a.g.node] for a in node.attribute}
+            out.append((g["then_branch"], g["else_branch"]))
+    return out
+
+
 def test_pass_applied_and_global_layers_full(banded_embed: Path) -> None:
     b = load_bundle(banded_embed)
     assert b.manifest["optimization"]["banded_attention_layers"] == 2  # layers 1 and 2 of 3 are local
     model = onnx.load(str(b.model_path))
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("Softmax") == 2 and ops.count("Pad") >= 2  # two blocked local layers
+    assert {p.key: p.value for p in model.metadata_props}["bert_export.local_attention_switch"] == str(SWITCH)
+    switches = _branches(model)
+    assert len(switches) == 2  # one length switch per local layer
+    for dense, blocked in switches:
+        # dense: the band built inside the branch, one fused attention; blocked: 3b-key tiles, one Softmax
+        assert dense.count("MultiHeadAttention") == 1 and "LessOrEqual" in dense and "Pad" not in dense
+        assert blocked.count("Softmax") == 1 and blocked.count("Pad") >= 2 and "MultiHeadAttention" not in blocked
     mha = [n for n in model.graph.node if n.op_type == "MultiHeadAttention"]
     assert len(mha) == 1  # the global layer stays one full MultiHeadAttention, now with no dense bias
     assert len([i for i in mha[0].input if i]) == 3
     assert any(a.name == "scale" for a in mha[0].attribute)
-    # no [batch, 1, seq, seq] band is left anywhere: the Abs/LessOrEqual window mask was consumed
-    assert "Abs" not in ops and "LessOrEqual" not in ops
+    # no [batch, 1, seq, seq] band is computed outside the dense branches: past the switch nothing is quadratic
+    assert "Abs" not in ops and "LessOrEqual" not in ops and "Softmax" not in ops
 
 
 def test_parity_gate_times_its_max_seq_case(banded_embed: Path) -> None:
@@ -143,18 +163,25 @@ def test_banded_on_standard_onnx_targets(make_bundle, runtime: str) -> None:
     path = make_bundle("modernbert", "embed", overrides=dict(TINY), optimization=OptimizeOptions(runtime=runtime))
     b = load_bundle(path)
     assert b.manifest["optimization"]["banded_attention_layers"] == 2 and b.manifest["parity"]["passed"]
-    ops = [n.op_type for n in onnx.load(str(b.model_path)).graph.node]
-    assert not any(n.startswith("MultiHeadAttention") for n in ops)  # standard ONNX only
-    assert "Abs" not in ops and "LessOrEqual" not in ops  # the dense window mask is gone
-    assert ops.count("Softmax") == 3  # one global layer (dense, exact) + two blocked local layers
+    model = onnx.load(str(b.model_path))
+    ops = [n.op_type for n in model.graph.node]
+    switches = _branches(model)
+    assert not any(n.startswith("MultiHeadAttention") for n in ops + sum((d + k for d, k in switches), []))
+    assert "Abs" not in ops and "LessOrEqual" not in ops  # the dense window mask is built in the dense branch only
+    assert ops.count("Softmax") == 1 and len(switches) == 2  # one global layer, two switched local layers
+    for dense, blocked in switches:  # a plain MatMul-Add-Softmax-MatMul chain (no NaN guard) / the blocks
+        assert dense.count("Softmax") == 1 and "IsNaN" not in dense and "Pad" not in dense and "Pad" in blocked
     assert "IsNaN" not in ops  # the dead NaN guard is gone (quantize/sdpa_guard.py): a plain softmax chain
-    if runtime == "openvino":  # ...which OpenVINO fuses into its memory-light attention for the global layer
+    if runtime == "openvino":  # ...which OpenVINO fuses into its memory-light attention, inside the If bodies too
         import openvino as ov
 
-        ir_ops = [
-            o.get_type_name() for o in ov.Core().read_model(str(path / "openvino" / "model.xml")).get_ordered_ops()
-        ]
-        assert ir_ops.count("ScaledDotProductAttention") == 1
+        ir_model = ov.Core().read_model(str(path / "openvino" / "model.xml"))
+        ir_ops = [o.get_type_name() for o in ir_model.get_ordered_ops()]
+        assert ir_ops.count("ScaledDotProductAttention") == 1 and ir_ops.count("If") == 2
+        for op in ir_model.get_ordered_ops():
+            if op.get_type_name() == "If":
+                dense_ops = [o.get_type_name() for o in op.get_function(0).get_ordered_ops()]
+                assert dense_ops.count("ScaledDotProductAttention") == 1
     runners = ["ort"] + (["openvino"] if runtime == "openvino" else [])
     for lengths, width in ([5, 3, 1], 5), ([17, 9, 2], 17), ([130, 64, 33, 100], 130):
         feed = _batch(lengths, width, seed=width)
@@ -190,23 +217,30 @@ def test_banded_in_javascript_runtimes(banded_embed: Path, tmp_path: Path) -> No
         assert err <= RAW_TOL, f"onnxruntime-{runtime} {res['versions']}: max |diff| at real positions = {err}"
 
 
-@pytest.mark.parametrize("precision", ["int8", "fp16"])
-def test_banded_with_low_precision(make_bundle, precision: str) -> None:
+@pytest.mark.parametrize(
+    "precision, runtime", [("int8", "ort"), ("fp16", "ort"), ("int8", "openvino")], ids=["int8", "fp16", "ov-int8"]
+)
+def test_banded_with_low_precision(make_bundle, precision: str, runtime: str) -> None:
+    """Both sides of the length switch in low precision: dense at 40 tokens, blocked at 90 (int8: the gate's
+    calibration is short text, so the blocked branch is only ever checked by the gate's max-seq case and here)."""
     from bert_export.quantize.pipeline import OptimizeOptions
 
-    opt = OptimizeOptions(int8=precision == "int8", fp16=precision == "fp16")
-    path = make_bundle("modernbert", "embed", overrides=dict(TINY), optimization=opt)
+    opt = OptimizeOptions(runtime=runtime, int8=precision == "int8", fp16=precision == "fp16")
+    # the OpenVINO int8 bundle is test_openvino's (TINY is the family's tiny config): exported once per run
+    kwargs = {} if runtime == "openvino" else {"overrides": dict(TINY)}
+    path = make_bundle("modernbert", "embed", optimization=opt, **kwargs)
     b = load_bundle(path)
     assert b.manifest["optimization"]["banded_attention_layers"] == 2
     assert b.manifest["parity"]["passed"]
-    feed = _batch([90, 50, 21], 90, seed=3)
-    with make_runner(b, "ort", 1) as runner:
-        got = runner.infer(feed)["last_hidden_state"]
-    want = _torch_hidden("embed", feed)
-    keep = feed["attention_mask"].astype(bool)
-    assert np.isfinite(got).all()
-    cos = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
-    assert cos[keep].min() > 0.99
+    for lengths, width in ([40, 23, 9], 40), ([90, 50, 21], 90):
+        feed = _batch(lengths, width, seed=width)
+        with make_runner(b, runtime, 1) as runner:
+            got = runner.infer(feed)["last_hidden_state"]
+        want = _torch_hidden("embed", feed)
+        keep = feed["attention_mask"].astype(bool)
+        assert np.isfinite(got).all()
+        cos = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
+        assert cos[keep].min() > 0.99, f"{runtime} {precision} at {lengths}: cosine min {cos[keep].min():.4f}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,8 +69,8 @@ def test_modernbert_fusions(make_bundle):
     bundle = make_bundle("modernbert", "qa")
     layers = FAMILIES["modernbert"].tiny_config["num_hidden_layers"]
     ops = graph_ops(bundle)
-    # one fused attention per global layer; the local (sliding-window) layers become blocked attention
-    # (quantize/banded_attention.py: one Softmax each); rotary on q and k; GeGLU as MatMul, Split, Gelu,
+    # one fused attention per global layer; each local (sliding-window) layer becomes a length switch (one If:
+    # dense fused attention up to 4 windows, blocked past, quantize/banded_attention.py); rotary on q and k; GeGLU as MatMul, Split, Gelu,
     # Mul (the qa head's MLP has one more Gelu). SkipLayerNormalization is measured slower on ModernBERT
     # and left out (test_modernbert_skip_layer_norm covers the pass).
     every = FAMILIES["modernbert"].tiny_config["global_attn_every_n_layers"]
@@ -79,7 +79,7 @@ def test_modernbert_fusions(make_bundle):
     expected = {"MultiHeadAttention": global_layers, "RotaryEmbedding": 2 * layers, "Gelu": layers + 1}
     assert {k: ops[k] for k in expected} == expected
     assert manifest(bundle)["optimization"]["banded_attention_layers"] == local_layers
-    assert ops["Softmax"] == local_layers
+    assert ops["If"] == local_layers and ops["Softmax"] == 0
     assert ops["Erf"] == ops["Neg"] == ops["Cos"] == 0
     assert manifest(bundle)["parity"]["passed"]  # includes the past-window case with padding
 
