@@ -33,6 +33,7 @@ from bench_cpu_int8 import THREADS, family_info, feeds, gop, resolve_hint  # noq
 
 PROFILED = {
     "ours int8 dynamic (ORT)": ("ort", "int8-dynamic/onnx/model_quantized.onnx", None),
+    "ours int8 dynamic + per-tensor pass (ORT)": ("ort", "int8-dynamic-pt/onnx/model_quantized.onnx", None),
     "ours int8 static (ORT)": ("ort", "int8-static/onnx/model_quantized.onnx", None),
     "ORT quantize_dynamic defaults": ("ort", "ort-qdq-default.onnx", None),
     "OpenVINO + NNCF defaults": ("ov", "nncf-default/model.xml", None),
@@ -221,6 +222,24 @@ def markdown(r: dict[str, Any]) -> str:
             )
             + " |"
         )
+        lines += [
+            "",
+            "Share of the kernels' sum (%; meaningful under load, where absolute times are not):",
+            "",
+            "| % of kernel time | " + " | ".join(variants) + " |",
+            "|---" + "|---:" * len(variants) + "|",
+        ]
+        for c in cats:
+            lines.append(
+                f"| {c} | "
+                + " | ".join(
+                    f"{100 * v['categories'].get(c, 0) / max(sum(v['categories'].values()), 1e-9):.0f}"
+                    if "categories" in v
+                    else "-"
+                    for v in variants.values()
+                )
+                + " |"
+            )
         if ceiling:
             g = gop(family_info(family, r.get("tiny", False))[2], 128)
             lines.append(f"\nAll {g:.1f} GOP at the best int8 ceiling ({ceiling} GOP/s): {g / ceiling * 1e3:.1f} ms.")
@@ -242,6 +261,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-cpu-int8"))
     parser.add_argument("--families", default="bert,modernbert")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=HERE / "int8_profile",
+        help="Write <out>.md and <out>.json (a loaded run: elsewhere)",
+    )
+    parser.add_argument("--only", default="", help="comma-separated variant labels to profile (default: all)")
     parser.add_argument("--notes", default="")
     parser.add_argument(
         "--tiny", action="store_true", help="Smoke test on bench_cpu_int8.py --tiny's models (writes nothing)."
@@ -277,6 +303,8 @@ def main() -> None:
     for family in args.families.split(","):
         r["families"][family] = {}
         for label in PROFILED:
+            if args.only and label not in args.only.split(","):
+                continue
             proc = subprocess.run(
                 [
                     sys.executable,
@@ -303,8 +331,8 @@ def main() -> None:
     if args.tiny:
         print(markdown(r))
         return
-    (HERE / "int8_profile.json").write_text(json.dumps(r, indent=2) + "\n")
-    (HERE / "int8_profile.md").write_text(markdown(r))
+    args.out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(r))
     print(markdown(r))
 
 

@@ -321,3 +321,23 @@ def test_real_engine_build_and_validate(bert_qa: Path, copy_bundle: Any, tmp_pat
     assert report.passed, report.failures
     assert json.loads((path / "manifest.json").read_text())["tensorrt"]["file"] == "model.engine"
     assert load_bundle(path).manifest["tensorrt"]["profile"]["max"][1] == load_bundle(path).max_seq
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not (detect_gpu().available and _have_tensorrt()), reason="needs an NVIDIA GPU with TensorRT (and CUDA torch)"
+)
+def test_real_engine_runs_the_length_switch(make_bundle: Any, copy_bundle: Any) -> None:
+    """ModernBERT's local layers are ONNX ``If`` length switches (dense up to 4 windows, blocked past): TensorRT
+    builds both branches (IIfConditional) and the parity cases, short and at max_seq (256, the tiny window
+    being 16), take each side. Not run on the CPU-only machines this was written on (#23)."""
+    import onnx
+
+    from bert_export.exporter.api import validate
+    from bert_export.quantize.pipeline import OptimizeOptions
+
+    path = copy_bundle(make_bundle("modernbert", "embed", optimization=OptimizeOptions(runtime="trt")))
+    assert [n.op_type for n in onnx.load(str(load_bundle(path).model_path)).graph.node].count("If") == 2
+    assert load_bundle(path).max_seq > 64
+    report = validate(path, runtime="trt")
+    assert report.passed, report.failures
