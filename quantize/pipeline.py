@@ -27,6 +27,7 @@ from bert_export.models.precisions import HINTS
 from bert_export.models.support import quiet_loggers
 from bert_export.quantize import fp16 as fp16_mod
 from bert_export.quantize import int8 as int8_mod
+from bert_export.quantize.banded_attention import read_switch
 from bert_export.quantize.calibration import calibration_feeds
 from bert_export.quantize.fallback import DEFAULT_BUDGET_S, FallbackResult, accuracy_fallback, onnx_local_rank
 from bert_export.quantize.fusion import fused_op_counts, unpack_attention
@@ -111,6 +112,7 @@ class OptimizeResult:
     mode_choice: dict[str, Any] = field(default_factory=dict)
     artefact: Any = None  # what the target wrote beside the graph (quantize.target.ArtefactRecord), if anything
     banded_layers: int = 0
+    switch: int | None = None  # local layers: the longest length run dense (the graph's If), None without a switch
     granularity: FallbackResult | None = None  # dynamic int8: which MatMuls stay per-row (the rest per-tensor)
 
     def to_manifest(self) -> dict[str, Any]:
@@ -123,6 +125,8 @@ class OptimizeResult:
             "io_fp16": o.fp16_io,
             "banded_attention_layers": self.banded_layers,
         }
+        if self.switch is not None:
+            out["local_attention_switch"] = self.switch
         if o.int8 and o.target.int8_record is not None:
             out["int8"] = o.target.int8_record(o)
         elif o.int8:
@@ -259,6 +263,7 @@ def _count_ops(path: Path, result: OptimizeResult) -> None:
     for node in final.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     result.ops, result.nodes = dict(sorted(counts.items())), len(final.graph.node)
+    result.switch = read_switch({p.key: p.value for p in final.metadata_props})
     result.fused_ops = fused_op_counts(ir.from_proto(final))
     result.output_dtype = "float16" if result.options.fp16_io else "float32"
 

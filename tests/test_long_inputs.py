@@ -91,6 +91,7 @@ def test_pass_applied_and_global_layers_full(banded_embed: Path) -> None:
     model = onnx.load(str(b.model_path))
     ops = [n.op_type for n in model.graph.node]
     assert {p.key: p.value for p in model.metadata_props}["bert_export.local_attention_switch"] == str(SWITCH)
+    assert b.manifest["optimization"]["local_attention_switch"] == SWITCH
     switches = _branches(model)
     assert len(switches) == 2  # one length switch per local layer
     for dense, blocked in switches:
