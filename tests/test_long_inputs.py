@@ -152,6 +152,34 @@ def test_dense_flag_keeps_masked_attention_and_agrees(make_bundle, banded_embed:
     assert np.abs(outs[0] - outs[1])[keep].max() <= 1e-5
 
 
+def test_always_blocked_agrees_with_the_switch(make_bundle, banded_embed: Path, tmp_path: Path) -> None:
+    """``length_switch=False`` (what bundles were before #23, kept for comparison) writes no If, and its blocks
+    agree with the switched graph on both sides: where the switch runs dense and where it runs blocked."""
+    import onnx_ir as ir
+    import onnxruntime as ort
+
+    from bert_export.quantize.banded_attention import banded_local_attention
+    from bert_export.quantize.pipeline import OptimizeOptions
+
+    dense = make_bundle(  # test_dense_flag_keeps_masked_attention_and_agrees' bundle (exported once)
+        "modernbert", "embed", overrides=dict(TINY), optimization=OptimizeOptions(banded_attention=False)
+    )
+    model = ir.load(load_bundle(dense).model_path)
+    assert banded_local_attention(model, switch=False) == 2
+    ir.save(model, tmp_path / "blocked.onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "blocked.onnx")).graph.node]
+    assert "If" not in ops and ops.count("Softmax") == 2
+    sessions = [
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        for p in (tmp_path / "blocked.onnx", load_bundle(banded_embed).model_path)
+    ]
+    for lengths, width in ([40, 23, 9], 40), ([90, 50, 21], 90):
+        feed = _batch(lengths, width, seed=width)
+        blocked, switched = (s.run(["last_hidden_state"], feed)[0] for s in sessions)
+        keep = feed["attention_mask"].astype(bool)
+        assert np.abs(blocked - switched)[keep].max() <= 1e-5, lengths
+
+
 @pytest.mark.parametrize("runtime", ["trt", "openvino"])
 def test_banded_on_standard_onnx_targets(make_bundle, runtime: str) -> None:
     """--runtime trt|openvino: the standard-ONNX SDPA of the local layers is blocked too, exact on every reader.
