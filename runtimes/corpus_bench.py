@@ -159,7 +159,7 @@ def bench_corpus(
     rows, values = [], {}
     with make_runner(bundle, runtime, threads) as runner:
         for name in batchings:
-            options = {"runner": runner, "batching": name, "token_budget": token_budget}
+            options: dict[str, Any] = {"runner": runner, "batching": name, "token_budget": token_budget}
             run_corpus(bundle, list(texts[:WARMUP_TEXTS]), **options)
             tick()
             seconds = []
