@@ -355,7 +355,11 @@ def embed_bundle(precision: str, work: Path) -> Path:
 
 def infinity_dir(bundle_dir: Path, work: Path) -> Path:
     """A model directory Infinity's optimum engine loads: the bundle's files (config, tokenizer,
-    sentence-transformers pooling) and, as its only .onnx, the bundle's default graph (symlinks)."""
+    sentence-transformers pooling) and, as its only .onnx, the bundle's default graph (symlinks).
+
+    The graph sits at the top as model.onnx and Infinity runs in this directory with --model-id .:
+    infinity-emb 0.0.78 hands optimum the path it globbed as file_name, which optimum compares with
+    bare file names, so only a top-level file found from a relative model id matches."""
     manifest = json.loads((bundle_dir / "manifest.json").read_text(encoding="utf-8"))
     graph = manifest["graph"]["file"]
     out = work / f"infinity-{bundle_dir.name}"
@@ -368,8 +372,7 @@ def infinity_dir(bundle_dir: Path, work: Path) -> Path:
         if entry.suffix == ".onnx" or entry.name in ("onnx", "manifest.json") or entry.name.endswith(".onnx.data"):
             continue
         (tmp / entry.name).symlink_to(entry.resolve())
-    (tmp / "onnx").mkdir()
-    (tmp / "onnx" / "model.onnx").symlink_to((bundle_dir / graph).resolve())
+    (tmp / "model.onnx").symlink_to((bundle_dir / graph).resolve())
     tmp.rename(out)
     return out
 
@@ -408,16 +411,18 @@ def infinity_levels(
     log = model_dir.parent / f"{model_dir.name}.log"
     env = {
         **os.environ,
-        "HF_HOME": str(model_dir.parent / "hf-home"),  # nothing written under the user's cache
+        "HF_HOME": str(model_dir.parent.resolve() / "hf-home"),  # nothing written under the user's cache
         "HF_HUB_OFFLINE": "1",
         "INFINITY_ANONYMOUS_USAGE_STATS": "0",
         "DO_NOT_TRACK": "1",
     }
-    argv = [str(python), "-m", "infinity_emb.cli", "v2", "--model-id", str(model_dir), "--served-model-name", "minilm"]
+    argv = [str(python), "-m", "infinity_emb.cli", "v2", "--model-id", ".", "--served-model-name", "minilm"]
     argv += ["--engine", "optimum", "--device", "cpu", "--onnx-disable-optimize", "--batch-size", str(max_batch)]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=model_dir, start_new_session=True
+        )
     rows = []
     try:
         _wait(f"http://127.0.0.1:{port}/health", proc, 300, log)
