@@ -17,11 +17,25 @@ The packaged MiniLM (all-MiniLM-L6-v2) as an ``embed`` and a ``qa`` bundle (max_
 Bounded in count and time (each level stops at ``--max-seconds``). Writes benchmarks/serving.json
 and benchmarks/serving.md. Ratios are within this one run; absolute numbers vary 2-3x between
 machines and hours.
+
+``--infinity`` runs the issue-25 comparison instead (writes benchmarks/serving_infinity.{json,md}):
+
+    bash benchmarks/setup_infinity.sh   # once: Infinity in .ci/cache/infinity-venv (benchmarks only)
+    .venv/bin/python benchmarks/bench_serve.py --infinity [--requests 256] [--max-seconds 120]
+
+the packaged MiniLM as an embed bundle (max_seq 128) in fp32 and in int8 (``--precisions int8``),
+each served by ``bert-export serve`` (gRPC, the load test above) and by Infinity (``infinity_emb
+v2 --engine optimum --onnx-disable-optimize``: the optimum engine on the very same graph file,
+un-reoptimized; Infinity speaks HTTP only, so its load generator posts to ``/embeddings`` with one
+keep-alive connection per client). One server process at a time, on 127.0.0.1, free ports, each
+stopped (process group) before the next starts; 8 and 32 concurrent single-sentence clients, after
+a 16-request warm-up; the 1-minute load average is recorded before and after every level.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -189,7 +203,13 @@ def counters(http: int, metrics: int, name: str) -> dict[str, Any]:
 
 
 def serve_levels(
-    path: Path, task: str, requests: int, max_seconds: float, max_batch: int, delay_ms: float
+    path: Path,
+    task: str,
+    requests: int,
+    max_seconds: float,
+    max_batch: int,
+    delay_ms: float,
+    concurrency: tuple[int, ...] = CONCURRENCY,
 ) -> list[dict[str, Any]]:
     http, grpc_port, metrics = free_ports(3)
     name = f"bench_{task}"
@@ -228,8 +248,9 @@ def serve_levels(
             except OSError:
                 time.sleep(0.5)
         levels = []
-        for clients in (1, *CONCURRENCY):  # the first pass warms up (not reported)
+        for clients in (1, *concurrency):  # the first pass warms up (not reported)
             before = counters(http, metrics, name)
+            load_before = os.getloadavg()[0]
             out = subprocess.run(
                 [
                     sys.executable,
@@ -260,6 +281,7 @@ def serve_levels(
             inf = after.get("nv_inference_count", 0) - before.get("nv_inference_count", 0)
             exe = after.get("nv_inference_exec_count", 0) - before.get("nv_inference_exec_count", 0)
             row.update({"batch_sizes": dict(sorted(sizes.items())), "mean_batch": inf / exe if exe else None})
+            row["load_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             if clients == 1 and not levels and row["requests"] == 16:
                 levels.append({"warmup": True})
                 continue
@@ -276,6 +298,246 @@ def serve_levels(
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+# -- issue 25: bert-export serve vs Infinity on the same graphs ------------------------------------
+
+INFINITY_LEVELS = (8, 32)
+INFINITY_PYTHON = ROOT / ".ci" / "cache" / "infinity-venv" / "bin" / "python"
+
+LOAD_HTTP = r"""
+import http.client, json, sys, threading, time
+host, port, name, clients, per_client, max_s = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+texts = json.loads(sys.argv[7])
+lat, failed, lock = [], [], threading.Lock()
+deadline = time.monotonic() + max_s
+def worker(w):
+    c = http.client.HTTPConnection(host, port, timeout=max_s + 30)
+    for j in range(per_client):
+        if time.monotonic() > deadline:
+            with lock: failed.append("time limit")
+            continue
+        body = json.dumps({"model": name, "input": [texts[(w * per_client + j) % len(texts)]]})
+        s = time.perf_counter()
+        try:
+            c.request("POST", "/embeddings", body, {"Content-Type": "application/json"})
+            r = c.getresponse(); data = r.read()
+            ok = r.status == 200 and len(json.loads(data)["data"][0]["embedding"]) > 0
+            err = "" if ok else f"HTTP {r.status}: {data[:150]!r}"
+        except Exception as exc:
+            ok, err = False, str(exc)
+            c.close(); c = http.client.HTTPConnection(host, port, timeout=max_s + 30)
+        with lock:
+            (lat.append(time.perf_counter() - s) if ok else failed.append(err[:200]))
+    c.close()
+threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
+t0 = time.perf_counter()
+[t.start() for t in threads]; [t.join() for t in threads]
+total = time.perf_counter() - t0
+lat.sort()
+q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3 if lat else None
+print(json.dumps({"clients": clients, "requests": clients * per_client, "ok": len(lat), "failed": len(failed),
+                  "errors": failed[:3], "seconds": total, "rps": len(lat) / total, "p50_ms": q(0.5), "p99_ms": q(0.99)}))
+"""
+
+
+def embed_bundle(precision: str, work: Path) -> Path:
+    """The packaged MiniLM as an embed bundle (max_seq 128) whose default graph is ``precision``."""
+    out = work / f"minilm-embed-128-{precision}"
+    if not (out / "manifest.json").exists():
+        subprocess.run(
+            [*CLI, "bert", "--task", "embed", "--model", MINILM, "--max-seq", "128", "--precisions", precision]
+            + ["--out", str(out), "--force", "-q"],
+            check=True,
+        )
+    return out
+
+
+def infinity_dir(bundle_dir: Path, work: Path) -> Path:
+    """A model directory Infinity's optimum engine loads: the bundle's files (config, tokenizer,
+    sentence-transformers pooling) and, as its only .onnx, the bundle's default graph (symlinks).
+
+    The graph sits at the top as model.onnx and Infinity runs in this directory with --model-id .:
+    infinity-emb 0.0.78 hands optimum the path it globbed as file_name, which optimum compares with
+    bare file names, so only a top-level file found from a relative model id matches."""
+    manifest = json.loads((bundle_dir / "manifest.json").read_text(encoding="utf-8"))
+    graph = manifest["graph"]["file"]
+    out = work / f"infinity-{bundle_dir.name}"
+    if out.exists():
+        return out
+    tmp = work / f".{out.name}.tmp"
+    subprocess.run(["rm", "-rf", str(tmp)], check=True)
+    tmp.mkdir(parents=True)
+    for entry in bundle_dir.iterdir():
+        if entry.suffix == ".onnx" or entry.name in ("onnx", "manifest.json") or entry.name.endswith(".onnx.data"):
+            continue
+        (tmp / entry.name).symlink_to(entry.resolve())
+    (tmp / "model.onnx").symlink_to((bundle_dir / graph).resolve())
+    tmp.rename(out)
+    return out
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], seconds: float, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server for {url} exited with {proc.returncode}; see {log}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not answer within {seconds:.0f} s; see {log}")
+        try:
+            _get(url)
+            return
+        except OSError:
+            time.sleep(0.5)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group (started with start_new_session), SIGKILL after 60 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def infinity_levels(
+    model_dir: Path, python: Path, requests: int, max_seconds: float, max_batch: int, levels: tuple[int, ...]
+) -> list[dict[str, Any]]:
+    """Infinity (optimum engine, CPU) on ``model_dir`` in its own process; the HTTP load at each level."""
+    (port,) = free_ports(1)
+    log = model_dir.parent / f"{model_dir.name}.log"
+    env = {
+        **os.environ,
+        "HF_HOME": str(model_dir.parent.resolve() / "hf-home"),  # nothing written under the user's cache
+        "HF_HUB_OFFLINE": "1",
+        "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+        "DO_NOT_TRACK": "1",
+    }
+    argv = [str(python), "-m", "infinity_emb.cli", "v2", "--model-id", ".", "--served-model-name", "minilm"]
+    argv += ["--engine", "optimum", "--device", "cpu", "--onnx-disable-optimize", "--batch-size", str(max_batch)]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=model_dir, start_new_session=True
+        )
+    rows = []
+    try:
+        _wait(f"http://127.0.0.1:{port}/health", proc, 300, log)
+        for clients in (1, *levels):  # the first pass (16 requests) warms up, not reported
+            per_client = 16 if clients == 1 and not rows else max(1, requests // clients)
+            load_before = os.getloadavg()[0]
+            out = subprocess.run(
+                [sys.executable, "-c", LOAD_HTTP, "127.0.0.1", str(port), "minilm", str(clients), str(per_client)]
+                + [str(max_seconds), json.dumps(TEXTS)],
+                capture_output=True,
+                text=True,
+                timeout=max_seconds + 120,
+            )
+            if out.returncode != 0:
+                raise SystemExit(out.stderr[-2000:])
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            row["load_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+            if clients == 1 and not rows:
+                rows.append({"warmup": True})
+                continue
+            rows.append(row)
+            print(f"  infinity x{clients}: {_summary(row)}", flush=True)
+    finally:
+        _stop(proc)
+    return [r for r in rows if not r.get("warmup")]
+
+
+def _summary(row: dict[str, Any]) -> str:
+    p50, p99 = row.get("p50_ms"), row.get("p99_ms")
+    lat = f"p50 {p50:.0f} ms, p99 {p99:.0f} ms" if p50 is not None and p99 is not None else "no successful request"
+    return f"{row['rps']:.1f} req/s, {lat}, failed {row['failed']}, load {row['load_1min']}"
+
+
+def compare_infinity(args: argparse.Namespace) -> None:
+    """bert-export serve vs Infinity, fp32 and int8, at INFINITY_LEVELS clients: serving_infinity.{json,md}."""
+    python = Path(args.infinity_python)
+    if not python.exists():
+        raise SystemExit(f"no {python}: run `bash benchmarks/setup_infinity.sh` first (benchmarks only)")
+    results: dict[str, Any] = {"machine": machine(), "requests": args.requests, "max_batch": args.max_batch}
+    results.update({"delay_ms": args.delay_ms, "levels": list(INFINITY_LEVELS), "rows": []})
+    for precision in args.precisions.split(","):
+        path = embed_bundle(precision, args.work)
+        systems = (
+            (
+                "bert-export serve (gRPC)",
+                lambda: serve_levels(
+                    path, "embed", args.requests, args.max_seconds, args.max_batch, args.delay_ms, INFINITY_LEVELS
+                ),
+            ),
+            (
+                "Infinity optimum (HTTP)",
+                lambda: infinity_levels(
+                    infinity_dir(path, args.work),
+                    python,
+                    args.requests,
+                    args.max_seconds,
+                    args.max_batch,
+                    INFINITY_LEVELS,
+                ),
+            ),
+        )
+        for system, run_levels in systems:
+            print(f"{system}, {precision}:", flush=True)
+            for row in run_levels():
+                results["rows"].append({"system": system, "precision": precision, **row})
+    results["machine"]["date_end"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    (HERE / "serving_infinity.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_infinity(results)
+    print(f"wrote {HERE / 'serving_infinity.md'}")
+
+
+def write_infinity(results: dict[str, Any]) -> None:
+    m = results["machine"]
+    lines = [
+        "# Serving: `bert-export serve` vs Infinity on the same graphs (issue 25)",
+        "",
+        f"Generated by `benchmarks/bench_serve.py --infinity` on {m['cpu']} ({m['cores']} cores), {m['date']} to "
+        f"{m.get('date_end', '?')}. Packaged MiniLM embed bundle, max_seq 128; single-sentence requests "
+        f"({len(TEXTS)} English texts in turn), {results['requests']} requests per level split over the clients; "
+        f"max batch {results['max_batch']} for both servers, serve's queue delay {results['delay_ms']} ms. "
+        "serve: gRPC to Triton; Infinity: HTTP `/embeddings` (its only API), optimum engine on the bundle's own "
+        "graph file (`--onnx-disable-optimize`). One server at a time, each in its own process group.",
+        "",
+        "**Load**: the 1-minute load average before/after each level is in the last column. On a shared machine "
+        "(load above the core count) these are not benchmarks; the integrator re-runs this on a quiet one.",
+        "",
+        "| system | precision | clients | ok / requests | req/s | p50 ms | p99 ms | load 1-min before/after |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results["rows"]:
+        p50 = f"{r['p50_ms']:.0f}" if r.get("p50_ms") is not None else "-"
+        p99 = f"{r['p99_ms']:.0f}" if r.get("p99_ms") is not None else "-"
+        lines.append(
+            f"| {r['system']} | {r['precision']} | {r['clients']} | {r['ok']} / {r['requests']} | {r['rps']:.1f} | "
+            f"{p50} | {p99} | {r['load_1min'][0]} / {r['load_1min'][1]} |"
+        )
+    by = {(r["system"].split(" (")[0], r["precision"], r["clients"]): r for r in results["rows"]}
+    ratios = []
+    for (system, precision, clients), r in sorted(by.items()):
+        other = by.get(("Infinity optimum", precision, clients))
+        if system == "bert-export serve" and other and other["rps"]:
+            ratios.append(f"- {precision}, {clients} clients: serve / Infinity = {r['rps'] / other['rps']:.2f}x req/s")
+    lines += ["", "Ratios within this run (same machine, back to back):", "", *ratios, ""]
+    (HERE / "serving_infinity.md").write_text("\n".join(lines))
+
+
+def machine() -> dict[str, Any]:
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    with contextlib.suppress(OSError, StopIteration):
+        info["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    return info
 
 
 def write(results: dict[str, Any]) -> None:
@@ -329,8 +591,13 @@ def main() -> None:
     ap.add_argument("--delay-ms", type=float, default=2.0)
     ap.add_argument("--tasks", default="embed,qa")
     ap.add_argument("--work", type=Path, default=ROOT / "exports" / "bench-serve")
+    ap.add_argument("--infinity", action="store_true", help="serve vs Infinity at 8 and 32 clients (issue 25).")
+    ap.add_argument("--infinity-python", default=str(INFINITY_PYTHON), help="Infinity's venv python.")
+    ap.add_argument("--precisions", default="fp32,int8", help="--infinity: the bundles' precisions.")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.infinity:
+        return compare_infinity(args)
     results: dict[str, Any] = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),

@@ -17,8 +17,12 @@ normalisation of the whole corpus:
 
 Every system's embeddings are compared with st-torch's (cosine per sentence, min reported).
 Each row records the CPU (lscpu's model name) and the 1-minute load average before and after,
-because the machine may be shared. Writes benchmarks/throughput.json; the table in
-benchmarks/throughput.md is written from it.
+because the machine may be shared. With ``--repeats N`` every system runs N times, round-robin
+(system A, B, C, then A, B, C again: a slow minute hits every system, not one), and the summary
+gives each system's **median** sent/s over its rounds and the ratios the issue asks for: our
+corpus path over the best of sentence-transformers' torch and ONNX backends, fp32 and int8.
+Writes benchmarks/throughput.json (every round and the summary) and prints the summary as a
+Markdown table for benchmarks/throughput.md.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -176,6 +181,64 @@ def measure(args: argparse.Namespace, name: str, texts_path: Path, work: Path) -
     }
 
 
+OURS = {"fp32": "bert-export fp32", "int8": "bert-export int8"}
+THEIRS = {
+    "fp32": ("sentence-transformers torch fp32", "sentence-transformers onnx fp32 (our graph)"),
+    "int8": ("sentence-transformers onnx int8 (our graph)",),
+}
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per system: median sent/s over its rounds, load range, cosine; and ours / the best of ST's per precision."""
+    systems: dict[str, Any] = {}
+    for name in dict.fromkeys(r["system"] for r in rows):
+        mine = [r for r in rows if r["system"] == name]
+        loads = [x for r in mine for x in r["load_1min"]]
+        systems[name] = {
+            "median_sent_per_s": round(statistics.median(r["sent_per_s"] for r in mine), 1),
+            "rounds": [r["sent_per_s"] for r in mine],
+            "load_1min_range": [min(loads), max(loads)],
+            "cosine_min_vs_st_torch": min((r.get("cosine_min_vs_st_torch", 1.0) for r in mine), default=None),
+        }
+    ratios = {}
+    for precision, ours in OURS.items():
+        theirs = [(n, systems[n]["median_sent_per_s"]) for n in THEIRS[precision] if n in systems]
+        if ours in systems and theirs:
+            best, rate = max(theirs, key=lambda t: t[1])
+            ratios[precision] = {
+                "ours": systems[ours]["median_sent_per_s"],
+                "best_sentence_transformers": best,
+                "theirs": rate,
+                "ratio": round(systems[ours]["median_sent_per_s"] / rate, 2) if rate else None,
+            }
+    return {"systems": systems, "ours_vs_best_st": ratios}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The summary as benchmarks/throughput.md's table."""
+    s, m = result["summary"], result["machine"]
+    lines = [
+        f"CPU {m['cpu']} ({m['cpus']} CPUs), {result['threads']} threads, {result['corpus']['texts']} texts "
+        f"({result['corpus']['tokens_min']}..{result['corpus']['tokens_max']} tokens, mean "
+        f"{result['corpus']['tokens_mean']}), {result['measured_at']}",
+        "",
+        "| system | median sent/s | rounds | load 1-min (min..max) | cosine min vs ST torch |",
+        "|---|---:|---|---|---:|",
+    ]
+    for name, row in s["systems"].items():
+        lo, hi = row["load_1min_range"]
+        lines.append(
+            f"| {name} | {row['median_sent_per_s']} | {', '.join(map(str, row['rounds']))} | {lo}..{hi} | "
+            f"{row['cosine_min_vs_st_torch']} |"
+        )
+    lines.append("")
+    for precision, r in s["ours_vs_best_st"].items():
+        lines.append(
+            f"- {precision}: ours {r['ours']} / {r['best_sentence_transformers']} {r['theirs']} = {r['ratio']}x"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", help="the packaged MiniLM exported with --precisions fp32,int8")
@@ -187,7 +250,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=COUNT)
     parser.add_argument("--budget", type=int, default=0, help="token budget [32 x the corpus' mean tokens]")
     parser.add_argument("--systems", default="all", help="comma-separated names from SYSTEMS, or all")
-    parser.add_argument("--repeats", type=int, default=1, help="rounds over all systems (each row keeps every round)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over all systems (medians over them)")
     parser.add_argument("--json", default=str(HERE / "throughput.json"))
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--texts", help=argparse.SUPPRESS)
@@ -226,6 +289,7 @@ def main() -> None:
             if ref is not None:
                 cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
                 row["cosine_min_vs_st_torch"] = round(float(cos.min()), 7)
+    summary = summarize(rows)
     result = {
         "machine": machine(),
         "threads": args.threads,
@@ -239,9 +303,11 @@ def main() -> None:
         "token_budget": args.budget,
         "batch": BATCH,
         "rows": rows,
+        "summary": summary,
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(markdown(result))
     print(f"wrote {args.json}")
 
 

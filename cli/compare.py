@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from bert_export.cli.options import threads_option
+from bert_export.cli.options import batching_of, keep_order_option, threads_option
 from bert_export.cli.paths import OutputFile
 from bert_export.cli.report_options import report_options
 from bert_export.cli.runtime_option import runtime_option
@@ -54,10 +54,12 @@ def run_validate(
     junit: Path | None,
     markdown: Path | None,
     precision: str | None = None,
+    batching: str = "length",
 ) -> None:
     """``validate`` with any of the new options: against the checkpoint (``--model``) or the stored cases.
 
-    ``precision``: which graph of a multi-precision bundle (default: its default)."""
+    ``precision``: which graph of a multi-precision bundle (default: its default); ``batching``: how
+    ``--data`` is cut into batches (runtimes/batching.py; ``--keep-order`` gives "input-order")."""
     from bert_export.evaluation import validate_data, validate_stored
 
     steps = Steps(quiet=quiet)
@@ -75,8 +77,14 @@ def run_validate(
             allow_pickle=allow_pickle,
             steps=steps,
             precision=precision,
+            batching=batching,
         )
     else:
+        if batching != "length":
+            raise BertExportError(
+                "--keep-order orders the batches of --data run against --model CKPT; the stored cases are "
+                "fixed batches already: leave it out, or pass --model"
+            )
         if data is not None or limit is not None:
             raise BertExportError(
                 "--data needs --model CKPT (the PyTorch checkpoint to compare against); to compare two "
@@ -95,6 +103,7 @@ def run_validate(
 @threads_option()
 @click.option("--report", type=OutputFile(), default=None, help="Write the JSON report here.")
 @report_options
+@keep_order_option()
 @click.option(
     "-q", "--quiet", is_flag=True, help="No progress lines or result table (exit code and report files only)."
 )
@@ -111,6 +120,7 @@ def compare_command(
     expect_ops: Path | None,
     junit: Path | None,
     markdown: Path | None,
+    keep_order: bool,
     quiet: bool,
 ) -> None:
     """Run bundle B against bundle A (the reference) on the same inputs: parity, metrics, gates; no PyTorch needed.
@@ -131,6 +141,7 @@ def compare_command(
         max_metric_drop=max_metric_drop,
         expect_ops=expect_ops,
         steps=Steps(quiet=quiet),
+        batching=batching_of(keep_order),
     )
     finish(result, json_path=report, junit=junit, markdown=markdown, quiet=quiet, what=f"{b} vs {a} on {runtime}")
 

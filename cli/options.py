@@ -40,3 +40,20 @@ class Threads(click.ParamType):
 def threads_option(help: str = "Intra-op threads (CPU) [the runtime's default].") -> Callable[[Any], Any]:
     """``--threads N``: 1..cores, None when not given (the runtime's own default)."""
     return click.option("--threads", type=Threads(), default=None, metavar=f"1..{max_threads()}", help=help)
+
+
+KEEP_ORDER_HELP = (
+    "Batch texts in the order given, fixed-size, not sorted by length under a token budget "
+    "(reproducibility studies: int8 results can move within the gate with a text's batch; slower)."
+)
+
+
+def keep_order_option(help: str = KEEP_ORDER_HELP) -> Callable[[Any], Any]:
+    """``--keep-order``: every command that batches texts (run, validate --data, compare, bench --file) takes it
+    from here, so it means the same everywhere; ``batching_of`` turns it into the API's ``batching`` argument."""
+    return click.option("--keep-order", is_flag=True, default=False, help=help)
+
+
+def batching_of(keep_order: bool) -> str:
+    """The Python API's ``batching`` (runtimes/batching.py) for ``--keep-order``."""
+    return "input-order" if keep_order else "length"

@@ -16,7 +16,7 @@ import numpy as np
 from rich.markup import escape
 
 from bert_export.bundle.layout import PRECISIONS
-from bert_export.cli.options import threads_option
+from bert_export.cli.options import batching_of, keep_order_option, threads_option
 from bert_export.cli.paths import OutputFile
 from bert_export.cli.runtime_option import runtime_option
 from bert_export.models import BertExportError, get_task
@@ -88,11 +88,7 @@ from bert_export.models.progress import console
     help="--file's results: .npy (embeddings, float32), .jsonl (one JSON object per text), .parquet (pyarrow).",
 )
 @click.option("--column", default=None, help="--file .jsonl/.csv/.tsv: the field holding the text [text].")
-@click.option(
-    "--keep-order",
-    is_flag=True,
-    help="Batch 32 texts at a time in the order given, not by length (reproducibility studies; slower).",
-)
+@keep_order_option()
 @click.option(
     "--token-budget",
     type=int,
@@ -139,7 +135,7 @@ def run(
 
     if max_answer_len < 1 or max_question_len < 1:
         raise BertExportError("--max-answer-len and --max-question-len must be >= 1")
-    batching = "input-order" if keep_order else "length"
+    batching = batching_of(keep_order)
     budget = DEFAULT_TOKEN_BUDGET if token_budget is None else token_budget
     b = load_bundle(bundle, precision=precision)
     if text_file is not None or out is not None or column is not None:

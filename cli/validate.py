@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from bert_export.bundle.layout import PRECISIONS
-from bert_export.cli.options import threads_option
+from bert_export.cli.options import batching_of, keep_order_option, threads_option
 from bert_export.cli.paths import OutputFile
 from bert_export.cli.report_options import DEFAULT_MAX_METRIC_DROP, report_options
 from bert_export.cli.runtime_option import runtime_option
@@ -33,6 +33,7 @@ from bert_export.models.progress import Steps, console
 @click.option(
     "--precision", type=click.Choice(PRECISIONS), default=None, help="Which graph of the bundle [its default]."
 )
+@keep_order_option()
 @click.option(
     "-q", "--quiet", is_flag=True, help="No progress lines or result table (exit code and report files only)."
 )
@@ -45,6 +46,7 @@ def validate(
     model: str | None,
     allow_pickle: bool,
     precision: str | None,
+    keep_order: bool,
     **extra: Any,
 ) -> None:
     """Verify a bundle's checksums and re-run its parity cases against the stored PyTorch outputs.
@@ -64,7 +66,7 @@ def validate(
         "junit": None,
         "markdown": None,
     }
-    if model is not None or allow_pickle or any(extra[k] != v for k, v in defaults.items()):
+    if model is not None or allow_pickle or keep_order or any(extra[k] != v for k, v in defaults.items()):
         from bert_export.cli.compare import run_validate as run_on_data
 
         run_on_data(
@@ -76,6 +78,7 @@ def validate(
             quiet=quiet,
             allow_pickle=allow_pickle,
             precision=precision,
+            batching=batching_of(keep_order),
             **extra,
         )
         _warn_untrained(bundle)  # after the report: a refusal stays one error line

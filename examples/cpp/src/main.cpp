@@ -4,6 +4,7 @@
 //   bert_export_demo BUNDLE --tokenize TEXT             token ids (with [CLS]/[SEP]), space separated
 //   bert_export_demo BUNDLE --text TEXT [--text ...]    JSON like `bert-export run --json`
 //   bert_export_demo BUNDLE --question Q --context C    (qa)
+//   bert_export_demo BUNDLE --batch-file TEXTS --out OUT [--keep-order] ...   a file of texts (batch.h)
 //
 // Exit codes: 0 ok, 1 self-test outside tolerance, 2 bad input or a bundle it refuses (one line
 // on stderr starting with "error:").
@@ -27,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "batch.h"
 #include "bundle.h"
 #include "postprocess.h"
 #include "qa_windows.h"
@@ -500,7 +502,9 @@ int parse_threads(const std::string& v) {
 
 void usage() {
   std::cerr << "usage: bert_export_demo BUNDLE (--self-test | --tokenize TEXT | --text TEXT [--text TEXT ...] |\n"
-               "                                --question Q --context C [--doc-stride N]) [--threads N]\n";
+               "                                --question Q --context C [--doc-stride N]) [--threads N]\n"
+               "       bert_export_demo BUNDLE --batch-file TEXTS --out OUT(.npy|.jsonl) [--token-budget N] [--max-batch N]\n"
+               "                                [--keep-order] [--threads N]\n";
 }
 
 json qa_long(App& app, const bx::Encoding& full, const std::string& context, size_t max_seq, long doc_stride) {
@@ -529,6 +533,11 @@ int run(int argc, char** argv) {
     throw UsageError("missing arguments");
   }
   std::string dir = argv[1], question, context, tokenize;
+  if (bx::batch_requested(argc, argv)) {  // --batch-file: batch.cpp parses its own options
+    int rc = bx::batch_main(argc, argv);
+    g_untrained = untrained_warning(bx::Bundle::load(dir, false).manifest);
+    return rc;
+  }
   std::vector<std::string> texts;
   bool selftest = false, has_q = false, has_c = false, has_tok = false;
   int threads = 0;
