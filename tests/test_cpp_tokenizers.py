@@ -15,9 +15,11 @@ takes about a second.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +220,129 @@ def test_cpp_ids_equal_hugging_face(bx_tokenize: Path, tmp_path: Path, kind: str
         if "error" in cc or cc != py:
             mismatches.append(f"{req!r}:\n  python {py}\n  c++    {cc}")
     assert not mismatches, f"{len(mismatches)}/{len(reqs)} differ:\n" + "\n".join(mismatches[:6])
+
+
+def darts_charsmap(table: dict[str, str]) -> bytes:
+    """A SentencePiece precompiled charsmap for `table` (key -> replacement): the darts-clone
+    double-array layout Hugging Face's spm_precompiled reads (u32 trie size, units, NUL-terminated
+    replacements). Each node's children get their own 256-unit block, so base ^ label == base + label."""
+    blob = b""
+    values: dict[bytes, int] = {}
+    for key, rep in table.items():
+        values[key.encode()] = len(blob)
+        blob += rep.encode() + b"\0"
+    trie: dict[bytes, set[int]] = {}
+    for key in values:
+        for i in range(len(key) + 1):
+            trie.setdefault(key[:i], set())
+            if i < len(key):
+                trie[key[:i]].add(key[i])
+    units: dict[int, int] = {}
+    position = {b"": 0}
+    next_block = 256
+    for prefix in sorted(trie, key=len):
+        children = trie[prefix]
+        here = position[prefix]
+        base = next_block
+        next_block += 256
+        units[here] = units.get(here, 0) | ((here ^ base) << 10)
+        if prefix in values:
+            units[base] = values[prefix] | (1 << 31)
+        for c in children:
+            child = prefix + bytes([c])
+            position[child] = base ^ c
+            units[base ^ c] = c | ((1 << 8) if child in values else 0)
+    array = [units.get(i, 0) for i in range(next_block)]
+    return struct.pack("<I", 4 * len(array)) + struct.pack(f"<{len(array)}I", *array) + blob
+
+
+# A few of nmt_nfkc's entries, plus one multi-code-point key (a grapheme looked up whole).
+CHARSMAP = {
+    "Ａ": "A",
+    "Ｂ": "B",
+    "ｆ": "f",
+    "ｕ": "u",
+    "ﬁ": "fi",
+    "①": "1",
+    "\u3000": " ",
+    "\u00a0": " ",
+    "e\u0301": "é",
+    "℃": "°C",
+}
+
+
+def test_precompiled_charsmap_matches_hugging_face(bx_tokenize: Path, tmp_path: Path) -> None:
+    """XLM-R's real normalizer is SentencePiece's precompiled charsmap: the same Unigram with a
+    Precompiled normalizer built here, including Hugging Face's quirks (a grapheme under 6 bytes is
+    looked up whole and its shortest matching prefix replaces all of it: "Ａ\u0301" becomes "A")."""
+    from tokenizers import Tokenizer, normalizers
+
+    tok = train_xlmr_unigram()
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.Precompiled(darts_charsmap(CHARSMAP)), normalizers.Strip(left=False, right=True)]
+    )
+    spec = tmp_path / "tokenizer.json"
+    tok.save(str(spec))
+    tok = Tokenizer.from_file(str(spec))
+    texts = [*TEXTS, "ＡＢ ｆｕll ﬁne ① ℃ e\u0301 Ａ\u0301 x\u3000y\u00a0z", "Ａ\u0301\u0302 e\u0301\u0301 ｆ"]
+    reqs = [{"text": t, "max_len": 0} for t in texts]
+    got = run_cpp(bx_tokenize, spec, reqs)
+    assert tok.normalizer.normalize_str("Ａ\u0301 ①") == "A 1"  # the quirk is real, and exercised
+    for req, cc in zip(reqs, got, strict=True):
+        assert cc.get("ids") == python_encoding(tok, req)["ids"], req
+
+
+def malformed_specs() -> dict[str, Any]:
+    """tokenizer.json variants a hostile or broken bundle could carry, each refused in one line."""
+    from tokenizers import Tokenizer
+
+    bpe = json.loads(train_roberta_bpe().to_str())
+    uni = json.loads(train_xlmr_unigram().to_str())
+    out: dict[str, Any] = {}
+    out["bad-merge"] = {**bpe, "model": {**bpe["model"], "merges": [["Ġ", "no-such-token"]]}}
+    out["merge-not-pair"] = {**bpe, "model": {**bpe["model"], "merges": ["a b c"]}}
+    out["unigram-piece-not-pair"] = {**uni, "model": {**uni["model"], "vocab": [["<s>", 0.0, 1], "x"]}}
+    out["unigram-score-string"] = {**uni, "model": {**uni["model"], "vocab": [["<s>", "high"]]}}
+    out["unigram-unk-out-of-range"] = {**uni, "model": {**uni["model"], "unk_id": 10**9}}
+    out["unigram-empty-vocab"] = {**uni, "model": {**uni["model"], "vocab": []}}
+    # Past the reader's limits (a 2^24-entry vocabulary is refused the same way, but costs 200 MB of JSON).
+    out["huge-piece"] = {**uni, "model": {**uni["model"], "vocab": [["x" * 5000, -1.0]]}}
+    out["huge-id"] = {**bpe, "model": {**bpe["model"], "vocab": {**bpe["model"]["vocab"], "Ġ": 1 << 40}}}
+    out["bad-charsmap"] = {**uni, "normalizer": {"type": "Precompiled", "precompiled_charsmap": "AAAA/w=="}}
+    out["charsmap-past-end"] = {
+        **uni,
+        "normalizer": {"type": "Precompiled", "precompiled_charsmap": base64.b64encode(b"\xff\xff\xff\x7f").decode()},
+    }
+    out["regex-replace"] = {
+        **uni,
+        "normalizer": {"type": "Replace", "pattern": {"Regex": "(a|b)*"}, "content": "x"},
+    }
+    out["unknown-model"] = {**uni, "model": {"type": "WordLevel", "vocab": {}}}
+    out["template-id-missing"] = {
+        **uni,
+        "post_processor": {
+            **uni["post_processor"],
+            "special_tokens": {
+                "<s>": {"id": "<s>", "ids": [99999], "tokens": ["<s>"]},
+                "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]},
+            },
+        },
+    }
+    del Tokenizer
+    return out
+
+
+def test_malformed_tokenizer_json_is_one_error_line(bx_tokenize: Path, tmp_path: Path) -> None:
+    cases = malformed_specs()
+    raw = {
+        "invalid-utf8": b'{"model": {"type": "Unigram", "vocab": [["\xff\xfe", 0.0]]}}',
+        "truncated": b'{"model": {"type": "BPE", "vocab": {',
+        "not-an-object": b"[1, 2, 3]",
+    }
+    for name, spec in [*((n, json.dumps(s).encode()) for n, s in cases.items()), *raw.items()]:
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(spec)
+        proc = subprocess.run([str(bx_tokenize), str(path)], input="", capture_output=True, text=True, timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (name, proc.stderr[-2000:])
+        assert "json.exception" not in lines[0], (name, lines[0])  # every field type-checked, no library message
