@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 
 #include "bundle.h"
 #include "unicode.h"
@@ -138,12 +139,13 @@ std::string base64_decode(const std::string& in, const std::string& where) {
     return c == '+' ? 62 : c == '/' ? 63 : -1;
   };
   std::string out;
-  int bits = 0, acc = 0;
+  int bits = 0;
+  uint32_t acc = 0;  // the last few bits only (unsigned: no overflow on long inputs)
   for (char c : in) {
     if (c == '=') break;
     int v = value(c);
     if (v < 0) throw BundleError(where + " is not base64");
-    acc = (acc << 6) | v, bits += 6;
+    acc = ((acc << 6) | uint32_t(v)) & 0xFFFFFF, bits += 6;
     if (bits >= 8) bits -= 8, out.push_back(char((acc >> bits) & 0xFF));
   }
   return out;
