@@ -294,8 +294,6 @@ def test_precompiled_charsmap_matches_hugging_face(bx_tokenize: Path, tmp_path: 
 
 def malformed_specs() -> dict[str, Any]:
     """tokenizer.json variants a hostile or broken bundle could carry, each refused in one line."""
-    from tokenizers import Tokenizer
-
     bpe = json.loads(train_roberta_bpe().to_str())
     uni = json.loads(train_xlmr_unigram().to_str())
     out: dict[str, Any] = {}
@@ -328,7 +326,6 @@ def malformed_specs() -> dict[str, Any]:
             },
         },
     }
-    del Tokenizer
     return out
 
 
