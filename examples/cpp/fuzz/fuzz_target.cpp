@@ -5,7 +5,7 @@
 // The first input byte picks the mode (the rest is the payload):
 //   0  manifest.json bytes: parse_json + check_manifest
 //   1  tokenizer.json bytes, NUL, text: Tokenizer::load, then the text through it
-//   2  text through the fixed seed tokenizers (WordPiece and byte-level BPE, seed_tokenizers.h)
+//   2  text through the fixed seed tokenizers (WordPiece, byte-level BPE, Unigram; seed_tokenizers.h)
 //   3  ONNX graph bytes: external_data_locations (the protobuf wire walk), and utf8_invalid_at
 // A refusal (BundleError, Unsupported, a question too long for the pair) is the expected outcome
 // of bad input; anything else escaping (a nlohmann type error, std::out_of_range, ...) means some
@@ -55,6 +55,7 @@ void exercise(const bx::Tokenizer& tok, const std::string& text) {
   size_t len = bx::utf8_decode(text).size();
   check(tok, tok.encode(text, 0), len, 0);
   check(tok, tok.encode(text, 16), len, 16);
+  check(tok, tok.encode_pair(text, text.substr(0, text.size() / 3), 24, bx::Tokenizer::PairTruncation::LongestFirst), len, 24);
   try {
     check(tok, tok.encode_pair(text.substr(0, text.size() / 4), text, 64), len, 64);
   } catch (const bx::BundleError&) {
@@ -92,8 +93,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       default: {
         static const auto wordpiece = tokenizer_of(kSeedWordPiece);
         static const auto bpe = tokenizer_of(kSeedBpe);
+        static const auto unigram = tokenizer_of(kSeedUnigram);
         exercise(*wordpiece, rest);
         exercise(*bpe, rest);
+        exercise(*unigram, rest);
       }
     }
   } catch (const bx::BundleError& e) {

@@ -491,7 +491,7 @@ void check_optional_sections(const json& m, const std::string& M) {
   if (const json* tok = find(m, "tokenizer")) {
     as_object(*tok, M + " tokenizer");
     for (const json& f : as_array(need(*tok, "files", M + " tokenizer"), M + " tokenizer.files", 16)) plain_name(f, M + " tokenizer.files[]");
-    if (const json* kind = find(*tok, "kind")) one_of(*kind, {"wordpiece", "bpe"}, M + " tokenizer.kind");
+    if (const json* kind = find(*tok, "kind")) one_of(*kind, {"wordpiece", "bpe", "unigram"}, M + " tokenizer.kind");
     if (const json* lc = find(*tok, "do_lower_case")) as_bool(*lc, M + " tokenizer.do_lower_case");
   }
   if (const json* config = find(m, "config")) {

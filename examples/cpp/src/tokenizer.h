@@ -1,9 +1,9 @@
 // The bundle's tokenizer in C++, equal to Hugging Face tokenizers on the settings in tokenizer.json:
-//   WordPiece (BERT): BertNormalizer + BertPreTokenizer + WordPiece;
-//   ByteLevelBPE (ModernBERT-style): NFC (or none) + ByteLevel pre-tokenizer (GPT-2 split pattern)
-//   + byte-level BPE merges.
-// Both: added/special tokens written in the text are kept whole (lstrip/rstrip honoured), and the
-// post-processor's template ([CLS] A [SEP] (B [SEP])) with its type ids.
+//   WordPiece (BERT): BertNormalizer + BertPreTokenizer + WordPiece (here);
+//   ByteLevelBPE (RoBERTa, ModernBERT): tokenizer_bpe.h;  Unigram (XLM-RoBERTa): tokenizer_unigram.h;
+//   chosen from model.type by tokenizer_factory.h's table.
+// All: added/special tokens written in the text are kept whole (lstrip/rstrip honoured), and the
+// post-processor's template ([CLS] A [SEP] (B [SEP]), RoBERTa's <s> A </s></s> B </s>) with its type ids.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -59,8 +59,12 @@ class Tokenizer {
   Encoding tokenize(const std::string& text, int sequence) const;
   // The template around one text, truncated to max_len (0: no truncation), as tokenizer(text) does.
   Encoding encode(const std::string& text, size_t max_len) const;
-  // The pair template, truncating only the second text to max_len ("only_second").
-  Encoding encode_pair(const std::string& a, const std::string& b, size_t max_len) const;
+  // The pair template within max_len (0: no truncation): OnlySecond truncates only the second text
+  // (qa contexts; a first text that fills max_len alone is refused), LongestFirst is Hugging Face's
+  // default "longest_first" (text pairs: cross-encoders, NLI).
+  enum class PairTruncation { OnlySecond, LongestFirst };
+  Encoding encode_pair(const std::string& a, const std::string& b, size_t max_len,
+                       PairTruncation how = PairTruncation::OnlySecond) const;
   // tokenizer.decode([id]): the token as text (byte-level tokens decoded to UTF-8).
   virtual std::string decode(int64_t id) const { return has_id(id) ? token(id) : std::string(); }
   // The token string of a vocabulary id; BundleError when the id is not in the vocabulary.
@@ -81,10 +85,13 @@ class Tokenizer {
     int sequence;              // 0 = A, 1 = B
     int64_t type_id;
   };
+  // Offsets of one text's tokens adjusted after tokenization (byte-level BPE trims spaces).
+  virtual void trim_offsets(Encoding&, const std::u32string& /*text*/) const {}
   // Tokens of text[begin, end) (a stretch between added tokens), appended to out.
   virtual void add_segment(const std::u32string& text, size_t begin, size_t end, int sequence, int& word,
                            Encoding& out) const = 0;
   void read_common(const nlohmann::json& tokenizer_json);
+  void read_post_processor(const nlohmann::json& spec, const std::string& where);
   void finish_vocab();  // inverse map, template ids checked, added tokens indexed
   void set_vocab(const nlohmann::json& vocab);
   Encoding apply_template(const std::vector<Piece>& tmpl, const Encoding& a, const Encoding* b, size_t limit_b) const;
@@ -95,6 +102,8 @@ class Tokenizer {
   std::vector<Added> added_;  // matched on the raw text, longest first
   std::unordered_map<char32_t, std::vector<size_t>> added_by_first_;  // first code point -> added_ indices
   std::vector<Piece> single_, pair_;
+  // A RobertaProcessing / ByteLevel post-processor's offset trimming (trim_offsets, add_prefix_space).
+  bool pp_trim_offsets_ = false, pp_add_prefix_space_ = false;
 };
 
 class WordPiece : public Tokenizer {
@@ -114,26 +123,5 @@ class WordPiece : public Tokenizer {
   int64_t unk_id_ = 0;
 };
 
-class ByteLevelBPE : public Tokenizer {
- public:
-  explicit ByteLevelBPE(const nlohmann::json& t);
-  std::string decode(int64_t id) const override;
-
- private:
-  void add_segment(const std::u32string& text, size_t begin, size_t end, int sequence, int& word,
-                   Encoding& out) const override;
-  // HF tokenizers' Word::merge_all: symbols in a linked list, candidate merges in a heap ordered by
-  // (rank, position), stale candidates skipped when popped: O(n log n) in the word's bytes (the
-  // previous rescan of every pair after each merge was O(n^2): 18 s for one 36 KB word).
-  std::vector<std::pair<int64_t, std::pair<size_t, size_t>>> bpe(const std::vector<std::string>& symbols) const;
-  bool nfc_ = false, add_prefix_space_ = false, use_regex_ = true, ignore_merges_ = false;
-  struct Merge {
-    int rank;
-    int64_t id;  // the merged token's id
-  };
-  std::unordered_map<uint64_t, Merge> merges_;  // (left id << 32 | right id) -> rank and merged id
-  std::vector<std::string> byte_char_;          // byte -> its printable code point, UTF-8
-  std::unordered_map<std::string, unsigned char> char_byte_;
-};
 
 }  // namespace bx

@@ -122,6 +122,14 @@ void decompose(char32_t cp, std::u32string& out) {
   if (!lookup(kDecompose, kDecompose_len, kDecompose_pool, cp, out)) out.push_back(cp);
 }
 
+void decompose_compat(char32_t cp, std::u32string& out) {
+  if (cp >= 0xAC00 && cp <= 0xD7A3) return decompose(cp, out);
+  if (!lookup(kDecomposeCompat, kDecomposeCompat_len, kDecomposeCompat_pool, cp, out)) out.push_back(cp);
+}
+
+bool is_grapheme_extend(char32_t cp) { return in_ranges(kGraphemeExtend, kGraphemeExtend_len, cp); }
+bool is_grapheme_control(char32_t cp) { return in_ranges(kGraphemeControl, kGraphemeControl_len, cp); }
+
 bool is_letter(char32_t cp) { return in_ranges(kLetter, kLetter_len, cp); }
 bool is_number(char32_t cp) { return in_ranges(kNumber, kNumber_len, cp); }
 

@@ -21,6 +21,10 @@ bool is_white_space(char32_t cp);    // the White_Space property (Rust's char::i
 bool is_cjk(char32_t cp);            // the CJK ranges Hugging Face's BertNormalizer pads with spaces
 // Full canonical decomposition (NFD) of one code point, Hangul included.
 void decompose(char32_t cp, std::u32string& out);
+// Full compatibility decomposition (NFKD) of one code point, Hangul included.
+void decompose_compat(char32_t cp, std::u32string& out);
+bool is_grapheme_extend(char32_t cp);   // attaches to the previous code point in a grapheme cluster
+bool is_grapheme_control(char32_t cp);  // a grapheme cluster of its own (CR LF aside)
 bool is_letter(char32_t cp);         // L*
 bool is_number(char32_t cp);         // N*
 int combining_class(char32_t cp);    // canonical combining class (0: starter)

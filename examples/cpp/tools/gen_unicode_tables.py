@@ -74,6 +74,18 @@ def composites() -> list[tuple[int, int, int]]:
     return sorted(out)
 
 
+def is_grapheme_extend(cp: int) -> bool:
+    cat = unicodedata.category(chr(cp))
+    extra = cp in (0x200C, 0x200D, 0xFF9E, 0xFF9F) or 0x1F3FB <= cp <= 0x1F3FF or 0xE0020 <= cp <= 0xE007F
+    return cat in ("Mn", "Me", "Mc") or extra
+
+
+def is_grapheme_control(cp: int) -> bool:
+    cat = unicodedata.category(chr(cp))
+    prepend = cp in (0x06DD, 0x070F, 0x08E2, 0x110BD, 0x110CD) or 0x0600 <= cp <= 0x0605 or 0x0890 <= cp <= 0x0891
+    return cat in ("Cc", "Zl", "Zp", "Cf") and not is_grapheme_extend(cp) and not prepend
+
+
 def emit_ranges(name: str, rs: list[tuple[int, int]]) -> str:
     body = ",".join(f"{{0x{a:X},0x{b:X}}}" for a, b in rs)
     return f"static const CpRange {name}[] = {{{body}}};\nstatic const size_t {name}_len = {len(rs)};\n"
@@ -119,6 +131,13 @@ def main(out: str) -> None:
         f"static const size_t kCompose_len = {len(composites())};",
         emit_map("kDecompose", mapping(lambda s: unicodedata.normalize("NFD", s))),
         emit_map("kLower", mapping(str.lower)),
+        # NFKC/NFKD (Unigram/SentencePiece normalizers): the full compatibility decomposition.
+        emit_map("kDecomposeCompat", mapping(lambda s: unicodedata.normalize("NFKD", s))),
+        # Grapheme clusters (the Precompiled normalizer looks whole clusters up): Extend and
+        # SpacingMark attach to the previous code point; controls stand alone (UAX #29, approximated
+        # from general categories plus the few Other_Grapheme_Extend code points that matter).
+        emit_ranges("kGraphemeExtend", ranges(is_grapheme_extend)),
+        emit_ranges("kGraphemeControl", ranges(is_grapheme_control)),
     ]
     with open(out, "w", encoding="utf-8") as fh:
         fh.write("\n".join(text) + "\n")
