@@ -97,6 +97,18 @@ class FileEntry(Strict):
     bytes: Count
 
 
+OpsetKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,127};[0-9]{1,6}$")]
+
+
+class RequiredOperators(Strict):
+    """An ORT-format graph's operator set (``--runtime ort-mobile``; optional, absent elsewhere): ``ops`` maps
+    ``"<domain>;<opset>"`` to operator names, and ``file`` is the ``required_operators.config`` a reduced-size
+    ONNX Runtime build takes (``--include_ops_by_config``)."""
+
+    file: RelPath
+    ops: dict[OpsetKey, Annotated[list[Name], Field(max_length=4096)]] = Field(max_length=64)
+
+
 class GraphEntry(Strict):
     file: RelPath
     files: list[RelPath] = Field(min_length=1, max_length=64)
@@ -104,6 +116,7 @@ class GraphEntry(Strict):
     ops: dict[str, Count] | None = None
     # schema 2, in ``graphs``: this graph's outputs (an fp16 graph exported with --fp16-io returns float16)
     outputs: list[TensorEntry] | None = Field(default=None, min_length=1, max_length=8)
+    required_operators: RequiredOperators | None = None  # ORT-format graphs: the operator set, and its config file
 
 
 class Labels(Strict):
@@ -242,6 +255,10 @@ class Manifest(Strict):
         self._check_graphs(task, got_out)
         named = [("graph.files", f) for f in self.graph.files]
         named += [(f"graphs.{p}.files", f) for p, g in (self.graphs or {}).items() for f in g.files]
+        required = [("graph", self.graph), *((f"graphs.{p}", g) for p, g in (self.graphs or {}).items())]
+        named += [
+            (f"{w}.required_operators.file", g.required_operators.file) for w, g in required if g.required_operators
+        ]
         named += [("tokenizer.files", f) for f in (self.tokenizer.files if self.tokenizer else [])]
         named += [("golden.file", self.golden.file)] if self.golden else []
         for where, rel in named:

@@ -27,6 +27,8 @@ SCHEMA_VERSION = 2  # 2: graphs under onnx/ per precision (manifest["graphs"]); 
 MANIFEST = "manifest.json"
 REFERENCE = "reference.safetensors"
 PARITY = "parity.json"
+ORT_FORMAT_SUFFIX = ".ort"  # a graph in ONNX Runtime's flatbuffer format (--runtime ort-mobile exports)
+ORT_FORMAT_ID = b"ORTM"  # its flatbuffer file identifier (bytes 4..8)
 
 
 def sha256(path: Path) -> str:
@@ -277,9 +279,12 @@ def check_graph_references(bundle: Bundle) -> None:
     node attributes, subgraphs of If/Loop/Scan at any depth, functions and training graphs
     (``graph_tensors`` walks the whole message, not a list of known places).
     """
+    graph = bundle.graph
+    if graph["file"].endswith(ORT_FORMAT_SUFFIX):
+        check_ort_graph(bundle)
+        return
     import onnx
 
-    graph = bundle.graph
     base = graph["file"].rsplit("/", 1)[0] + "/" if "/" in graph["file"] else ""
     try:
         model = onnx.load_model(str(bundle.model_path), load_external_data=False)
@@ -302,6 +307,60 @@ def check_graph_references(bundle: Bundle) -> None:
                 f"{graph['file']} in bundle {bundle.path} refers to external data {location!r} "
                 f"(tensor {tensor.name[:80]!r}), which is not one of its listed graph files; re-export the bundle"
             )
+
+
+def check_ort_graph(bundle: Bundle) -> None:
+    """Refuse an ORT-format graph that is not one, or that keeps any tensor's data outside the file.
+
+    The ``.ort`` is read through ``Bundle.file`` (listed, no link, a regular file; its sha256 was checked by
+    ``verify_files``), then parsed as ONNX Runtime's flatbuffer: the file identifier, and every tensor in the
+    graph and its subgraphs (initializers, sparse ones, node attributes) must hold its data inline. Graphs
+    bert-export writes never use ORT format's external-data offset, so a file that does is refused rather
+    than handed to ONNX Runtime to resolve.
+    """
+    rel = bundle.graph["file"]
+    data = bundle.file(rel).read_bytes()
+    bad = BertExportError(f"{rel} in bundle {bundle.path} is not a readable ORT-format graph; re-export the bundle")
+    if len(data) < 8 or data[4:8] != ORT_FORMAT_ID:
+        raise bad
+    try:
+        from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs.InferenceSession import InferenceSession
+
+        model = InferenceSession.GetRootAs(data, 0).Model()
+        graph = model.Graph() if model is not None else None
+        if graph is None:
+            raise ValueError("no graph")
+        external = next((t for t in ort_tensors(graph) if t.ExternalDataOffset() >= 0), None)
+    except Exception:  # a truncated or garbled flatbuffer: any error of the parser
+        raise bad from None
+    if external is not None:
+        name = (external.Name() or b"").decode("utf-8", "replace")[:80]
+        raise BertExportError(
+            f"{rel} in bundle {bundle.path} keeps tensor {name!r} outside the file (external data); "
+            "re-export the bundle"
+        )
+
+
+def ort_tensors(graph: Any, depth: int = 0) -> Iterator[Any]:
+    """Every tensor of an ORT-format graph (``fbs.Graph``) and of its subgraphs, at most 64 levels deep."""
+    if depth > 64:
+        raise ValueError("subgraphs nest too deeply")
+    for i in range(graph.InitializersLength()):
+        yield graph.Initializers(i)
+    for i in range(graph.SparseInitializersLength()):
+        sparse = graph.SparseInitializers(i)
+        yield from (t for t in (sparse.Values(), sparse.Indices()) if t is not None)
+    for i in range(graph.NodesLength()):
+        node = graph.Nodes(i)
+        for j in range(node.AttributesLength()):
+            attr = node.Attributes(j)
+            if attr.T() is not None:
+                yield attr.T()
+            yield from (attr.Tensors(k) for k in range(attr.TensorsLength()))
+            if attr.G() is not None:
+                yield from ort_tensors(attr.G(), depth + 1)
+            for k in range(attr.GraphsLength()):
+                yield from ort_tensors(attr.Graphs(k), depth + 1)
 
 
 def graph_tensors(message: Any) -> Iterator[Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import shutil
 import tempfile
 import time
@@ -23,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from bert_export.bundle.layout import parse_precisions, place_graph
+from bert_export.bundle.layout import graph_file, parse_precisions, place_graph
 from bert_export.models import BertExportError, Family, ParityError, Task, TensorSpec
 from bert_export.models.progress import Steps
 from bert_export.quantize.pipeline import OptimizeOptions, OptimizeResult, optimize_export, update_manifest
 from bert_export.quantize.pipeline import describe as describe_optimization
+from bert_export.quantize.target import ConvertedGraph
 from bert_export.quantize.targets import DEFAULT_TARGET
 from bert_export.runtimes.base import Runner
 from bert_export.runtimes.cases import Case
@@ -37,7 +39,7 @@ from bert_export.runtimes.torch_runner import TaskGraph, TorchRunner
 
 PARITY_DEFAULT = "parity.json"
 # Keys of a graph record that also form manifest["graph"] (the default graph, for simple consumers).
-GRAPH_KEYS = ("file", "files", "nodes", "ops", "exported_ops")
+GRAPH_KEYS = ("file", "files", "nodes", "ops", "exported_ops", "required_operators", "ort_format")
 
 
 def parity_file(precision: str, default: str) -> str:
@@ -123,9 +125,14 @@ def gate_runner(
     inputs: tuple[TensorSpec, ...],
     outputs: tuple[TensorSpec, ...],
     max_seq: int,
+    converted: ConvertedGraph | None = None,
 ) -> Runner:
     """What a graph's parity gate runs: the target's artefact (OpenVINO's IR) on the runner its entry names,
-    with the precision hint it ships with; else the ONNX graph in ONNX Runtime on the CPU."""
+    with the precision hint it ships with; the converted graph (an ``.ort``) on its format's runner; else the
+    ONNX graph in ONNX Runtime on the CPU."""
+    fmt = options.target.graph_format
+    if fmt is not None and converted is not None:
+        return fmt.gate(converted.path, inputs, outputs, max_seq, options.precision)
     artefact = options.target.artefact
     record = optimized.artefact if optimized is not None else None
     if artefact is not None and record is not None and record.path is not None:
@@ -193,6 +200,11 @@ def build_graphs(
                         reference=job.reference,
                     )
                 update_manifest(scratch, optimized)
+            converted = None
+            fmt = options.target.graph_format
+            if fmt is not None:  # the gated graph becomes another file format (ONNX Runtime's .ort)
+                with steps.step(f"Converting the {p} graph to {fmt.title}"):
+                    converted = fmt.convert(work, _mkdir(Path(work_dir) / "converted"))
             report = None
             if job.validate:
                 assert job.cases is not None and job.reference is not None
@@ -200,7 +212,9 @@ def build_graphs(
                     graph_outputs = tuple(
                         TensorSpec(o["name"], o["dtype"], tuple(o["shape"])) for o in scratch["outputs"]
                     )
-                    runner = gate_runner(work, optimized, options, job.family.inputs, graph_outputs, job.max_seq)
+                    runner = gate_runner(
+                        work, optimized, options, job.family.inputs, graph_outputs, job.max_seq, converted
+                    )
                     with runner:
                         results = infer_cases(runner, job.family.inputs, job.cases, f"{runner.name} {p}")
                     report = compare(
@@ -221,9 +235,32 @@ def build_graphs(
                     )
                     error.report = report
                     raise error
-            files = place_graph(work, bundle_dir, p)
+            if converted is not None and fmt is not None:
+                files, names = place_converted(converted, bundle_dir, p, fmt.suffix)
+                scratch["graph"].update(converted.to_manifest(names))
+            else:
+                files = place_graph(work, bundle_dir, p)
         built.append(_record(p, files, scratch, report, parity_file(p, default), bundle_dir))
     return built
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def place_converted(
+    converted: ConvertedGraph, bundle_dir: Path, precision: str, suffix: str
+) -> tuple[list[str], dict[str, str]]:
+    """A converted graph to ``onnx/model<precision suffix><suffix>`` (``onnx/model_fp16.ort``) and the files it
+    ships with beside it under the same stem; returns its graph files and the extras' bundle-relative names."""
+    stem = graph_file(precision).removesuffix(".onnx")
+    names = {extra: stem + extra for extra in converted.extras}
+    (bundle_dir / stem).parent.mkdir(parents=True, exist_ok=True)
+    os.replace(converted.path, bundle_dir / (stem + suffix))
+    for extra, path in converted.extras.items():
+        os.replace(path, bundle_dir / names[extra])
+    return [stem + suffix], names
 
 
 def _copy_graph(exported: Path, work: Path) -> Path:

@@ -12,6 +12,8 @@ nothing outside the target's module names it:
 - ``artefact``: a model it writes beside the ONNX graph (OpenVINO's IR), how it is built, and
   which runner its parity gate (and accuracy fallback) runs it on; without one the ONNX graph
   is gated in ONNX Runtime on the CPU;
+- ``graph_format``: a file format the gated ONNX graph is converted to, which then *is* the bundle's
+  graph (ONNX Runtime's ``.ort`` for reduced mobile builds), and the runner its gate uses;
 - ``long_inputs``: whether its default ``--max-seq`` may be a local-window family's own maximum.
 
 The runtimes that *run* a bundle (``--runtime`` of run/validate/bench/serve) are another registry,
@@ -64,6 +66,26 @@ class Artefact:
     gate: GateRunner
 
 
+class ConvertedGraph(Protocol):
+    """What a graph format's ``convert`` returns: the converted graph and the files written beside it."""
+
+    path: Path  # the converted graph (the bundle's graph file once placed)
+    extras: dict[str, Path]  # name suffix (``.required_operators.config``) -> a file that ships beside the graph
+
+    def to_manifest(self, names: dict[str, str]) -> dict[str, Any]: ...  # graph-record entries; names: suffix -> rel
+
+
+@dataclass(frozen=True)
+class GraphFormat:
+    """The graph, after its precision step, converted to another file format that becomes the bundle's graph
+    (``onnx/model<precision suffix><suffix>``); the parity gate runs the converted file on ``gate``."""
+
+    suffix: str  # ".ort"
+    title: str  # the progress line: "converting the graph to <title>"
+    convert: Callable[[Path, Path], ConvertedGraph]  # (the optimized ONNX graph, a work directory) -> converted
+    gate: GateRunner
+
+
 @dataclass(frozen=True)
 class Target:
     name: str  # --runtime at export; manifest["runtime"] and optimization.target
@@ -78,6 +100,7 @@ class Target:
     int8_symmetric: bool = False  # static int8: symmetric activations (TensorRT's QDQ)
     int8_record: Callable[[OptimizeOptions], dict[str, Any]] | None = None  # the manifest's int8 entry, if its own
     artefact: Artefact | None = None
+    graph_format: GraphFormat | None = None  # the bundle's graph in another format (converted after the precision)
     long_inputs: bool = False  # default --max-seq may be a local-window family's maximum (memory-light attention)
     require: Callable[[OptimizeOptions], None] | None = None  # optional packages, checked before any work
 

@@ -28,6 +28,7 @@ from bert_export.bundle.reader import MANIFEST, REFERENCE, load_bundle, sha256
 from bert_export.cli.main import main
 from bert_export.exporter.golden import GOLDEN, check_golden, load_golden
 from bert_export.models import BertExportError
+from bert_export.quantize.pipeline import OptimizeOptions
 from bert_export.runtimes.factory import bundle_tokenizer, make_runner
 
 from .conftest import resign
@@ -174,6 +175,64 @@ def test_external_data_outside_the_listed_files_is_refused(capsys, tiny: Path, s
     onnx.save(model, str(tiny / "onnx/model.onnx"))
     resign(tiny)
     refused(capsys, tiny, "refers to external data '../outside/secret'")
+
+
+# --- a forged graph file: the ONNX graph and the ORT-format one (--runtime ort-mobile) alike ---------------
+
+GRAPH_KINDS = {"onnx": {}, "ort": {"optimization": OptimizeOptions(runtime="ort-mobile")}}
+
+
+def _forge(bundle: Path, rel: str, case: str, secret: Path) -> None:
+    path = bundle / rel
+    data = path.read_bytes()
+    if case == "wrong-hash":  # one byte changed, the manifest left alone
+        path.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
+    elif case == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif case in ("truncated-resigned", "garbage-resigned", "other-format-resigned"):  # checksums recomputed
+        forged = {
+            "truncated-resigned": data[: len(data) // 2],
+            "garbage-resigned": data[:8] + np.random.default_rng(0).bytes(4096),  # the right magic, then noise
+            "other-format-resigned": (bundle / "config.json").read_bytes(),
+        }[case]
+        path.write_bytes(forged)
+        resign(bundle)
+    elif case == "symlink":  # the same bytes, behind a link
+        secret.write_bytes(data)
+        path.unlink()
+        path.symlink_to(secret)
+
+
+FORGERIES = {
+    "wrong-hash": "does not match its sha256",
+    "truncated": "does not match its sha256",
+    "truncated-resigned": "is not a readable",
+    "garbage-resigned": "is not a readable",
+    "other-format-resigned": "is not a readable",
+    "symlink": "symbolic link",
+}
+
+
+# every forgery of either kind through validate; run (which reads the same way) on the .ort ones
+FORGED = [(kind, case, "validate") for kind in GRAPH_KINDS for case in FORGERIES]
+FORGED += [("ort", case, "run") for case in FORGERIES]
+
+
+@pytest.mark.parametrize(("kind", "case", "command"), FORGED)
+def test_forged_graph_file_is_one_line(
+    capsys,
+    make_bundle: Callable[..., Path],
+    copy_bundle: Callable[[Path], Path],
+    secret: Path,
+    kind: str,
+    case: str,
+    command: str,
+) -> None:
+    bundle = copy_bundle(make_bundle("bert", "seq-cls", **GRAPH_KINDS[kind]))
+    rel = json.loads((bundle / MANIFEST).read_text())["graph"]["file"]
+    assert rel.endswith(f".{kind}")
+    _forge(bundle, rel, case, secret)
+    refused(capsys, bundle, rel, FORGERIES[case], command=command)
 
 
 # --- unlisted files change nothing ------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 from bert_export.bundle.manifest import json_schema, schema_text, strict_json, validate_manifest
 from bert_export.models import BertExportError
+from bert_export.quantize.pipeline import OptimizeOptions
 
 from .conftest import needs
 
@@ -162,7 +163,10 @@ def valid_manifests(make_bundle: Callable[..., Path]) -> list[dict[str, Any]]:
         json.loads((make_bundle(family, task) / "manifest.json").read_text(encoding="utf-8"))
         for family, task in (("bert", "qa"), ("bert", "seq-cls"), ("modernbert", "embed"))
     ]
-    return real + [as_schema_1(m) for m in real] + [with_int8_graph(real[0])]
+    # an ORT-format graph with its operator set (--runtime ort-mobile: graph.required_operators)
+    mobile = make_bundle("bert", "seq-cls", optimization=OptimizeOptions(runtime="ort-mobile"))
+    ort_format = json.loads((mobile / "manifest.json").read_text(encoding="utf-8"))
+    return real + [as_schema_1(m) for m in real] + [with_int8_graph(real[0]), ort_format]
 
 
 def test_real_manifests_are_accepted_by_both(cpp_reader: CppReader, valid_manifests: list[dict[str, Any]]) -> None:
@@ -211,6 +215,8 @@ def _drop_a_family_input(m: dict[str, Any]) -> None:
 def _shared_graph_file(m: dict[str, Any]) -> None:
     m["graphs"]["int8"] = copy.deepcopy(m["graphs"]["fp32"])
 
+
+_OPS = {"ai.onnx;13": ["Gather", "MatMul"], "com.microsoft;1": ["Attention", "SkipLayerNormalization"]}
 
 # (edit, python and C++ must both accept?) on the bert qa manifest (schema 2, fp32)
 NAMED: dict[str, tuple[Callable[[dict[str, Any]], None], bool]] = {
@@ -267,6 +273,24 @@ NAMED: dict[str, tuple[Callable[[dict[str, Any]], None], bool]] = {
     "labels name of 257 characters": (_set("labels", value={"num_labels": 1, "id2label": {"0": "é" * 257}}), False),
     "labels name of 256 characters": (_set("labels", value={"num_labels": 1, "id2label": {"0": "é" * 256}}), True),
     "extra top-level key (ignored)": (_set("comment", value={"nested": [1, 2.5, None]}), True),
+    "required_operators listed": (_set("graph", "required_operators", value={"file": "vocab.txt", "ops": _OPS}), True),
+    "required_operators unlisted": (
+        _set("graph", "required_operators", value={"file": "x.config", "ops": _OPS}),
+        False,
+    ),
+    "required_operators without ops": (_set("graph", "required_operators", value={"file": "vocab.txt"}), False),
+    "required_operators key without opset": (
+        _set("graph", "required_operators", value={"file": "vocab.txt", "ops": {"ai.onnx": ["MatMul"]}}),
+        False,
+    ),
+    "required_operators op with a space": (
+        _set("graph", "required_operators", value={"file": "vocab.txt", "ops": {"ai.onnx;13": ["Mat Mul"]}}),
+        False,
+    ),
+    "required_operators ops a list": (
+        _set("graph", "required_operators", value={"file": "vocab.txt", "ops": []}),
+        False,
+    ),
 }
 
 

@@ -40,6 +40,8 @@ TARGET_MODULES = {
     "quantize/target_openvino.py": "the openvino target's entry",
     "quantize/openvino.py": "the OpenVINO IR builder (the target's artefact)",
     "runtimes/openvino_runner.py": "the OpenVINO runner, its runtime name and the manifest section it reads",
+    "quantize/target_ort_mobile.py": "the ort-mobile target's entry",
+    "runtimes/ort_mobile_runner.py": "the ORT-format runner and its runtime name",
 }
 # Not targets, but the same words.
 OTHER_MEANINGS = {

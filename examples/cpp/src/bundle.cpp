@@ -436,7 +436,27 @@ struct Graph {
   std::string file;
   std::vector<std::string> files;
   std::vector<const json*> outputs;  // empty when the entry has none
+  std::string required_operators;    // an ORT-format graph's required_operators.config ("" when none)
 };
+
+// {file, ops: {"<domain>;<opset>": [op names]}} of an ORT-format graph (--runtime ort-mobile): returns the file.
+std::string required_operators(const json& r, const std::string& where) {
+  as_object(r, where);
+  std::string file = rel_path(need(r, "file", where), where + ".file");
+  const json& ops = as_object(need(r, "ops", where), where + ".ops");
+  if (ops.size() > 64) throw BundleError(where + ".ops has more than 64 opsets");
+  for (const auto& [key, names] : ops.items()) {
+    size_t semi = key.find(';');
+    std::string opset = semi == std::string::npos ? "" : key.substr(semi + 1);
+    bool ok = semi != std::string::npos && identifier(key.substr(0, semi), 128, "_.") && !opset.empty() &&
+              opset.size() <= 6 && std::all_of(opset.begin(), opset.end(), [](char c) { return digit(c); });
+    if (!ok) throw BundleError(where + ".ops has the key " + short_dump(json(key)) + ", not \"<domain>;<opset>\"");
+    for (const json& n : as_array(names, where + ".ops." + key, 4096))
+      if (!identifier(as_string(n, where + ".ops[]", 256), 128, "_.:-"))
+        throw BundleError(where + ".ops." + key + " has " + short_dump(n) + ", not an operator name");
+  }
+  return file;
+}
 
 // `where`: "manifest.json graph" or "manifest.json graphs.<precision>".
 Graph graph_entry(const json& g, const std::string& where) {
@@ -448,6 +468,7 @@ Graph graph_entry(const json& g, const std::string& where) {
   if (const json* ops = find(g, "ops"))
     for (const auto& [op, n] : as_object(*ops, where + ".ops").items()) as_int(n, 0, kCount, where + ".ops." + op);
   if (const json* outs = find(g, "outputs")) out.outputs = tensors(*outs, where + ".outputs");
+  if (const json* req = find(g, "required_operators")) out.required_operators = required_operators(*req, where + ".required_operators");
   if (std::find(out.files.begin(), out.files.end(), out.file) == out.files.end()) {
     std::string field = where.substr(where.find(' ') + 1);
     throw BundleError(where + ".file is not among " + field + ".files; re-export the bundle");
@@ -560,6 +581,7 @@ void check_graphs(const json& m, const Graph& graph, const std::vector<std::stri
       if (seen.count(f)) throw BundleError(M + " graphs." + p + " shares a file with another precision's graph");
     seen.insert(g.files.begin(), g.files.end());
     for (const auto& f : g.files) named.emplace_back("graphs." + p + ".files", f);
+    if (!g.required_operators.empty()) named.emplace_back("graphs." + p + ".required_operators.file", g.required_operators);
     if (!g.outputs.empty()) {
       std::vector<std::string> got = names_of(g.outputs);
       std::sort(got.begin(), got.end());
@@ -621,6 +643,7 @@ void check_manifest(const json& m) {
   if (rule.has_labels && !find(m, "labels")) throw BundleError(M + " a " + task + " bundle needs labels");
   Named named;
   for (const auto& f : graph.files) named.emplace_back("graph.files", f);
+  if (!graph.required_operators.empty()) named.emplace_back("graph.required_operators.file", graph.required_operators);
   check_graphs(m, graph, out_names, M, named);
   if (const json* tok = find(m, "tokenizer"))
     for (const json& f : (*tok)["files"]) named.emplace_back("tokenizer.files", f.get<std::string>());
@@ -701,6 +724,14 @@ void Bundle::check_external_data() const {
   uint64_t bytes = 0;
   Fd f(open_listed(rel, bytes));
   if (bytes == 0) malformed_graph();
+  if (rel.size() > 4 && rel.compare(rel.size() - 4, 4, ".ort") == 0) {
+    // ONNX Runtime's flatbuffer format (--runtime ort-mobile): no ONNX external-data locations to check;
+    // its file identifier must be there (bert-export's Python reader also parses it: bundle/reader.py).
+    char head[8] = {};
+    if (bytes < 8 || ::pread(f.fd, head, 8, 0) != 8 || std::memcmp(head + 4, "ORTM", 4) != 0)
+      throw BundleError(rel + " in bundle " + dir + " is not a readable ORT-format graph; re-export the bundle");
+    return;
+  }
   void* map = ::mmap(nullptr, size_t(bytes), PROT_READ, MAP_PRIVATE, f.fd, 0);
   if (map == MAP_FAILED) throw BundleError("cannot read " + rel + " in bundle " + dir + ": " + std::strerror(errno));
   std::vector<std::string> locations;
