@@ -311,6 +311,29 @@ Encoding Tokenizer::encode_pair(const std::string& first, const std::string& sec
   return apply_template(pair_, a, &b, limit);
 }
 
+// Hugging Face tokenizers' LongestFirst for a pair (utils/truncation.rs): with n1 <= n2 the token counts and m
+// the room left by the special tokens, the shorter keeps n1 and the longer m - n1 when that is enough; else both
+// are cut to m / 2, the longer (the second when equal) keeping the odd token.
+Encoding Tokenizer::encode_text_pair(const std::string& first, const std::string& second, size_t max_len) const {
+  Encoding a = tokenize(first, 0), b = tokenize(second, 1);
+  std::vector<std::pair<bool, size_t>> counts;
+  for (const Piece& p : pair_) counts.emplace_back(p.special, p.ids.size());
+  size_t specials = specials_in(counts);
+  size_t keep_a = a.ids.size(), keep_b = b.ids.size();
+  if (max_len > 0 && keep_a + keep_b + specials > max_len) {
+    size_t room = max_len > specials ? max_len - specials : 0;
+    bool swap = keep_a > keep_b;
+    size_t n1 = swap ? keep_b : keep_a, n2;
+    n2 = n1 > room ? n1 : std::max(n1, room - n1);
+    if (n1 + n2 > room) n1 = room / 2, n2 = n1 + room % 2;
+    keep_a = swap ? n2 : n1, keep_b = swap ? n1 : n2;
+    keep_a = std::min(keep_a, a.ids.size()), keep_b = std::min(keep_b, b.ids.size());
+  }
+  a.ids.resize(keep_a), a.type_ids.resize(keep_a), a.sequence.resize(keep_a), a.words.resize(keep_a),
+      a.offsets.resize(keep_a);
+  return apply_template(pair_, a, &b, keep_b);
+}
+
 // --- WordPiece ------------------------------------------------------------------------------------
 
 WordPiece::WordPiece(const json& t, const std::optional<std::string>& vocab_txt, const json& manifest) {

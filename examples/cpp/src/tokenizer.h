@@ -61,6 +61,9 @@ class Tokenizer {
   Encoding encode(const std::string& text, size_t max_len) const;
   // The pair template, truncating only the second text to max_len ("only_second").
   Encoding encode_pair(const std::string& a, const std::string& b, size_t max_len) const;
+  // The pair template truncated as tokenizer(a, b, truncation="longest_first"): the longer text loses
+  // tokens first (seq-cls and rerank pairs). Built on tokenize() alone, so every tokenizer kind gets it.
+  Encoding encode_text_pair(const std::string& a, const std::string& b, size_t max_len) const;
   // tokenizer.decode([id]): the token as text (byte-level tokens decoded to UTF-8).
   virtual std::string decode(int64_t id) const { return has_id(id) ? token(id) : std::string(); }
   // The token string of a vocabulary id; BundleError when the id is not in the vocabulary.
