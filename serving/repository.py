@@ -358,6 +358,7 @@ def write_repository(
         "pooling": b.manifest.get("pooling") or {},
         "id2label": (b.manifest.get("labels") or {}).get("id2label") or {},
         "top_k": 5,
+        "pairs_only": get_task(task).ranks_passages,  # a reranker's request is a query and a passage, never one text
         "max_text_chars": opts.max_text_chars,
         "untrained_warning": untrained_warning(b.manifest),  # the post model logs it on every batch
     }

@@ -145,6 +145,8 @@ class Task:
     compares_predictions: ClassVar[bool] = True
     # The shortest --max-seq a bundle may have: the parity cases need [CLS] text [SEP].
     min_seq: ClassVar[int] = 16
+    # The most labels the task's head may have (None: any); the export refuses more.
+    max_labels: ClassVar[int | None] = None
     # Parity measures read vocabulary-sized outputs gathered to the compared rows, not whole.
     parity_gathered: ClassVar[bool] = False
 
@@ -178,6 +180,10 @@ class Task:
             raise BertExportError(
                 f"{len(texts or ())} --text and {len(pairs)} --pair: give one --pair after each --text it goes with"
             )
+
+    def config_extras(self, num_labels: int) -> dict[str, Any]:
+        """Attributes the bundle's ``config.json`` gets besides the source's (a consumer's settings)."""
+        return {}
 
     def parity_pair_groups(self, pairs: Sequence[tuple[str, str]]) -> list[list[tuple[str, str]]]:
         """Text pairs the parity cases add, one case per group, from built-in (question, passage) ``pairs``:
