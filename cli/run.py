@@ -225,7 +225,7 @@ def run(
             click.echo(json.dumps({"query": query, "results": ranking}, ensure_ascii=False))
             _warn_untrained(b.manifest)
             return
-        _print_search(query or "", ranking)
+        _print_search(query or "", ranking, digits=4)
     elif query is not None:
         ranking = _search(pred.results[0]["embeddings"], texts)
         if as_json:
@@ -339,10 +339,10 @@ def _rerank(results: list[dict[str, Any]], passages: tuple[str, ...]) -> list[di
     return [{"index": i, "text": passages[i], "score": results[i]["score"]} for i in order]
 
 
-def _print_search(query: str, ranking: list[dict[str, object]]) -> None:
+def _print_search(query: str, ranking: list[dict[str, object]], digits: int = 3) -> None:
     click.echo(f"query: {query[:70]!r}")
     for rank, hit in enumerate(ranking, 1):
-        click.echo(f"{rank:>3}. {hit['score']:.3f}  {str(hit['text'])[:70]!r}")
+        click.echo(f"{rank:>3}. {hit['score']:.{digits}f}  {str(hit['text'])[:70]!r}")
 
 
 @click.command()

@@ -583,7 +583,7 @@ void check_manifest(const json& m) {
 
   // --- every field: JSON type and range ---
   std::string family = one_of(m["family"], {"bert", "modernbert"}, M + " family");
-  std::string task = one_of(m["task"], {"embed", "mlm", "seq-cls", "token-cls", "qa"}, M + " task");
+  std::string task = one_of(m["task"], {"embed", "mlm", "seq-cls", "token-cls", "qa", "rerank"}, M + " task");
   std::string precision = as_string(m["precision"], M + " precision", 1 << 16);
   std::vector<const json*> inputs = tensors(m["inputs"], M + " inputs");
   std::vector<const json*> outputs = tensors(m["outputs"], M + " outputs");
