@@ -26,7 +26,9 @@ from bert_export.cli.main import cli
 from bert_export.runtimes.factory import load_tokenizer
 from bert_export.runtimes.texts import long_text
 
+from .conftest import needs
 from .test_bad_input import assert_one_error_line, run_cli
+from .test_consumers import CHROMIUM, NODE_MODULES, node_ready, run_node, web_server  # noqa: F401
 from .test_cpp import assert_same, demo  # noqa: F401  (the session's C++ build)
 
 # (text, pair) combinations around the bundle's 128 tokens: neither, the first, the second, both long, and
@@ -194,3 +196,28 @@ def test_triton_repository_declares_text_pair_optional(seq_cls: Path, tmp_path: 
         assert inputs == {"TEXT": False, "TEXT_PAIR": True}, model
     ensemble = parse((tmp_path / "repo" / names[3] / "config.pbtxt").read_text())
     assert dict(ensemble.ensemble_scheduling.step[0].input_map) == {"TEXT": "TEXT", "TEXT_PAIR": "TEXT_PAIR"}
+
+
+def test_browser_example_checks_pair_examples(
+    seq_cls: Path,
+    web_server: tuple[str, dict[str, Path]],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """examples/web in headless chromium: golden.json's pair examples give the same ids, token types (its
+    longest_first) and results as PyTorch did."""
+    needs(
+        node_ready() and (NODE_MODULES / "puppeteer-core").is_dir(),
+        "puppeteer-core missing (run .ci/install.d/30-node.sh)",
+    )
+    needs(CHROMIUM.exists(), f"{CHROMIUM} missing (run .ci/install.d/31-chromium.sh)")
+    base, served = web_server
+    served["seq-cls"] = seq_cls
+    (state,) = run_node(
+        "browser.mjs", "--screenshots", str(tmp_path), f"{base}/index.html?model=bundles/seq-cls&check=golden"
+    )
+    assert state["status"] == "done", (state.get("error"), state.get("console"))
+    rows = state["golden"]["rows"]
+    golden = load_golden(seq_cls)["examples"]
+    assert [r["name"] for r in rows] == [e["name"] for e in golden]
+    assert [r["pair"] for r in rows] == ["text_pair" in e for e in golden] and any(r["pair"] for r in rows)
+    assert all(r["ids_match"] for r in rows) and state["golden"]["passed"], rows
