@@ -100,6 +100,8 @@ def write_config(
     if external:
         tjs["use_external_data_format"] = external
     setattr(cfg, "transformers.js_config", tjs)
+    for key, value in task.config_extras(int(getattr(cfg, "num_labels", 0) or 0)).items():
+        setattr(cfg, key, value)
     cfg.save_pretrained(str(directory))
 
 

@@ -33,10 +33,26 @@ from bert_export.models.progress import console
     help="Input text (repeat for a batch); mlm texts hold the mask token.",
 )
 @click.option(
+    "--pair",
+    "pairs",
+    multiple=True,
+    metavar="TEXT",
+    help="seq-cls, rerank: the second text of each --text (one --pair per --text, in order); "
+    "pairs longer than the bundle are truncated longest_first, as Hugging Face does.",
+)
+@click.option(
     "--query",
     default=None,
     metavar="TEXT",
-    help="embed: rank the --text entries by cosine similarity to this text (semantic search).",
+    help="embed: rank the --text entries by cosine similarity to this text (semantic search); "
+    "rerank: the query the --passage entries are scored against.",
+)
+@click.option(
+    "--passage",
+    "passages",
+    multiple=True,
+    metavar="TEXT",
+    help="rerank: a passage to score against --query (repeat; printed best first).",
 )
 @click.option("--question", default=None, help="qa: the question.")
 @click.option("--context", default=None, help="qa: the passage the answer is taken from.")
@@ -99,7 +115,9 @@ from bert_export.models.progress import console
 def run(
     bundle: Path,
     texts: tuple[str, ...],
+    pairs: tuple[str, ...],
     query: str | None,
+    passages: tuple[str, ...],
     question: str | None,
     context: str | None,
     runtime: str,
@@ -144,7 +162,7 @@ def run(
             text_file,
             out,
             column,
-            texts or question or context or query,
+            texts or question or context or query or pairs or passages,
             precision=precision,
             runtime=runtime,
             threads=threads,
@@ -158,13 +176,30 @@ def run(
         return
     _check_utf8(
         [(f"--text #{i + 1}", t) for i, t in enumerate(texts)]
+        + [(f"--pair #{i + 1}", t) for i, t in enumerate(pairs)]
+        + [(f"--passage #{i + 1}", t) for i, t in enumerate(passages)]
         + [("--query", query), ("--question", question), ("--context", context)]
     )
-    if query is not None and (not get_task(b.manifest["task"]).vector_output or not texts):
-        raise BertExportError("--query is for embed bundles, with the texts to search in as --text TEXT (one or more)")
+    task = get_task(b.manifest["task"])
+    reranking = task.ranks_passages and query is not None
+    if task.ranks_passages and (query is None) != (not passages):
+        raise BertExportError("this is a rerank bundle: pass --query Q with --passage P (one or more)")
+    if reranking and (texts or pairs):
+        raise BertExportError("pass either --query/--passage or --text/--pair pairs, not both")
+    if passages and not task.ranks_passages:
+        raise BertExportError(f"--passage is for rerank bundles; this one is {task.name}")
+    if query is not None and not reranking and (not task.vector_output or not texts):
+        raise BertExportError(
+            "--query is for embed bundles (with the texts to search in as --text TEXT) "
+            "and rerank bundles (with --passage P)"
+        )
+    if reranking:
+        assert query is not None
+        texts, pairs = (query,) * len(passages), passages
     pred = predict(
         b,
-        texts=((query,) + texts if query is not None else texts) or None,
+        texts=((query,) + texts if query is not None and not reranking else texts) or None,
+        pairs=pairs or None,
         question=question,
         context=context,
         runtime=runtime,
@@ -180,7 +215,14 @@ def run(
         batching=batching,
         token_budget=budget,
     )
-    if query is not None:
+    if reranking:
+        ranking = _rerank(pred.results, passages)
+        if as_json:
+            click.echo(json.dumps({"query": query, "results": ranking}, ensure_ascii=False))
+            _warn_untrained(b.manifest)
+            return
+        _print_search(query or "", ranking, digits=4)
+    elif query is not None:
         ranking = _search(pred.results[0]["embeddings"], texts)
         if as_json:
             click.echo(json.dumps({"query": query, "results": ranking}, ensure_ascii=False))
@@ -193,7 +235,7 @@ def run(
         _warn_untrained(b.manifest)
         return
     else:
-        _print_human(pred, texts)
+        _print_human(pred, tuple(f"{a} | {b}" for a, b in zip(texts, pairs)) if pairs else texts)
     _warn_untrained(b.manifest)
     active = (pred.providers or {}).get("active")
     console.print(f"[dim]ran on {pred.runtime}{' (' + ', '.join(active) + ')' if active else ''}[/dim]")
@@ -287,10 +329,16 @@ def _search(vectors: list[list[float]], texts: tuple[str, ...]) -> list[dict[str
     return [{"index": i, "text": texts[i], "score": round(float(scores[i]), 6)} for i in order]
 
 
-def _print_search(query: str, ranking: list[dict[str, object]]) -> None:
+def _rerank(results: list[dict[str, Any]], passages: tuple[str, ...]) -> list[dict[str, object]]:
+    """The passages ranked by the cross-encoder's score, best first (ties keep the order given)."""
+    order = sorted(range(len(passages)), key=lambda i: -results[i]["score"])
+    return [{"index": i, "text": passages[i], "score": results[i]["score"]} for i in order]
+
+
+def _print_search(query: str, ranking: list[dict[str, object]], digits: int = 3) -> None:
     click.echo(f"query: {query[:70]!r}")
     for rank, hit in enumerate(ranking, 1):
-        click.echo(f"{rank:>3}. {hit['score']:.3f}  {str(hit['text'])[:70]!r}")
+        click.echo(f"{rank:>3}. {hit['score']:.{digits}f}  {str(hit['text'])[:70]!r}")
 
 
 @click.command()

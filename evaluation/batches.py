@@ -54,6 +54,8 @@ def encode(dataset: Dataset, task: str, tokenizer: Any, max_seq: int, seed: int 
     for i, ex in enumerate(dataset.examples):
         if tsk.pair_input:
             items.append(_pair(tokenizer, i, ex.question or "", ex.context or "", max_seq))
+        elif ex.text_pair is not None:
+            items.append(_text_pair(tokenizer, i, ex.text or "", ex.text_pair, max_seq))
         elif ex.pair is not None:
             items.extend(_single(tokenizer, i, part, text, max_seq) for part, text in enumerate(ex.pair))
         elif ex.words is not None:
@@ -106,6 +108,23 @@ def _pair(tokenizer: Any, i: int, question: str, context: str, max_seq: int) -> 
         list(enc.get("token_type_ids") or [0] * len(ids)),
         [tuple(o) for o in enc["offset_mapping"]],
         context=[s == 1 for s in seq],
+        truncated=full > max_seq,
+    )
+
+
+def _text_pair(tokenizer: Any, i: int, text: str, pair: str, max_seq: int) -> Item:
+    """A seq-cls / rerank pair, truncated as Hugging Face's ``longest_first`` (the longer text loses tokens first)."""
+    enc = _encoding(tokenizer, text, pair, truncation="longest_first", max_length=max_seq)
+    full = len(tokenizer(text, pair, truncation=False)["input_ids"])
+    ids = list(enc["input_ids"])
+    seq = enc.sequence_ids()
+    types = enc.get("token_type_ids")
+    return Item(
+        i,
+        0,
+        ids,
+        list(types) if types and any(types) else [1 if s == 1 else 0 for s in seq],
+        [tuple(o) for o in enc["offset_mapping"]],
         truncated=full > max_seq,
     )
 

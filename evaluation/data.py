@@ -9,7 +9,10 @@ objects and turns every way a file can be wrong into one error line.
 Columns (by task):
 
 - every task but qa: ``text``; qa: ``question`` + ``context``;
-- gold (optional): seq-cls ``label`` (a label name of the bundle or its id); token-cls
+- text pairs (seq-cls, rerank): ``text`` + ``text_pair``, or ``query`` + ``passage`` (rerank reads only pairs;
+  a pair is ``[CLS] text [SEP] text_pair [SEP]``, truncated longest_first as Hugging Face does);
+- gold (optional): seq-cls ``label`` (a label name of the bundle or its id); rerank ``label`` (a relevance
+  grade >= 0: 1 relevant, 0 not), scored per query (rows with the same query text) as MRR@10 and NDCG@10; token-cls
   ``labels`` (one tag per word; words are ``tokens`` when given, else ``text.split()``); qa
   ``answers`` (a string, a list of strings, or SQuAD's ``{"text": [...], ...}``);
 - embed: a pairs file (``sentence1``, ``sentence2``, ``score``) instead of ``text`` gives the
@@ -40,6 +43,7 @@ class Example:
     """One input (a text, a pair or a question with its context) and its gold, when the file has one."""
 
     text: str | None = None
+    text_pair: str | None = None  # seq-cls, rerank: the pair's second text (rerank: the passage, ``text`` the query)
     words: list[str] | None = None  # token-cls with gold tags: the words the tags belong to
     question: str | None = None
     context: str | None = None
@@ -290,6 +294,21 @@ def _examples(
         ], "score"
     if tsk.gold == "labels" and ("tokens" in columns or "labels" in columns):
         return _token_rows(p, columns, records), "labels"
+    if tsk.pair_field is not None:
+        pair_columns = ("query", "passage") if "query" in columns else ("text", tsk.pair_field)
+        if pair_columns[1] in columns or tsk.ranks_passages:
+            _need(
+                p, columns, *pair_columns, what=f"a {task} bundle reads text pairs: text + text_pair or query + passage"
+            )
+            gold = tsk.gold if "label" in columns else None
+            return [
+                Example(
+                    text=_str(p, r, pair_columns[0], i),
+                    text_pair=_str(p, r, pair_columns[1], i),
+                    label=_label(p, r["label"], i) if gold else None,
+                )
+                for i, r in enumerate(records)
+            ], gold
     _need(
         p,
         columns,

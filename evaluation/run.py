@@ -54,6 +54,9 @@ def builtin_dataset(task: str) -> Dataset:
     tsk = get_task(task)
     if tsk.pair_input:
         return Dataset(Path("built-in"), [Example(question=q, context=c) for q, c in QA_PAIRS])
+    groups = tsk.parity_pair_groups(QA_PAIRS) if tsk.ranks_passages else []
+    if groups:  # a reranker reads pairs only: each built-in question against every passage
+        return Dataset(Path("built-in"), [Example(text=a, text_pair=b) for g in groups for a, b in g])
     return Dataset(Path("built-in"), [Example(text=t) for t in SENTENCES], tsk.gold if tsk.masks_inputs else None)
 
 
@@ -137,10 +140,20 @@ def run_both(
         pooling=str(pooling.get("mode", "cls")),
     )
     report.providers = ran_on
+    _agreement(report, get_task(task).prediction_agreement(inputs.dataset, inputs.items, ref_c.values, got_c.values))
     for entry, shape in zip(report.cases, shapes):
         entry["shape"] = shape  # the batch as it ran, not its compacted rows
     inputs.disagreements = disagreements(task, inputs, ref_c, got_c, id2label)
     return report, score(task, inputs.dataset, inputs.items, id2label, ref_c, got_c)
+
+
+def _agreement(report: Any, rates: dict[str, float]) -> None:
+    """Whole-data agreement rates (a reranker's order over each query's passages) join the parity summary, and
+    those named ``...agreement`` are held to the precision's agreement gate like the per-case ones."""
+    for key, value in rates.items():
+        report.summary[f"data_{key}"] = value
+        if key.endswith("agreement") and value < report.gate.agreement:
+            report.failures.append(f"data {key} {value:.4f} < {report.gate.agreement}")
 
 
 SHOWN_DISAGREEMENTS = 20

@@ -69,8 +69,14 @@ def _encode(example: dict[str, str], tokenizer: Any, max_seq: int) -> Any:
             return_token_type_ids=True,
             return_offsets_mapping=True,
         )
+    pair = (example["text_pair"],) if "text_pair" in example else ()  # seq-cls / rerank pairs: longest_first
     return tokenizer(
-        example["text"], truncation=True, max_length=max_seq, return_token_type_ids=True, return_offsets_mapping=True
+        example["text"],
+        *pair,
+        truncation="longest_first",
+        max_length=max_seq,
+        return_token_type_ids=True,
+        return_offsets_mapping=True,
     )
 
 

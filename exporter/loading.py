@@ -112,7 +112,7 @@ def _label_kwargs(task: Task, num_labels: int | None) -> dict[str, Any]:
     if num_labels is None:
         return {}
     if not task.has_labels:
-        raise BertExportError(f"--num-labels applies to seq-cls and token-cls, not to {task.name}")
+        raise BertExportError(f"--num-labels applies to seq-cls, token-cls and rerank, not to {task.name}")
     if num_labels < 1 or num_labels > MAX_LABELS:
         raise BertExportError(f"--num-labels must be between 1 and {MAX_LABELS}, got {num_labels}")
     return {"num_labels": num_labels}
@@ -158,6 +158,11 @@ def check_config(config: Any, task: Task, where: str = "--config ") -> None:
     labels = len(getattr(config, "id2label", None) or {})
     if labels > MAX_LABELS:
         raise BertExportError(f"{where}{labels} labels is more than {MAX_LABELS}; pass a sensible --num-labels")
+    if task.max_labels is not None and labels > task.max_labels:
+        raise BertExportError(
+            f"{where}{labels} labels: a {task.name} head has at most {task.max_labels} "
+            "(one logit scored by its sigmoid, or two by the softmax of label 1); pass --num-labels 1"
+        )
     _check_bundle_bounds(config, where)
     if config.max_position_embeddings < min_sequence(task):
         raise BertExportError(

@@ -147,3 +147,51 @@ def spearman(pred: Sequence[float], gold: Sequence[float]) -> float:
         return 0.0
     rho = spearmanr(pred, gold).statistic
     return float(rho) if np.isfinite(rho) else 0.0
+
+
+# --- rerank --------------------------------------------------------------------------------
+
+
+def _ranked(scores: Sequence[float]) -> list[int]:
+    """Indices by score, best first; ties keep input order (stable), as every consumer sorts."""
+    return sorted(range(len(scores)), key=lambda i: -scores[i])
+
+
+def mrr_at_k(groups: Sequence[tuple[Sequence[float], Sequence[float]]], k: int = 10) -> float:
+    """Mean reciprocal rank of the first relevant passage (gold > 0) in the top ``k``, over (scores, gold) groups.
+
+    Queries without a relevant passage are left out (trec_eval's and BEIR's convention): they have no rank to find.
+    """
+    rr = []
+    for scores, gold in groups:
+        if not any(g > 0 for g in gold):
+            continue
+        rank = next((r for r, i in enumerate(_ranked(scores)[:k], 1) if gold[i] > 0), None)
+        rr.append(1.0 / rank if rank else 0.0)
+    return float(np.mean(rr)) if rr else 0.0
+
+
+def ndcg_at_k(groups: Sequence[tuple[Sequence[float], Sequence[float]]], k: int = 10) -> float:
+    """NDCG@k with graded gain ``2**rel - 1`` and ``log2(rank + 1)`` discount (trec_eval's ndcg_cut), over groups
+    with at least one relevant passage."""
+    out = []
+    for scores, gold in groups:
+        ideal = sorted((float(g) for g in gold), reverse=True)[:k]
+        idcg = sum((2.0**g - 1) / np.log2(r + 2) for r, g in enumerate(ideal))
+        if idcg <= 0:
+            continue
+        dcg = sum((2.0 ** float(gold[i]) - 1) / np.log2(r + 2) for r, i in enumerate(_ranked(scores)[:k]))
+        out.append(dcg / idcg)
+    return float(np.mean(out)) if out else 0.0
+
+
+def order_agreement(ref: Sequence[float], got: Sequence[float]) -> tuple[int, int]:
+    """(concordant, compared) passage pairs: pairs the reference orders strictly, ordered the same way by ``got``.
+
+    ``concordant / compared`` is Kendall's tau-a rescaled to 0..1 (tau = 2 * rate - 1) over the strictly
+    ordered pairs; a tie in ``got`` where the reference has none counts as a disagreement.
+    """
+    r, g = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    dr, dg = np.sign(r[:, None] - r[None, :]), np.sign(g[:, None] - g[None, :])
+    upper = np.triu(np.ones(dr.shape, dtype=bool), 1) & (dr != 0)
+    return int((dr == dg)[upper].sum()), int(upper.sum())

@@ -22,6 +22,9 @@ JSON shapes (the contract; ``run --json`` prints these, the C++ demo prints the 
   (no "no answer" head convention is assumed).
 - ``seq-cls``:   ``{"label": str, "score": float}``: the argmax label (the model's id2label)
   and its softmax probability (sigmoid for a single-logit head).
+- ``rerank``:    ``{"score": float}`` per (query, passage) pair: the sigmoid of a single logit, or the
+  softmax probability of label 1 of two. ``run --query Q --passage P ...`` prints
+  ``{"query": str, "results": [{"index": int, "text": str, "score": float}, ...]}``, best first.
 - ``token-cls``: ``{"entities": [{"label": str, "text": str, "score": float, "start": int,
   "end": int}, ...]}``: Hugging Face's ``aggregation_strategy="first"``: one label per word
   (its first sub-token's argmax and probability), then consecutive words with the same entity
@@ -123,6 +126,14 @@ def seq_cls_result(logits: np.ndarray, id2label: Mapping[str, str]) -> dict[str,
     probs = softmax(logits)
     k = int(np.argmax(probs))
     return {"label": _label(id2label, k), "score": _r(probs[k])}
+
+
+def rerank_result(logits: np.ndarray) -> dict[str, Any]:
+    """``{"score"}`` for one (query, passage) row of a cross-encoder's [1] or [2] logits: the sigmoid of one
+    logit (sentence-transformers' CrossEncoder default), or the softmax probability of label 1 of two."""
+    x = np.asarray(logits, dtype=np.float64).reshape(-1)
+    p = 1.0 / (1.0 + np.exp(-x[0])) if x.size == 1 else softmax(x)[1]
+    return {"score": _r(p)}
 
 
 def _label(id2label: Mapping[str, str], k: int) -> str:

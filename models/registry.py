@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bert_export.models.tasks import EMBED, MLM, QA, SEQ_CLS, TOKEN_CLS, Task
+from bert_export.models.tasks import EMBED, MLM, QA, RERANK, SEQ_CLS, TOKEN_CLS, Task
 from bert_export.models.tensors import BATCH, SEQUENCE, TensorSpec
 
 __all__ = ["BATCH", "SEQUENCE", "FAMILIES", "TASKS", "Family", "Task", "TensorSpec", "get_family", "get_task"]
 
-TASKS: dict[str, Task] = {t.name: t for t in (EMBED, MLM, SEQ_CLS, TOKEN_CLS, QA)}
+TASKS: dict[str, Task] = {t.name: t for t in (EMBED, MLM, SEQ_CLS, TOKEN_CLS, QA, RERANK)}
 
 
 TOKENIZER_KINDS = ("wordpiece", "bpe")  # what the manifest's tokenizer.kind may say (and the C++ demo implements)

@@ -74,6 +74,16 @@ class _Encoder:
         enc = self.tok(text, truncation=True, max_length=max_len, return_token_type_ids=True)
         return list(enc["input_ids"]), list(enc.get("token_type_ids") or [0] * len(enc["input_ids"]))
 
+    def text_pair(self, text: str, pair: str, max_len: int) -> tuple[list[int], list[int]]:
+        """A seq-cls / rerank pair, truncated longest_first as Hugging Face does (and ``run --pair``)."""
+        if self.tok is None:
+            return self.pair(text, pair, max_len)
+        enc = self.tok(text, pair, truncation="longest_first", max_length=max_len, return_token_type_ids=True)
+        ids, types = list(enc["input_ids"]), enc.get("token_type_ids")
+        if not types or not any(types):  # tokenizers without segment ids (ModernBERT): derive them
+            types = [1 if s == 1 else 0 for s in enc.sequence_ids()]
+        return ids, list(types)
+
     def pair(self, question: str, context: str, max_len: int) -> tuple[list[int], list[int]]:
         if self.tok is None:
             nq, nc = len(question.split()) + 2, len(context.split()) + 1
@@ -138,6 +148,11 @@ def build_cases(
             rows.append((ids[:n], types[:n]))
         cases.append(_batch("past-window", rows, sp))
         cases[-1].meta["window"] = window
+    for k, group in enumerate(task.parity_pair_groups(QA_PAIRS)):
+        rows = [enc.text_pair(a, b, max_seq) for a, b in group]
+        if k == 0 and max_seq <= LONG_CASE_SEQ:  # both sides past the bundle: longest_first trims each
+            rows.append(enc.text_pair(long_text(max_seq), long_text(max_seq // 2), max_seq))
+        cases.append(_batch(f"text-pairs-{k}", rows, sp))
     if task.masks_inputs:
         rng = np.random.default_rng(seed + 1)
         for case in cases:

@@ -87,6 +87,7 @@ def predict(
     bundle: str | Path | Bundle,
     *,
     texts: Sequence[str] | None = None,
+    pairs: Sequence[str] | None = None,
     question: str | None = None,
     context: str | None = None,
     runtime: str = "ort",
@@ -103,6 +104,9 @@ def predict(
 ) -> Prediction:
     """Run ``texts`` (or a ``question`` and ``context`` for qa) through ``bundle`` on ``runtime``.
 
+    ``pairs`` (seq-cls, rerank): a second text for each of ``texts``, read as ``[CLS] text [SEP] pair [SEP]``
+    (token types 0/1) and truncated as Hugging Face's ``longest_first`` (the longer side loses tokens first).
+
     ``texts`` are batched by length (runtimes/batching.py: sorted, cut at ``token_budget`` padded
     tokens, each batch padded to its longest) and the results come back in the order given;
     ``batching="input-order"`` keeps the old fixed batches of 32 in input order.
@@ -116,6 +120,7 @@ def predict(
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     task = get_task(b.manifest["task"])
     task.check_request(texts, question, context)
+    task.check_pairs(texts, pairs)
     tokenizer = bundle_tokenizer(b)
     if tokenizer is None:
         raise BertExportError(
@@ -140,7 +145,9 @@ def predict(
             results = [embed_chunked(b, tokenizer, runner, list(texts or ()), _feed)]
         else:
             plan = _Plan(batching, token_budget)
-            results = task.merge_results(_texts(b, tokenizer, runner, task, list(texts or ()), top_k, plan))
+            results = task.merge_results(
+                _texts(b, tokenizer, runner, task, list(texts or ()), top_k, plan, list(pairs) if pairs else None)
+            )
         report = runner.provider_report() if hasattr(runner, "provider_report") else {"runtime": runner.name}
     finally:
         if own:
@@ -158,11 +165,22 @@ def _feed(b: Bundle, enc: Any) -> dict[str, np.ndarray]:
     return feed
 
 
-def _warn_truncated(tokenizer: Any, texts: Sequence[str], max_seq: int, hint: str = "") -> list[int]:
-    """Warn about texts past ``max_seq``; returns each text's token length as fed (truncated)."""
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]]
+def _warn_truncated(
+    tokenizer: Any, texts: Sequence[str], max_seq: int, hint: str = "", pairs: Sequence[str] | None = None
+) -> list[int]:
+    """Warn about texts (or text pairs) past ``max_seq``; returns each input's token length as fed (truncated)."""
+    args = (list(texts), list(pairs)) if pairs else (list(texts),)
+    lengths = [len(ids) for ids in tokenizer(*args, truncation=False)["input_ids"]]
     long = [i for i, n in enumerate(lengths) if n > max_seq]
-    if long:
+    if long and pairs:
+        log.warning(
+            "note: %d text pair(s) exceed this bundle's %d tokens and were truncated longest_first, the longer "
+            "text losing tokens first, as Hugging Face does (first: --text/--pair #%d)",
+            len(long),
+            max_seq,
+            long[0] + 1,
+        )
+    elif long:
         log.warning(
             "note: %d text(s) exceed this bundle's %d tokens and were truncated (first: --text #%d)%s",
             len(long),
@@ -189,11 +207,18 @@ class _Plan:
 
 
 def _texts(
-    b: Bundle, tokenizer: Any, runner: Runner, task: Task, texts: list[str], top_k: int, plan: _Plan = _Plan()
+    b: Bundle,
+    tokenizer: Any,
+    runner: Runner,
+    task: Task,
+    texts: list[str],
+    top_k: int,
+    plan: _Plan = _Plan(),
+    pairs: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One ``run --json`` object per text, in the caller's order (``task.merge_results`` makes what ``run``
-    prints); batched by length (``plan``), each batch padded to its longest."""
-    lengths = _warn_truncated(tokenizer, texts, b.max_seq, task.truncation_hint())
+    """One ``run --json`` object per text (or text pair), in the caller's order (``task.merge_results`` makes what
+    ``run`` prints); batched by length (``plan``), each batch padded to its longest."""
+    lengths = _warn_truncated(tokenizer, texts, b.max_seq, task.truncation_hint(), pairs)
     ctx = PostContext.of(b.manifest, tokenizer, top_k=top_k)
     task.check_texts(tokenizer, texts)
     results: list[dict[str, Any]] = []
@@ -201,10 +226,12 @@ def _texts(
     for members in plan.batches(lengths, runner):
         order.extend(members)
         batch = [texts[k] for k in members]
+        second = ([pairs[k] for k in members],) if pairs else ()
         enc = tokenizer(
             batch,
+            *second,
             padding=True,
-            truncation=True,
+            truncation="longest_first",
             max_length=b.max_seq,
             return_offsets_mapping=True,
             return_token_type_ids=True,

@@ -11,7 +11,8 @@ command wrote (``is_our_model``), never the bundle it reads:
   bundle's target and precision;
 - ``NAME_tokenize`` / ``NAME_post``: Python-backend models (pymodels/) with the bundle's own
   tokenizer files and our ``models/postprocess.py`` (vendored: see pymodels/post_model.py);
-- ``NAME_text``: an ensemble chaining them: ``TEXT`` (or ``QUESTION`` + ``CONTEXT``) in, ``JSON``
+- ``NAME_text``: an ensemble chaining them: ``TEXT`` (and, seq-cls and rerank, an optional ``TEXT_PAIR``: a
+  pair truncated longest_first; or qa's ``QUESTION`` + ``CONTEXT``) in, ``JSON``
   (``run --json``'s line) and ``NOTE`` (truncation) out.
 
 Every ``config.pbtxt`` is built as Triton's ``ModelConfig`` protobuf (``tritonclient.grpc.
@@ -151,11 +152,15 @@ def graph_config(b: Any, name: str, opts: RepoOptions, kind: str) -> tuple[Any, 
     return cfg, "\n".join(notes)
 
 
-def tokenize_config(b: Any, name: str, opts: RepoOptions, text_inputs: list[str]) -> Any:
+def tokenize_config(
+    b: Any, name: str, opts: RepoOptions, text_inputs: list[str], optional: tuple[str, ...] = ()
+) -> Any:
+    """``optional``: inputs a request may leave out (``TEXT_PAIR``: a seq-cls request is a text or a pair)."""
     pb = _pb()
     cfg = pb.ModelConfig(name=name, backend="python", max_batch_size=opts.max_batch)
     for n in text_inputs:
         cfg.input.append(_tensor(pb.ModelInput, n, "TYPE_STRING", [1]))
+        cfg.input[-1].optional = n in optional
     for spec in b.inputs:
         cfg.output.append(_tensor(pb.ModelOutput, spec.name, "TYPE_INT64", [-1]))
     cfg.output.append(_tensor(pb.ModelOutput, "OFFSETS", "TYPE_INT64", [-1, 2]))
@@ -183,11 +188,19 @@ def post_config(b: Any, name: str, opts: RepoOptions, text_input: str | None) ->
     return cfg
 
 
-def ensemble_config(b: Any, name: str, opts: RepoOptions, text_inputs: list[str], post_text: str | None) -> Any:
+def ensemble_config(
+    b: Any,
+    name: str,
+    opts: RepoOptions,
+    text_inputs: list[str],
+    post_text: str | None,
+    optional: tuple[str, ...] = (),
+) -> Any:
     pb = _pb()
     cfg = pb.ModelConfig(name=f"{name}_text", platform="ensemble", max_batch_size=opts.max_batch)
     for n in text_inputs:
         cfg.input.append(_tensor(pb.ModelInput, n, "TYPE_STRING", [1]))
+        cfg.input[-1].optional = n in optional
     cfg.output.append(_tensor(pb.ModelOutput, "JSON", "TYPE_STRING", [1]))
     cfg.output.append(_tensor(pb.ModelOutput, "NOTE", "TYPE_STRING", [1]))
     steps = cfg.ensemble_scheduling.step
@@ -320,18 +333,20 @@ def write_repository(
         )
     task = b.manifest["task"]
     text_inputs = list(get_task(task).triton_inputs)
+    optional = get_task(task).triton_optional_inputs
     post_text = get_task(task).triton_offsets_input
     graph, graph_notes = graph_config(b, name, opts, kind)
     configs = {
         name: dump(graph, graph_notes),
         f"{name}_tokenize": dump(
-            tokenize_config(b, f"{name}_tokenize", opts, text_inputs), "bert-export: the bundle's tokenizer"
+            tokenize_config(b, f"{name}_tokenize", opts, text_inputs, optional), "bert-export: the bundle's tokenizer"
         ),
         f"{name}_post": dump(
             post_config(b, f"{name}_post", opts, post_text), "bert-export: models/postprocess.py (vendored)"
         ),
         f"{name}_text": dump(
-            ensemble_config(b, name, opts, text_inputs, post_text), "bert-export: text in, run --json's JSON out"
+            ensemble_config(b, name, opts, text_inputs, post_text, optional),
+            "bert-export: text in, run --json's JSON out",
         ),
     }
     for text in configs.values():
@@ -343,6 +358,7 @@ def write_repository(
         "pooling": b.manifest.get("pooling") or {},
         "id2label": (b.manifest.get("labels") or {}).get("id2label") or {},
         "top_k": 5,
+        "pairs_only": get_task(task).ranks_passages,  # a reranker's request is a query and a passage, never one text
         "max_text_chars": opts.max_text_chars,
         "untrained_warning": untrained_warning(b.manifest),  # the post model logs it on every batch
     }

@@ -342,7 +342,10 @@ class Supervisor:
             triton.bind(
                 model_name=self.name,
                 infer_func=infer_callable(self.model),
-                inputs=[Tensor(name=n, dtype=bytes, shape=(1,)) for n in self.model.input_names],
+                inputs=[
+                    Tensor(name=n, dtype=bytes, shape=(1,), optional=n in self.model.task.triton_optional_inputs)
+                    for n in self.model.input_names
+                ],
                 outputs=[Tensor(name=n, dtype=bytes, shape=(1,)) for n in OUTPUTS],
                 config=ModelConfig(
                     max_batch_size=opts.max_batch,

@@ -81,7 +81,10 @@ class TextModel:
         valid: list[tuple[int, dict[str, str]]] = []
         for i, item in enumerate(items):
             try:
-                valid.append((i, {n: self.decode(n, item[n]) for n in self.input_names}))
+                optional = self.task.triton_optional_inputs
+                valid.append(
+                    (i, {n: self.decode(n, item[n]) for n in self.input_names if n not in optional or n in item})
+                )
             except BertExportError as exc:
                 replies[i].error = str(exc)
             except KeyError as exc:
@@ -97,10 +100,27 @@ class TextModel:
         return replies
 
     def _texts(self, items: list[dict[str, str]]) -> list[Reply]:
+        """Single texts and text pairs (an optional ``TEXT_PAIR``) are run as two groups, replies in item order."""
+        pair = self.task.pair_field.upper() if self.task.pair_field else None
+        paired = [k for k, it in enumerate(items) if pair and pair in it]
+        single = [k for k in range(len(items)) if k not in paired]
+        replies = [Reply() for _ in items]
+        if self.task.ranks_passages:  # a reranker scores pairs only
+            for k in single:
+                replies[k].error = f"missing input {pair} (a rerank request is a query TEXT and a passage {pair})"
+            single = []
+        for members, second in ((single, None), (paired, pair)):
+            if members:
+                for k, reply in zip(members, self._group([items[k] for k in members], second)):
+                    replies[k] = reply
+        return replies
+
+    def _group(self, items: list[dict[str, str]], pair: str | None) -> list[Reply]:
         b, tok = self.bundle, self.tokenizer
         replies = [Reply() for _ in items]
         texts = [it["TEXT"] for it in items]
-        lengths = [len(ids) for ids in tok(texts, truncation=False)["input_ids"]]
+        pairs = [it[pair] for it in items] if pair else None
+        lengths = [len(ids) for ids in tok(texts, *([pairs] if pairs else []), truncation=False)["input_ids"]]
         ok = []
         for k, (text, n) in enumerate(zip(texts, lengths)):
             problem = self.task.text_problem(tok, text)
@@ -108,14 +128,24 @@ class TextModel:
                 replies[k].error = f"TEXT {problem}"
                 continue
             if n > b.max_seq:
-                replies[k].note = f"note: the text is {n} tokens and was truncated to this bundle's {b.max_seq}"
+                what = "text pair" if pairs else "text"
+                how = " (longest_first: the longer text lost tokens first)" if pairs else ""
+                replies[k].note = f"note: the {what} is {n} tokens and was truncated to this bundle's {b.max_seq}{how}"
             ok.append(k)
         if not ok:
             return replies
         quiet = logging.getLogger("bert_export.runtimes")
         level, quiet.level = quiet.level, logging.ERROR  # the per-item note replaces run's batch-level warning
         try:
-            results = _texts(b, tok, self.runner, self.task, [texts[k] for k in ok], self.top_k)
+            results = _texts(
+                b,
+                tok,
+                self.runner,
+                self.task,
+                [texts[k] for k in ok],
+                self.top_k,
+                pairs=[pairs[k] for k in ok] if pairs else None,
+            )
         finally:
             quiet.level = level
         for k, result in zip(ok, results):

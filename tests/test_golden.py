@@ -20,7 +20,7 @@ from bert_export.runtimes.parity import GATES
 
 from .conftest import resign
 
-TASKS = ["qa", "embed", "mlm", "seq-cls", "token-cls"]
+TASKS = ["qa", "embed", "mlm", "seq-cls", "token-cls", "rerank"]
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -47,6 +47,9 @@ def test_golden_inputs_are_the_tokenizers(make_bundle: Callable[..., Path], task
             enc = tokenizer(
                 ex["question"], ex["context"], truncation="only_second", max_length=load_bundle(path).max_seq
             )
+        elif "text_pair" in ex:  # seq-cls / rerank pairs: token types 0 then 1
+            enc = tokenizer(ex["text"], ex["text_pair"], truncation="longest_first")
+            assert set(enc["token_type_ids"]) == {0, 1}
         else:
             enc = tokenizer(ex["text"])
         assert ex["input_ids"] == enc["input_ids"]

@@ -29,7 +29,7 @@ def test_no_task_switches() -> None:
         re.compile(r"\.metric\s*(?:==|!=|\bin\b)"),
     ]
     allowed = {
-        "serving/pymodels/post_model.py": 5,  # runs in Triton without bert_export (see docstring)
+        "serving/pymodels/post_model.py": 6,  # runs in Triton without bert_export (see docstring)
         "serving/pymodels/tokenize_model.py": 1,  # likewise
     }
     packages = ["bundle", "cli", "evaluation", "exporter", "models", "quantize", "runtimes", "serving", "testing"]

@@ -24,7 +24,7 @@ async function load() {
     + `max ${bundle.maxSeq} tokens, session created in ${fmt(bundle.loadMs, 0)} ms`;
   $('qa').hidden = bundle.task !== 'qa';
   $('embed').hidden = bundle.task !== 'embed';
-  $('check').hidden = !['qa', 'embed'].includes(bundle.task);
+  $('check').hidden = !['qa', 'embed', 'seq-cls', 'rerank'].includes(bundle.task);
 }
 
 async function ask() {

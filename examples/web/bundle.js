@@ -3,7 +3,7 @@
 // Used by index.html; no build step: the imports below are served straight from node_modules.
 import * as ort from './node_modules/onnxruntime-web/dist/ort.wasm.min.mjs';
 import { Tokenizer } from './node_modules/@huggingface/tokenizers/dist/tokenizers.min.mjs';
-import { alignOffsets, pool, qaResult } from './postprocess.js';
+import { alignOffsets, pool, qaResult, rerankResult, seqClsResult } from './postprocess.js';
 
 ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.meta.url).href;
 
@@ -60,8 +60,9 @@ export class Bundle {
   }
 
   /**
-   * Build [CLS] A [SEP] (B [SEP]) from the tokenizer's own TemplateProcessing, truncating the
-   * longest sequence first (the second one for qa: "only_second") to the bundle's maximum.
+   * Build [CLS] A [SEP] (B [SEP]) from the tokenizer's own TemplateProcessing, truncated to the
+   * bundle's maximum: qa's context only ("only_second"), or for seq-cls / rerank text pairs
+   * (truncate: 'longest') Hugging Face's longest_first, the longer text losing tokens first.
    * Returns {ids, typeIds, seq} with seq[t] = 0 | 1 | null (special token), like sequence_ids().
    */
   encode(a, b = null, { truncate = b ? 'second' : 'first' } = {}) {
@@ -73,7 +74,15 @@ export class Bundle {
     let B = b ? b.ids : [];
     const room = this.maxSeq - nSpecial;
     if (truncate === 'second') B = B.slice(0, Math.max(0, room - A.length));
-    else { A = A.slice(0, Math.max(0, room - B.length)); }
+    else if (truncate === 'longest' && A.length + B.length > room) {
+      // tokenizers' LongestFirst: the shorter keeps its length if the longer can take the rest, else both halve
+      const swap = A.length > B.length;
+      let n1 = swap ? B.length : A.length;
+      let n2 = n1 > room ? n1 : Math.max(n1, room - n1);
+      if (n1 + n2 > room) { n1 = Math.floor(room / 2); n2 = n1 + (room % 2); }
+      A = A.slice(0, swap ? n2 : n1);
+      B = B.slice(0, swap ? n1 : n2);
+    } else if (truncate !== 'longest') { A = A.slice(0, Math.max(0, room - B.length)); }
     const ids = [];
     const typeIds = [];
     const seq = [];
@@ -121,6 +130,22 @@ export class Bundle {
     const { outputs, ms } = await this.run([enc]);
     const result = qaResult(outputs.start_logits.data, outputs.end_logits.data, enc.seq.map((s) => s === 1), offsets, context);
     return { ...result, tokenize_ms: tokMs, infer_ms: ms };
+  }
+
+  /** seq-cls / rerank: one result per [text, textPair] (textPair null: a single text), like run --json. */
+  async classify(pairs) {
+    const t0 = performance.now();
+    const encs = pairs.map(([a, b]) => (b == null ? this.encode(this.pieces(a))
+      : this.encode(this.pieces(a), this.pieces(b), { truncate: 'longest' })));
+    const tokMs = performance.now() - t0;
+    const { outputs, ms } = await this.run(encs);
+    const n = outputs.logits.dims[1];
+    const id2label = this.manifest.labels?.id2label ?? {};
+    const results = encs.map((_, r) => {
+      const row = outputs.logits.data.slice(r * n, (r + 1) * n);
+      return this.task === 'rerank' ? rerankResult(row) : seqClsResult(row, id2label);
+    });
+    return { results, encodings: encs, tokenize_ms: tokMs, infer_ms: ms };
   }
 
   /** {embeddings, ms} for a batch of texts: one padded batch, pooled per manifest["pooling"]. */

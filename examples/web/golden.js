@@ -29,8 +29,20 @@ export async function checkGolden(bundle) {
       const cosine = dot / Math.sqrt(ng * nw);
       const ok = idsMatch && (tol.max_abs == null || maxAbs <= tol.max_abs + 1e-6) && cosine >= (tol.cosine_min ?? 0.9999);
       rows.push({ name: ex.name, ok, ids_match: idsMatch, max_abs: maxAbs, cosine, infer_ms: r.infer_ms, embedding: got });
+    } else if (bundle.task === 'seq-cls' || bundle.task === 'rerank') {
+      // text pairs: longest_first truncation and token types 0/1 must match the bundle's tokenizer
+      const r = await bundle.classify([[ex.text, ex.text_pair ?? null]]);
+      const enc = r.encodings[0];
+      const idsMatch = JSON.stringify(enc.ids) === JSON.stringify(ex.input_ids)
+        && (ex.token_type_ids == null || JSON.stringify(enc.typeIds) === JSON.stringify(ex.token_type_ids));
+      const got = r.results[0];
+      const scoreDiff = Math.abs(got.score - ex.result.score);
+      const exact = got.label === ex.result.label;
+      const ok = idsMatch && (exact || tol.exact_results === false) && scoreDiff <= (tol.result_abs ?? 1e-3);
+      rows.push({ name: ex.name, ok, ids_match: idsMatch, pair: ex.text_pair != null, label: got.label ?? '',
+        score: got.score, expected_score: ex.result.score, infer_ms: r.infer_ms });
     } else {
-      throw new Error(`this page runs qa and embed bundles, not ${bundle.task}`);
+      throw new Error(`this page runs qa, embed, seq-cls and rerank bundles, not ${bundle.task}`);
     }
   }
   return { passed: rows.every((r) => r.ok), precision, tolerance: tol, rows };

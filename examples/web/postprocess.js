@@ -5,11 +5,15 @@
 // qa:    best span maximising p(start) * p(end), each a softmax over the context tokens only,
 //        start <= end, at most MAX_ANSWER_TOKENS tokens; the answer is the context's own text
 //        between the first token's start and the last token's end (character offsets).
+// seq-cls / rerank: softmax (sigmoid for one logit) label and score; rerank's score is the sigmoid of
+//        one logit or the softmax probability of label 1 of two.
 // embed: pooling over real tokens only (cls | mean | max | mean_sqrt_len), then optional L2
 //        normalisation, as the bundle's manifest["pooling"] says.
 // Everything is computed in float64 (JS numbers), like the numpy reference.
 
 export const MAX_ANSWER_TOKENS = 30;
+
+const round6 = (x) => Math.round(x * 1e6) / 1e6;
 
 /** Softmax of an array of numbers (float64). */
 export function softmax(xs) {
@@ -25,6 +29,20 @@ export function softmax(xs) {
  * where contextMask is true, or null when there is none. Ties go to the first span in row-major
  * (start, then end) order, like numpy's argmax over the outer product.
  */
+/** seq-cls {label, score} (sigmoid for one logit) and rerank {score}: models/postprocess.py's rules. */
+export function seqClsResult(logits, id2label = {}) {
+  const xs = Array.from(logits, Number);
+  if (xs.length === 1) return { label: id2label['0'] ?? 'LABEL_0', score: round6(1 / (1 + Math.exp(-xs[0]))) };
+  const p = softmax(xs);
+  const k = p.indexOf(Math.max(...p));
+  return { label: id2label[String(k)] ?? `LABEL_${k}`, score: round6(p[k]) };
+}
+
+export function rerankResult(logits) {
+  const xs = Array.from(logits, Number);
+  return { score: round6(xs.length === 1 ? 1 / (1 + Math.exp(-xs[0])) : softmax(xs)[1]) };
+}
+
 export function bestSpan(startLogits, endLogits, contextMask, maxAnswerTokens = MAX_ANSWER_TOKENS) {
   const idx = [];
   contextMask.forEach((v, i) => { if (v) idx.push(i); });

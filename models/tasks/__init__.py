@@ -9,7 +9,8 @@ from bert_export.models.tasks.base import PostContext, Row, Task
 from bert_export.models.tasks.embed import EMBED
 from bert_export.models.tasks.mlm import MLM
 from bert_export.models.tasks.qa import QA
+from bert_export.models.tasks.rerank import RERANK
 from bert_export.models.tasks.seq_cls import SEQ_CLS
 from bert_export.models.tasks.token_cls import TOKEN_CLS
 
-__all__ = ["EMBED", "MLM", "QA", "SEQ_CLS", "TOKEN_CLS", "PostContext", "Row", "Task"]
+__all__ = ["EMBED", "MLM", "QA", "RERANK", "SEQ_CLS", "TOKEN_CLS", "PostContext", "Row", "Task"]

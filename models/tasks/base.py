@@ -123,6 +123,11 @@ class Task:
 
     # The request's text fields: one text, or (qa) a question and a context read as a pair.
     input_fields: ClassVar[tuple[str, ...]] = ("text",)
+    # An optional second text per input (NLI, cross-encoders): ``[CLS] text [SEP] text_pair [SEP]``, token types
+    # 0 then 1, truncated as Hugging Face's ``longest_first`` (the longer side loses tokens first). None: no pairs.
+    pair_field: ClassVar[str | None] = None
+    # ``run --query Q --passage P ...``: the pairs (Q, P) are scored and printed as a ranking of the passages.
+    ranks_passages: ClassVar[bool] = False
     # The field whose characters the result's offsets index (None: the result has no offsets).
     offsets_field: ClassVar[str | None] = None
     # Which gold a data file can carry for this task (evaluation.data's Dataset.gold vocabulary).
@@ -140,6 +145,8 @@ class Task:
     compares_predictions: ClassVar[bool] = True
     # The shortest --max-seq a bundle may have: the parity cases need [CLS] text [SEP].
     min_seq: ClassVar[int] = 16
+    # The most labels the task's head may have (None: any); the export refuses more.
+    max_labels: ClassVar[int | None] = None
     # Parity measures read vocabulary-sized outputs gathered to the compared rows, not whole.
     parity_gathered: ClassVar[bool] = False
 
@@ -152,8 +159,36 @@ class Task:
 
     @property
     def triton_inputs(self) -> tuple[str, ...]:
-        """The Triton text model's input names (the request fields, upper-case)."""
-        return tuple(f.upper() for f in self.input_fields)
+        """The Triton text model's input names (the request fields, upper-case; an optional pair field last)."""
+        return tuple(f.upper() for f in self.input_fields) + self.triton_optional_inputs
+
+    @property
+    def triton_optional_inputs(self) -> tuple[str, ...]:
+        """Of ``triton_inputs``, those a request may leave out (``TEXT_PAIR``)."""
+        return (self.pair_field.upper(),) if self.pair_field else ()
+
+    def check_pairs(self, texts: Sequence[str] | None, pairs: Sequence[str] | None) -> None:
+        """``run --pair`` fits this task: one second text per --text, and only where the task reads pairs."""
+        if not pairs:
+            return
+        if self.pair_field is None:
+            raise BertExportError(
+                f"this bundle's task is {self.name}, which reads single texts: drop --pair "
+                "(text pairs are for seq-cls and rerank bundles)"
+            )
+        if len(pairs) != len(texts or ()):
+            raise BertExportError(
+                f"{len(texts or ())} --text and {len(pairs)} --pair: give one --pair after each --text it goes with"
+            )
+
+    def config_extras(self, num_labels: int) -> dict[str, Any]:
+        """Attributes the bundle's ``config.json`` gets besides the source's (a consumer's settings)."""
+        return {}
+
+    def parity_pair_groups(self, pairs: Sequence[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+        """Text pairs the parity cases add, one case per group, from built-in (question, passage) ``pairs``:
+        as they are, in one case, where the task reads pairs; none otherwise."""
+        return [list(pairs)] if self.pair_field else []
 
     @property
     def triton_offsets_input(self) -> str | None:
@@ -235,6 +270,13 @@ class Task:
 
     def check_gold(self, dataset: Any, id2label: Mapping[str, str]) -> None:
         """Refuse gold that can never match the bundle's labels, before any inference."""
+
+    def prediction_agreement(
+        self, dataset: Any, items: Sequence[Any], ref: Mapping[int, Any], got: Mapping[int, Any]
+    ) -> dict[str, float]:
+        """Agreement rates between two sides' predictions over the whole data (validate's gate adds them to the
+        parity summary: keys ending in ``agreement`` are gated); empty where the parity cases say it all."""
+        return {}
 
     def metric_prediction(
         self, out: Mapping[str, np.ndarray], item: Any, example: Any, keep: np.ndarray, ctx: PostContext

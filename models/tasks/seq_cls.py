@@ -38,6 +38,13 @@ def label_ids(dataset: Any, id2label: Mapping[str, str]) -> list[int]:
 
 class SeqClsTask(Task):
     gold: ClassVar[str | None] = "label"
+    pair_field: ClassVar[str | None] = "text_pair"
+
+    def golden_examples(
+        self, sentences: Sequence[str], pairs: Sequence[tuple[str, str]], mask_token: str | None
+    ) -> list[dict[str, str]]:
+        """The sentences alone, then text pairs (token types 0/1 checked by every consumer)."""
+        return [{"text": s} for s in sentences] + [{"text": a, "text_pair": b} for a, b in pairs[:2]]
 
     def result(self, out: Mapping[str, np.ndarray], row: Row, ctx: PostContext) -> dict[str, Any]:
         return pp.seq_cls_result(out["logits"], ctx.id2label)

@@ -67,6 +67,8 @@ class TritonPythonModel:
         id2label = self.cfg["id2label"]
         if self.task == "seq-cls":
             return pp.seq_cls_result(logits, id2label)
+        if self.task == "rerank":
+            return pp.rerank_result(logits)
         text = self._text(request, "TEXT")
         if self.task == "token-cls":
             word_ids = [None if w < 0 else int(w) for w in self._get(request, "WORD_IDS")]

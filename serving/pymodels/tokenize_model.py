@@ -61,10 +61,16 @@ class TritonPythonModel:
             )
         else:
             text = self._text(request, "TEXT")
-            full = len(self.tok([text], truncation=False)["input_ids"][0])
+            # seq-cls / rerank: an optional second text, read as a pair and truncated longest_first (as run does)
+            has_pair = pb_utils.get_input_tensor_by_name(request, "TEXT_PAIR") is not None
+            pair = [[self._text(request, "TEXT_PAIR")]] if has_pair else []
+            if self.cfg.get("pairs_only") and not pair:
+                raise ValueError("missing input TEXT_PAIR (a rerank request is a query TEXT and a passage TEXT_PAIR)")
+            full = len(self.tok([text], *pair, truncation=False)["input_ids"][0])
             enc = self.tok(
                 [text],
-                truncation=True,
+                *pair,
+                truncation="longest_first",
                 max_length=self.max_seq,
                 padding="max_length",
                 return_offsets_mapping=True,

@@ -322,6 +322,7 @@ const std::map<std::string, TaskRule> kTasks = {
     {"seq-cls", {{"logits"}, true}},
     {"token-cls", {{"logits"}, true}},
     {"qa", {{"start_logits", "end_logits"}, false}},
+    {"rerank", {{"logits"}, true}},
 };
 // bundle/manifest.py MANIFEST_PRECISIONS: every registered precision (an OpenVINO --bf16 bundle records bf16;
 // this demo runs only the graphs' own precisions: check_demo_needs).
@@ -604,7 +605,7 @@ void check_manifest(const json& m) {
 
   // --- every field: JSON type and range ---
   std::string family = one_of(m["family"], {"bert", "modernbert"}, M + " family");
-  std::string task = one_of(m["task"], {"embed", "mlm", "seq-cls", "token-cls", "qa"}, M + " task");
+  std::string task = one_of(m["task"], {"embed", "mlm", "seq-cls", "token-cls", "qa", "rerank"}, M + " task");
   std::string precision = as_string(m["precision"], M + " precision", 1 << 16);
   std::vector<const json*> inputs = tensors(m["inputs"], M + " inputs");
   std::vector<const json*> outputs = tensors(m["outputs"], M + " outputs");

@@ -2,7 +2,9 @@
 //
 //   bert_export_demo BUNDLE --self-test                 run golden.json; exit 1 beyond tolerance
 //   bert_export_demo BUNDLE --tokenize TEXT             token ids (with [CLS]/[SEP]), space separated
+//   bert_export_demo BUNDLE --tokenize A --pair B       the pair's ids, then its token types (longest_first)
 //   bert_export_demo BUNDLE --text TEXT [--text ...]    JSON like `bert-export run --json`
+//   bert_export_demo BUNDLE --text A --pair B [...]     (seq-cls, rerank) text pairs, truncated longest_first
 //   bert_export_demo BUNDLE --question Q --context C    (qa)
 //   bert_export_demo BUNDLE --batch-file TEXTS --out OUT [--keep-order] ...   a file of texts (batch.h)
 //
@@ -241,6 +243,11 @@ struct App {
       const Tensor& t = check_output(out, "logits", 2, false, seq);
       return bx::seq_cls_result(t.data.data(), size_t(t.shape.back()), id2label);
     }
+    if (task == "rerank") {
+      const Tensor& t = check_output(out, "logits", 2, false, seq);
+      if (t.shape.back() > 2) throw BundleError("a rerank graph has 1 or 2 logits, this one " + shape_text(t.shape));
+      return bx::rerank_result(t.data.data(), size_t(t.shape.back()));
+    }
     if (task == "token-cls") {
       const Tensor& t = check_output(out, "logits", 3, true, seq);
       return bx::token_cls_result(t.data.data(), seq, size_t(t.shape.back()), e.words, e.offsets, bx::utf8_decode(text),
@@ -411,6 +418,9 @@ int self_test(App& app) {
         std::string question = text_of("question");
         context = text_of("context");
         enc = app.tokenizer->encode_pair(question, context, b.max_seq());
+      } else if (bx::find(ex, "text_pair")) {  // seq-cls / rerank pairs: longest_first, token types 0/1
+        text = text_of("text");
+        enc = app.tokenizer->encode_text_pair(text, text_of("text_pair"), b.max_seq());
       } else {
         text = text_of("text");
         enc = app.tokenizer->encode(text, b.max_seq());
@@ -501,7 +511,7 @@ int parse_threads(const std::string& v) {
 }
 
 void usage() {
-  std::cerr << "usage: bert_export_demo BUNDLE (--self-test | --tokenize TEXT | --text TEXT [--text TEXT ...] |\n"
+  std::cerr << "usage: bert_export_demo BUNDLE (--self-test | --tokenize TEXT | --text TEXT [--pair TEXT] [--text ...] |\n"
                "                                --question Q --context C [--doc-stride N]) [--threads N]\n"
                "       bert_export_demo BUNDLE --batch-file TEXTS --out OUT(.npy|.jsonl) [--token-budget N] [--max-batch N]\n"
                "                                [--keep-order] [--threads N]\n";
@@ -538,7 +548,7 @@ int run(int argc, char** argv) {
     g_untrained = untrained_warning(bx::Bundle::load(dir, false).manifest);
     return rc;
   }
-  std::vector<std::string> texts;
+  std::vector<std::string> texts, pairs;
   bool selftest = false, has_q = false, has_c = false, has_tok = false;
   int threads = 0;
   long doc_stride = -1;
@@ -551,6 +561,7 @@ int run(int argc, char** argv) {
     if (a == "--self-test") selftest = true;
     else if (a == "--tokenize") tokenize = value(), has_tok = true;
     else if (a == "--text") texts.push_back(value());
+    else if (a == "--pair") pairs.push_back(value());  // the second text of the n-th --text (seq-cls, rerank)
     else if (a == "--question") question = value(), has_q = true;
     else if (a == "--context") context = value(), has_c = true;
     else if (a == "--doc-stride") {  // qa, long contexts: overlap between windows (qa_windows.h)
@@ -570,15 +581,23 @@ int run(int argc, char** argv) {
   };
   check_utf8(tokenize, "--tokenize");
   for (size_t i = 0; i < texts.size(); ++i) check_utf8(texts[i], "--text #" + std::to_string(i + 1));
+  for (size_t i = 0; i < pairs.size(); ++i) check_utf8(pairs[i], "--pair #" + std::to_string(i + 1));
   check_utf8(question, "--question");
   check_utf8(context, "--context");
   int modes = int(selftest) + int(has_tok) + int(!texts.empty()) + int(has_q || has_c);
   if (modes != 1) throw UsageError("choose exactly one of --self-test, --tokenize, --text, --question/--context");
   if (has_tok) {  // no session needed: tokenizer only
     bx::Bundle b = bx::Bundle::load(dir);
-    bx::Encoding e = App::load_tokenizer(b)->encode(tokenize, 0);
+    if (pairs.size() > 1) throw UsageError("--tokenize takes one --pair");
+    // with --pair: the pair as `run --text A --pair B` feeds it (truncated longest_first to the bundle), ids then types
+    bx::Encoding e = pairs.empty() ? App::load_tokenizer(b)->encode(tokenize, 0)
+                                   : App::load_tokenizer(b)->encode_text_pair(tokenize, pairs[0], b.max_seq());
     for (size_t i = 0; i < e.ids.size(); ++i) std::cout << (i ? " " : "") << e.ids[i];
     std::cout << "\n";
+    if (!pairs.empty()) {
+      for (size_t i = 0; i < e.type_ids.size(); ++i) std::cout << (i ? " " : "") << e.type_ids[i];
+      std::cout << "\n";
+    }
     return 0;
   }
   App app(dir, threads);
@@ -603,6 +622,19 @@ int run(int argc, char** argv) {
     return 0;
   }
   if (task == "qa") throw UsageError("this is a qa bundle: pass --question Q --context C");
+  if (!pairs.empty()) {  // as `bert-export run --text A --pair B`: one --pair per --text
+    if (task != "seq-cls" && task != "rerank")
+      throw UsageError("--pair is for seq-cls and rerank bundles; this one is " + task + ": drop --pair");
+    if (pairs.size() != texts.size())
+      throw UsageError(std::to_string(texts.size()) + " --text and " + std::to_string(pairs.size()) +
+                       " --pair: give one --pair after each --text it goes with");
+    for (size_t i = 0; i < texts.size(); ++i) {
+      bx::Encoding e = app.tok().encode_text_pair(texts[i], pairs[i], max_seq);
+      std::cout << dump(app.result(e, app.model->run(feed_of(e)), texts[i], "")) << "\n";
+    }
+    return 0;
+  }
+  if (task == "rerank") throw UsageError("this is a rerank bundle: pass --text QUERY --pair PASSAGE (one pair each)");
   if (task == "embed") {
     json rows = json::array();
     for (const auto& t : texts) {

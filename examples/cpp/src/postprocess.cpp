@@ -70,6 +70,11 @@ json seq_cls_result(const float* logits, size_t n, const json& id2label) {
   return {{"label", label_of(id2label, k)}, {"score", round6(p[k])}};
 }
 
+json rerank_result(const float* logits, size_t n) {
+  if (n == 1) return {{"score", round6(1.0 / (1.0 + std::exp(-double(logits[0]))))}};
+  return {{"score", round6(softmax(logits, n)[1])}};
+}
+
 json token_cls_result(const float* logits, size_t seq, size_t num_labels, const std::vector<int>& words,
                       const Offsets& offsets, const std::u32string& text, const json& id2label) {
   struct Word { std::string label; double score; size_t start, end; };

@@ -22,6 +22,8 @@ std::vector<double> softmax(const float* x, size_t n);
 nlohmann::json qa_result(const float* start, const float* end, const std::vector<bool>& context, const Offsets& offsets,
                          const std::u32string& context_text);
 nlohmann::json seq_cls_result(const float* logits, size_t num_labels, const nlohmann::json& id2label);
+// rerank: {"score"}: sigmoid of one logit, softmax probability of label 1 of two (models/tasks/rerank.py).
+nlohmann::json rerank_result(const float* logits, size_t num_labels);
 nlohmann::json token_cls_result(const float* logits, size_t seq, size_t num_labels, const std::vector<int>& words,
                                 const Offsets& offsets, const std::u32string& text, const nlohmann::json& id2label);
 nlohmann::json mlm_result(const float* logits, size_t vocab, const std::vector<size_t>& mask_positions,

@@ -65,6 +65,10 @@ class Tokenizer {
   enum class PairTruncation { OnlySecond, LongestFirst };
   Encoding encode_pair(const std::string& a, const std::string& b, size_t max_len,
                        PairTruncation how = PairTruncation::OnlySecond) const;
+  // The pair template truncated as tokenizer(a, b, truncation="longest_first") (seq-cls and rerank pairs).
+  Encoding encode_text_pair(const std::string& a, const std::string& b, size_t max_len) const {
+    return encode_pair(a, b, max_len, PairTruncation::LongestFirst);
+  }
   // tokenizer.decode([id]): the token as text (byte-level tokens decoded to UTF-8).
   virtual std::string decode(int64_t id) const { return has_id(id) ? token(id) : std::string(); }
   // The token string of a vocabulary id; BundleError when the id is not in the vocabulary.
