@@ -181,34 +181,33 @@ def _producer(value: ir.Value | None, op: str) -> ir.Node | None:
 
 
 def embed_layer_norm(model: ir.Model) -> int:
-    """LayerNorm(Gather(word, ids) + Gather(segment, type ids) + Gather(position, arange)) -> EmbedLayerNormalization.
+    """LayerNorm(Gather(word, ids) [+ Gather(segment, type ids)] + Gather(position, arange)) -> EmbedLayerNormalization.
 
     The dynamo graph slices the registered ``position_ids`` buffer ([1, max_pos] = 0..max_pos-1)
     to the sequence length; EmbedLayerNormalization's default positions are the same 0..S-1.
+    Families without segment embeddings (DistilBERT: word + position only) get the op without its
+    optional segment inputs, as ONNX Runtime's own fusion_embedlayer.py writes it for DistilBERT.
     """
     ids, segments = _graph_input(model, "input_ids"), _graph_input(model, "token_type_ids")
-    if ids is None or segments is None:
+    if ids is None:
         return 0
     for ln in list(model.graph):
         if ln.op_type != "LayerNormalization":
             continue
-        outer = _producer(ln.inputs[0], "Add")
-        inner = _producer(outer.inputs[0], "Add") if outer else None
-        if outer is None or inner is None:
-            continue
-        found = [_producer(v, "Gather") for v in (*inner.inputs, outer.inputs[1])]
-        gathers = [g for g in found if g is not None]
-        if len(gathers) != len(found):
+        gathers = _embedding_gathers(ln)
+        if gathers is None:
             continue
         by_index = {g.inputs[1].name if g.inputs[1] is not None else "": g for g in gathers}
         word, seg = by_index.get("input_ids"), by_index.get("token_type_ids")
         pos = next((g for g in gathers if g not in (word, seg)), None)
-        if word is None or seg is None or pos is None or not _is_arange_positions(pos.inputs[1]):
+        if word is None or pos is None or not _is_arange_positions(pos.inputs[1]):
             continue
-        if any(const_array(g.inputs[0]) is None for g in (word, seg, pos)):
+        if (segments is None) != (seg is None) or len(gathers) != (3 if seg is not None else 2):
+            continue
+        if any(const_array(g.inputs[0]) is None for g in (word, seg, pos) if g is not None):
             continue
         casts = []
-        for src in (ids, segments):
+        for src in (ids, segments) if segments is not None else (ids,):
             c = ir.node("Cast", [src], {"to": ir.DataType.INT32}, name=f"{src.name}_int32")
             c.outputs[0].name = f"{src.name}_int32"
             casts.append(c)
@@ -217,10 +216,10 @@ def embed_layer_norm(model: ir.Model) -> int:
             "EmbedLayerNormalization",
             [
                 casts[0].outputs[0],
-                casts[1].outputs[0],
+                casts[1].outputs[0] if seg is not None else None,
                 word.inputs[0],
                 pos.inputs[0],
-                seg.inputs[0],
+                seg.inputs[0] if seg is not None else None,
                 ln.inputs[1],
                 ln.inputs[2],
             ],
@@ -235,6 +234,17 @@ def embed_layer_norm(model: ir.Model) -> int:
         _replace_first(model, ln, fused)
         return 1
     return 0
+
+
+def _embedding_gathers(ln: ir.Node) -> list[ir.Node] | None:
+    """The Gathers summed into ``ln``: Add(Add(a, b), c) (BERT) or Add(a, b) (DistilBERT), else None."""
+    outer = _producer(ln.inputs[0], "Add")
+    if outer is None:
+        return None
+    inner = _producer(outer.inputs[0], "Add")
+    found = [_producer(v, "Gather") for v in ((*inner.inputs, outer.inputs[1]) if inner else outer.inputs)]
+    gathers = [g for g in found if g is not None]
+    return gathers if len(gathers) == len(found) else None
 
 
 def _replace_first(model: ir.Model, old: ir.Node, new: ir.Node) -> None:
