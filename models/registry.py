@@ -41,6 +41,9 @@ class Fusions:
 
     # word + position + segment Gathers and their LayerNorm -> EmbedLayerNormalization (positions 0..S-1)
     embed_layer_norm: bool = False
+    # the same with positions computed in the graph (RoBERTa: padding_idx + 1 + i over non-pad tokens) fed to
+    # the op's position_ids input, and the constant segment row folded into the position table
+    embed_layer_norm_position_ids: bool = False
     # the fused Attention's packed QKV weight arrives as a Concat of initializers: fold it into one
     # (ORT's quantizer quantizes initializers only)
     packed_qkv: bool = False
@@ -234,8 +237,9 @@ FAMILIES: dict[str, Family] = {
             # positions are padding_idx + 1 + i, computed from input_ids (a CumSum over non-pad tokens):
             # EmbedLayerNormalization's default positions are 0..S-1, and ORT's own embed fusion leaves
             # RoBERTa's pattern unfused (fusion_embedlayer.py: its RoBERTa matcher is commented out, "TODO:
-            # Support roberta (position starts from 2)"). Attention is BERT's: packed QKV, key-padding mask.
-            fusions=Fusions(packed_qkv=True, padding_mask_index=True),
+            # Support roberta (position starts from 2)"); ours feeds the computed ids to the op's position_ids
+            # input instead (quantize/fusion.py). Attention is BERT's: packed QKV, key-padding mask.
+            fusions=Fusions(embed_layer_norm_position_ids=True, packed_qkv=True, padding_mask_index=True),
             position_offset=2,  # padding_idx (1) + 1
             has_pooler=True,
             default_config=_ROBERTA_BASE | dict(vocab_size=50265),
@@ -250,7 +254,8 @@ FAMILIES: dict[str, Family] = {
             model_types=("xlm-roberta",),
             inputs=(_ids("input_ids"), _ids("attention_mask")),
             tokenizer="unigram",  # SentencePiece Unigram with the Metaspace pre-tokenizer (250k pieces)
-            fusions=Fusions(packed_qkv=True, padding_mask_index=True),  # RoBERTa's graph: see its entry
+            # RoBERTa's graph: see its entry
+            fusions=Fusions(embed_layer_norm_position_ids=True, packed_qkv=True, padding_mask_index=True),
             position_offset=2,
             has_pooler=True,
             default_config=_ROBERTA_BASE | dict(vocab_size=250002),

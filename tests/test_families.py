@@ -93,7 +93,7 @@ def _check_gates(manifest: dict[str, Any], precisions: tuple[str, ...]) -> None:
 def _expected_ops(family: str, task: str, precision: str) -> dict[str, int]:
     """Fused ops of a 2-layer tiny model, from the family's registry facts (and the mlm head's dense + GELU)."""
     fam, layers = FAMILIES[family], 2
-    eln = 1 if fam.fusions.embed_layer_norm else 0
+    eln = 1 if fam.fusions.embed_layer_norm or fam.fusions.embed_layer_norm_position_ids else 0
     # without EmbedLayerNormalization the embeddings' Add + LayerNorm becomes one more SkipLayerNormalization
     ops = {"SkipLayerNormalization": 2 * layers + (1 - eln), "BiasGelu": layers + (task == "mlm")}
     ops["Attention" if precision == "fp32" else "MultiHeadAttention"] = layers
@@ -113,8 +113,6 @@ def test_family_exports_with_int8(family: str, family_bundle: Callable[..., dict
         fused = manifest["graphs"][precision]["optimization"]["fused_ops"]
         for op, count in _expected_ops(family, QUICK[family], precision).items():
             assert fused.get(op, 0) == count, (family, precision, op, fused)
-        if not FAMILIES[family].fusions.embed_layer_norm:
-            assert "EmbedLayerNormalization" not in fused
     assert manifest["graphs"]["int8"]["optimization"]["fused_ops"].get("MatMulIntegerToFloat", 0) >= 8
 
 
@@ -199,3 +197,32 @@ def test_position_offset_cases_use_padding(family_bundle: Callable[..., dict[str
     feed = cases["padded-batch"].feed
     pads = feed["attention_mask"] == 0
     assert pads.any() and np.all(feed["input_ids"][pads] == 1)
+
+
+def test_roberta_embed_fusion_uses_the_offset_positions(family_bundle: Callable[..., dict[str, Any]]) -> None:
+    """The fused EmbedLayerNormalization is fed RoBERTa's computed position ids (padding_idx + 1 + i): with
+    them the graph reproduces PyTorch on the padded batch; the op's default positions (0..S-1) would not."""
+    import onnx
+    import onnxruntime as ort
+
+    from bert_export.bundle.reader import load_bundle
+    from bert_export.bundle.reference import load_reference
+
+    manifest = family_bundle("roberta", QUICK["roberta"], "fp32,int8")
+    model = onnx.load(str(manifest["_path"] / manifest["graphs"]["fp32"]["file"]))
+    (eln,) = [n for n in model.graph.node if n.op_type == "EmbedLayerNormalization"]
+    assert len(eln.input) == 9 and eln.input[8]  # position_ids wired
+    cases, refs, rows = load_reference(load_bundle(manifest["_path"]))
+    i = next(k for k, c in enumerate(cases) if c.name == "padded-batch")
+    feed = {k: v for k, v in cases[i].feed.items() if k in ("input_ids", "attention_mask")}
+
+    def worst(m: onnx.ModelProto) -> float:
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
+        picked = {k: got[k][rows[i][k]] if k in rows[i] else got[k] for k in refs[i]}
+        return max(float(np.abs(picked[k] - ref).max()) for k, ref in refs[i].items())
+
+    scale = max(float(np.abs(ref).max()) for ref in refs[i].values())
+    assert worst(model) <= 1e-4 * max(1.0, scale)
+    del eln.input[7:]  # default positions 0..S-1
+    assert worst(model) > 1e-2 * scale
