@@ -242,6 +242,9 @@ FAMILIES: dict[str, Family] = {
             fusions=Fusions(embed_layer_norm_position_ids=True, packed_qkv=True, padding_mask_index=True),
             position_offset=2,  # padding_idx (1) + 1
             has_pooler=True,
+            # no byte-level BPE is installable offline: --random-init borrows bert-base-uncased's WordPiece
+            # (exporter/loading.py BORROWED_TOKENIZER; the bundle records kind "wordpiece"); pass --model for
+            # the checkpoint's own tokenizer (tests train one: tests/tokenizers_fixture.py)
             default_config=_ROBERTA_BASE | dict(vocab_size=50265),
             tiny_config=_TINY_ROBERTA,
             export_config=dict(_attn_implementation="sdpa"),
