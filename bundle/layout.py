@@ -123,6 +123,7 @@ def write_tokenizer(directory: Path, tok_files: list[str], max_seq: int) -> None
             raise BertExportError(
                 f"the source's tokenizer.json does not load with the tokenizers library ({exc}); fix or remove it"
             ) from None
+        tok = _pipeline_python_runs(directory) or tok
         tok.no_padding()
         tok.enable_truncation(max_length=max_seq)
         tok.save(str(path))
@@ -132,6 +133,29 @@ def write_tokenizer(directory: Path, tok_files: list[str], max_seq: int) -> None
         if isinstance(data, dict):
             data["model_max_length"] = max_seq
             path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _pipeline_python_runs(directory: Path) -> Any | None:
+    """The tokenizer transformers actually runs for this directory, when it differs from the file.
+
+    Some transformers 5 tokenizer classes rebuild their pipeline in code instead of taking the file's:
+    XLMRobertaTokenizer keeps only the SentencePiece charsmap as normaliser and splits on whitespace
+    before Metaspace, so its offsets (and ids, where the file's other normalisers would act) differ
+    from what the ``tokenizers`` library, the C++ demo and transformers.js read in tokenizer.json. The
+    parity gate and golden.json run transformers' pipeline, so the bundle's tokenizer.json must
+    describe that one for every consumer to agree. None when transformers cannot load it (the file
+    is then kept as it is).
+    """
+    try:
+        import transformers
+
+        loaded = transformers.AutoTokenizer.from_pretrained(
+            str(directory), local_files_only=True, trust_remote_code=False
+        )
+        backend = getattr(loaded, "backend_tokenizer", None)
+    except Exception:
+        return None
+    return backend
 
 
 def write_sentence_transformers(

@@ -226,3 +226,27 @@ def test_roberta_embed_fusion_uses_the_offset_positions(family_bundle: Callable[
     assert worst(model) <= 1e-4 * max(1.0, scale)
     del eln.input[7:]  # default positions 0..S-1
     assert worst(model) > 1e-2 * scale
+
+
+@pytest.mark.parametrize("family", NEW)
+def test_cpp_demo_runs_the_family_bundle(family: str, family_bundle: Callable[..., dict[str, Any]]) -> None:
+    """The C++ demo on each new family's bundle: golden self-test at both precisions (inputs without token
+    types where the family has none) and its tokenizer (BPE, Unigram, WordPiece) giving the bundle's Python
+    ids on the multilingual sentences, characters the tokenizer never saw included."""
+    import subprocess
+
+    from tests.test_cpp import cpp, demo  # noqa: F401  (the session fixture builds the demo once)
+
+    binary = Path(__file__).resolve().parents[1] / "examples" / "cpp" / "build" / "bert_export_demo"
+    if not binary.is_file():
+        subprocess.run(["bash", str(binary.parents[1] / "build.sh")], check=True, capture_output=True, timeout=900)
+    manifest = family_bundle(family, QUICK[family], "fp32,int8")
+    bundle = manifest["_path"]
+    proc = cpp(binary, bundle, "--self-test")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    tokenizer = load_tokenizer(bundle)
+    assert tokenizer is not None
+    for text in MULTILINGUAL:
+        proc = cpp(binary, bundle, "--tokenize", text)
+        assert proc.returncode == 0, (text, proc.stderr)
+        assert [int(t) for t in proc.stdout.split()] == tokenizer(text)["input_ids"], text
