@@ -17,10 +17,15 @@ need a runner that does not exist yet adds that runner in ``runtimes/`` (one mod
 from __future__ import annotations
 
 from bert_export.models import BertExportError
-from bert_export.quantize import target_openvino, target_ort, target_trt
+from bert_export.quantize import target_executorch, target_openvino, target_ort, target_trt
 from bert_export.quantize.target import Target
 
-_MODULES = (target_ort, target_trt, target_openvino)  # one line per target, in the order the CLI lists them
+_MODULES = (
+    target_ort,
+    target_trt,
+    target_openvino,
+    target_executorch,
+)  # one line per target, in the order the CLI lists them
 
 TARGETS: dict[str, Target] = {m.TARGET.name: m.TARGET for m in _MODULES}
 DEFAULT_TARGET = target_ort.TARGET.name  # ONNX Runtime: every bundle's graph runs there
