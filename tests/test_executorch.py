@@ -45,6 +45,13 @@ def manifest(bundle: Path) -> dict[str, Any]:
     return json.loads((bundle / "manifest.json").read_text())
 
 
+def cli(argv: list[str]) -> int:
+    """``bert-export ARGV`` in-process: its exit status (main always exits)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return int(exc.value.code or 0)
+
+
 def one_error_line(capsys: Any, code: int, *needles: str) -> str:
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
@@ -89,12 +96,12 @@ def test_runner_splits_batches_above_the_programs_bound(et_bundle: Path) -> None
 
 
 def test_validate_and_run_via_the_cli(et_bundle: Path, capsys: Any) -> None:
-    assert main(["validate", str(et_bundle), "--runtime", "executorch", "-q"]) == 0
+    assert cli(["validate", str(et_bundle), "--runtime", "executorch", "-q"]) == 0
     capsys.readouterr()
     args = ["run", str(et_bundle), "--json", *[a for t in TEXTS for a in ("--text", t)]]
-    assert main([*args, "--runtime", "executorch"]) == 0
+    assert cli([*args, "--runtime", "executorch"]) == 0
     et = json.loads(capsys.readouterr().out)
-    assert main(args) == 0
+    assert cli(args) == 0
     ort = json.loads(capsys.readouterr().out)
     got, ref = np.asarray(et["embeddings"]), np.asarray(ort["embeddings"])
     assert got.shape == (3, 32) and np.abs(got - ref).max() < 1e-4
@@ -106,7 +113,7 @@ def test_forged_program_bytes_are_refused(et_bundle: Path, copy_bundle: Any, cap
     data = bytearray(pte.read_bytes())
     data[len(data) // 2] ^= 0xFF
     pte.write_bytes(bytes(data))
-    code = main(["validate", str(bundle), "--runtime", "executorch", "-q"])
+    code = cli(["validate", str(bundle), "--runtime", "executorch", "-q"])
     one_error_line(capsys, code, "executorch/model.pte", "sha256")
 
 
@@ -118,7 +125,7 @@ def test_forged_program_with_a_resigned_manifest_is_one_line(et_bundle: Path, co
     data[4:8] = b"XXXX"  # the flatbuffer identifier ("ET12")
     pte.write_bytes(bytes(data))
     resign(bundle)
-    code = main(["run", str(bundle), "--runtime", "executorch", "--text", "hello"])
+    code = cli(["run", str(bundle), "--runtime", "executorch", "--text", "hello"])
     one_error_line(capsys, code, "ExecuTorch could not load model.pte", "re-export")
 
 
@@ -129,18 +136,18 @@ def test_program_path_must_be_listed(et_bundle: Path, copy_bundle: Any, capsys: 
         m["optimization"]["executorch"]["program"] = "../model.pte"
 
     resign(bundle, edit)
-    code = main(["run", str(bundle), "--runtime", "executorch", "--text", "hello"])
+    code = cli(["run", str(bundle), "--runtime", "executorch", "--text", "hello"])
     one_error_line(capsys, code, "re-export")
 
 
 def test_a_bundle_without_a_program_is_refused(make_bundle: Any, capsys: Any) -> None:
-    code = main(["run", str(make_bundle("bert", "embed")), "--runtime", "executorch", "--text", "hello"])
+    code = cli(["run", str(make_bundle("bert", "embed")), "--runtime", "executorch", "--text", "hello"])
     one_error_line(capsys, code, "no ExecuTorch program", "--runtime executorch")
 
 
 def test_fp16_is_refused_before_any_work(tmp_path: Path, capsys: Any) -> None:
     out = tmp_path / "b"
-    code = main(
+    code = cli(
         ["bert", "--task", "embed", "--random-init", "--tiny", "--runtime", "executorch", "--fp16", "--out", str(out)]
     )
     one_error_line(capsys, code, "--runtime executorch has no --fp16")
@@ -155,7 +162,7 @@ def test_minilm_int8_holds_the_gate(minilm_dir: Path, tmp_path: Path, capsys: An
     m = manifest(out)
     assert m["precision"] == "int8" and m["parity"]["passed"] and m["parity"]["runtime"] == "executorch"
     assert m["optimization"]["executorch"]["int8"]["calib_samples"] > 0
-    assert main(["validate", str(out), "--runtime", "executorch", "-q"]) == 0
+    assert cli(["validate", str(out), "--runtime", "executorch", "-q"]) == 0
 
 
 @pytest.mark.slow
