@@ -107,7 +107,9 @@ class ExecuTorchRunner(Runner):
 def from_bundle(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
     """The bundle's ExecuTorch program (exported with ``--runtime executorch``), through the bundle's checks."""
     require_executorch()
-    section = (bundle.manifest.get("optimization") or {}).get(SECTION)
+    # the selected graph's record first (a --precisions bundle has one program per precision)
+    optimization = bundle.graph.get("optimization") or bundle.manifest.get("optimization") or {}
+    section = optimization.get(SECTION) if isinstance(optimization, dict) else None
     if not isinstance(section, dict) or not isinstance(section.get("program"), str):
         raise BertExportError(f"bundle {bundle.path} has no ExecuTorch program; re-export it with --runtime executorch")
     max_batch = section.get("max_batch", MAX_BATCH)

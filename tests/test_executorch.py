@@ -20,7 +20,7 @@ from bert_export.exporter import export
 from bert_export.quantize.pipeline import OptimizeOptions
 from bert_export.runtimes.factory import bundle_tokenizer, make_runner
 
-from .conftest import needs, resign
+from .conftest import MINILM_ID, needs, resign
 
 HAVE_ET = importlib.util.find_spec("executorch") is not None and importlib.util.find_spec("torchao") is not None
 ET = OptimizeOptions(runtime="executorch")
@@ -155,10 +155,10 @@ def test_fp16_is_refused_before_any_work(tmp_path: Path, capsys: Any) -> None:
 
 
 @pytest.mark.slow
-def test_minilm_int8_holds_the_gate(minilm_dir: Path, tmp_path: Path, capsys: Any) -> None:
+def test_minilm_int8_holds_the_gate(tmp_path: Path) -> None:
     """The packaged MiniLM, int8 through XNNPACK's pt2e quantizer calibrated on our text, under the int8 gate."""
     out = tmp_path / "minilm-int8"
-    export("bert", "embed", model=minilm_dir, out=out, optimization=OptimizeOptions(runtime="executorch", int8=True))
+    export("bert", "embed", model=MINILM_ID, out=out, optimization=OptimizeOptions(runtime="executorch", int8=True))
     m = manifest(out)
     assert m["precision"] == "int8" and m["parity"]["passed"] and m["parity"]["runtime"] == "executorch"
     assert m["optimization"]["executorch"]["int8"]["calib_samples"] > 0
