@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,10 +31,12 @@ TEXT = (
 )
 
 
-def rss_mib() -> float:
+def rss_mib(field: str = "VmRSS") -> float:
+    """This process's resident set (``VmRSS``) or its peak (``VmHWM``). Not ``ru_maxrss``: Linux carries the
+    parent's peak across exec into it, so a child of the exporting process would report the export's peak."""
     with open("/proc/self/status", encoding="ascii") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -64,7 +65,7 @@ def child(runtime: str, bundle: str, batch: int, seq: int, runs: int, warmup: in
         t = time.perf_counter()
         runner.infer(feed)
         times.append((time.perf_counter() - t) * 1e3)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = rss_mib("VmHWM")
     print(
         json.dumps(
             {
@@ -147,7 +148,7 @@ def report(results: dict[str, dict[str, float]], bundles: dict[str, Path], args:
         f"load average {load} at the end of the run. executorch {version('executorch')}, "
         f"onnxruntime {version('onnxruntime')}, torch {version('torch')}; threads: "
         f"{args.threads or 'each runtime default'}. Each row is its own process; peak RSS is the process's "
-        "`ru_maxrss` (Python, the imports and the runtime), *model* is peak minus the resident set before loading.",
+        "`VmHWM` (Python, the imports and the runtime), *model* is peak minus the resident set before loading.",
         "",
         "| bundle | runtime | model file MiB | median ms | p90 ms | first call ms | peak RSS MiB | model MiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|",

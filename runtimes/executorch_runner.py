@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 INSTALL_HINT = "install the ExecuTorch extra: pip install 'bert-export[executorch]'"
 SECTION = "executorch"  # manifest["optimization"][SECTION], and the program's folder in the bundle
 PROGRAM = "model.pte"
-MAX_BATCH = 32  # the exported program's batch bound (quantize/target_executorch.py)
+MAX_BATCH = 8  # the exported program's batch bound: ExecuTorch plans memory for it (benchmarks/edge_executorch.md)
 
 
 def require_executorch() -> Any:
