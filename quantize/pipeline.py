@@ -180,6 +180,7 @@ def optimize_graph(
     probe: Callable[[Path], Any] | None = None,
     seed: int = 0,
     artefact_dir: Path | None = None,
+    torch_model: Any = None,
 ) -> OptimizeResult:
     """Rewrite ``path`` in place: the target's graph passes, then the precision, then fallback.
 
@@ -208,7 +209,8 @@ def optimize_graph(
     )
     if target.artefact is not None:
         out_dir = artefact_dir or path.parent / target.artefact.directory
-        result.artefact = target.artefact.build(path, out_dir, options, feeds, probe, seed)
+        torch_args = {"model": torch_model, "inputs": inputs, "max_seq": max_seq} if target.artefact.torch_model else {}
+        result.artefact = target.artefact.build(path, out_dir, options, feeds, probe, seed, **torch_args)
         result.fallback = result.artefact.fallback
         _count_ops(path, result)
         return result
@@ -410,6 +412,7 @@ def optimize_export(
         probe=probe,
         seed=seed,
         artefact_dir=artefact_dir,
+        torch_model=graph,
     )
 
 

@@ -64,6 +64,8 @@ class Artefact:
     # (fusion-rewritten ONNX graph, out_dir, options, calibration feeds, parity probe or None, seed) -> record
     build: Callable[..., ArtefactRecord]
     gate: GateRunner
+    # build takes the PyTorch task model too (model=, inputs=, max_seq=): a torch.export target (ExecuTorch)
+    torch_model: bool = False
 
 
 class ConvertedGraph(Protocol):

@@ -17,7 +17,7 @@ need a runner that does not exist yet adds that runner in ``runtimes/`` (one mod
 from __future__ import annotations
 
 from bert_export.models import BertExportError
-from bert_export.quantize import target_openvino, target_ort, target_ort_mobile, target_trt
+from bert_export.quantize import target_executorch, target_openvino, target_ort, target_ort_mobile, target_trt
 from bert_export.quantize.target import Target
 
 _MODULES = (
@@ -25,6 +25,7 @@ _MODULES = (
     target_trt,
     target_openvino,
     target_ort_mobile,
+    target_executorch,
 )  # one line per target, in the order the CLI lists them
 
 TARGETS: dict[str, Target] = {m.TARGET.name: m.TARGET for m in _MODULES}

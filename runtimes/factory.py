@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bert_export.models import BertExportError
 from bert_export.models.support import check_threads, first_line
-from bert_export.runtimes import openvino_runner, ort_mobile_runner, ort_runner, trt_runner
+from bert_export.runtimes import executorch_runner, openvino_runner, ort_mobile_runner, ort_runner, trt_runner
 from bert_export.runtimes.base import Runner, Runtime
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ RUNNER_MODULES = (
     trt_runner,  # native TensorRT engine
     openvino_runner,  # OpenVINO, CPU
     ort_mobile_runner,  # ONNX Runtime on a bundle's ORT-format (.ort) graph
+    executorch_runner,  # ExecuTorch (.pte, XNNPACK), CPU
 )
 RUNTIMES: dict[str, Runtime] = {r.name: r for module in RUNNER_MODULES for r in module.RUNTIMES}
 RUNTIME_NAMES: tuple[str, ...] = tuple(RUNTIMES)

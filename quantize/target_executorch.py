@@ -1,0 +1,319 @@
+"""The ExecuTorch target (``--runtime executorch``): a ``.pte`` program for PyTorch's mobile runtime.
+
+    TaskGraph --torch.export (dynamic batch <= MAX_BATCH, sequence <= --max-seq)--> ExportedProgram
+      fp32: -> to_edge_transform_and_lower(XNNPACK) -> executorch/model.pte
+      int8: -> prepare_pt2e(XNNPACKQuantizer: int8 symmetric, per-channel weights, static activations)
+            -> calibrate on our calibration text -> convert_pt2e -> export again -> XNNPACK -> model.pte
+
+Unlike the other targets, the program is built from the PyTorch task model (``Artefact.torch_model``),
+not from the ONNX graph; the bundle's ONNX graph stays fp32 beside it (ONNX Runtime users keep it).
+The parity gate and the int8 accuracy fallback run the ``.pte`` in ExecuTorch's Python runtime
+(runtimes/executorch_runner.py). The int8 fallback keeps the most sensitive ``nn.Linear`` layers in
+fp32 (the quantizer annotates only the layers it is told to), ranked by each layer's own simulated
+int8 error on its fp32 inputs (``quantize.fallback.local_errors``), as the ONNX targets do.
+
+ExecuTorch plans memory for the upper bounds of the dynamic dimensions, so the batch is bounded
+(``MAX_BATCH``); the runner splits larger batches. ModernBERT's sliding-window layers are what
+transformers computes: a dense attention with a banded mask (no blocked kernel: docs/edge.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bert_export.bundle.publish import write_atomic
+from bert_export.models import BertExportError, TensorSpec
+from bert_export.models.support import first_line, quiet_loggers
+from bert_export.quantize.fallback import FallbackResult, accuracy_fallback, local_errors
+from bert_export.quantize.target import Artefact, Target
+from bert_export.runtimes.base import Runner
+from bert_export.runtimes.executorch_runner import (
+    INSTALL_HINT,
+    MAX_BATCH,
+    PROGRAM,
+    SECTION,
+    ExecuTorchRunner,
+    require_executorch,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from bert_export.quantize.pipeline import OptimizeOptions
+
+
+def no_passes(model: Any, family: Any, options: OptimizeOptions, max_seq: int) -> tuple[Any, int]:
+    """The ONNX graph is left as exported: the program is built from the PyTorch model, not from it."""
+    return model, 0
+
+
+def require_packages(options: OptimizeOptions) -> None:
+    require_executorch()
+    if options.int8:
+        try:
+            import torchao.quantization.pt2e  # noqa: F401
+        except ImportError:
+            raise BertExportError(f"--runtime executorch --int8 needs torchao; {INSTALL_HINT}") from None
+
+
+@dataclass
+class ProgramResult:
+    """What the ExecuTorch step wrote, for the manifest (``optimization.executorch``)."""
+
+    precision: str
+    version: str
+    max_seq: int
+    path: Path | None = None
+    directory: str = SECTION
+    hint: str = "f32"
+    fallback: FallbackResult | None = None
+    kept_fp32: list[str] = field(default_factory=list)
+    delegated: int = 0  # XNNPACK-delegated subgraphs
+    calib_samples: int = 0
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "program": f"{self.directory}/{PROGRAM}",
+            "version": self.version,
+            "backend": "XNNPACK",
+            "precision": self.precision,
+            "delegated_subgraphs": self.delegated,
+            "max_batch": MAX_BATCH,
+            "max_seq": self.max_seq,
+        }
+        if self.precision == "int8":
+            out["int8"] = {
+                "quantizer": "XNNPACKQuantizer (pt2e), int8 symmetric, per-channel weights, static activations",
+                "calib_samples": self.calib_samples,
+                "kept_fp32": self.kept_fp32,
+            }
+        return out
+
+
+def _kwargs(feed: dict[str, np.ndarray], inputs: Sequence[TensorSpec]) -> dict[str, torch.Tensor]:
+    import torch
+
+    return {s.name: torch.from_numpy(np.ascontiguousarray(feed[s.name], dtype=np.int64)) for s in inputs}
+
+
+def _example(inputs: Sequence[TensorSpec], max_seq: int) -> dict[str, torch.Tensor]:
+    """Batch 2 x a middle length (neither 0/1-specialised nor at a bound), token ids 1 and mask 1."""
+    import torch
+
+    seq = max(2, min(16, max_seq - 1))
+    return {
+        s.name: (torch.zeros if s.name == "token_type_ids" else torch.ones)(2, seq, dtype=torch.long) for s in inputs
+    }
+
+
+def export_program(graph: torch.nn.Module, inputs: Sequence[TensorSpec], max_seq: int) -> Any:
+    """``torch.export`` with dynamic batch (1..MAX_BATCH) and sequence (1..max_seq) on every input."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    seq = torch.export.Dim("sequence", min=1, max=max_seq)
+    example = _example(inputs, max_seq)
+    dynamic = {name: {0: batch, 1: seq} for name in example}
+    try:
+        return torch.export.export(graph.eval(), (), example, dynamic_shapes=dynamic, strict=False)
+    except Exception as exc:
+        raise BertExportError(f"torch.export failed for --runtime executorch: {first_line(exc, 300)}") from None
+
+
+def integer_scalar_ops_as_scalar(module: Any) -> None:
+    """Rewrite ``aten.add/sub.Tensor(int tensor, python number)`` (transformers' mask code adds a 0 offset
+    to an ``arange``) so that pt2e's prepare, which turns scalar operands into *float* constants, cannot
+    make the index tensor float ("tensors used as indices must be long")."""
+    import torch
+
+    aten = torch.ops.aten
+    scalar = {aten.add.Tensor: aten.add.Scalar, aten.sub.Tensor: aten.sub.Scalar}
+    for node in list(module.graph.nodes):
+        if node.op != "call_function" or node.target not in scalar or node.kwargs or len(node.args) != 2:
+            continue
+        value = getattr(node.args[0], "meta", {}).get("val")
+        if value is None or value.dtype.is_floating_point or not isinstance(node.args[1], (int, float)):
+            continue
+        if node.args[1] == 0:
+            node.replace_all_uses_with(node.args[0])
+            module.graph.erase_node(node)
+        else:
+            node.target = scalar[node.target]
+    module.graph.lint()
+    module.recompile()
+
+
+def linear_names(graph: torch.nn.Module) -> list[str]:
+    import torch
+
+    return [name for name, m in graph.named_modules() if isinstance(m, torch.nn.Linear)]
+
+
+def quantized_program(
+    graph: torch.nn.Module,
+    inputs: Sequence[TensorSpec],
+    max_seq: int,
+    feeds: Sequence[dict[str, np.ndarray]],
+    keep: frozenset[str],
+) -> Any:
+    """The int8 ExportedProgram: every ``nn.Linear`` but ``keep`` quantized by XNNPACK's pt2e quantizer,
+    activation ranges calibrated on ``feeds``."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    module = export_program(graph, inputs, max_seq).module()
+    integer_scalar_ops_as_scalar(module)
+    quantizer = XNNPACKQuantizer()
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    for name in linear_names(graph):
+        if name not in keep:  # the quantizer takes no "None" per module: annotate only what is quantized
+            quantizer.set_module_name(name, config)
+    prepared = prepare_pt2e(module, quantizer)
+    with torch.no_grad():
+        for feed in feeds:
+            prepared(**_kwargs(feed, inputs))
+    converted = convert_pt2e(prepared)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    seq = torch.export.Dim("sequence", min=1, max=max_seq)
+    example = _example(inputs, max_seq)
+    return torch.export.export(
+        converted, (), example, dynamic_shapes={n: {0: batch, 1: seq} for n in example}, strict=False
+    )
+
+
+def lower(program: Any, path: Path) -> int:
+    """XNNPACK-lower ``program`` and write the ``.pte`` through the bundle writer; the delegated subgraphs."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    try:
+        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        delegated = sum(
+            1 for n in edge.exported_program().graph.nodes if n.op == "call_function" and "delegate" in str(n.target)
+        )
+        buffer = edge.to_executorch().buffer
+    except Exception as exc:
+        raise BertExportError(f"ExecuTorch could not lower the model to XNNPACK: {first_line(exc, 300)}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, bytes(buffer))
+    return delegated
+
+
+def linear_rank(
+    graph: torch.nn.Module, inputs: Sequence[TensorSpec], feeds: Sequence[dict[str, np.ndarray]]
+) -> dict[str, float]:
+    """Each Linear's own int8 error (static per-tensor activations, per-channel weights) on its fp32 inputs."""
+    import torch
+
+    xs: dict[str, list[np.ndarray]] = {}
+    weights: dict[str, np.ndarray] = {}
+    hooks = []
+    for name, m in graph.named_modules():
+        if isinstance(m, torch.nn.Linear):
+            weights[name] = m.weight.detach().float().numpy().T
+
+            def hook(_m: Any, args: tuple[Any, ...], _out: Any, name: str = name) -> None:
+                xs.setdefault(name, []).append(args[0].detach().float().numpy())
+
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            for feed in feeds:
+                graph(**_kwargs(feed, inputs))
+    finally:
+        for h in hooks:
+            h.remove()
+    return local_errors(xs, weights, "tensor")
+
+
+@quiet_loggers("executorch", "torch._export", "torchao", level=logging.ERROR, root=True)
+def build(
+    onnx_path: Path,
+    out_dir: Path,
+    options: OptimizeOptions,
+    feeds: list[dict[str, np.ndarray]],
+    probe: Any | None,
+    seed: int,
+    *,
+    model: Any,
+    inputs: Sequence[TensorSpec],
+    max_seq: int,
+) -> ProgramResult:
+    """``out_dir/model.pte`` in ``options.precision`` (fp32 or int8, the latter held to the gate by the fallback)."""
+    from importlib.metadata import version as package_version
+
+    path = out_dir / PROGRAM
+    version = package_version("executorch")
+    result = ProgramResult(options.precision, str(version), max_seq, path=path, directory=out_dir.name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not options.int8:
+            result.delegated = lower(export_program(model, inputs, max_seq), path)
+            return result
+        result.hint, result.calib_samples = "int8", len(feeds)
+
+        def build_int8(keep: frozenset[str]) -> Path:
+            result.delegated = lower(quantized_program(model, inputs, max_seq, feeds, keep), path)
+            return path
+
+        if probe is not None and options.fallback:
+            rank_feeds = feeds[:8]
+            result.fallback = accuracy_fallback(
+                linear_names(model),
+                build_int8,
+                probe,
+                None,
+                rank_feeds,
+                rank=lambda _p: linear_rank(model, inputs, rank_feeds),
+                budget_s=options.fallback_budget,
+            )
+            result.kept_fp32 = list(result.fallback.kept)
+        else:
+            build_int8(frozenset())
+    return result
+
+
+def gate_runner(
+    path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], max_seq: int, hint: str
+) -> Runner:
+    """The ``.pte`` in ExecuTorch's Python runtime (XNNPACK on the CPU)."""
+    return ExecuTorchRunner(path, inputs, outputs, max_seq)
+
+
+def int8_record(options: OptimizeOptions) -> dict[str, Any]:
+    return {
+        "mode": "pt2e",
+        "calib_samples": options.calib_samples,
+        "kernel": "XNNPACK int8 (QDQ from XNNPACKQuantizer, per-channel weights)",
+    }
+
+
+TARGET = Target(
+    name="executorch",
+    title="ExecuTorch (torch.export, XNNPACK)",
+    help="executorch adds an ExecuTorch program (executorch/model.pte, XNNPACK) beside the ONNX graph "
+    "(needs the executorch extra)",
+    passes=no_passes,
+    precisions=("fp32", "int8"),
+    lacks={
+        "fp16": "its XNNPACK program is exported in fp32 or int8 only here",
+        "bf16": "XNNPACK has no bf16 path",
+    },
+    int8_default="pt2e",
+    int8_note="ExecuTorch quantizes with XNNPACK's pt2e quantizer (static, calibrated)",
+    int8_record=int8_record,
+    artefact=Artefact(SECTION, build, gate_runner, torch_model=True),
+    long_inputs=False,
+    require=require_packages,
+)
