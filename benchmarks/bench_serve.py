@@ -149,8 +149,11 @@ def inputs(i):
     for k, v in fields.items():
         x = grpc.InferInput(k, [1, 1], "BYTES"); x.set_data_from_numpy(np.array([[v.encode()]], dtype=object)); out.append(x)
     return out
+start = threading.Barrier(clients + 1)  # every client connected before the clock starts
 def worker(w):
     c = grpc.InferenceServerClient(url)
+    c.is_server_live()  # the channel connects lazily: connect outside the timed window
+    start.wait()
     for j in range(per_client):
         if time.monotonic() > deadline:
             with lock: failed.append("time limit")
@@ -166,8 +169,9 @@ def worker(w):
             (lat.append(time.perf_counter() - s) if ok else failed.append(str(err)[:200]))
     c.close()
 threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
+[t.start() for t in threads]; start.wait()
 t0 = time.perf_counter()
-[t.start() for t in threads]; [t.join() for t in threads]
+[t.join() for t in threads]
 total = time.perf_counter() - t0
 lat.sort()
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3 if lat else None
@@ -311,8 +315,11 @@ host, port, name, clients, per_client, max_s = sys.argv[1], int(sys.argv[2]), sy
 texts = json.loads(sys.argv[7])
 lat, failed, lock = [], [], threading.Lock()
 deadline = time.monotonic() + max_s
+start = threading.Barrier(clients + 1)  # every client connected before the clock starts
 def worker(w):
     c = http.client.HTTPConnection(host, port, timeout=max_s + 30)
+    c.connect()
+    start.wait()
     for j in range(per_client):
         if time.monotonic() > deadline:
             with lock: failed.append("time limit")
@@ -331,8 +338,9 @@ def worker(w):
             (lat.append(time.perf_counter() - s) if ok else failed.append(err[:200]))
     c.close()
 threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
+[t.start() for t in threads]; start.wait()
 t0 = time.perf_counter()
-[t.start() for t in threads]; [t.join() for t in threads]
+[t.join() for t in threads]
 total = time.perf_counter() - t0
 lat.sort()
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3 if lat else None

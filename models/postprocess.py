@@ -237,4 +237,6 @@ def pool(hidden: np.ndarray, mask: np.ndarray, mode: str, normalize: bool = Fals
 def embed_result(hidden: np.ndarray, mask: np.ndarray, pooling: Mapping[str, Any]) -> dict[str, Any]:
     """``{"embeddings": [[...], ...]}`` for a batch, pooled per the manifest's ``pooling``."""
     vectors = pool(hidden, mask, str(pooling.get("mode", "cls")), bool(pooling.get("normalize", False)))
-    return {"embeddings": [[_r(v) for v in row] for row in vectors]}
+    # numpy's round then tolist: the same floats as _r per value (round-half-even on the same float64), ~8x faster,
+    # which matters to serve (issue 25: 384 Python round() calls per request were ~0.5 ms of CPU each)
+    return {"embeddings": np.round(vectors, DECIMALS).tolist()}

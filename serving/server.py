@@ -164,7 +164,7 @@ def running(
     runner = None
     supervisor: Supervisor | None = None
     try:
-        made = make_runner(b, opts.runtime, opts.threads)
+        made = make_runner(b, opts.runtime, serve_threads(opts.threads, opts.runtime))
         made.activate()
         runner = made
         model = TextModel(b, made, tokenizer, max_text_chars=opts.max_text_chars)
@@ -182,6 +182,22 @@ def running(
                 runner.deactivate()
             shutil.rmtree(root, ignore_errors=True)
             os.umask(old_umask)
+
+
+def serve_threads(threads: int | None, runtime: str) -> int | None:
+    """The runner's intra-op threads: ``--threads`` if given, else all CPU cores but one for CPU ONNX Runtime.
+
+    Why not ORT's default (every core, spinning between calls): a server shares the machine with
+    tritonserver, its Python backend stub, gRPC and the tokenizer. Measured for issue 25 on 2 cores
+    (benchmarks/serving_infinity.md), 2 spinning threads cost 8-11 ms of CPU per request and 1 thread
+    3 ms, and 1 thread served 1.5-2x the requests per second at 8 and 32 clients with half the p99.
+    GPU runtimes keep their default (the host threads only feed the device).
+    """
+    if threads is not None or runtime != "ort":
+        return threads
+    from bert_export.models.support import max_threads
+
+    return max(1, max_threads() - 1)
 
 
 def _ports_free(opts: ServeOptions) -> None:

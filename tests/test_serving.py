@@ -361,6 +361,41 @@ def test_serve_survives_a_client_killed_mid_request(embed_server: Server, tmp_pa
     assert _get(f"http://{embed_server.http_url}/v2/health/live")[0] == 200
 
 
+def test_length_buckets_cut_a_mixed_batch_into_runs_of_similar_length() -> None:
+    from bert_export.serving.textmodel import length_buckets
+
+    lengths = [12, 16, 5, 43, 9, 18, 10, 27] * 4  # what 32 clients sending the bench's texts put in one batch
+    runs = length_buckets(lengths, call_cost=16)
+    assert sorted(i for run in runs for i in run) == list(range(len(lengths)))  # each request exactly once
+    assert all(max(lengths[i] for i in a) <= min(lengths[i] for i in b) for a, b in zip(runs, runs[1:]))
+    padded = sum(len(run) * max(lengths[i] for i in run) for run in runs)
+    assert 1 < len(runs) and padded + 16 * len(runs) < len(lengths) * 43 + 16  # cheaper than one call padded to 43
+    assert length_buckets([10] * 32) == [list(range(32))]  # equal lengths: one call
+    assert length_buckets([7]) == [[0]] and length_buckets([]) == []
+
+
+def test_serve_batch_runs_padded_buckets_with_replies_in_request_order(minilm_embed: Path) -> None:
+    """A mixed Triton batch is run as length buckets (no short request padded to the long one), each reply in its
+    request's place and equal to that text embedded alone."""
+    from bert_export.bundle.reader import load_bundle
+    from bert_export.runtimes.factory import bundle_tokenizer, make_runner
+    from bert_export.serving.textmodel import TextModel
+
+    b = load_bundle(minilm_embed)
+    texts = ["Short text.", " ".join(["A much longer sentence about serving embeddings."] * 6), "Hi.", "Tiny."]
+    with make_runner(b, "ort", 1) as runner:
+        model = TextModel(b, runner, bundle_tokenizer(b))
+        alone = [json.loads(model.predict([{"TEXT": t}])[0].json) for t in texts]
+        shapes: list[tuple[int, ...]] = []
+        infer = runner.infer
+        runner.infer = lambda feed: (shapes.append(feed["input_ids"].shape), infer(feed))[1]  # type: ignore[method-assign]
+        replies = model.predict([{"TEXT": t.encode()} for t in texts])
+    assert len(shapes) == 2 and sorted(rows for rows, _ in shapes) == [1, 3]  # the long text alone
+    assert max(width for rows, width in shapes if rows == 3) < 10  # the short three padded to their own longest
+    for reply, want in zip(replies, alone):
+        assert not reply.error and close(json.loads(reply.json), want)
+
+
 def test_serve_bad_options_are_one_line(minilm_embed: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bert_export.cli.main import main
 
