@@ -532,9 +532,23 @@ def write_infinity(results: dict[str, Any]) -> None:
     for (system, precision, clients), r in sorted(by.items()):
         other = by.get(("Infinity optimum", precision, clients))
         if system == "bert-export serve" and other and other["rps"]:
-            ratios.append(f"- {precision}, {clients} clients: serve / Infinity = {r['rps'] / other['rps']:.2f}x req/s")
+            p99 = (
+                f", p99 {r['p99_ms']:.0f} vs {other['p99_ms']:.0f} ms"
+                if r.get("p99_ms") and other.get("p99_ms")
+                else ""
+            )
+            ratios.append(
+                f"- {precision}, {clients} clients: serve / Infinity = {r['rps'] / other['rps']:.2f}x req/s{p99}"
+            )
     lines += ["", "Ratios within this run (same machine, back to back):", "", *ratios, ""]
-    (HERE / "serving_infinity.md").write_text("\n".join(lines))
+    out = HERE / "serving_infinity.md"
+    # the hand-written analysis below the generated tables (ANALYSIS heading onward) survives a re-run
+    old = out.read_text(encoding="utf-8") if out.exists() else ""
+    kept = old[old.index(ANALYSIS) :] if ANALYSIS in old else ""
+    out.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
+
+
+ANALYSIS = "## Where serve's time goes"
 
 
 def machine() -> dict[str, Any]:
