@@ -14,7 +14,8 @@ int8 error on its fp32 inputs (``quantize.fallback.local_errors``), as the ONNX 
 
 ExecuTorch plans memory for the upper bounds of the dynamic dimensions, so the batch is bounded
 (``MAX_BATCH``); the runner splits larger batches. ModernBERT's sliding-window layers are what
-transformers computes: a dense attention with a banded mask (no blocked kernel: docs/edge.md).
+transformers computes: a dense attention with a banded mask (no blocked kernel: docs/edge.md); its
+GLU's ``chunk`` is exported as slices (``splits_as_slices``: the edge verifier would fix the batch).
 """
 
 from __future__ import annotations
@@ -122,9 +123,60 @@ def export_program(graph: torch.nn.Module, inputs: Sequence[TensorSpec], max_seq
     example = _example(inputs, max_seq)
     dynamic = {name: {0: batch, 1: seq} for name in example}
     try:
-        return torch.export.export(graph.eval(), (), example, dynamic_shapes=dynamic, strict=False)
+        program = torch.export.export(graph.eval(), (), example, dynamic_shapes=dynamic, strict=False)
     except Exception as exc:
         raise BertExportError(f"torch.export failed for --runtime executorch: {first_line(exc, 300)}") from None
+    splits_as_slices(program.graph_module)
+    return program
+
+
+def splits_as_slices(module: Any) -> int:
+    """Rewrite ``split``/``split_with_sizes``/``chunk`` (ModernBERT's GLU ``chunk(2, -1)``) as one ``slice``
+    per used output; the number rewritten.
+
+    ExecuTorch's edge verifier (executorch 1.5, ``arg_validator``) takes ``len()`` of the *first tensor*
+    of an op returning ``Tensor[]``: with a dynamic batch that guards ``batch == example batch`` and
+    silently specialises the whole program to the export example's batch of 2 (every other batch then
+    fails at run time, first in ``arange.start_out``: "resize a static tensor", error 0x12). Slices
+    return one tensor each, so the batch stays dynamic."""
+    import operator
+
+    import torch
+
+    aten = torch.ops.aten
+    count = 0
+    for node in list(module.graph.nodes):
+        if node.op != "call_function" or node.target not in (
+            aten.split.Tensor,
+            aten.split_with_sizes.default,
+            aten.chunk.default,
+        ):
+            continue
+        source, arg = node.args[0], node.args[1]
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        shape = source.meta["val"].shape
+        dim = dim % len(shape)
+        if not isinstance(shape[dim], int) or any(u.target is not operator.getitem for u in node.users):
+            continue
+        if node.target is aten.split_with_sizes.default:
+            sizes = list(arg)
+        else:
+            step = -(-shape[dim] // arg) if node.target is aten.chunk.default else arg
+            sizes = [min(step, shape[dim] - start) for start in range(0, shape[dim], step)]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        for user in list(node.users):
+            i = user.args[1]
+            with module.graph.inserting_before(user):
+                piece = module.graph.call_function(aten.slice.Tensor, (source, dim, starts[i], starts[i] + sizes[i]))
+            piece.meta = dict(user.meta)
+            user.replace_all_uses_with(piece)
+            module.graph.erase_node(user)
+        module.graph.erase_node(node)
+        count += 1
+    if count:
+        module.graph.lint()
+        module.recompile()
+    return count
 
 
 def integer_scalar_ops_as_scalar(module: Any) -> None:
