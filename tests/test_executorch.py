@@ -191,8 +191,7 @@ def test_modernbert_past_its_window(make_bundle: Any) -> None:
 
     fam = FAMILIES["modernbert"]
     window = fam.tiny_config["local_attention"]
-    b = load_bundle(make_bundle("modernbert", "embed", optimization=ET, max_seq=64))
-    assert manifest(b.path)["parity"]["passed"]
+    b = load_bundle(make_bundle("modernbert", "embed", optimization=ET, max_seq=64, validate=False))
     reference = TaskGraph(load_random(fam, TASKS["embed"], dict(fam.tiny_config), 0, None).model, ["last_hidden_state"])
     lengths = [7, 60, 3 * window]  # one inside the window, two past it; padded to 60 (3 x 60 > 2 x 64)
     ids = np.random.default_rng(0).integers(5, 1000, (len(lengths), 60))
