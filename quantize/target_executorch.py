@@ -2,7 +2,8 @@
 
     TaskGraph --torch.export (dynamic batch <= MAX_BATCH, sequence <= --max-seq)--> ExportedProgram
       fp32: -> to_edge_transform_and_lower(XNNPACK) -> executorch/model.pte
-      int8: -> prepare_pt2e(XNNPACKQuantizer: int8 symmetric, per-channel weights, static activations)
+      int8: -> prepare_pt2e(XNNPACKQuantizer: int8 symmetric, per-channel weights; activations quantized
+               per tensor from calibrated ranges (static, the default) or per token at run time (--int8-mode dynamic))
             -> calibrate on our calibration text -> convert_pt2e -> export again -> XNNPACK -> model.pte
 
 Unlike the other targets, the program is built from the PyTorch task model (``Artefact.torch_model``),
@@ -64,6 +65,10 @@ def require_packages(options: OptimizeOptions) -> None:
             raise BertExportError(f"--runtime executorch --int8 needs torchao; {INSTALL_HINT}") from None
 
 
+# --int8-mode -> the activations' quantization (XNNPACK's dynamic mode quantizes each token's row at run time)
+ACTIVATIONS = {"dynamic": "dynamic per-token activations", "static": "static per-tensor activations"}
+
+
 @dataclass
 class ProgramResult:
     """What the ExecuTorch step wrote, for the manifest (``optimization.executorch``)."""
@@ -78,6 +83,7 @@ class ProgramResult:
     kept_fp32: list[str] = field(default_factory=list)
     delegated: int = 0  # XNNPACK-delegated subgraphs
     calib_samples: int = 0
+    mode: str = "static"
 
     def to_manifest(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -91,7 +97,8 @@ class ProgramResult:
         }
         if self.precision == "int8":
             out["int8"] = {
-                "quantizer": "XNNPACKQuantizer (pt2e), int8 symmetric, per-channel weights, static activations",
+                "quantizer": f"XNNPACKQuantizer (pt2e), int8 symmetric, per-channel weights, {ACTIVATIONS[self.mode]}",
+                "mode": self.mode,
                 "calib_samples": self.calib_samples,
                 "kept_fp32": self.kept_fp32,
             }
@@ -214,9 +221,10 @@ def quantized_program(
     max_seq: int,
     feeds: Sequence[dict[str, np.ndarray]],
     keep: frozenset[str],
+    mode: str = "static",
 ) -> Any:
-    """The int8 ExportedProgram: every ``nn.Linear`` but ``keep`` quantized by XNNPACK's pt2e quantizer,
-    activation ranges calibrated on ``feeds``."""
+    """The int8 ExportedProgram: every ``nn.Linear`` but ``keep`` quantized by XNNPACK's pt2e quantizer;
+    activations per token at run time (``dynamic``) or per tensor from ranges calibrated on ``feeds``."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -227,7 +235,7 @@ def quantized_program(
     module = export_program(graph, inputs, max_seq).module()
     integer_scalar_ops_as_scalar(module)
     quantizer = XNNPACKQuantizer()
-    config = get_symmetric_quantization_config(is_per_channel=True)
+    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=mode == "dynamic")
     for name in linear_names(graph):
         if name not in keep:  # the quantizer takes no "None" per module: annotate only what is quantized
             quantizer.set_module_name(name, config)
@@ -263,9 +271,10 @@ def lower(program: Any, path: Path) -> int:
 
 
 def linear_rank(
-    graph: torch.nn.Module, inputs: Sequence[TensorSpec], feeds: Sequence[dict[str, np.ndarray]]
+    graph: torch.nn.Module, inputs: Sequence[TensorSpec], feeds: Sequence[dict[str, np.ndarray]], mode: str
 ) -> dict[str, float]:
-    """Each Linear's own int8 error (static per-tensor activations, per-channel weights) on its fp32 inputs."""
+    """Each Linear's own int8 error (per-channel weights; activations per tensor, or per token when dynamic)
+    on its fp32 inputs."""
     import torch
 
     xs: dict[str, list[np.ndarray]] = {}
@@ -286,7 +295,7 @@ def linear_rank(
     finally:
         for h in hooks:
             h.remove()
-    return local_errors(xs, weights, "tensor")
+    return local_errors(xs, weights, "tensor" if mode == "static" else "tensor-dynamic")
 
 
 @quiet_loggers("executorch", "torch._export", "torchao", level=logging.ERROR, root=True)
@@ -313,10 +322,12 @@ def build(
         if not options.int8:
             result.delegated = lower(export_program(model, inputs, max_seq), path)
             return result
-        result.hint, result.calib_samples = "int8", len(feeds)
+        result.hint, result.mode = "int8", options.mode or "static"
+        result.calib_samples = len(feeds) if result.mode == "static" else 0
 
         def build_int8(keep: frozenset[str]) -> Path:
-            result.delegated = lower(quantized_program(model, inputs, max_seq, feeds, keep), path)
+            program = quantized_program(model, inputs, max_seq, feeds, keep, result.mode)
+            result.delegated = lower(program, path)
             return path
 
         if probe is not None and options.fallback:
@@ -327,7 +338,7 @@ def build(
                 probe,
                 None,
                 rank_feeds,
-                rank=lambda _p: linear_rank(model, inputs, rank_feeds),
+                rank=lambda _p: linear_rank(model, inputs, rank_feeds, result.mode),
                 budget_s=options.fallback_budget,
             )
             result.kept_fp32 = list(result.fallback.kept)
@@ -345,8 +356,8 @@ def gate_runner(
 
 def int8_record(options: OptimizeOptions) -> dict[str, Any]:
     return {
-        "mode": "pt2e",
-        "calib_samples": options.calib_samples,
+        "mode": options.mode or "static",
+        "calib_samples": options.calib_samples if options.mode == "static" else 0,
         "kernel": "XNNPACK int8 (QDQ from XNNPACKQuantizer, per-channel weights)",
     }
 
@@ -362,8 +373,9 @@ TARGET = Target(
         "fp16": "its XNNPACK program is exported in fp32 or int8 only here",
         "bf16": "XNNPACK has no bf16 path",
     },
-    int8_default="pt2e",
-    int8_note="ExecuTorch quantizes with XNNPACK's pt2e quantizer (static, calibrated)",
+    int8_modes=("dynamic", "static"),
+    int8_default="static",
+    int8_note="ExecuTorch quantizes with XNNPACK's pt2e quantizer (static calibrated, or per-token dynamic)",
     int8_record=int8_record,
     artefact=Artefact(SECTION, build, gate_runner, torch_model=True),
     long_inputs=False,

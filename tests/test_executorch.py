@@ -157,10 +157,22 @@ def test_fp16_is_refused_before_any_work(tmp_path: Path, capsys: Any) -> None:
     assert not out.exists()
 
 
+def test_int8_modes_static_by_default_dynamic_opt_in() -> None:
+    """``--int8`` is static (calibrated); ``--int8-mode dynamic`` selects XNNPACK's per-token activations."""
+    from bert_export.quantize.target_executorch import ProgramResult
+
+    assert OptimizeOptions(runtime="executorch", int8=True).mode == "static"
+    dynamic = OptimizeOptions(runtime="executorch", int8=True, int8_mode="dynamic")
+    dynamic.check()  # a mode the target takes (ONNX-only targets refuse --int8-mode with one line)
+    assert dynamic.mode == "dynamic"
+    record = ProgramResult("int8", "1.5", 64, mode="dynamic").to_manifest()["int8"]
+    assert record["mode"] == "dynamic" and "dynamic per-token" in record["quantizer"]
+
+
 @pytest.mark.slow
 def test_int8_holds_the_gate(tmp_path: Path) -> None:
-    """Tiny BERT, int8 through XNNPACK's pt2e quantizer calibrated on our text, under the int8 gate, run by
-    ExecuTorch. (The packaged MiniLM fails the gate with every Linear static int8: docs/edge.md.)"""
+    """Tiny BERT, int8 through XNNPACK's pt2e quantizer (static per-tensor activations calibrated on our text,
+    the default mode), under the int8 gate, run by ExecuTorch."""
     out = tmp_path / "tiny-int8"
     tiny = dict(FAMILIES["bert"].tiny_config)
     export(
@@ -169,11 +181,12 @@ def test_int8_holds_the_gate(tmp_path: Path) -> None:
         random_init=True,
         overrides=tiny,
         out=out,
-        optimization=OptimizeOptions(runtime="executorch", int8=True),
+        optimization=OptimizeOptions(runtime="executorch", int8=True, int8_mode="static"),
     )
     m = manifest(out)
     assert m["precision"] == "int8" and m["parity"]["passed"] and m["parity"]["runtime"] == "executorch"
-    assert m["optimization"]["executorch"]["int8"]["calib_samples"] > 0
+    section = m["optimization"]["executorch"]["int8"]
+    assert section["mode"] == "static" and section["calib_samples"] > 0
     assert cli(["validate", str(out), "--runtime", "executorch", "-q"]) == 0
 
 
