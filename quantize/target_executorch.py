@@ -2,7 +2,8 @@
 
     TaskGraph --torch.export (dynamic batch <= MAX_BATCH, sequence <= --max-seq)--> ExportedProgram
       fp32: -> to_edge_transform_and_lower(XNNPACK) -> executorch/model.pte
-      int8: -> prepare_pt2e(XNNPACKQuantizer: int8 symmetric, per-channel weights, static activations)
+      int8: -> prepare_pt2e(XNNPACKQuantizer: int8 symmetric, per-channel weights; activations quantized
+               per tensor from calibrated ranges (static, the default) or per token at run time (--int8-mode dynamic))
             -> calibrate on our calibration text -> convert_pt2e -> export again -> XNNPACK -> model.pte
 
 Unlike the other targets, the program is built from the PyTorch task model (``Artefact.torch_model``),
@@ -14,7 +15,8 @@ int8 error on its fp32 inputs (``quantize.fallback.local_errors``), as the ONNX 
 
 ExecuTorch plans memory for the upper bounds of the dynamic dimensions, so the batch is bounded
 (``MAX_BATCH``); the runner splits larger batches. ModernBERT's sliding-window layers are what
-transformers computes: a dense attention with a banded mask (no blocked kernel: docs/edge.md).
+transformers computes: a dense attention with a banded mask (no blocked kernel: docs/edge.md); its
+GLU's ``chunk`` is exported as slices (``splits_as_slices``: the edge verifier would fix the batch).
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ def require_packages(options: OptimizeOptions) -> None:
             raise BertExportError(f"--runtime executorch --int8 needs torchao; {INSTALL_HINT}") from None
 
 
+# --int8-mode -> the activations' quantization (XNNPACK's dynamic mode quantizes each token's row at run time)
+ACTIVATIONS = {"dynamic": "dynamic per-token activations", "static": "static per-tensor activations"}
+
+
 @dataclass
 class ProgramResult:
     """What the ExecuTorch step wrote, for the manifest (``optimization.executorch``)."""
@@ -77,6 +83,7 @@ class ProgramResult:
     kept_fp32: list[str] = field(default_factory=list)
     delegated: int = 0  # XNNPACK-delegated subgraphs
     calib_samples: int = 0
+    mode: str = "static"
 
     def to_manifest(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -90,7 +97,8 @@ class ProgramResult:
         }
         if self.precision == "int8":
             out["int8"] = {
-                "quantizer": "XNNPACKQuantizer (pt2e), int8 symmetric, per-channel weights, static activations",
+                "quantizer": f"XNNPACKQuantizer (pt2e), int8 symmetric, per-channel weights, {ACTIVATIONS[self.mode]}",
+                "mode": self.mode,
                 "calib_samples": self.calib_samples,
                 "kept_fp32": self.kept_fp32,
             }
@@ -122,9 +130,60 @@ def export_program(graph: torch.nn.Module, inputs: Sequence[TensorSpec], max_seq
     example = _example(inputs, max_seq)
     dynamic = {name: {0: batch, 1: seq} for name in example}
     try:
-        return torch.export.export(graph.eval(), (), example, dynamic_shapes=dynamic, strict=False)
+        program = torch.export.export(graph.eval(), (), example, dynamic_shapes=dynamic, strict=False)
     except Exception as exc:
         raise BertExportError(f"torch.export failed for --runtime executorch: {first_line(exc, 300)}") from None
+    splits_as_slices(program.graph_module)
+    return program
+
+
+def splits_as_slices(module: Any) -> int:
+    """Rewrite ``split``/``split_with_sizes``/``chunk`` (ModernBERT's GLU ``chunk(2, -1)``) as one ``slice``
+    per used output; the number rewritten.
+
+    ExecuTorch's edge verifier (executorch 1.5, ``arg_validator``) takes ``len()`` of the *first tensor*
+    of an op returning ``Tensor[]``: with a dynamic batch that guards ``batch == example batch`` and
+    silently specialises the whole program to the export example's batch of 2 (every other batch then
+    fails at run time, first in ``arange.start_out``: "resize a static tensor", error 0x12). Slices
+    return one tensor each, so the batch stays dynamic."""
+    import operator
+
+    import torch
+
+    aten = torch.ops.aten
+    count = 0
+    for node in list(module.graph.nodes):
+        if node.op != "call_function" or node.target not in (
+            aten.split.Tensor,
+            aten.split_with_sizes.default,
+            aten.chunk.default,
+        ):
+            continue
+        source, arg = node.args[0], node.args[1]
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        shape = source.meta["val"].shape
+        dim = dim % len(shape)
+        if not isinstance(shape[dim], int) or any(u.target is not operator.getitem for u in node.users):
+            continue
+        if node.target is aten.split_with_sizes.default:
+            sizes = list(arg)
+        else:
+            step = -(-shape[dim] // arg) if node.target is aten.chunk.default else arg
+            sizes = [min(step, shape[dim] - start) for start in range(0, shape[dim], step)]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        for user in list(node.users):
+            i = user.args[1]
+            with module.graph.inserting_before(user):
+                piece = module.graph.call_function(aten.slice.Tensor, (source, dim, starts[i], starts[i] + sizes[i]))
+            piece.meta = dict(user.meta)
+            user.replace_all_uses_with(piece)
+            module.graph.erase_node(user)
+        module.graph.erase_node(node)
+        count += 1
+    if count:
+        module.graph.lint()
+        module.recompile()
+    return count
 
 
 def integer_scalar_ops_as_scalar(module: Any) -> None:
@@ -162,9 +221,10 @@ def quantized_program(
     max_seq: int,
     feeds: Sequence[dict[str, np.ndarray]],
     keep: frozenset[str],
+    mode: str = "static",
 ) -> Any:
-    """The int8 ExportedProgram: every ``nn.Linear`` but ``keep`` quantized by XNNPACK's pt2e quantizer,
-    activation ranges calibrated on ``feeds``."""
+    """The int8 ExportedProgram: every ``nn.Linear`` but ``keep`` quantized by XNNPACK's pt2e quantizer;
+    activations per token at run time (``dynamic``) or per tensor from ranges calibrated on ``feeds``."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -175,7 +235,7 @@ def quantized_program(
     module = export_program(graph, inputs, max_seq).module()
     integer_scalar_ops_as_scalar(module)
     quantizer = XNNPACKQuantizer()
-    config = get_symmetric_quantization_config(is_per_channel=True)
+    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=mode == "dynamic")
     for name in linear_names(graph):
         if name not in keep:  # the quantizer takes no "None" per module: annotate only what is quantized
             quantizer.set_module_name(name, config)
@@ -211,9 +271,10 @@ def lower(program: Any, path: Path) -> int:
 
 
 def linear_rank(
-    graph: torch.nn.Module, inputs: Sequence[TensorSpec], feeds: Sequence[dict[str, np.ndarray]]
+    graph: torch.nn.Module, inputs: Sequence[TensorSpec], feeds: Sequence[dict[str, np.ndarray]], mode: str
 ) -> dict[str, float]:
-    """Each Linear's own int8 error (static per-tensor activations, per-channel weights) on its fp32 inputs."""
+    """Each Linear's own int8 error (per-channel weights; activations per tensor, or per token when dynamic)
+    on its fp32 inputs."""
     import torch
 
     xs: dict[str, list[np.ndarray]] = {}
@@ -234,7 +295,7 @@ def linear_rank(
     finally:
         for h in hooks:
             h.remove()
-    return local_errors(xs, weights, "tensor")
+    return local_errors(xs, weights, "tensor" if mode == "static" else "tensor-dynamic")
 
 
 @quiet_loggers("executorch", "torch._export", "torchao", level=logging.ERROR, root=True)
@@ -261,10 +322,12 @@ def build(
         if not options.int8:
             result.delegated = lower(export_program(model, inputs, max_seq), path)
             return result
-        result.hint, result.calib_samples = "int8", len(feeds)
+        result.hint, result.mode = "int8", options.mode or "static"
+        result.calib_samples = len(feeds) if result.mode == "static" else 0
 
         def build_int8(keep: frozenset[str]) -> Path:
-            result.delegated = lower(quantized_program(model, inputs, max_seq, feeds, keep), path)
+            program = quantized_program(model, inputs, max_seq, feeds, keep, result.mode)
+            result.delegated = lower(program, path)
             return path
 
         if probe is not None and options.fallback:
@@ -275,7 +338,7 @@ def build(
                 probe,
                 None,
                 rank_feeds,
-                rank=lambda _p: linear_rank(model, inputs, rank_feeds),
+                rank=lambda _p: linear_rank(model, inputs, rank_feeds, result.mode),
                 budget_s=options.fallback_budget,
             )
             result.kept_fp32 = list(result.fallback.kept)
@@ -293,8 +356,8 @@ def gate_runner(
 
 def int8_record(options: OptimizeOptions) -> dict[str, Any]:
     return {
-        "mode": "pt2e",
-        "calib_samples": options.calib_samples,
+        "mode": options.mode or "static",
+        "calib_samples": options.calib_samples if options.mode == "static" else 0,
         "kernel": "XNNPACK int8 (QDQ from XNNPACKQuantizer, per-channel weights)",
     }
 
@@ -310,8 +373,9 @@ TARGET = Target(
         "fp16": "its XNNPACK program is exported in fp32 or int8 only here",
         "bf16": "XNNPACK has no bf16 path",
     },
-    int8_default="pt2e",
-    int8_note="ExecuTorch quantizes with XNNPACK's pt2e quantizer (static, calibrated)",
+    int8_modes=("dynamic", "static"),
+    int8_default="static",
+    int8_note="ExecuTorch quantizes with XNNPACK's pt2e quantizer (static calibrated, or per-token dynamic)",
     int8_record=int8_record,
     artefact=Artefact(SECTION, build, gate_runner, torch_model=True),
     long_inputs=False,
