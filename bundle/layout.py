@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,21 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     except (OSError, ValueError):
         return None
+
+
+def place_converted(
+    path: Path, extras: dict[str, Path], directory: Path, precision: str, suffix: str
+) -> tuple[list[str], dict[str, str]]:
+    """A converted graph (``.ort``) to ``onnx/model<precision suffix><suffix>`` (``onnx/model_fp16.ort``) in the
+    staged bundle ``directory``, and the files it ships with (``extras``: name suffix -> file) beside it under
+    the same stem; returns its graph files and the extras' bundle-relative names."""
+    stem = graph_file(precision).removesuffix(".onnx")
+    names = {extra: stem + extra for extra in extras}
+    (directory / stem).parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(path, directory / (stem + suffix))
+    for extra, src in extras.items():
+        shutil.move(src, directory / names[extra])
+    return [stem + suffix], names
 
 
 def place_graph(src: Path, directory: Path, precision: str) -> list[str]:

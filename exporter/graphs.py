@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import shutil
 import tempfile
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bert_export.bundle.layout import graph_file, parse_precisions, place_graph
+from bert_export.bundle.layout import parse_precisions, place_converted, place_graph
 from bert_export.models import BertExportError, Family, ParityError, Task, TensorSpec
 from bert_export.models.progress import Steps
 from bert_export.quantize.pipeline import OptimizeOptions, OptimizeResult, optimize_export, update_manifest
@@ -236,7 +235,7 @@ def build_graphs(
                     error.report = report
                     raise error
             if converted is not None and fmt is not None:
-                files, names = place_converted(converted, bundle_dir, p, fmt.suffix)
+                files, names = place_converted(converted.path, converted.extras, bundle_dir, p, fmt.suffix)
                 scratch["graph"].update(converted.to_manifest(names))
             else:
                 files = place_graph(work, bundle_dir, p)
@@ -247,20 +246,6 @@ def build_graphs(
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def place_converted(
-    converted: ConvertedGraph, bundle_dir: Path, precision: str, suffix: str
-) -> tuple[list[str], dict[str, str]]:
-    """A converted graph to ``onnx/model<precision suffix><suffix>`` (``onnx/model_fp16.ort``) and the files it
-    ships with beside it under the same stem; returns its graph files and the extras' bundle-relative names."""
-    stem = graph_file(precision).removesuffix(".onnx")
-    names = {extra: stem + extra for extra in converted.extras}
-    (bundle_dir / stem).parent.mkdir(parents=True, exist_ok=True)
-    os.replace(converted.path, bundle_dir / (stem + suffix))
-    for extra, path in converted.extras.items():
-        os.replace(path, bundle_dir / names[extra])
-    return [stem + suffix], names
 
 
 def _copy_graph(exported: Path, work: Path) -> Path:

@@ -59,23 +59,50 @@ def read_texts(path: str | Path, column: str | None = None) -> Iterator[str]:
         fh = open(path, encoding="utf-8", newline="" if suffix in (".csv", ".tsv") else None)
     except OSError as exc:
         raise BertExportError(f"cannot read {path} ({exc.strerror}); pass an existing text file") from None
+    if suffix == ".json":
+        raise BertExportError(
+            f"{path} is a .json file; a corpus is one text per line, or .jsonl (one JSON object per line), "
+            ".csv or .tsv: convert it to .jsonl"
+        )
     with fh:
-        rows = _jsonl(fh, path, column) if suffix == ".jsonl" else None
+        lines = _bounded_lines(fh, path)
+        rows = _jsonl(lines, path, column) if suffix == ".jsonl" else None
         if suffix in (".csv", ".tsv"):
-            rows = _csv(fh, path, column, "\t" if suffix == ".tsv" else ",")
+            rows = _csv(lines, path, column, "\t" if suffix == ".tsv" else ",")
         try:
             if rows is not None:
                 yield from rows
             else:
-                for line in fh:
+                for line in lines:
                     yield line.rstrip("\r\n")
+        except csv.Error as exc:
+            raise BertExportError(f"{path} is not a valid table ({exc}); fix the file") from None
         except UnicodeDecodeError as exc:
             raise BertExportError(
                 f"{path} is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x}); convert it (iconv -t UTF-8)"
             ) from None
 
 
-def _jsonl(fh: IO[str], path: Path, column: str | None) -> Iterator[str]:
+MAX_LINE_CHARS = 1 << 20  # 1 Mi characters: far past any model's window, and a bound on what one read holds
+
+
+def _bounded_lines(fh: IO[str], path: Path) -> Iterator[str]:
+    """The file's lines, each read with a bound: a file without newlines (a binary or sparse file, a JSON
+    document on one line) is refused at the bound instead of being read whole into memory; NUL
+    characters mean a binary file, refused too."""
+    n = 0
+    while line := fh.readline(MAX_LINE_CHARS + 1):
+        n += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise BertExportError(f"{path} line {n} is longer than {MAX_LINE_CHARS} characters; put one text per line")
+        if "\x00" in line:
+            raise BertExportError(
+                f"{path} line {n} holds a NUL character: it is not a text file; pass a UTF-8 text file"
+            )
+        yield line
+
+
+def _jsonl(fh: Iterator[str], path: Path, column: str | None) -> Iterator[str]:
     key = column or "text"
     for n, line in enumerate(fh, 1):
         if not line.strip():
@@ -84,6 +111,8 @@ def _jsonl(fh: IO[str], path: Path, column: str | None) -> Iterator[str]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise BertExportError(f"{path} line {n} is not JSON ({exc.msg}); write one JSON object per line") from None
+        except RecursionError:
+            raise BertExportError(f"{path} line {n} nests too deeply; write one flat JSON object per line") from None
         if isinstance(row, str) and column is None:
             yield row
         elif isinstance(row, dict) and isinstance(row.get(key), str):
@@ -93,7 +122,7 @@ def _jsonl(fh: IO[str], path: Path, column: str | None) -> Iterator[str]:
             raise BertExportError(f"{path} line {n} has no text field {key!r} (it has {have}); pass --column NAME")
 
 
-def _csv(fh: IO[str], path: Path, column: str | None, delimiter: str) -> Iterator[str]:
+def _csv(fh: Iterator[str], path: Path, column: str | None, delimiter: str) -> Iterator[str]:
     key = column or "text"
     reader = csv.DictReader(fh, delimiter=delimiter)
     if reader.fieldnames is None or key not in reader.fieldnames:

@@ -58,8 +58,8 @@ def minilm_copy(tmp_path: Path, minilm_dir: Path) -> Path:
 
 
 def test_unknown_family(capsys, tmp_path) -> None:
-    code, err = run_cli(capsys, "roberta", "--task", "qa", "--random-init")
-    assert_one_error_line(code, err, "unknown family or command 'roberta'", "bert, modernbert")
+    code, err = run_cli(capsys, "gpt2", "--task", "qa", "--random-init")
+    assert_one_error_line(code, err, "unknown family or command 'gpt2'", "bert, modernbert")
 
 
 def test_unknown_task(capsys) -> None:

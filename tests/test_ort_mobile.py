@@ -147,6 +147,7 @@ def test_cpp_demo_self_test_on_the_ort_bundle(demo: Path, minilm: Path) -> None:
     assert f"self-test: {n}/{n} golden examples within the fp32 tolerances" in proc.stdout
 
 
+@pytest.mark.slow
 def test_arm64_self_test_on_the_ort_bundle(arm_demo: tuple[str, Path], minilm: Path) -> None:  # noqa: F811
     """The same .ort on ONNX Runtime's aarch64 kernels, under qemu (tests/test_edge.py's cross-built demo)."""
     proc = run_arm(arm_demo, minilm, "--self-test")

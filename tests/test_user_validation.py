@@ -253,7 +253,7 @@ def test_assert_parity_message_is_the_table(sst: SimpleNamespace) -> None:
     from bert_export.testing import assert_parity
 
     with pytest.raises(AssertionError) as info:
-        assert_parity(sst.int8, model=sst.ckpt, data=sst.data, max_metric_drop=0.0)
+        assert_parity(sst.int8, model=sst.ckpt, data=sst.self_data, max_metric_drop=0.0)
     text = str(info.value)
     assert "task metrics vs gold" in text and "accuracy" in text and "FAIL" in text
 
