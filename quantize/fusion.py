@@ -213,29 +213,36 @@ def embed_layer_norm(model: ir.Model) -> int:
             c = ir.node("Cast", [src], {"to": ir.DataType.INT32}, name=f"{src.name}_int32")
             c.outputs[0].name = f"{src.name}_int32"
             casts.append(c)
-        eps = ln.attributes.get("epsilon")
-        fused = ir.node(
-            "EmbedLayerNormalization",
-            [
-                casts[0].outputs[0],
-                casts[1].outputs[0] if seg is not None else None,
-                word.inputs[0],
-                pos.inputs[0],
-                seg.inputs[0] if seg is not None else None,
-                ln.inputs[1],
-                ln.inputs[2],
-            ],
-            {"epsilon": eps.as_float() if eps is not None else 1e-12},
-            domain=MS,
-            name="EmbedLayerNormalization",
-            num_outputs=2,
-        )
-        fused.outputs[1].name = "embed_mask_index"
-        for c in casts:
-            model.graph.insert_before(ln, c)
-        _replace_first(model, ln, fused)
+        inputs = [
+            casts[0].outputs[0],
+            casts[1].outputs[0] if seg is not None else None,
+            word.inputs[0],
+            pos.inputs[0],
+            seg.inputs[0] if seg is not None else None,
+            ln.inputs[1],
+            ln.inputs[2],
+        ]
+        _emit_embed_layer_norm(model, ln, inputs, casts)
         return 1
     return 0
+
+
+def _emit_embed_layer_norm(model: ir.Model, ln: ir.Node, inputs: list[ir.Value | None], casts: list[ir.Node]) -> None:
+    """Put EmbedLayerNormalization(``inputs``) in place of ``ln``, its int32 ``casts`` before it; both
+    embedding fusions end here, so the op's attributes and its mask-index output are named once."""
+    eps = ln.attributes.get("epsilon")
+    fused = ir.node(
+        "EmbedLayerNormalization",
+        inputs,
+        {"epsilon": eps.as_float() if eps is not None else 1e-12},
+        domain=MS,
+        name="EmbedLayerNormalization",
+        num_outputs=2,
+    )
+    fused.outputs[1].name = "embed_mask_index"
+    for c in casts:
+        model.graph.insert_before(ln, c)
+    _replace_first(model, ln, fused)
 
 
 def embed_layer_norm_position_ids(model: ir.Model) -> int:
@@ -274,19 +281,8 @@ def embed_layer_norm_position_ids(model: ir.Model) -> int:
         gamma, beta = (
             (ln.inputs[1], ln.inputs[2]) if ln.op_type == "LayerNormalization" else (ln.inputs[2], ln.inputs[3])
         )
-        eps = ln.attributes.get("epsilon")
-        fused = ir.node(
-            "EmbedLayerNormalization",
-            [casts[0].outputs[0], None, word.inputs[0], table, None, gamma, beta, None, casts[1].outputs[0]],
-            {"epsilon": eps.as_float() if eps is not None else 1e-12},
-            domain=MS,
-            name="EmbedLayerNormalization",
-            num_outputs=2,
-        )
-        fused.outputs[1].name = "embed_mask_index"
-        for c in casts:
-            model.graph.insert_before(ln, c)
-        _replace_first(model, ln, fused)
+        inputs = [casts[0].outputs[0], None, word.inputs[0], table, None, gamma, beta, None, casts[1].outputs[0]]
+        _emit_embed_layer_norm(model, ln, inputs, casts)
         return 1
     return 0
 
