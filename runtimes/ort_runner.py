@@ -191,6 +191,12 @@ def _from_bundle(runtime: str) -> Callable[..., Runner]:
 
 # The runtime names ONNX Runtime runs as (runtimes/factory.py collects every runner module's).
 RUNTIMES = tuple(
-    Runtime(name, ORT_SUMMARIES[name], _from_bundle(name), gpu=any(p in GPU_PROVIDERS for p in providers))
+    Runtime(
+        name,
+        ORT_SUMMARIES[name],
+        _from_bundle(name),
+        gpu=any(p in GPU_PROVIDERS for p in providers),
+        spare_core_when_serving=not any(p in GPU_PROVIDERS for p in providers),
+    )
     for name, providers in ORT_RUNTIMES.items()
 )

@@ -193,9 +193,12 @@ def serve_threads(threads: int | None, runtime: str) -> int | None:
     3 ms, and 1 thread served 1.5-2x the requests per second at 8 and 32 clients with half the p99.
     GPU runtimes keep their default (the host threads only feed the device).
     """
-    if threads is not None or runtime != "ort":
-        return threads
     from bert_export.models.support import max_threads
+    from bert_export.runtimes.factory import RUNTIMES
+
+    entry = RUNTIMES.get(runtime)
+    if threads is not None or entry is None or not entry.spare_core_when_serving:
+        return threads
 
     return max(1, max_threads() - 1)
 
