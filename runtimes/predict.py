@@ -215,10 +215,15 @@ def _texts(
     top_k: int,
     plan: _Plan = _Plan(),
     pairs: list[str] | None = None,
+    lengths: list[int] | None = None,
 ) -> list[dict[str, Any]]:
     """One ``run --json`` object per text (or text pair), in the caller's order (``task.merge_results`` makes what
-    ``run`` prints); batched by length (``plan``), each batch padded to its longest."""
-    lengths = _warn_truncated(tokenizer, texts, b.max_seq, task.truncation_hint(), pairs)
+    ``run`` prints); batched by length (``plan``), each batch padded to its longest.
+
+    ``lengths``: each input's token length as fed, when the caller has measured it and reported truncation
+    itself (``serve`` notes it per request); then the texts are tokenized once, not twice."""
+    if lengths is None:
+        lengths = _warn_truncated(tokenizer, texts, b.max_seq, task.truncation_hint(), pairs)
     ctx = PostContext.of(b.manifest, tokenizer, top_k=top_k)
     task.check_texts(tokenizer, texts)
     results: list[dict[str, Any]] = []

@@ -8,7 +8,6 @@ error and never fails its neighbours in the batch.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -135,26 +134,21 @@ class TextModel:
                 how = " (longest_first: the longer text lost tokens first)" if pairs else ""
                 replies[k].note = f"note: the {what} is {n} tokens and was truncated to this bundle's {b.max_seq}{how}"
             ok.append(k)
-        if not ok:
-            return replies
-        quiet = logging.getLogger("bert_export.runtimes")
-        level, quiet.level = quiet.level, logging.ERROR  # the per-item note replaces run's batch-level warning
-        try:
-            for bucket in length_buckets([min(lengths[k], b.max_seq) for k in ok]):
-                members = [ok[j] for j in bucket]
-                results = _texts(
-                    b,
-                    tok,
-                    self.runner,
-                    self.task,
-                    [texts[k] for k in members],
-                    self.top_k,
-                    pairs=[pairs[k] for k in members] if pairs else None,
-                )
-                for k, result in zip(members, results):
-                    replies[k].json = _dumps(result)
-        finally:
-            quiet.level = level
+        fed = [min(lengths[k], b.max_seq) for k in ok]
+        for bucket in length_buckets(fed):  # the per-item note above replaces run's batch-level warning
+            members = [ok[j] for j in bucket]
+            results = _texts(
+                b,
+                tok,
+                self.runner,
+                self.task,
+                [texts[k] for k in members],
+                self.top_k,
+                pairs=[pairs[k] for k in members] if pairs else None,
+                lengths=[fed[j] for j in bucket],
+            )
+            for k, result in zip(members, results):
+                replies[k].json = _dumps(result)
         return replies
 
     def _qa(self, items: list[dict[str, str]]) -> list[Reply]:
