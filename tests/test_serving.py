@@ -394,6 +394,13 @@ def test_serve_batch_runs_padded_buckets_with_replies_in_request_order(minilm_em
     assert max(width for rows, width in shapes if rows == 3) < 10  # the short three padded to their own longest
     for reply, want in zip(replies, alone):
         assert not reply.error and close(json.loads(reply.json), want)
+    assert not any(r.note for r in replies)
+    too_long = " ".join(["serving"] * (b.max_seq + 20))
+    with make_runner(b, "ort", 1) as runner:
+        notes = [
+            r.note for r in TextModel(b, runner, bundle_tokenizer(b)).predict([{"TEXT": too_long}, {"TEXT": "Hi."}])
+        ]
+    assert f"was truncated to this bundle's {b.max_seq}" in notes[0] and not notes[1]  # its own note, not a neighbour's
 
 
 def test_serve_bad_options_are_one_line(minilm_embed: Path, capsys: pytest.CaptureFixture[str]) -> None:
