@@ -214,6 +214,7 @@ def serve_levels(
     max_batch: int,
     delay_ms: float,
     concurrency: tuple[int, ...] = CONCURRENCY,
+    extra: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     http, grpc_port, metrics = free_ports(3)
     name = f"bench_{task}"
@@ -236,6 +237,7 @@ def serve_levels(
             "--max-queue-delay-ms",
             str(delay_ms),
             "--open-statistics",
+            *extra,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -78,6 +78,12 @@ def triton(
 @click.option("--name", default=None, help="Model name [the bundle directory's name].")
 @runtime_option("Runner (as for run)")
 @threads_option()
+@click.option(
+    "--instances",
+    default=2,
+    show_default=True,
+    help="Batches in flight at once (PyTriton model instances, threads sharing one runner).",
+)
 @click.option("--max-text-chars", default=20_000, show_default=True, help="Refuse longer texts (per input).")
 @click.option(
     "--open-statistics", is_flag=True, help="Let clients read Triton's statistics API (token-protected by default)."
@@ -100,6 +106,7 @@ def serve(
     name: str | None,
     runtime: str,
     threads: int | None,
+    instances: int,
     max_text_chars: int,
     open_statistics: bool,
     max_request_mb: float,
@@ -122,6 +129,7 @@ def serve(
         name=name,
         runtime=runtime,
         threads=threads,
+        instances=instances,
         max_text_chars=max_text_chars,
         open_statistics=open_statistics,
         max_request_bytes=int(max_request_mb * 1024 * 1024),

@@ -123,6 +123,6 @@ class Runtime:
     summary: str  # the --runtime help: what runs it, where ("ONNX Runtime, CPU")
     build: Callable[..., Runner]  # (bundle, threads, **options) -> Runner
     gpu: bool = False  # runs on an NVIDIA GPU (bench compares it with PyTorch on CUDA)
-    # ``serve`` leaves one core to tritonserver and the tokenizer unless --threads is given: set for a CPU
-    # runtime whose default pool takes every core and spins between calls (ONNX Runtime on the CPU).
-    spare_core_when_serving: bool = False
+    # ``infer`` may be called from several threads at once on one runner (ONNX Runtime's ``InferenceSession.run``
+    # is); ``serve``'s model instances then overlap their inference, and otherwise take turns at it.
+    concurrent_infer: bool = False

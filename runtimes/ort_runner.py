@@ -196,7 +196,7 @@ RUNTIMES = tuple(
         ORT_SUMMARIES[name],
         _from_bundle(name),
         gpu=any(p in GPU_PROVIDERS for p in providers),
-        spare_core_when_serving=not any(p in GPU_PROVIDERS for p in providers),
+        concurrent_infer=not any(p in GPU_PROVIDERS for p in providers),  # CPU sessions: run() is thread-safe
     )
     for name, providers in ORT_RUNTIMES.items()
 )

@@ -59,7 +59,7 @@ class ServeOptions:
     name: str | None = None
     runtime: str = "ort"
     threads: int | None = None
-    instances: int = 1
+    instances: int = 2  # PyTriton model instances: threads of this process, each its own batch in flight
     max_text_chars: int = MAX_TEXT_CHARS
     open_statistics: bool = False  # PyTriton guards /v2/models/*/stats with a random token; this opens it (read-only)
     max_request_bytes: int = 8 * 1024 * 1024  # the front proxy refuses larger HTTP bodies (413)
@@ -86,6 +86,8 @@ def _check(opts: ServeOptions) -> None:
         raise BertExportError("--port, --grpc-port and --metrics-port must differ")
     if not 1 <= opts.max_batch <= 1024:
         raise BertExportError(f"--max-batch must be 1..1024, got {opts.max_batch}")
+    if not 1 <= opts.instances <= 16:
+        raise BertExportError(f"--instances must be 1..16, got {opts.instances}")
     if opts.max_queue_delay_ms < 0:
         raise BertExportError("--max-queue-delay-ms must be >= 0")
     if opts.max_text_chars < 1:
@@ -164,7 +166,7 @@ def running(
     runner = None
     supervisor: Supervisor | None = None
     try:
-        made = make_runner(b, opts.runtime, serve_threads(opts.threads, opts.runtime))
+        made = make_runner(b, opts.runtime, opts.threads)
         made.activate()
         runner = made
         model = TextModel(b, made, tokenizer, max_text_chars=opts.max_text_chars)
@@ -182,25 +184,6 @@ def running(
                 runner.deactivate()
             shutil.rmtree(root, ignore_errors=True)
             os.umask(old_umask)
-
-
-def serve_threads(threads: int | None, runtime: str) -> int | None:
-    """The runner's intra-op threads: ``--threads`` if given, else all CPU cores but one for CPU ONNX Runtime.
-
-    Why not ORT's default (every core, spinning between calls): a server shares the machine with
-    tritonserver, its Python backend stub, gRPC and the tokenizer. Measured for issue 25 on 2 cores
-    (benchmarks/serving_infinity.md), 2 spinning threads cost 8-11 ms of CPU per request and 1 thread
-    3 ms, and 1 thread served 1.5-2x the requests per second at 8 and 32 clients with half the p99.
-    GPU runtimes keep their default (the host threads only feed the device).
-    """
-    from bert_export.models.support import max_threads
-    from bert_export.runtimes.factory import RUNTIMES
-
-    entry = RUNTIMES.get(runtime)
-    if threads is not None or entry is None or not entry.spare_core_when_serving:
-        return threads
-
-    return max(1, max_threads() - 1)
 
 
 def _ports_free(opts: ServeOptions) -> None:
@@ -360,7 +343,7 @@ class Supervisor:
         try:
             triton.bind(
                 model_name=self.name,
-                infer_func=infer_callable(self.model),
+                infer_func=[infer_callable(m) for m in self.model.replicas(self.opts.instances)],
                 inputs=[
                     Tensor(name=n, dtype=bytes, shape=(1,), optional=n in self.model.task.triton_optional_inputs)
                     for n in self.model.input_names

@@ -8,6 +8,8 @@ error and never fails its neighbours in the batch.
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +41,27 @@ class Reply:
     error: str = ""
 
 
+def _concurrent(runner: Runner) -> bool:
+    from bert_export.runtimes.factory import RUNTIMES
+
+    entry = RUNTIMES.get(runner.name)
+    return entry is not None and entry.concurrent_infer
+
+
+class TakingTurns:
+    """A runner whose ``infer`` one thread calls at a time (the others wait); everything else is the runner's."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner, self._lock = runner, threading.Lock()
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._lock:
+            return self._runner.infer(feed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runner, name)
+
+
 class TextModel:
     """Batched prediction from text for one bundle (tokenizer, runner and post-processing)."""
 
@@ -60,6 +83,25 @@ class TextModel:
     @property
     def input_names(self) -> tuple[str, ...]:
         return self.task.triton_inputs
+
+    def replicas(self, count: int) -> list[TextModel]:
+        """``count`` models for ``count`` PyTriton instances (threads of this process): this one and copies.
+
+        Why instances: with one, tritonserver holds the next batch until this one's replies are back, so
+        the tokenizer, the post-processing and the IPC hops leave the runtime idle; on 2 cores one instance
+        used about one core at 32 clients (benchmarks/serving_infinity.md). Each copy gets its own tokenizer:
+        a Rust ``tokenizers`` object sets its padding and truncation per call and refuses a second thread
+        ("Already borrowed"). They share the runner; a runtime whose ``infer`` is not thread-safe
+        (``Runtime.concurrent_infer``) is called by one replica at a time."""
+        runner = self.runner if count == 1 or _concurrent(self.runner) else TakingTurns(self.runner)
+        models = [self]
+        for _ in range(count - 1):
+            twin = copy.copy(self)
+            twin.tokenizer = copy.deepcopy(self.tokenizer)
+            models.append(twin)
+        for m in models:
+            m.runner = runner
+        return models
 
     def decode(self, name: str, value: Any) -> str:
         """A request field as text: UTF-8 bytes (strict) or str, within the length limit."""

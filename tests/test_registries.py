@@ -264,14 +264,3 @@ def test_artefact_folder_per_precision_is_the_one_the_manifest_names(tmp_path: P
         folder = f"{entry.artefact.directory}-{precision}"
         assert record["ir"].startswith(folder + "/") and record["ir"] in manifest["files"]
         assert validate(out, runtime=name, precision=precision).passed
-
-
-def test_serve_spares_a_core_only_for_spinning_cpu_runtimes() -> None:
-    """serve's thread default comes from the runtime entry, not a name switch: --threads wins, CPU ORT leaves a core."""
-    from bert_export.models.support import max_threads
-    from bert_export.serving.server import serve_threads
-
-    assert serve_threads(None, "ort") == max(1, max_threads() - 1)
-    assert serve_threads(3, "ort") == 3
-    assert serve_threads(None, "openvino") is None
-    assert serve_threads(None, "ort-cuda") is None

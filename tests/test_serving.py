@@ -403,6 +403,35 @@ def test_serve_batch_runs_padded_buckets_with_replies_in_request_order(minilm_em
     assert f"was truncated to this bundle's {b.max_seq}" in notes[0] and not notes[1]  # its own note, not a neighbour's
 
 
+def test_serve_replicas_run_batches_at_once_with_their_own_tokenizers(minilm_embed: Path) -> None:
+    """serve's instances: replicas share the runner (ORT's run is thread-safe), each has its own tokenizer (a Rust
+    tokenizer refuses a second thread), replies from concurrent batches equal each text alone; a runtime whose
+    infer is not thread-safe is called by one replica at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bert_export.bundle.reader import load_bundle
+    from bert_export.runtimes.factory import bundle_tokenizer, make_runner
+    from bert_export.serving.textmodel import TakingTurns, TextModel
+
+    b = load_bundle(minilm_embed)
+    texts = [f"Sentence number {i} about {'long ' * (i % 7)}serving." for i in range(24)]
+    with make_runner(b, "ort", 1) as runner:
+        model = TextModel(b, runner, bundle_tokenizer(b))
+        alone = [json.loads(model.predict([{"TEXT": t}])[0].json) for t in texts]
+        replicas = model.replicas(3)
+        assert len({id(m.tokenizer) for m in replicas}) == 3 and all(m.runner is runner for m in replicas)
+        with ThreadPoolExecutor(3) as pool:
+            batches = list(pool.map(lambda k: replicas[k % 3].predict([{"TEXT": t} for t in texts[k::6]]), range(6)))
+        for k, replies in enumerate(batches):
+            for reply, want in zip(replies, alone[k::6]):
+                assert not reply.error and close(json.loads(reply.json), want)
+        runner.name = "openvino"  # a runtime whose infer is not declared thread-safe
+        turns = TextModel(b, runner, bundle_tokenizer(b)).replicas(2)
+        assert isinstance(turns[0].runner, TakingTurns) and turns[0].runner is turns[1].runner
+        assert close(json.loads(turns[1].predict([{"TEXT": texts[0]}])[0].json), alone[0])
+        runner.name = "ort"
+
+
 def test_serve_bad_options_are_one_line(minilm_embed: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bert_export.cli.main import main
 
