@@ -41,6 +41,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -473,31 +474,33 @@ def compare_infinity(args: argparse.Namespace) -> None:
         raise SystemExit(f"no {python}: run `bash benchmarks/setup_infinity.sh` first (benchmarks only)")
     results: dict[str, Any] = {"machine": machine(), "requests": args.requests, "max_batch": args.max_batch}
     results.update({"delay_ms": args.delay_ms, "levels": list(INFINITY_LEVELS), "rows": []})
-    for precision in args.precisions.split(","):
-        path = embed_bundle(precision, args.work)
-        systems = (
-            (
-                "bert-export serve (gRPC)",
-                lambda: serve_levels(
-                    path, "embed", args.requests, args.max_seconds, args.max_batch, args.delay_ms, INFINITY_LEVELS
+    results["rounds"] = args.rounds
+    for rnd in range(1, args.rounds + 1):  # the systems alternate within each round: drift hits both alike
+        for precision in args.precisions.split(","):
+            path = embed_bundle(precision, args.work)
+            systems = (
+                (
+                    "bert-export serve (gRPC)",
+                    lambda: serve_levels(
+                        path, "embed", args.requests, args.max_seconds, args.max_batch, args.delay_ms, INFINITY_LEVELS
+                    ),
                 ),
-            ),
-            (
-                "Infinity optimum (HTTP)",
-                lambda: infinity_levels(
-                    infinity_dir(path, args.work),
-                    python,
-                    args.requests,
-                    args.max_seconds,
-                    args.max_batch,
-                    INFINITY_LEVELS,
+                (
+                    "Infinity optimum (HTTP)",
+                    lambda: infinity_levels(
+                        infinity_dir(path, args.work),
+                        python,
+                        args.requests,
+                        args.max_seconds,
+                        args.max_batch,
+                        INFINITY_LEVELS,
+                    ),
                 ),
-            ),
-        )
-        for system, run_levels in systems:
-            print(f"{system}, {precision}:", flush=True)
-            for row in run_levels():
-                results["rows"].append({"system": system, "precision": precision, **row})
+            )
+            for system, run_levels in systems:
+                print(f"round {rnd}/{args.rounds}, {system}, {precision}:", flush=True)
+                for row in run_levels():
+                    results["rows"].append({"system": system, "precision": precision, "round": rnd, **row})
     results["machine"]["date_end"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (HERE / "serving_infinity.json").write_text(json.dumps(results, indent=2) + "\n")
     write_infinity(results)
@@ -519,17 +522,19 @@ def write_infinity(results: dict[str, Any]) -> None:
         "**Load**: the 1-minute load average before/after each level is in the last column. On a shared machine "
         "(load above the core count) these are not benchmarks; the integrator re-runs this on a quiet one.",
         "",
-        "| system | precision | clients | ok / requests | req/s | p50 ms | p99 ms | load 1-min before/after |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| system | precision | clients | rounds | ok / requests | req/s median (min-max) | p50 ms | p99 ms | "
+        "load 1-min (max) |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|",
     ]
-    for r in results["rows"]:
+    cells = _cells(results["rows"])
+    for (system, precision, clients), r in cells.items():
         p50 = f"{r['p50_ms']:.0f}" if r.get("p50_ms") is not None else "-"
         p99 = f"{r['p99_ms']:.0f}" if r.get("p99_ms") is not None else "-"
         lines.append(
-            f"| {r['system']} | {r['precision']} | {r['clients']} | {r['ok']} / {r['requests']} | {r['rps']:.1f} | "
-            f"{p50} | {p99} | {r['load_1min'][0]} / {r['load_1min'][1]} |"
+            f"| {system} | {precision} | {clients} | {r['rounds']} | {r['ok']} / {r['requests']} | "
+            f"{r['rps']:.1f} ({r['rps_min']:.0f}-{r['rps_max']:.0f}) | {p50} | {p99} | {r['load_max']} |"
         )
-    by = {(r["system"].split(" (")[0], r["precision"], r["clients"]): r for r in results["rows"]}
+    by = {(system.split(" (")[0], precision, clients): r for (system, precision, clients), r in cells.items()}
     ratios = []
     for (system, precision, clients), r in sorted(by.items()):
         other = by.get(("Infinity optimum", precision, clients))
@@ -540,7 +545,8 @@ def write_infinity(results: dict[str, Any]) -> None:
                 else ""
             )
             ratios.append(
-                f"- {precision}, {clients} clients: serve / Infinity = {r['rps'] / other['rps']:.2f}x req/s{p99}"
+                f"- {precision}, {clients} clients: serve / Infinity = {r['rps'] / other['rps']:.2f}x req/s "
+                f"(medians){p99}"
             )
     lines += ["", "Ratios within this run (same machine, back to back):", "", *ratios, ""]
     out = HERE / "serving_infinity.md"
@@ -551,6 +557,33 @@ def write_infinity(results: dict[str, Any]) -> None:
 
 
 ANALYSIS = "## Where serve's time goes"
+
+
+def _cells(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Per (system, precision, clients): the median req/s, p50 and p99 over the rounds, and the req/s range."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["system"], r["precision"], r["clients"]), []).append(r)
+    cells = {}
+    for key, group in groups.items():
+        rps = [g["rps"] for g in group]
+
+        def med(field: str, group: list[dict[str, Any]] = group) -> float | None:
+            values = [g[field] for g in group if g.get(field) is not None]
+            return statistics.median(values) if values else None
+
+        cells[key] = {
+            "rounds": len(group),
+            "ok": sum(g["ok"] for g in group),
+            "requests": sum(g["requests"] for g in group),
+            "rps": statistics.median(rps),
+            "rps_min": min(rps),
+            "rps_max": max(rps),
+            "p50_ms": med("p50_ms"),
+            "p99_ms": med("p99_ms"),
+            "load_max": max(max(g["load_1min"]) for g in group),
+        }
+    return cells
 
 
 def machine() -> dict[str, Any]:
@@ -618,6 +651,7 @@ def main() -> None:
     ap.add_argument("--infinity", action="store_true", help="serve vs Infinity at 8 and 32 clients (issue 25).")
     ap.add_argument("--infinity-python", default=str(INFINITY_PYTHON), help="Infinity's venv python.")
     ap.add_argument("--precisions", default="fp32,int8", help="--infinity: the bundles' precisions.")
+    ap.add_argument("--rounds", type=int, default=3, help="--infinity: rounds (systems alternate); medians reported.")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.infinity:
