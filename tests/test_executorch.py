@@ -157,16 +157,46 @@ def test_fp16_is_refused_before_any_work(tmp_path: Path, capsys: Any) -> None:
     assert not out.exists()
 
 
-def test_int8_modes_static_by_default_dynamic_opt_in() -> None:
-    """``--int8`` is static (calibrated); ``--int8-mode dynamic`` selects XNNPACK's per-token activations."""
+def test_int8_modes_dynamic_by_default_static_opt_in() -> None:
+    """``--int8`` is dynamic (XNNPACK's per-token activations: the mode that holds the gate on real BERT weights);
+    ``--int8-mode static`` selects calibrated per-tensor activations."""
     from bert_export.quantize.target_executorch import ProgramResult
 
-    assert OptimizeOptions(runtime="executorch", int8=True).mode == "static"
-    dynamic = OptimizeOptions(runtime="executorch", int8=True, int8_mode="dynamic")
-    dynamic.check()  # a mode the target takes (ONNX-only targets refuse --int8-mode with one line)
-    assert dynamic.mode == "dynamic"
+    assert OptimizeOptions(runtime="executorch", int8=True).mode == "dynamic"
+    static = OptimizeOptions(runtime="executorch", int8=True, int8_mode="static")
+    static.check()  # a mode the target takes (ONNX-only targets refuse --int8-mode with one line)
+    assert static.mode == "static"
     record = ProgramResult("int8", "1.5", 64, mode="dynamic").to_manifest()["int8"]
     assert record["mode"] == "dynamic" and "dynamic per-token" in record["quantizer"]
+
+
+def test_rank_puts_the_layer_whose_error_reaches_the_outputs_first() -> None:
+    """The fallback's ranking measures each Linear's int8 effect on the outputs: the last layer, fed one outlier
+    channel (a per-tensor int8 scale then crushes the rest), ranks above an early layer with the same local
+    error whose output a wide, saturating layer after it attenuates."""
+    import torch
+
+    from bert_export.models.tensors import TensorSpec
+    from bert_export.quantize.target_executorch import linear_rank
+
+    class Toy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.emb = torch.nn.Embedding(50, 16)
+            self.early, self.squash, self.last = (torch.nn.Linear(16, 16) for _ in range(3))
+
+        def forward(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+            x = self.emb(input_ids)
+            x = torch.tanh(8 * self.squash(self.early(x)))  # saturates: early's small errors barely move it
+            x = x.clone()
+            x[..., 0] = x[..., 0] * 200.0  # one outlier channel into the last layer
+            return {"out": self.last(x)}
+
+    feeds = [{"input_ids": np.random.default_rng(k).integers(0, 50, (2, 9))} for k in range(3)]
+    scores = linear_rank(Toy().eval(), [TensorSpec("input_ids", "int64", ("batch", "sequence"))], feeds, "static")
+    assert set(scores) == {"early", "squash", "last"} and all(v >= 0 for v in scores.values())
+    assert max(scores, key=lambda n: scores[n]) == "last", scores
 
 
 @pytest.mark.slow
