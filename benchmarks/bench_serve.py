@@ -538,8 +538,9 @@ def write_infinity(results: dict[str, Any]) -> None:
         "serve: gRPC to Triton; Infinity: HTTP `/embeddings` (its only API), optimum engine on the bundle's own "
         "graph file (`--onnx-disable-optimize`). One server at a time, each in its own process group.",
         "",
-        "**Load**: the 1-minute load average before/after each level is in the last column. On a shared machine "
-        "(load above the core count) these are not benchmarks; the integrator re-runs this on a quiet one.",
+        "**Load**: the highest 1-minute load average seen around each cell is in the last column. The servers and "
+        "the load generator share the machine, so a run alone reads about 2 on 2 cores; well above that, other "
+        "work was running and the cells are not benchmarks.",
         "",
         "| system | precision | clients | rounds | ok / requests | req/s median (min-max) | p50 ms | p99 ms | "
         "load 1-min (max) |",
