@@ -440,6 +440,11 @@ def test_serve_bad_options_are_one_line(minilm_embed: Path, capsys: pytest.Captu
     out = capsys.readouterr()
     err = out.out + out.err
     assert exit_.value.code == 2 and "must differ" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", str(minilm_embed), "--instances", "0"])
+    out = capsys.readouterr()
+    err = out.out + out.err
+    assert exit_.value.code == 2 and "--instances must be 1..16" in err and "Traceback" not in err
 
 
 def test_missing_serve_extra_is_one_line_before_any_work(
