@@ -22,7 +22,7 @@ from bert_export.models import BertExportError, get_task
 from bert_export.models import postprocess as pp
 from bert_export.models.progress import console
 from bert_export.models.tasks import PostContext, Row
-from bert_export.runtimes.base import Runner
+from bert_export.runtimes.base import Feed, Outputs, Runner
 from bert_export.runtimes.predict import _feed, _qa_windows, _texts
 from bert_export.runtimes.qa_windows import MAX_QUESTION_LEN
 
@@ -48,18 +48,24 @@ def _concurrent(runner: Runner) -> bool:
     return entry is not None and entry.concurrent_infer
 
 
-class TakingTurns:
-    """A runner whose ``infer`` one thread calls at a time (the others wait); everything else is the runner's."""
+class TakingTurns(Runner):
+    """The runner, with ``infer`` called by one thread at a time (the others wait): for runtimes whose ``infer``
+    is not thread-safe (an OpenVINO infer request, a TensorRT execution context)."""
 
     def __init__(self, runner: Runner) -> None:
-        self._runner, self._lock = runner, threading.Lock()
+        super().__init__(runner.inputs, runner.outputs, runner.max_seq)
+        self.runner, self.name, self.active = runner, runner.name, True
+        self._lock = threading.Lock()
 
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _activate(self) -> None:
+        self.runner.activate()
+
+    def infer(self, feed: Feed) -> Outputs:
         with self._lock:
-            return self._runner.infer(feed)
+            return self.runner.infer(feed)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._runner, name)
+    def _infer(self, feed: dict[str, np.ndarray]) -> Outputs:  # pragma: no cover - infer() delegates whole
+        return self.runner.infer(feed)
 
 
 class TextModel:
