@@ -99,7 +99,8 @@ class TextModel:
         a Rust ``tokenizers`` object sets its padding and truncation per call and refuses a second thread
         ("Already borrowed"). They share the runner; a runtime whose ``infer`` is not thread-safe
         (``Runtime.concurrent_infer``) is called by one replica at a time."""
-        runner = self.runner if count == 1 or _concurrent(self.runner) else TakingTurns(self.runner)
+        shared = count == 1 or _concurrent(self.runner) or isinstance(self.runner, TakingTurns)  # (a relaunch)
+        runner = self.runner if shared else TakingTurns(self.runner)
         models = [self]
         for _ in range(count - 1):
             twin = copy.copy(self)

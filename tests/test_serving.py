@@ -428,6 +428,7 @@ def test_serve_replicas_run_batches_at_once_with_their_own_tokenizers(minilm_emb
         runner.name = "openvino"  # a runtime whose infer is not declared thread-safe
         turns = TextModel(b, runner, bundle_tokenizer(b)).replicas(2)
         assert isinstance(turns[0].runner, TakingTurns) and turns[0].runner is turns[1].runner
+        assert turns[0].replicas(2)[1].runner is turns[0].runner  # a Triton relaunch does not wrap it again
         assert close(json.loads(turns[1].predict([{"TEXT": texts[0]}])[0].json), alone[0])
         runner.name = "ort"
 
