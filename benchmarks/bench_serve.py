@@ -136,7 +136,20 @@ def baseline(path: Path, task: str, n: int, batch: int, mode: str) -> dict[str, 
 
 # -- the server and its load ----------------------------------------------------------------------
 
-LOAD = r"""
+# Both load generators end alike: start the clients together, time them, print one JSON line of the results.
+_LOAD_RUN = r"""threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
+[t.start() for t in threads]; start.wait()
+t0 = time.perf_counter()
+[t.join() for t in threads]
+total = time.perf_counter() - t0
+lat.sort()
+q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3 if lat else None
+print(json.dumps({"clients": clients, "requests": clients * per_client, "ok": len(lat), "failed": len(failed),
+                  "errors": failed[:3], "seconds": total, "rps": len(lat) / total, "p50_ms": q(0.5), "p99_ms": q(0.99)}))
+"""
+
+LOAD = (
+    r"""
 import json, sys, threading, time
 import numpy as np
 import tritonclient.grpc as grpc
@@ -169,16 +182,9 @@ def worker(w):
         with lock:
             (lat.append(time.perf_counter() - s) if ok else failed.append(str(err)[:200]))
     c.close()
-threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
-[t.start() for t in threads]; start.wait()
-t0 = time.perf_counter()
-[t.join() for t in threads]
-total = time.perf_counter() - t0
-lat.sort()
-q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3 if lat else None
-print(json.dumps({"clients": clients, "requests": clients * per_client, "ok": len(lat), "failed": len(failed),
-                  "errors": failed[:3], "seconds": total, "rps": len(lat) / total, "p50_ms": q(0.5), "p99_ms": q(0.99)}))
 """
+    + _LOAD_RUN
+)
 
 
 def free_ports(n: int) -> list[int]:
@@ -312,7 +318,8 @@ def serve_levels(
 INFINITY_LEVELS = (8, 32)
 INFINITY_PYTHON = ROOT / ".ci" / "cache" / "infinity-venv" / "bin" / "python"
 
-LOAD_HTTP = r"""
+LOAD_HTTP = (
+    r"""
 import http.client, json, sys, threading, time
 host, port, name, clients, per_client, max_s = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 texts = json.loads(sys.argv[7])
@@ -340,16 +347,9 @@ def worker(w):
         with lock:
             (lat.append(time.perf_counter() - s) if ok else failed.append(err[:200]))
     c.close()
-threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
-[t.start() for t in threads]; start.wait()
-t0 = time.perf_counter()
-[t.join() for t in threads]
-total = time.perf_counter() - t0
-lat.sort()
-q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3 if lat else None
-print(json.dumps({"clients": clients, "requests": clients * per_client, "ok": len(lat), "failed": len(failed),
-                  "errors": failed[:3], "seconds": total, "rps": len(lat) / total, "p50_ms": q(0.5), "p99_ms": q(0.99)}))
 """
+    + _LOAD_RUN
+)
 
 
 def embed_bundle(precision: str, work: Path) -> Path:
