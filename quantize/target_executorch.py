@@ -33,7 +33,7 @@ import numpy as np
 from bert_export.bundle.publish import write_atomic
 from bert_export.models import BertExportError, TensorSpec
 from bert_export.models.support import first_line, quiet_loggers
-from bert_export.quantize.fallback import FallbackResult, accuracy_fallback
+from bert_export.quantize.fallback import FallbackResult, accuracy_fallback, fake_quant_tensor, fake_quant_weight
 from bert_export.quantize.target import Artefact, Target
 from bert_export.runtimes.base import Runner
 from bert_export.runtimes.executorch_runner import (
@@ -276,8 +276,9 @@ def lower(program: Any, path: Path) -> int:
 def linear_rank(
     graph: torch.nn.Module, inputs: Sequence[TensorSpec], feeds: Sequence[dict[str, np.ndarray]], mode: str
 ) -> dict[str, float]:
-    """Each Linear's effect on the *outputs* when it alone is int8 (fake-quantized in eager PyTorch: per-channel
-    symmetric weights; activations over the calibrated range, or each input's own range when dynamic).
+    """Each Linear's effect on the *outputs* when it alone is int8 (fake-quantized in eager PyTorch with the
+    fallback's own int8 grids: per-channel symmetric weights; activations over the calibrated range, or each
+    input's own range when dynamic).
 
     Why not ``quantize.fallback.local_errors`` (the ONNX targets' ranking, each layer's error on its own
     output): a layer's local error says nothing of how much of it reaches the outputs. On MiniLM it ranked the
@@ -307,21 +308,29 @@ def linear_rank(
     finally:
         for h in hooks:
             h.remove()
+
+    def fake_quant_input(lo: float, hi: float) -> Any:
+        """The Linear's input on the int8 grid: the calibrated range (static) or the input's own (dynamic)."""
+
+        def hook(_m: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            x = args[0].detach().numpy()
+            lo_, hi_ = (float(x.min()), float(x.max())) if mode == "dynamic" else (lo, hi)
+            return (torch.from_numpy(fake_quant_tensor(x, lo_, hi_).astype(x.dtype)), *args[1:])
+
+        return hook
+
+    den = sum(float(r.square().sum()) for r in reference)
     scores = {}
     for name, m in linears.items():
-        lo, hi = ranges.get(name, [0.0, 0.0])
-        weight = m.weight.data
-        m.weight.data = _fake_quant_weight(weight)
-        hook = m.register_forward_pre_hook(
-            lambda _m, args, lo=lo, hi=hi: (_fake_quant_act(args[0], mode, lo, hi), *args[1:])
-        )
+        weight = m.weight.data  # [out, in]; fake_quant_weight takes [in, out] (a scale per output channel)
+        m.weight.data = torch.from_numpy(fake_quant_weight(weight.numpy().T).T.astype(weight.numpy().dtype))
+        hook = m.register_forward_pre_hook(fake_quant_input(*ranges.get(name, [0.0, 0.0])))
         try:
             got = outputs()
         finally:
             hook.remove()
             m.weight.data = weight
         num = sum(float((g - r).square().sum()) for g, r in zip(got, reference))
-        den = sum(float(r.square().sum()) for r in reference)
         scores[name] = (num / max(den, 1e-24)) ** 0.5
     return scores
 
@@ -334,22 +343,6 @@ def _tensors(out: Any) -> list[torch.Tensor]:
         return [out.float()]
     values = out.values() if isinstance(out, dict) else out
     return [t.float() for t in values if isinstance(t, torch.Tensor)]
-
-
-def _fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
-    """Symmetric int8 per output channel (rows of ``nn.Linear``'s [out, in] weight), as XNNPACK's quantizer."""
-    scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
-    return (w / scale).round().clamp(-127, 127) * scale
-
-
-def _fake_quant_act(x: torch.Tensor, mode: str, lo: float, hi: float) -> torch.Tensor:
-    """Asymmetric int8 over [lo, hi] (0 included): the calibrated range (static) or this input's own (dynamic)."""
-    if mode == "dynamic":
-        lo, hi = float(x.min()), float(x.max())
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
-    scale = max(hi - lo, 1e-8) / 255.0
-    zero = round(-lo / scale) - 128
-    return ((x / scale).round() + zero).clamp(-128, 127).sub(zero) * scale
 
 
 @quiet_loggers("executorch", "torch._export", "torchao", level=logging.ERROR, root=True)
