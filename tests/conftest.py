@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,23 @@ def needs(available: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required in CI but missing: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+CPP = Path(__file__).resolve().parents[1] / "examples" / "cpp"
+
+
+def build_cpp_target(target: str, what: str) -> Path:
+    """``examples/cpp/build.sh --target TARGET`` (idempotent, ~1 s when built): its binary under build/.
+
+    ``what`` names the target for the missing-toolchain reason ("the C++ tokenizers")."""
+    have = [tool for tool in ("cmake", "c++") if shutil.which(tool) is not None]
+    needs(len(have) == 2, f"no cmake or c++ on this machine: {what} cannot be built (apt-get install cmake g++)")
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(
+        ["bash", str(CPP / "build.sh"), "--target", target], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert proc.returncode == 0, f"build.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return CPP / "build" / target
 
 
 def own_peak_rss(argv: list[str]) -> list[str]:

@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import needs
+from .conftest import build_cpp_target
 
 ROOT = Path(__file__).resolve().parents[1]
 CPP = ROOT / "examples" / "cpp"
@@ -162,17 +159,7 @@ TRAINERS = {
 @pytest.fixture(scope="module")
 def bx_tokenize() -> Path:
     """examples/cpp/build.sh's bx_tokenize target (idempotent, ~1 s when built)."""
-    have = [tool for tool in ("cmake", "c++") if shutil.which(tool) is not None]
-    needs(
-        len(have) == 2,
-        "no cmake or c++ on this machine: the C++ tokenizers cannot be built (apt-get install cmake g++)",
-    )
-    env = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.run(
-        ["bash", str(CPP / "build.sh"), "--target", "bx_tokenize"], capture_output=True, text=True, env=env, timeout=900
-    )
-    assert proc.returncode == 0, f"build.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return CPP / "build" / "bx_tokenize"
+    return build_cpp_target("bx_tokenize", "the C++ tokenizers")
 
 
 def run_cpp(binary: Path, spec: Path, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -34,7 +33,7 @@ from bert_export.bundle.manifest import json_schema, schema_text, strict_json, v
 from bert_export.models import BertExportError
 from bert_export.quantize.pipeline import OptimizeOptions
 
-from .conftest import needs
+from .conftest import build_cpp_target
 
 ROOT = Path(__file__).resolve().parents[1]
 CPP = ROOT / "examples" / "cpp"
@@ -98,21 +97,7 @@ class CppReader:
 @pytest.fixture(scope="module")
 def cpp_reader() -> Iterator[CppReader]:
     """examples/cpp/build.sh's bx_manifest_check target (idempotent, ~1 s when built), one process for the module."""
-    have = [tool for tool in ("cmake", "c++") if shutil.which(tool) is not None]
-    needs(
-        len(have) == 2,
-        "no cmake or c++ on this machine: the C++ manifest reader cannot be built (apt-get install cmake g++)",
-    )
-    env = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.run(
-        ["bash", str(CPP / "build.sh"), "--target", "bx_manifest_check"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert proc.returncode == 0, f"build.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    reader = CppReader(CPP / "build" / "bx_manifest_check")
+    reader = CppReader(build_cpp_target("bx_manifest_check", "the C++ manifest reader"))
     yield reader
     reader.close()
 
