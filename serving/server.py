@@ -43,6 +43,14 @@ import numpy as np
 
 from bert_export.models import BertExportError
 from bert_export.serving.deps import require_serve
+from bert_export.serving.pytriton_fixes import (
+    NoLogLevelCheck,
+    last_line,
+    lengthen_handshake,
+    no_core_files,
+    seal_restrictions,
+    wait_started,
+)
 from bert_export.serving.textmodel import MAX_TEXT_CHARS, TextModel, warn_at_start
 
 OUTPUTS = ("JSON", "NOTE", "ERROR")
@@ -284,18 +292,24 @@ class Supervisor:
         return self.triton is not None and bool(self.triton.is_alive())
 
     def restart(self) -> None:
-        """Replace a dead tritonserver (same ports) within seconds; one line when it keeps dying."""
-        now = time.monotonic()
-        self.restarts = [t for t in self.restarts if now - t < self.RESTART_WINDOW_S] + [now]
-        log = self._log_tail()
-        self.stop()
-        if len(self.restarts) > self.MAX_RESTARTS:
-            raise BertExportError(
-                f"tritonserver died {len(self.restarts)} times within {self.RESTART_WINDOW_S:.0f} s; giving up"
-                + (f" (its last line: {log})" if log else "; rerun with --verbose to see its log")
-            )
-        self.say(f"tritonserver stopped unexpectedly{f' ({log})' if log else ''}; restarting it")
-        self.start()
+        """Replace a dead tritonserver (same ports) within seconds; a start that fails is tried again, within
+        the same bound; one line when it keeps dying."""
+        why = f"tritonserver stopped unexpectedly{f' ({log})' if (log := self._log_tail()) else ''}"
+        while True:
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < self.RESTART_WINDOW_S] + [now]
+            self.stop()
+            if len(self.restarts) > self.MAX_RESTARTS:
+                raise BertExportError(
+                    f"tritonserver died {len(self.restarts)} times within {self.RESTART_WINDOW_S:.0f} s; giving up"
+                    f" (last: {why})" + ("" if self.opts.verbose else "; rerun with --verbose to see its log")
+                )
+            self.say(f"{why}; restarting it")
+            try:
+                self.start()
+                return
+            except BertExportError as exc:
+                why = str(exc)
 
     def stop(self) -> None:
         self.front.ready.clear()
@@ -308,7 +322,7 @@ class Supervisor:
         shutil.rmtree(self.root / f"triton-{self.generation}", ignore_errors=True)
 
     def _log_tail(self) -> str:
-        return _last_line(self.triton)
+        return last_line(self.triton)
 
     def _launch(self, workspace: Path) -> Any:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
@@ -334,10 +348,11 @@ class Supervisor:
             triton_lifecycle_policy=TritonLifecyclePolicy(launch_triton_on_startup=False, local_model_store=True),
             **_security(opts),
         )
-        _seal_restrictions(triton)
+        seal_restrictions(triton)
         triton._initialize_server()  # noqa: SLF001 - PyTriton 0.5-0.7: its log goes to stdout unless told
         triton._triton_server._verbose = opts.verbose  # noqa: SLF001
-        triton._log_level_checker = _NoLogLevelCheck()  # noqa: SLF001 - it reads the (now sealed) logging API
+        triton._log_level_checker = NoLogLevelCheck()  # noqa: SLF001 - it reads the (now sealed) logging API
+        triton._wait_for_server = lambda: wait_started(triton, self.front.upstream_port)  # noqa: SLF001
         self.shm = ShmGuard(triton._python_backend_config["shm-region-prefix-name"])  # noqa: SLF001
         self.shm.start()
         try:
@@ -355,12 +370,13 @@ class Supervisor:
                 ),
                 strict=False,
             )
-            with server_environment():
+            lengthen_handshake(triton._workspace.model_store_path)  # noqa: SLF001
+            with server_environment(), no_core_files():
                 triton.run()
             self.shm.settle()
             self.shm.sweep()  # every region the model's load created is 0600 before the proxy says ready
         except BaseException as exc:
-            tail = _last_line(triton)
+            tail = last_line(triton)
             with contextlib.suppress(Exception):
                 triton.stop()
             self.shm.stop()
@@ -385,42 +401,6 @@ class Supervisor:
                 if line.startswith(f"nv_inference_request_{kind}{{") and f'model="{self.name}"' in line:
                     found[kind] += float(line.rsplit(" ", 1)[1])
         return found["success"], found["failure"]
-
-
-def _last_line(triton: Any) -> str:
-    """The last non-empty line tritonserver printed (PyTriton keeps its log in memory)."""
-    server = getattr(triton, "_triton_server", None)
-    lines = [ln for ln in (server.logs() if server is not None else "").splitlines() if ln.strip()]
-    return lines[-1].strip()[:300] if lines else ""
-
-
-SEALED_KEY = "bert-export:sealed"  # a header name cannot hold ':' (HTTP/1 ends the name there; gRPC refuses it)
-SEALED = "sealed\x01no-client-can-send-this"  # nor can a gRPC metadata value hold a control character
-
-
-def _seal_restrictions(triton: Any) -> None:
-    """Keep Triton's restricted APIs closed without a secret on tritonserver's command line.
-
-    PyTriton passes its random access token in argv (``--http-restricted-api=...:triton-access-token=TOKEN``),
-    readable by every local user in ``/proc/PID/cmdline``. Here the expected value becomes one that no
-    HTTP or gRPC client can send (a header value cannot hold a line break), so the restricted APIs
-    (model-repository, shared-memory, logging, trace, statistics unless opened) are closed to everyone
-    and there is no secret left to read. PyTriton needs none of them: the model is loaded at start-up
-    from the local model store, and its verbose-log check is skipped (``_NoLogLevelCheck``).
-    """
-    config = triton._triton_server_config  # noqa: SLF001 - PyTriton 0.5-0.7 builds argv from this mapping
-    for key in ("http-restricted-api", "grpc-restricted-protocol"):
-        value = config[key]  # None when not set (nothing restricted)
-        if value:
-            apis, _, header = str(value).rpartition(":")
-            config[key] = f"{apis}:{SEALED_KEY}={SEALED}"
-
-
-class _NoLogLevelCheck:
-    """Stands in for PyTriton's check of Triton's log level (through the logging API, sealed here)."""
-
-    def check(self, skip_update: bool = False) -> None:
-        return None
 
 
 class ShmGuard:
