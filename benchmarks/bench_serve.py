@@ -30,6 +30,11 @@ un-reoptimized; Infinity speaks HTTP only, so its load generator posts to ``/emb
 keep-alive connection per client). One server process at a time, on 127.0.0.1, free ports, each
 stopped (process group) before the next starts; 8 and 32 concurrent single-sentence clients, after
 a 16-request warm-up; the 1-minute load average is recorded before and after every level.
+
+``--account`` runs the serve half of that, one round, and splits each request's time (writes
+benchmarks/serving_account.{json,md}): Triton's statistics give the queue wait and each batch's execute
+time; serve's batch function is then timed alone on the batch sizes Triton formed, and the rest of the
+execute time is PyTriton's hop between tritonserver's stub and serve's process.
 """
 
 from __future__ import annotations
@@ -145,7 +150,8 @@ total = time.perf_counter() - t0
 lat.sort()
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3 if lat else None
 print(json.dumps({"clients": clients, "requests": clients * per_client, "ok": len(lat), "failed": len(failed),
-                  "errors": failed[:3], "seconds": total, "rps": len(lat) / total, "p50_ms": q(0.5), "p99_ms": q(0.99)}))
+                  "errors": failed[:3], "seconds": total, "rps": len(lat) / total, "p50_ms": q(0.5), "p99_ms": q(0.99),
+                  "mean_ms": sum(lat) / len(lat) * 1e3 if lat else None}))
 """
 
 LOAD = (
@@ -206,11 +212,22 @@ def counters(http: int, metrics: int, name: str) -> dict[str, Any]:
     """Triton's own counts: inferences, executions and executions per batch size."""
     stats = json.loads(_get(f"http://127.0.0.1:{http}/v2/models/{name}/stats"))["model_stats"][0]
     per_size = {int(s["batch_size"]): int(s["compute_infer"]["count"]) for s in stats.get("batch_stats", [])}
+    inference = stats.get("inference_stats", {})
+    times = {  # Triton's cumulative nanoseconds: per request (success = queue + execute), per batch (execute)
+        "success_ns": int(inference.get("success", {}).get("ns", 0)),
+        "success_count": int(inference.get("success", {}).get("count", 0)),
+        "queue_ns": int(inference.get("queue", {}).get("ns", 0)),
+        "execute_ns": sum(
+            int(s[part]["ns"])
+            for s in stats.get("batch_stats", [])
+            for part in ("compute_input", "compute_infer", "compute_output")
+        ),
+    }
     prom = {}
     for line in _get(f"http://127.0.0.1:{metrics}/metrics").decode().splitlines():
         if line.startswith(("nv_inference_count{", "nv_inference_exec_count{")) and f'model="{name}"' in line:
             prom[line.split("{")[0]] = float(line.rsplit(" ", 1)[1])
-    return {"per_size": per_size, **prom}
+    return {"per_size": per_size, **times, **prom}
 
 
 def serve_levels(
@@ -294,6 +311,7 @@ def serve_levels(
             inf = after.get("nv_inference_count", 0) - before.get("nv_inference_count", 0)
             exe = after.get("nv_inference_exec_count", 0) - before.get("nv_inference_exec_count", 0)
             row.update({"batch_sizes": dict(sorted(sizes.items())), "mean_batch": inf / exe if exe else None})
+            row.update(_triton_times(before, after, exe))
             row["load_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             if clients == 1 and not levels and row["requests"] == 16:
                 levels.append({"warmup": True})
@@ -311,6 +329,20 @@ def serve_levels(
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _triton_times(before: dict[str, Any], after: dict[str, Any], executions: float) -> dict[str, Any]:
+    """Mean milliseconds inside Triton over one level: a request's time there (queue + execute), its wait in the
+    dynamic batcher's queue, and one batch's execute (the Python-backend stub, PyTriton's hop into serve's process,
+    our tokenizer + runtime + replies, and back)."""
+    d = {k: after[k] - before[k] for k in ("success_ns", "success_count", "queue_ns", "execute_ns")}
+    if not d["success_count"] or not executions:
+        return {}
+    return {
+        "triton_request_ms": d["success_ns"] / d["success_count"] / 1e6,
+        "queue_ms": d["queue_ns"] / d["success_count"] / 1e6,
+        "execute_ms_per_batch": d["execute_ns"] / executions / 1e6,
+    }
 
 
 # -- issue 25: bert-export serve vs Infinity on the same graphs ------------------------------------
@@ -481,16 +513,8 @@ def compare_infinity(args: argparse.Namespace) -> None:
             systems = (
                 (
                     "bert-export serve (gRPC)",
-                    lambda: _twice(
-                        lambda: serve_levels(
-                            path,
-                            "embed",
-                            args.requests,
-                            args.max_seconds,
-                            args.max_batch,
-                            args.delay_ms,
-                            INFINITY_LEVELS,
-                        )
+                    lambda: serve_levels(
+                        path, "embed", args.requests, args.max_seconds, args.max_batch, args.delay_ms, INFINITY_LEVELS
                     ),
                 ),
                 (
@@ -515,15 +539,125 @@ def compare_infinity(args: argparse.Namespace) -> None:
     print(f"wrote {HERE / 'serving_infinity.md'}")
 
 
-def _twice(levels: Any) -> list[dict[str, Any]]:
-    """A server that did not come up gets one more start (seen once in 12 starts: tritonserver's "failed to load
-    all models" right after the previous server's teardown); a second failure stops the run."""
-    try:
-        return levels()
-    except SystemExit as exc:
-        print(f"  {exc}; starting it once more", flush=True)
-        time.sleep(5)
-        return levels()
+# -- issue 25: where a request's time goes inside serve ----------------------------------------------
+
+PER_BATCH = r"""
+import json, sys, threading, time
+from bert_export.bundle.reader import load_bundle
+from bert_export.runtimes.factory import bundle_tokenizer, make_runner
+from bert_export.serving.server import infer_callable
+from bert_export.serving.textmodel import TextModel
+import numpy as np
+path, sizes, texts, instances = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+b = load_bundle(path)
+def batch(j, k):  # k single-text requests, as Triton hands them over
+    return [{"TEXT": np.array([[texts[(j + i) % len(texts)].encode()]], dtype=object)} for i in range(k)]
+out = {}
+with make_runner(b, "ort") as runner:
+    # serve's own batch functions, one per instance, sharing the runner as serve's instances do; no server
+    infers = [infer_callable(m) for m in TextModel(b, runner, bundle_tokenizer(b)).replicas(instances)]
+    for k in sizes:
+        lat, lock, calls = [], threading.Lock(), max(5, 60 // k)
+        gate = threading.Barrier(instances)
+        def loop(infer, record):
+            for j in range(3):
+                infer(batch(j, k))
+            gate.wait()
+            for j in range(calls):
+                requests = batch(j, k)
+                t = time.perf_counter(); infer(requests); d = time.perf_counter() - t
+                if record:
+                    with lock:
+                        lat.append(d)
+        threads = [threading.Thread(target=loop, args=(f, True)) for f in infers]
+        [t.start() for t in threads]; [t.join() for t in threads]
+        out[k] = sorted(lat)[len(lat) // 2] * 1e3
+print(json.dumps(out))
+"""
+
+
+def ours_per_batch(path: Path, sizes: list[int], instances: int) -> dict[int, float]:
+    """Median ms of serve's batch function (its own process, no server) per batch size, with ``instances`` of
+    them running at once on one runner as serve's model instances do."""
+    out = subprocess.run(
+        [sys.executable, "-c", PER_BATCH, str(path), json.dumps(sorted(sizes)), json.dumps(TEXTS), str(instances)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    ).stdout
+    return {int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
+
+
+def account(args: argparse.Namespace) -> None:
+    """serve at INFINITY_LEVELS clients, with Triton's own split of each request's time and serve's batch function
+    timed alone on the batch sizes Triton formed: serving_account.{json,md}."""
+    results: dict[str, Any] = {"machine": machine(), "requests": args.requests, "max_batch": args.max_batch}
+    results.update({"delay_ms": args.delay_ms, "rows": []})
+    for precision in args.precisions.split(","):
+        path = embed_bundle(precision, args.work)
+        print(f"serve, {precision}:", flush=True)
+        for row in serve_levels(
+            path, "embed", args.requests, args.max_seconds, args.max_batch, args.delay_ms, INFINITY_LEVELS
+        ):
+            results["rows"].append({"precision": precision, **row})
+        sizes = sorted({int(k) for r in results["rows"] if r["precision"] == precision for k in r["batch_sizes"]})
+        for instances, field in ((1, "ours_alone_ms_per_batch"), (2, "ours_ms_per_batch")):
+            ours = ours_per_batch(path, sizes, instances)  # after the server has stopped: nothing else on the cores
+            for r in results["rows"]:
+                if r["precision"] == precision:
+                    counts = {int(k): v for k, v in r["batch_sizes"].items()}
+                    r[field] = sum(ours[k] * c for k, c in counts.items()) / sum(counts.values())
+    results["machine"]["date_end"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    (HERE / "serving_account.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_account(results)
+    print(f"wrote {HERE / 'serving_account.md'}")
+
+
+def write_account(results: dict[str, Any]) -> None:
+    m = results["machine"]
+    lines = [
+        "# Where a request's time goes in `bert-export serve` (issue 25)",
+        "",
+        f"Generated by `benchmarks/bench_serve.py --account` on {m['cpu']} ({m['cores']} cores), {m['date']} to "
+        f"{m.get('date_end', '?')}; the serve half of `--infinity` (same bundles, texts, gRPC load generator, "
+        f"{results['requests']} requests per level, max batch {results['max_batch']}, queue delay "
+        f"{results['delay_ms']} ms), one round.",
+        "",
+        "Columns, all means in ms: *client* = the load generator's p50 latency; *in Triton* = a request's time "
+        "inside tritonserver (Triton's statistics: queue + execute); *queue* = its wait in the dynamic batcher; "
+        "*execute / batch* = one batch in the Python backend: the stub, PyTriton's hop (ZeroMQ + shared memory) "
+        "into serve's process, serve's batch function, and back; *ours / batch* = serve's batch function "
+        "(tokenize, ONNX Runtime, replies) timed in its own process without a server on the same batch sizes, "
+        "weighted as Triton formed them, *alone* and with *two at once* on one runner (serve's two instances); "
+        "*hop / batch* = execute - ours two at once; *outside Triton* = client mean - in Triton (gRPC both ways, "
+        "the load generator's Python, on the same 2 cores).",
+        "",
+        "| precision | clients | req/s | client mean (p99) | in Triton | queue | mean batch | execute / batch | "
+        "ours / batch alone | two at once | hop / batch | outside Triton | load 1-min |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+
+    def f(v: float | None) -> str:
+        return f"{v:.1f}" if v is not None else "-"
+
+    for r in results["rows"]:
+        ex, ours = r.get("execute_ms_per_batch"), r.get("ours_ms_per_batch")
+        hop = ex - ours if ex is not None and ours is not None else None
+        inside, mean = r.get("triton_request_ms"), r.get("mean_ms")
+        outside = mean - inside if inside is not None and mean is not None else None
+        lines.append(
+            f"| {r['precision']} | {r['clients']} | {r['rps']:.1f} | {f(mean)} ({f(r['p99_ms'])}) | {f(inside)} | "
+            f"{f(r.get('queue_ms'))} | {f(r.get('mean_batch'))} | {f(ex)} | {f(r.get('ours_alone_ms_per_batch'))} | "
+            f"{f(ours)} | {f(hop)} | {f(outside)} | {r['load_1min']} |"
+        )
+    out = HERE / "serving_account.md"
+    old = out.read_text(encoding="utf-8") if out.exists() else ""
+    kept = old[old.index(READING) :] if READING in old else ""
+    out.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
+
+
+READING = "## Reading"
 
 
 def write_infinity(results: dict[str, Any]) -> None:
@@ -672,8 +806,11 @@ def main() -> None:
     ap.add_argument("--infinity-python", default=str(INFINITY_PYTHON), help="Infinity's venv python.")
     ap.add_argument("--precisions", default="fp32,int8", help="--infinity: the bundles' precisions.")
     ap.add_argument("--rounds", type=int, default=3, help="--infinity: rounds (systems alternate); medians reported.")
+    ap.add_argument("--account", action="store_true", help="where serve's time goes, per level (issue 25).")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.account:
+        return account(args)
     if args.infinity:
         return compare_infinity(args)
     results: dict[str, Any] = {
