@@ -155,18 +155,20 @@ class BandedLocalAttention(RewriteRuleClassBase):
         )
         attrs = {k: v for k, v in node.attributes.items() if k in ("num_heads", "scale", "mask_filter_value")}
 
-        def dense(b):  # type: ignore[no-untyped-def]
-            bias = band_bias(b, b.Shape(query, start=1, end=2), mask, half=half, like=query)
-            return b.MultiHeadAttention(query, key, value, None, None, bias, _domain=MS, **attrs)
-
         def blocked(b):  # type: ignore[no-untyped-def]
             return blocked_attention(b, query, key, value, mask, half=half, heads=heads, head=head, scale=scale)
 
         if not self.switch:
             return blocked(op)
-        self.switched.add(switch_length(half))
-        seq = op.Shape(query, start=1, end=2)
-        return length_switch(op, seq, dense, blocked, switch=switch_length(half), name=node.name)
+        switch = switch_length(half)
+        bias = shared_band_bias(op, mask, half=half, switch=switch)
+
+        def dense(b):  # type: ignore[no-untyped-def]
+            return b.MultiHeadAttention(query, key, value, None, None, _as(b, bias, query), _domain=MS, **attrs)
+
+        self.switched.add(switch)
+        seq = op.Shape(mask, start=1, end=2)  # the mask's, not the query's: one shared condition for every layer
+        return length_switch(op, seq, dense, blocked, switch=switch, name=node.name)
 
 
 def _ints(op, values: list[int]):  # type: ignore[no-untyped-def]
@@ -190,10 +192,7 @@ def blocked_attention(op, query, key, value, mask, *, half: int, heads: int, hea
 
 
 def band_bias(b, seq, mask, *, half: int, like):  # type: ignore[no-untyped-def]
-    """The additive [batch, 1, seq, seq] bias: 0 where ``|i - j| <= half`` and key j is real, else ``MASKED_SCORE``.
-
-    Built inside the dense branch from the sequence length and the padding mask, so that past the
-    switch nothing quadratic is computed at all."""
+    """The additive [batch, 1, seq, seq] bias: 0 where ``|i - j| <= half`` and key j is real, else ``MASKED_SCORE``."""
     n = b.Squeeze(seq)
     pos = b.Range(
         b.Constant(value=ir.tensor(np.asarray(0, dtype=np.int64))),
@@ -205,6 +204,24 @@ def band_bias(b, seq, mask, *, half: int, like):  # type: ignore[no-untyped-def]
     keys = b.Cast(b.Unsqueeze(mask, _ints(b, [1, 2])), to=ir.DataType.BOOL)  # [B, 1, 1, S]
     allowed = b.And(band, keys)  # [B, 1, S, S]
     return b.Where(allowed, b.CastLike(_float(b, 0.0), like), b.CastLike(_float(b, MASKED_SCORE), like))
+
+
+def shared_band_bias(op, mask, *, half: int, switch: int):  # type: ignore[no-untyped-def]
+    """The dense branches' bias (float32), built once in the outer graph for every local layer.
+
+    Every local layer's rewrite emits the same nodes on the same inputs (the ``attention_mask`` graph
+    input and constants), so common-subexpression elimination keeps one copy: one bias per call
+    instead of one inside each layer's branch (14 on ModernBERT-base, about 2 ms of small ops at 128
+    tokens on ORT int8). It spans ``min(seq, switch)`` positions: the dense branches run only up to
+    the switch, and past it the bias stays ``switch²`` per item instead of growing with the input."""
+    n = op.Min(op.Shape(mask, start=1, end=2), _ints(op, [switch]))
+    keys = op.Slice(mask, _ints(op, [0]), n, _ints(op, [1]))
+    return band_bias(op, n, keys, half=half, like=_float(op, 0.0))
+
+
+def _as(b, bias, like):  # type: ignore[no-untyped-def]
+    """``bias`` (float32) in ``like``'s type: a Cast only where the graph is not float32 (fp16)."""
+    return bias if like.dtype == ir.DataType.FLOAT else b.CastLike(bias, like)
 
 
 def length_switch(op, seq, dense, blocked, *, switch: int, name: str):  # type: ignore[no-untyped-def]
@@ -314,16 +331,6 @@ class BandedStandardAttention(RewriteRuleClassBase):
     def rewrite(self, op, q_scaled, k_t_scaled, bias, zero, value, probs, **_):  # type: ignore[no-untyped-def]
         half, mask = self._found[id(bias)]
         axis = probs.producer().attributes.get("axis")
-        seq = op.Shape(q_scaled, start=2, end=3)
-
-        def dense(b):  # type: ignore[no-untyped-def]
-            # the plain chain with no NaN guard (the bias is finite): what OpenVINO and TensorRT fuse
-            scores = b.MatMul(q_scaled, k_t_scaled)
-            probs = b.Softmax(
-                b.Add(scores, band_bias(b, seq, mask, half=half, like=scores)),
-                axis=-1 if axis is None else axis.as_int(),
-            )
-            return b.MatMul(probs, value)
 
         def blocked(b):  # type: ignore[no-untyped-def]
             key = b.Transpose(k_t_scaled, perm=[0, 1, 3, 2])
@@ -331,8 +338,18 @@ class BandedStandardAttention(RewriteRuleClassBase):
 
         if not self.switch:
             return blocked(op)
-        self.switched.add(switch_length(half))
-        return length_switch(op, seq, dense, blocked, switch=switch_length(half), name=probs.producer().name)
+        switch = switch_length(half)
+        bias = shared_band_bias(op, mask, half=half, switch=switch)
+
+        def dense(b):  # type: ignore[no-untyped-def]
+            # the plain chain with no NaN guard (the bias is finite): what OpenVINO and TensorRT fuse
+            scores = b.MatMul(q_scaled, k_t_scaled)
+            probs = b.Softmax(b.Add(scores, _as(b, bias, q_scaled)), axis=-1 if axis is None else axis.as_int())
+            return b.MatMul(probs, value)
+
+        self.switched.add(switch)
+        seq = op.Shape(mask, start=1, end=2)  # the mask's, not q's: one shared condition for every layer
+        return length_switch(op, seq, dense, blocked, switch=switch, name=probs.producer().name)
 
 
 # Ops a pure key-padding bias is built from (transformers' bidirectional mask): no position comparison

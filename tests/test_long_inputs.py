@@ -95,15 +95,25 @@ def test_pass_applied_and_global_layers_full(banded_embed: Path) -> None:
     switches = _branches(model)
     assert len(switches) == 2  # one length switch per local layer
     for dense, blocked in switches:
-        # dense: the band built inside the branch, one fused attention; blocked: 3b-key tiles, one Softmax
-        assert dense.count("MultiHeadAttention") == 1 and "LessOrEqual" in dense and "Pad" not in dense
+        # dense: one fused attention on the shared band; blocked: 3b-key tiles, one Softmax
+        assert dense == ["MultiHeadAttention"]
         assert blocked.count("Softmax") == 1 and blocked.count("Pad") >= 2 and "MultiHeadAttention" not in blocked
     mha = [n for n in model.graph.node if n.op_type == "MultiHeadAttention"]
     assert len(mha) == 1  # the global layer stays one full MultiHeadAttention, now with no dense bias
     assert len([i for i in mha[0].input if i]) == 3
     assert any(a.name == "scale" for a in mha[0].attribute)
-    # no [batch, 1, seq, seq] band is computed outside the dense branches: past the switch nothing is quadratic
-    assert "Abs" not in ops and "LessOrEqual" not in ops and "Softmax" not in ops
+    # the band is built once for both local layers, over min(seq, SWITCH) positions: past the switch it stays
+    # SWITCH x SWITCH instead of growing with the input, and no outer Softmax exists
+    assert ops.count("LessOrEqual") == 1 and ops.count("Abs") == 1 and "Softmax" not in ops
+    (cap,) = [n for n in model.graph.node if n.op_type == "Min"]
+    consts = {
+        o: onnx.numpy_helper.to_array(n.attribute[0].t)
+        for n in model.graph.node
+        if n.op_type == "Constant"
+        for o in n.output
+    }
+    assert [int(consts[i][0]) for i in cap.input if i in consts] == [SWITCH]
+    assert len({n.input[0] for n in model.graph.node if n.op_type == "If"}) == 1  # one shared length condition
 
 
 def test_parity_gate_times_its_max_seq_case(banded_embed: Path) -> None:
@@ -196,7 +206,7 @@ def test_banded_on_standard_onnx_targets(make_bundle, runtime: str) -> None:
     ops = [n.op_type for n in model.graph.node]
     switches = _branches(model)
     assert not any(n.startswith("MultiHeadAttention") for n in ops + sum((d + k for d, k in switches), []))
-    assert "Abs" not in ops and "LessOrEqual" not in ops  # the dense window mask is built in the dense branch only
+    assert ops.count("Abs") == 1 and ops.count("LessOrEqual") == 1  # one window mask, shared by the dense branches
     assert ops.count("Softmax") == 1 and len(switches) == 2  # one global layer, two switched local layers
     for dense, blocked in switches:  # a plain MatMul-Add-Softmax-MatMul chain (no NaN guard) / the blocks
         assert dense.count("Softmax") == 1 and "IsNaN" not in dense and "Pad" not in dense and "Pad" in blocked
