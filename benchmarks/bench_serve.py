@@ -652,9 +652,7 @@ def write_account(results: dict[str, Any]) -> None:
             f"{f(ours)} | {f(hop)} | {f(outside)} | {r['load_1min']} |"
         )
     out = HERE / "serving_account.md"
-    old = out.read_text(encoding="utf-8") if out.exists() else ""
-    kept = old[old.index(READING) :] if READING in old else ""
-    out.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
+    _write_keeping(out, lines + [""], READING)
 
 
 READING = "## Reading"
@@ -704,9 +702,13 @@ def write_infinity(results: dict[str, Any]) -> None:
             )
     lines += ["", "Ratios within this run (same machine, back to back):", "", *ratios, ""]
     out = HERE / "serving_infinity.md"
-    # the hand-written analysis below the generated tables (ANALYSIS heading onward) survives a re-run
+    _write_keeping(out, lines, ANALYSIS)
+
+
+def _write_keeping(out: Path, lines: list[str], heading: str) -> None:
+    """Write the generated part; the hand-written section of the old file (``heading`` onward) survives a re-run."""
     old = out.read_text(encoding="utf-8") if out.exists() else ""
-    kept = old[old.index(ANALYSIS) :] if ANALYSIS in old else ""
+    kept = old[old.index(heading) :] if heading in old else ""
     out.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
 
 
