@@ -88,6 +88,11 @@ def lengthen_handshake(model_store: Path) -> None:
             path.write_text(text + HANDSHAKE_PATCH)
 
 
+# Our own requests to tritonserver's loopback ports: never through an HTTP proxy from the environment
+# (urllib honours $http_proxy for 127.0.0.1 unless $no_proxy lists it; readiness would then never be seen).
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def wait_started(triton: Any, http_port: int, timeout_s: float = 120.0) -> None:
     """Stands in for PyTriton's ``_wait_for_server``: the same readiness poll (tritonserver's private HTTP
     port), but a process that has exited ends the wait at once, with its last log line."""
@@ -97,7 +102,7 @@ def wait_started(triton: Any, http_port: int, timeout_s: float = 120.0) -> None:
         if not server.is_alive():
             raise BertExportError(f"tritonserver exited while starting{_said(server)}")
         with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2) as r:
+            with LOOPBACK.open(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2) as r:
                 if r.status == 200:
                     return
         if time.monotonic() > deadline:

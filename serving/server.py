@@ -32,7 +32,6 @@ import socket
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import numpy as np
 from bert_export.models import BertExportError
 from bert_export.serving.deps import require_serve
 from bert_export.serving.pytriton_fixes import (
+    LOOPBACK,
     NoLogLevelCheck,
     last_line,
     lengthen_handshake,
@@ -391,7 +391,7 @@ class Supervisor:
     def summary(self) -> tuple[float, float] | None:
         """Triton's success and failure counts for the model (all protocols), from its metrics; None if unreadable."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.opts.metrics_port}/metrics", timeout=2) as r:
+            with LOOPBACK.open(f"http://127.0.0.1:{self.opts.metrics_port}/metrics", timeout=2) as r:
                 text = r.read().decode("utf-8", "replace")
         except OSError:
             return None

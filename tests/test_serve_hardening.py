@@ -545,6 +545,41 @@ def test_a_tritonserver_that_exits_while_starting_fails_at_once() -> None:
     assert time.monotonic() - started < 5
 
 
+def test_readiness_is_seen_past_an_http_proxy_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's $http_proxy (no $no_proxy) must not swallow our loopback readiness polls: urllib would route
+    127.0.0.1 through it, and a healthy tritonserver would look unready for 120 s."""
+    import http.server
+    import threading
+    from types import SimpleNamespace
+
+    from bert_export.serving.pytriton_fixes import wait_started
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200 if self.path == "/v2/health/ready" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Ready)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    dead_proxy = f"http://127.0.0.1:{free_ports(1)[0]}"
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, dead_proxy)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(urllib.error.URLError):  # what plain urllib does here
+        urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/v2/health/ready", timeout=5)
+    alive = SimpleNamespace(is_alive=lambda: True, logs=lambda: "")
+    started = time.monotonic()
+    try:
+        wait_started(SimpleNamespace(_triton_server=alive), server.server_port, timeout_s=10)
+    finally:
+        server.shutdown()
+    assert time.monotonic() - started < 5
+
+
 def test_a_restart_that_fails_to_start_is_tried_again_within_the_bound() -> None:
     """A failed start during a restart counts as another restart (bounded), not as the end of serve."""
     import threading
