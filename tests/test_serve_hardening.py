@@ -569,8 +569,8 @@ def test_readiness_is_seen_past_an_http_proxy_in_the_environment(monkeypatch: py
         monkeypatch.setenv(name, dead_proxy)
     for name in ("no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    with pytest.raises(urllib.error.URLError):  # what plain urllib does here
-        urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/v2/health/ready", timeout=5)
+    with pytest.raises(urllib.error.URLError):  # what plain urllib does here (a new opener reads the environment)
+        urllib.request.build_opener().open(f"http://127.0.0.1:{server.server_port}/v2/health/ready", timeout=5)
     alive = SimpleNamespace(is_alive=lambda: True, logs=lambda: "")
     started = time.monotonic()
     try:
