@@ -52,4 +52,11 @@ def from_bundle(bundle: Bundle, threads: int | None, **options: Any) -> Runner:
 
 
 # The runtime name the ORT-format graph runs as (runtimes/factory.py collects every runner module's).
-RUNTIMES = (Runtime(OrtMobileRunner.name, "ONNX Runtime, CPU, the bundle's ORT-format (.ort) graph", from_bundle),)
+RUNTIMES = (
+    Runtime(
+        OrtMobileRunner.name,
+        "ONNX Runtime, CPU, the bundle's ORT-format (.ort) graph",
+        from_bundle,
+        concurrent_infer=True,  # a CPU InferenceSession, as for ort: serve's instances need not take turns
+    ),
+)

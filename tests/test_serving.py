@@ -430,6 +430,8 @@ def test_serve_replicas_run_batches_at_once_with_their_own_tokenizers(minilm_emb
         assert isinstance(turns[0].runner, TakingTurns) and turns[0].runner is turns[1].runner
         assert turns[0].replicas(2)[1].runner is turns[0].runner  # a Triton relaunch does not wrap it again
         assert close(json.loads(turns[1].predict([{"TEXT": texts[0]}])[0].json), alone[0])
+        runner.name = "ort-mobile"  # a CPU InferenceSession on an .ort file: thread-safe like ort
+        assert all(m.runner is runner for m in TextModel(b, runner, bundle_tokenizer(b)).replicas(2))
         runner.name = "ort"
 
 
