@@ -100,29 +100,25 @@ def wait_started(triton: Any, http_port: int, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         if not server.is_alive():
-            raise BertExportError(f"tritonserver exited while starting{_said(server)}")
+            raise BertExportError(f"tritonserver exited while starting{said(last_line(triton))}")
         with contextlib.suppress(OSError):
             with LOOPBACK.open(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2) as r:
                 if r.status == 200:
                     return
         if time.monotonic() > deadline:
-            raise BertExportError(f"tritonserver was not ready within {timeout_s:.0f} s{_said(server)}")
+            raise BertExportError(f"tritonserver was not ready within {timeout_s:.0f} s{said(last_line(triton))}")
         time.sleep(0.1)
 
 
 def last_line(triton: Any) -> str:
     """The last non-empty line tritonserver printed (PyTriton keeps its log in memory)."""
     server = getattr(triton, "_triton_server", None)
-    return _last_of(server.logs() if server is not None else "")
-
-
-def _last_of(log: str) -> str:
-    lines = [ln for ln in log.splitlines() if ln.strip()]
+    lines = [ln for ln in (server.logs() if server is not None else "").splitlines() if ln.strip()]
     return lines[-1].strip()[:300] if lines else ""
 
 
-def _said(server: Any) -> str:
-    line = _last_of(server.logs())
+def said(line: str) -> str:
+    """The tail of an error about tritonserver: its last line, or how to see its log."""
     return f"; its last line: {line}" if line else "; rerun with --verbose to see its log"
 
 

@@ -48,6 +48,7 @@ from bert_export.serving.pytriton_fixes import (
     last_line,
     lengthen_handshake,
     no_core_files,
+    said,
     seal_restrictions,
     wait_started,
 )
@@ -381,10 +382,7 @@ class Supervisor:
                 triton.stop()
             self.shm.stop()
             if isinstance(exc, Exception) and not isinstance(exc, BertExportError):
-                raise BertExportError(
-                    f"tritonserver did not start ({type(exc).__name__}: {exc})"
-                    + (f"; its last line: {tail}" if tail else "; rerun with --verbose to see its log")
-                ) from exc
+                raise BertExportError(f"tritonserver did not start ({type(exc).__name__}: {exc}){said(tail)}") from exc
             raise
         return triton
 
