@@ -93,7 +93,7 @@ class Family:
     # Config attributes forced at export time (why: see each family's comment).
     export_config: dict[str, Any] = field(default_factory=dict)
     # `--int8` on ONNX Runtime without --int8-mode: the fastest mode that passes the int8 gate, and the
-    # measurements behind the choice (benchmarks/cpu_int8.md; full size, b1 s128, 2 threads, ms).
+    # measurements behind the choice (benchmarks/cpu_int8_xeon_amx.md and cpu_int8.md; full size, b1 s128, 2 threads, ms).
     int8_mode: str = "dynamic"
     int8_measured: dict[str, Any] = field(default_factory=dict)
 
@@ -174,7 +174,7 @@ FAMILIES: dict[str, Family] = {
             ),
             int8_mode="dynamic",
             int8_measured={
-                "source": "benchmarks/cpu_int8.md (full-size qa, b1 s128, 2 threads, medians of 30), "
+                "source": "benchmarks/cpu_int8_xeon_amx.md (full-size qa, b1 s128, 2 threads, medians of 30), "
                 "Xeon with AMX, 2026-11-24; the issue's Zen 4 (VNNI) run agrees on the order",
                 "dynamic_ms": 31.4,
                 "static_ms": 45.9,
@@ -214,7 +214,7 @@ FAMILIES: dict[str, Family] = {
             ),
             int8_mode="static",
             int8_measured={
-                "source": "benchmarks/cpu_int8.md (full-size qa, b1 s128, 2 threads, medians of 30), "
+                "source": "benchmarks/cpu_int8_xeon_amx.md (full-size qa, b1 s128, 2 threads, medians of 30), "
                 "Xeon with AMX, 2026-11-24; the issue's Zen 4 (VNNI) run agrees on the order",
                 "dynamic_ms": 57.6,
                 "static_ms": 54.2,

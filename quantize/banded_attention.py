@@ -53,7 +53,7 @@ MASKED_SCORE = -65504.0
 # SWITCH_WINDOWS x the window, and blocked past it. Both are exact, so the switch is a speed choice only. One
 # full-size layer (hidden 768, 12 heads, window 128, 2 threads, EPYC Zen 4, loaded), dense / blocked time:
 # ORT 0.45 at 128, 0.48 at 256, 0.82-0.87 at 512, 2.2 at 640, 1.5-5.7 at 768-1024; OpenVINO 0.50, 0.71, 0.76-0.98,
-# 1.02, 1.2-1.8 (benchmarks/cpu_int8.md, "this round"): the crossover is just past 4 windows on both.
+# 1.02, 1.2-1.8 (benchmarks/cpu_int8_xeon_amx.md, "this round"): the crossover is just past 4 windows on both.
 SWITCH_WINDOWS = 4
 # The model metadata key that records the switch length (longest dense sequence) in the graph file itself.
 SWITCH_META = "bert_export.local_attention_switch"

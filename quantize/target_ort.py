@@ -37,7 +37,7 @@ TARGET = Target(
     precisions=("fp32", "fp16", "int8"),
     lacks={"bf16": "ONNX Runtime's CPU kernels have no bf16 path"},
     int8_modes=("dynamic", "static"),
-    int8_default=None,  # per family: Family.int8_mode, measured (benchmarks/cpu_int8.md)
+    int8_default=None,  # per family: Family.int8_mode, measured (benchmarks/cpu_int8_xeon_amx.md, cpu_int8.md)
     # ModernBERT's global layers run ONNX Runtime's flash kernel, its local ones are banded: 8192 is affordable
     long_inputs=True,
 )
