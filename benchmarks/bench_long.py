@@ -12,7 +12,8 @@ Full-size ``ModernBertConfig()`` with seeded random weights (``embed``), batch 1
 Variants: PyTorch eager (sdpa, what users run), the bundle with the sliding-window layers dense
 (``--dense-local-attention``: today's graph) and banded (the default), fp32 and int8 dynamic.
 Every (variant, length) runs in its own process, back to back, so that thread pools and memory
-arenas never mix: latency is the median of ``reps`` timed runs after one warm-up at the same
+arenas never mix (``--rounds N``: N processes per cell, the variants taking turns, and the median of
+their medians): latency is the median of ``reps`` timed runs (20 at 128 tokens, 8 at 512) after one warm-up at the same
 length below 4096 (fewer runs at long lengths, no same-length warm-up: a dense 8192 run takes a minute; the
 counts are recorded),
 peak memory is the highest resident set sampled every 2 ms during the timed runs minus the
@@ -62,6 +63,8 @@ VARIANTS = (
 def reps_for(variant: str, seq: int) -> int:
     if seq >= 8192:
         return 1 if variant in ("pytorch", "dense", "int8-dense") else 3
+    if seq <= 512:  # a run is 0.05-1 s here, and the variants differ by a few percent: more runs
+        return 20 if seq <= 128 else 8
     return 2 if seq >= 4096 else 3
 
 
@@ -252,6 +255,12 @@ def main() -> None:
         action="store_true",
         help="Keep the other rows of benchmarks/long_inputs.json (same --work) and add or replace these.",
     )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="Processes per cell, the variants taking turns; the cell is the median of their medians.",
+    )
     ap.add_argument("--child", nargs=4, metavar=("VARIANT", "SEQ", "BUNDLE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -274,19 +283,22 @@ def main() -> None:
     failed: list[dict[str, Any]] = []  # cells whose process died (exit -9: killed, out of memory)
     skip = set(filter(None, args.skip.split(",")))
     for seq in lengths:
-        for variant in variants:
-            if f"{variant}@{seq}" in skip:
-                continue
-            base = outs / f"{variant}-{seq}"
-            bundle = "-" if variant == "pytorch" else str(work / "bundles" / variant)
-            Path(str(base) + ".json").unlink(missing_ok=True)
-            proc = subprocess.run([sys.executable, __file__, "--child", variant, str(seq), bundle, str(base)])
-            if proc.returncode != 0:  # e.g. killed for memory: a row saying so, and the run goes on
-                print(f"{variant} at {seq}: exit {proc.returncode}", flush=True)
-                failed.append({"variant": variant, "seq": seq, "exit": proc.returncode})
-                continue
-            rows.append(json.loads(Path(str(base) + ".json").read_text()))
-            print(json.dumps(rows[-1]), flush=True)
+        rounds: dict[str, list[dict[str, Any]]] = {}
+        for _ in range(args.rounds):  # the variants take turns, so a slow spell of the machine hits them all
+            for variant in variants:
+                if f"{variant}@{seq}" in skip:
+                    continue
+                base = outs / f"{variant}-{seq}"
+                bundle = "-" if variant == "pytorch" else str(work / "bundles" / variant)
+                Path(str(base) + ".json").unlink(missing_ok=True)
+                proc = subprocess.run([sys.executable, __file__, "--child", variant, str(seq), bundle, str(base)])
+                if proc.returncode != 0:  # e.g. killed for memory: a row saying so, and the run goes on
+                    print(f"{variant} at {seq}: exit {proc.returncode}", flush=True)
+                    failed.append({"variant": variant, "seq": seq, "exit": proc.returncode})
+                    continue
+                rounds.setdefault(variant, []).append(json.loads(Path(str(base) + ".json").read_text()))
+                print(json.dumps(rounds[variant][-1]), flush=True)
+        rows += [_merge(runs) for runs in rounds.values()]
     if args.add:  # an addendum to the same session's run: earlier rows stay, these replace their (variant, seq)
         earlier = json.loads((HERE / "long_inputs.json").read_text())
         done = {(r["variant"], r["seq"]) for r in rows}
@@ -311,6 +323,17 @@ def main() -> None:
     (HERE / "long_inputs.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     write_report(result)
     plot(result)
+
+
+def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell from its processes: the median of the processes' medians (``rounds`` of them), the rest kept."""
+    row = dict(runs[-1])
+    if len(runs) > 1:
+        row["seconds"] = round(statistics.median(r["seconds"] for r in runs), 4)
+        row["process_medians"] = [r["seconds"] for r in runs]
+        row["runs"] = [t for r in runs for t in r["runs"]]
+        row["peak_above_mb"] = max(r["peak_above_mb"] for r in runs)
+    return row
 
 
 def gflop(seq: int, banded: bool) -> float:
@@ -360,8 +383,10 @@ def write_report(result: dict[str, Any]) -> None:
         "Generated by `benchmarks/bench_long.py` (see its docstring for the method). ModernBERT-base "
         "(`ModernBertConfig()`, seeded random weights, `embed`), batch 1, 2 threads, ONNX Runtime "
         f"{result['versions'].get('onnxruntime')}, torch {result['versions'].get('torch')}. "
-        "Each cell ran in its own process; seconds are medians of the runs listed in long_inputs.json "
-        "(3 runs, 2 at 4096, 1 for the dense and PyTorch variants at 8192; warm-up at the same length below 4096); memory is the peak resident set "
+        "Each cell ran in its own process (a cell with `process_medians` in long_inputs.json: several processes, "
+        "the variants taking turns, and the median of their medians); seconds are medians of the runs listed in "
+        "long_inputs.json (20 at 128, 8 at 512, 3 up to 2048, 2 at 4096, 1 for the dense and PyTorch variants at "
+        "8192; warm-up at the same length below 4096); memory is the peak resident set "
         f"above the loaded model. Machine: {result['machine'].get('cpu')}, {result['machine'].get('note')}.",
         "",
         "| seq | "

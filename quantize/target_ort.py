@@ -1,7 +1,7 @@
 """The ONNX Runtime target (``--runtime ort``, the default): ONNX Runtime's fused ops in the graph.
 
-The graph gets ONNX Runtime's contrib fusions (Attention/MultiHeadAttention, SkipLayerNorm, BiasGelu,
-...) and, for local-window families, banded local attention; int8 is dynamic (per-row
+The graph gets ONNX Runtime's contrib fusions (Attention/MultiHeadAttention, EmbedLayerNormalization,
+BiasGelu, ...; the residual norms stay standard LayerNormalization, the faster CPU kernel) and, for local-window families, banded local attention; int8 is dynamic (per-row
 MatMulIntegerToFloat) or static QDQ, the default being the family's measured fastest passing mode.
 Gated in ONNX Runtime on the CPU (no artefact beside the graph).
 """

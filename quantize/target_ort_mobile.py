@@ -10,7 +10,7 @@ from (``--include_ops_by_config required_operators.config``). This target produc
 
 Choices, and why:
 
-- **Graph passes: the ``ort`` target's.** Its fused ops (Attention, SkipLayerNormalization,
+- **Graph passes: the ``ort`` target's.** Its fused ops (Attention,
   EmbedLayerNormalization, BiasGelu, and for int8 MatMulIntegerToFloat/DynamicQuantizeMatMul) are
   ``com.microsoft`` contrib kernels of the CPU execution provider, written in portable C++ over MLAS, so
   they exist in ARM builds. A reduced build keeps every operator its config lists, contrib ones included,

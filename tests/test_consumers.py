@@ -60,8 +60,10 @@ RAW_TOL = 1e-4
 # activations can round a value on a .5 boundary the other way, and that one quantization step
 # travels through the later layers. Measured on MiniLM golden texts: 2 of 4 embeddings identical
 # to 5e-7, the others max abs 8.5e-4 / 2.2e-3 with cosine 0.99999 / 0.99992 (both builds are
-# equally close to the fp32 reference: cosine 0.9990-0.9996, the int8 gate is 0.995).
-WASM_INT8 = {"max_abs": 5e-3, "cosine_min": 0.9999}
+# equally close to the fp32 reference: cosine 0.9990-0.9996, the int8 gate is 0.995). Since the
+# residual norms are the standard LayerNormalization (quantize/fusion.py, skip_layer_norm_as_sum),
+# whose WASM and x86 kernels sum in different orders, embed-2 drifts to max abs 3.5e-3, cosine 0.99982.
+WASM_INT8 = {"max_abs": 5e-3, "cosine_min": 0.9995}
 
 # The last text runs past the bundles' 128 tokens: every consumer must truncate where run does
 # (tokenizer_config.json / sentence_bert_config.json carry the bundle's maximum).
@@ -410,8 +412,9 @@ def test_browser_example_matches_golden_and_run(
             assert got @ want / np.linalg.norm(got) / np.linalg.norm(want) >= tol["cosine_min"]
             ours = np.asarray(run_json(bundle, precision, "--text", ex["text"])[0]["embeddings"][0])
             if precision == "int8":
-                assert np.abs(got - ours).max() <= WASM_INT8["max_abs"]
-                assert got @ ours / np.linalg.norm(got) / np.linalg.norm(ours) >= WASM_INT8["cosine_min"]
+                cosine = got @ ours / np.linalg.norm(got) / np.linalg.norm(ours)
+                drift = (ex["name"], float(np.abs(got - ours).max()), float(cosine))
+                assert drift[1] <= WASM_INT8["max_abs"] and cosine >= WASM_INT8["cosine_min"], drift
             else:
                 assert np.abs(got - ours).max() <= RAW_TOL
     assert state["golden"]["passed"] or not tol["exact_results"]
@@ -541,6 +544,30 @@ class OpenVinoRunner:
         return {o.get_any_name(): np.asarray(v) for o, v in out.items()}
 
 
+def _same_span_up_to_noise(
+    got: dict[str, np.ndarray], want: dict[str, np.ndarray], context: np.ndarray, name: str
+) -> None:
+    """The same answer span, unless the reference's top spans are closer than the two runtimes' logit noise.
+
+    A span's log-score is a start plus an end log-probability. Two int8 lowerings that differ by at most ``d``
+    per logit move each log-softmax by at most ``2 d``, so each span's score by at most ``4 d``; for each to
+    prefer its own span, the reference's scores of the two must be within ``8 d``. MiniLM qa-0's two best
+    ends are 0.006 apart in fp32: either may win, a distant span may not.
+    """
+    (gs, ge, _), (ws, we, _) = (pp.best_span(o["start_logits"][0], o["end_logits"][0], context) for o in (got, want))
+    if (gs, ge) == (ws, we):
+        return
+    d = max(float(np.abs(got[k][0] - want[k][0])[context].max()) for k in ("start_logits", "end_logits"))
+    idx = np.flatnonzero(context)
+
+    def log_score(s: int, e: int) -> float:
+        ls, le = (want[k][0][idx] - np.log(np.exp(want[k][0][idx]).sum()) for k in ("start_logits", "end_logits"))
+        return float(ls[np.searchsorted(idx, s)] + le[np.searchsorted(idx, e)])
+
+    gap = log_score(ws, we) - log_score(gs, ge)
+    assert gap <= 8 * d, (name, (gs, ge), (ws, we), gap, d)
+
+
 def openvino_golden(bundle: Path, hint: str | None, precision: str = "fp32") -> list[str]:
     """The bundle's own golden check (exporter.golden.check_golden) with OpenVINO as the runtime."""
     b = load_bundle(bundle, precision=precision)
@@ -578,10 +605,7 @@ def test_openvino_runs_int8_bundle_like_ort(task: str, minilm: Callable[[str], P
             if task == "qa":
                 context = np.asarray(ex["token_type_ids"]) == 1
                 context[-1] = False  # the closing [SEP]
-                assert (
-                    pp.best_span(got["start_logits"][0], got["end_logits"][0], context)[:2]
-                    == pp.best_span(want["start_logits"][0], want["end_logits"][0], context)[:2]
-                )
+                _same_span_up_to_noise(got, want, context, ex["name"])
 
 
 def test_openvino_default_bf16_fails_fp32_golden(minilm: Callable[[str], Path]) -> None:

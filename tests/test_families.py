@@ -94,8 +94,9 @@ def _expected_ops(family: str, task: str, precision: str) -> dict[str, int]:
     """Fused ops of a 2-layer tiny model, from the family's registry facts (and the mlm head's dense + GELU)."""
     fam, layers = FAMILIES[family], 2
     eln = 1 if fam.fusions.embed_layer_norm or fam.fusions.embed_layer_norm_position_ids else 0
-    # without EmbedLayerNormalization the embeddings' Add + LayerNorm becomes one more SkipLayerNormalization
-    ops = {"SkipLayerNormalization": 2 * layers + (1 - eln), "BiasGelu": layers + (task == "mlm")}
+    # the residual norms are Sum + LayerNormalization, not SkipLayerNormalization (fusion.skip_layer_norm_as_sum;
+    # test_quantize counts them in the graph)
+    ops = {"SkipLayerNormalization": 0, "BiasGelu": layers + (task == "mlm")}
     ops["Attention" if precision == "fp32" else "MultiHeadAttention"] = layers
     if eln:
         ops["EmbedLayerNormalization"] = 1
@@ -114,6 +115,16 @@ def test_family_exports_with_int8(family: str, family_bundle: Callable[..., dict
         for op, count in _expected_ops(family, QUICK[family], precision).items():
             assert fused.get(op, 0) == count, (family, precision, op, fused)
     assert manifest["graphs"]["int8"]["optimization"]["fused_ops"].get("MatMulIntegerToFloat", 0) >= 8
+    # every residual norm (and the embeddings' one where there is no EmbedLayerNormalization) is a standard
+    # LayerNormalization after a Sum
+    import onnx
+
+    fam = FAMILIES[family]
+    eln = 1 if fam.fusions.embed_layer_norm or fam.fusions.embed_layer_norm_position_ids else 0
+    graph = onnx.load(str(manifest["_path"] / manifest["graphs"]["fp32"]["file"]), load_external_data=False)
+    ops = [n.op_type for n in graph.graph.node]
+    head = QUICK[family] == "mlm"  # the mlm head's transform ends in its own (non-residual) LayerNorm
+    assert ops.count("LayerNormalization") == 2 * 2 + (1 - eln) + head and ops.count("Sum") >= 2 * 2, family
 
 
 @pytest.mark.parametrize("family", ["roberta", "xlm-roberta", "distilbert"])

@@ -51,18 +51,33 @@ def manifest(bundle: Path) -> dict:
 def test_bert_fusions(make_bundle):
     bundle = make_bundle("bert", "qa")
     layers = FAMILIES["bert"].tiny_config["num_hidden_layers"]
-    expected = {
-        "Attention": layers,
-        "EmbedLayerNormalization": 1,
-        "SkipLayerNormalization": 2 * layers,
-        "BiasGelu": layers,
-    }
+    # the residual norms are Sum + LayerNormalization, not SkipLayerNormalization (fusion.skip_layer_norm_as_sum)
+    expected = {"Attention": layers, "EmbedLayerNormalization": 1, "BiasGelu": layers}
     ops = graph_ops(bundle)
-    assert {k: ops[k] for k in expected} == expected
-    assert ops["Softmax"] == 0 and ops["Erf"] == 0 and ops["LayerNormalization"] == 0  # nothing left unfused
+    assert {k: ops[k] for k in expected} == expected and ops["Sum"] == ops["LayerNormalization"] == 2 * layers
+    assert ops["Softmax"] == 0 and ops["Erf"] == 0 and ops["SkipLayerNormalization"] == 0  # nothing left unfused
     m = manifest(bundle)
     assert m["optimization"]["fused_ops"] == expected
     assert m["precision"] == "fp32" and m["parity"]["summary"]["max_abs"]["start_logits"] <= 1e-4
+
+
+def test_onnx_runtime_does_not_fuse_the_norms_back(make_bundle, tmp_path):
+    """What every consumer's session does at load (all optimizations on) keeps the fast standard norms.
+
+    ONNX Runtime's SkipLayerNormFusion matches Add + LayerNormalization; the residual is a Sum so that
+    the C++ demo, Triton's backend and onnxruntime-web run the vectorized LayerNormalization kernel.
+    """
+    import onnxruntime as ort
+
+    layers = 6  # the packaged MiniLM
+    for precision, options in (("fp32", OptimizeOptions()), ("int8", OptimizeOptions(int8=True))):
+        bundle = make_bundle("bert", "embed", model=MINILM_ID, optimization=options)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # portable, all fusions
+        opts.optimized_model_filepath = str(tmp_path / f"{precision}.onnx")
+        ort.InferenceSession(str(graph_path(bundle)), opts, providers=["CPUExecutionProvider"])
+        ops = Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath, load_external_data=False).graph.node)
+        assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] == 2 * layers, (precision, ops)
 
 
 def test_modernbert_fusions(make_bundle):
