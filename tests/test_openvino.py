@@ -201,3 +201,42 @@ def test_missing_openvino_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tm
             optimization=OptimizeOptions(runtime="openvino"),
         )
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("family", ["bert", "modernbert"])
+def test_static_shapes_runtime_agrees_and_keeps_few_compiled_shapes(family: str, make_bundle: Any) -> None:
+    """``--runtime openvino-static``: one compiled copy per input shape, the same outputs as the dynamic model.
+
+    ModernBERT's tiny window is 16 tokens and its length switch 64: 40 tokens run the dense branch, 100 the
+    banded one, so both sides of the ``If`` that the static length resolves at compile time are checked.
+    """
+    from bert_export.runtimes import openvino_runner
+
+    bundle = make_bundle(family, "token-cls", optimization=OptimizeOptions(runtime="openvino"))
+    b = load_bundle(bundle)
+    rng = np.random.default_rng(1)
+    shapes = [(2, 40), (1, 100), (2, 40), (3, 12), (1, 7), (2, 33), (1, 100)]
+    with make_runner(b, "openvino") as dynamic, make_runner(b, "openvino-static") as static:
+        assert static.name == "openvino-static" and static.static_shapes == openvino_runner.STATIC_SHAPES
+        for batch, seq in shapes:
+            ids = rng.integers(5, 1000, (batch, seq))
+            mask = np.ones_like(ids)
+            mask[0, seq // 2 :] = 0  # a padded row
+            feed = {
+                s.name: {"input_ids": ids, "attention_mask": mask}.get(s.name, np.zeros_like(ids)) for s in b.inputs
+            }
+            want, got = dynamic.infer(feed)["logits"], static.infer(feed)["logits"]
+            assert got.shape == want.shape and np.abs(got - want)[mask.astype(bool)].max() < 1e-4, (batch, seq)
+            assert len(static.by_shape) <= openvino_runner.STATIC_SHAPES
+        # the most recent shapes stay compiled; the oldest ones were dropped
+        kept = [dict(key)["input_ids"] for key in static.by_shape]
+        assert kept == [(3, 12), (1, 7), (2, 33), (1, 100)]
+
+        def ifs(compiled: Any) -> int:
+            ops = compiled.get_runtime_model().get_ordered_ops()
+            return sum(op.get_rt_info()["layerType"].astype(str) == "If" for op in ops)
+
+        # ModernBERT: the static length resolves each local layer's switch at compile time (why it is faster)
+        local_layers = manifest(bundle)["optimization"]["banded_attention_layers"]
+        assert ifs(dynamic.compiled) == local_layers and ifs(static.by_shape[next(reversed(static.by_shape))][0]) == 0
+        assert local_layers == (2 if family == "modernbert" else 0)
