@@ -414,8 +414,8 @@ def skip_layer_norm_as_sum(model: ir.Model) -> int:
     per element; the standard ``LayerNormalization`` kernel is vectorized. Measured on an AMD EPYC Zen 4,
     ONNX Runtime 1.32, 2 threads: one [1, 128, 768] norm 0.257 ms fused vs 0.086 ms as Sum + LayerNorm,
     [8, 128, 768] 1.99 vs 0.49 ms; in BERT-base int8 at batch 8 the 24 norms took 50.5 ms of the
-    profile's 388 ms, 11.6 ms after this pass (benchmarks/int8_profile.md). The math is the same (fp32
-    mean and variance in both kernels); on CUDA it costs one more small kernel launch per norm.
+    profile's 388 ms, 11.6 ms after this pass (benchmarks/int8_profile.md). The math is the same, in
+    fp32 in both kernels. On CUDA it is one more small kernel per norm (not measured: no GPU here).
 
     ``Sum``, not ``Add``: ONNX Runtime's own ``SkipLayerNormFusion``, which every consumer runs at session
     creation (the C++ demo, Triton's ONNX Runtime backend, onnxruntime-web), matches Add + LayerNorm
