@@ -158,7 +158,6 @@ def profile_ov(path: Path, feed: dict[str, np.ndarray], runs: int, hint: str | N
     req = compiled.create_infer_request()
     for _ in range(5):
         req.infer(feed)
-    cats: dict[str, float] = defaultdict(float)
     ops: dict[str, float] = defaultdict(float)
     walls = []
     for _ in range(runs):
@@ -167,7 +166,6 @@ def profile_ov(path: Path, feed: dict[str, np.ndarray], runs: int, hint: str | N
         walls.append(time.perf_counter() - t)
         for p in req.get_profiling_info():
             ms = p.real_time.total_seconds() * 1000 / runs
-            cats[ov_category(p.node_type, p.exec_type)] += ms
             ops[f"{p.node_type} [{p.exec_type}]"] += ms
     value = compiled.get_property("INFERENCE_PRECISION_HINT")
     actual = value.to_string() if hasattr(value, "to_string") else str(value)
@@ -175,7 +173,7 @@ def profile_ov(path: Path, feed: dict[str, np.ndarray], runs: int, hint: str | N
     return {
         "wall_ms": round(wall, 2),
         "run_ms": round(wall, 2),
-        "categories": dict(cats),
+        "categories": _ov_categories(ops),
         "ops": dict(ops),
         "precision": actual,
     }

@@ -559,9 +559,9 @@ def _same_span_up_to_noise(
         return
     d = max(float(np.abs(got[k][0] - want[k][0])[context].max()) for k in ("start_logits", "end_logits"))
     idx = np.flatnonzero(context)
+    ls, le = (want[k][0][idx] - np.log(np.exp(want[k][0][idx]).sum()) for k in ("start_logits", "end_logits"))
 
     def log_score(s: int, e: int) -> float:
-        ls, le = (want[k][0][idx] - np.log(np.exp(want[k][0][idx]).sum()) for k in ("start_logits", "end_logits"))
         return float(ls[np.searchsorted(idx, s)] + le[np.searchsorted(idx, e)])
 
     gap = log_score(ws, we) - log_score(gs, ge)
