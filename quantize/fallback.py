@@ -185,6 +185,16 @@ def fake_quant_weight(w: np.ndarray) -> np.ndarray:
     return np.clip(np.round(w / s), -127, 127) * s
 
 
+def smooth_scale(x_amax: np.ndarray, w: np.ndarray, alpha: float) -> np.ndarray:
+    """SmoothQuant's per-input-channel factor ``s_k = max|x_k|^a / max|W_k|^(1-a)`` for a [K, N] weight.
+
+    BERT-like activations carry a few outlier channels (|x| ~6 where most are < 1), and an int8
+    scale is set by them. ``x / s`` and ``s * W`` (exact in fp32) move that range into the weights,
+    where per-channel weight scales absorb it; ``alpha`` is how much moves."""
+    w_max = np.abs(w).max(1)
+    return np.clip(x_amax**alpha / np.maximum(w_max, 1e-5) ** (1 - alpha), 1e-2, 1e2).astype(np.float32)
+
+
 def local_errors(
     xs: dict[str, list[np.ndarray]],
     weights: dict[str, np.ndarray],
@@ -202,10 +212,10 @@ def local_errors(
         if not x_all:
             continue
         w = w.astype(np.float64)
-        lo, hi = min(float(x.min()) for x in x_all), max(float(x.max()) for x in x_all)
         if smooth is not None and name in smooth:
             f = smooth[name].astype(np.float64)
             x_all, w = [x / f for x in x_all], w * f[:, None]
+        lo, hi = min(float(x.min()) for x in x_all), max(float(x.max()) for x in x_all)  # the smoothed range
         wq, num, den = fake_quant_weight(w), 0.0, 0.0
         for x in x_all:
             if scheme == "rows":
@@ -274,8 +284,13 @@ def accuracy_fallback(
     budget_s: float = DEFAULT_BUDGET_S,
     progress: bool = True,
     kept_label: str = "fp32",
+    recalibrate: Callable[[], bool] | None = None,
 ) -> FallbackResult:
-    """Keep the most sensitive nodes in fp32, as few as the parity gate (``probe``) allows."""
+    """Keep the most sensitive nodes in fp32, as few as the parity gate (``probe``) allows.
+
+    ``recalibrate``: called once if the first graph fails the gate, before any node is kept; when it
+    returns True the builder has changed how it quantizes (a setting chosen on calibration text), and
+    the all-quantized graph is built and gated again. Costly searches run only where they are needed."""
     start = time.perf_counter()
     first = build(frozenset())
     report = probe(first)
@@ -290,6 +305,13 @@ def accuracy_fallback(
         candidates=len(candidates),
     )
     result.trials.append({"kept": 0, "passed": report.passed, "summary": _short(report.summary)})
+    if not report.passed and recalibrate is not None and recalibrate():
+        first = build(frozenset())
+        report = probe(first)
+        result.passed, result.report, result.evaluations = report.passed, report, 2
+        result.trials.append(
+            {"kept": 0, "recalibrated": True, "passed": report.passed, "summary": _short(report.summary)}
+        )
     if report.passed or not candidates:
         result.seconds = time.perf_counter() - start
         return result

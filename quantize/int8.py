@@ -31,6 +31,7 @@ import onnx
 from bert_export.models import BertExportError
 from bert_export.models.support import quiet_loggers
 from bert_export.quantize.calibration import FeedReader
+from bert_export.quantize.fallback import smooth_scale
 
 SMOOTH_ALPHA = 0.5  # best of 0.25 / 0.4 / 0.5 / 0.75 on MiniLM (pooled cosine min)
 MODES = ("dynamic", "static")
@@ -96,12 +97,8 @@ def _quiet() -> contextlib.AbstractContextManager[None]:
 
 
 def smooth_factors(src: Path, feeds: list, alpha: float = SMOOTH_ALPHA) -> dict[str, np.ndarray]:
-    """SmoothQuant's per-input-channel factors for every quantizable MatMul, from calibration text.
-
-    BERT-like activations carry a few outlier channels (|x| ~6 where most are < 1), and a row's
-    int8 scale is set by them. ``s_k = max|x_k|^a / max|W_k|^(1-a)`` moves that range into the
-    weights (``x / s`` and ``s * W``; exact in fp32), where per-channel weight scales absorb it.
-    """
+    """SmoothQuant's per-input-channel factors (``fallback.smooth_scale``) for every quantizable
+    MatMul, from calibration text: a row's int8 scale is otherwise set by the outlier channels."""
     import onnxruntime as ort
     from onnx import helper
 
@@ -128,9 +125,7 @@ def smooth_factors(src: Path, feeds: list, alpha: float = SMOOTH_ALPHA) -> dict[
     out = {}
     for node in model.graph.node:
         if node.name in targets:
-            w_max = np.abs(numpy_helper.to_array(inits[node.input[1]])).max(1)
-            s = amax[node.input[0]] ** alpha / np.maximum(w_max, 1e-5) ** (1 - alpha)
-            out[node.name] = np.clip(s, 1e-2, 1e2).astype(np.float32)
+            out[node.name] = smooth_scale(amax[node.input[0]], numpy_helper.to_array(inits[node.input[1]]), alpha)
     return out
 
 

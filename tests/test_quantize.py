@@ -255,6 +255,34 @@ def test_fallback_keeps_most_sensitive_first(tmp_path):
     assert result.passed and result.kept == ["b", "c"] and built[-1] == {"b", "c"}
 
 
+@pytest.mark.parametrize("rescues", [True, False])
+def test_fallback_recalibrates_once_before_keeping_nodes(tmp_path, rescues):
+    """A setting chosen after the first failure is gated with every node quantized before any is kept;
+    when it alone passes, nothing stays in fp32. Without a rescue, the search continues with the new setting."""
+    setting, built, calls = ["default"], [], []
+
+    def build(keep: frozenset[str]) -> Path:
+        built.append((setting[0], keep))
+        return tmp_path / "x"
+
+    def recalibrate() -> bool:
+        calls.append(1)
+        setting[0] = "chosen"
+        return True
+
+    def gate(p: Path) -> FakeReport:
+        chosen, keep = built[-1]
+        return FakeReport(chosen == "chosen" and (rescues or "b" in keep))
+
+    result = accuracy_fallback(
+        ["a", "b"], build, gate, None, [], rank=lambda p: {"a": 0.1, "b": 0.5}, progress=False, recalibrate=recalibrate
+    )
+    assert calls == [1] and built[:2] == [("default", frozenset()), ("chosen", frozenset())]
+    assert result.passed and result.kept == ([] if rescues else ["b"])
+    assert result.trials[1]["recalibrated"] and result.first_summary  # "before" stays NNCF's defaults' result
+    assert all(chosen == "chosen" for chosen, _ in built[1:])
+
+
 def test_fallback_says_when_it_cannot(tmp_path):
     result = accuracy_fallback(
         ["a", "b"],
