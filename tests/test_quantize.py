@@ -5,6 +5,7 @@ and the accuracy fallback. About 4 minutes on 2 cores (five MiniLM exports, four
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -265,9 +266,10 @@ def test_fallback_recalibrates_once_before_keeping_nodes(tmp_path, rescues):
         built.append((setting[0], keep))
         return tmp_path / "x"
 
-    def recalibrate() -> bool:
+    def recalibrate() -> bool:  # slower than the budget: its time must not count against the kept-set search
         calls.append(1)
         setting[0] = "chosen"
+        time.sleep(0.3)
         return True
 
     def gate(p: Path) -> FakeReport:
@@ -275,10 +277,18 @@ def test_fallback_recalibrates_once_before_keeping_nodes(tmp_path, rescues):
         return FakeReport(chosen == "chosen" and (rescues or "b" in keep))
 
     result = accuracy_fallback(
-        ["a", "b"], build, gate, None, [], rank=lambda p: {"a": 0.1, "b": 0.5}, progress=False, recalibrate=recalibrate
+        ["a", "b"],
+        build,
+        gate,
+        None,
+        [],
+        rank=lambda p: {"a": 0.1, "b": 0.5},
+        progress=False,
+        recalibrate=recalibrate,
+        budget_s=0.25,
     )
     assert calls == [1] and built[:2] == [("default", frozenset()), ("chosen", frozenset())]
-    assert result.passed and result.kept == ([] if rescues else ["b"])
+    assert result.passed and result.kept == ([] if rescues else ["b"]) and not result.budget_exhausted
     assert result.trials[1]["recalibrated"] and result.first_summary  # "before" stays NNCF's defaults' result
     assert all(chosen == "chosen" for chosen, _ in built[1:])
 
