@@ -168,7 +168,7 @@ def test_minilm_int8_gate_with_chosen_smoothing_keeps_few_matmuls_in_float(make_
     )
     s, fb = int8["parity"]["summary"], int8["optimization"]["fallback"]
     assert s["cosine_mean"] >= 0.997 and s["cosine_min"] >= 0.995
-    assert fb["passed"] and fb["candidates"] == 37  # 36 + the pooler
+    assert fb["passed"] and fb["seconds"] <= fb["budget_s"] + 300 and fb["candidates"] == 37  # 36 + the pooler
     assert fb["kept_fp32"] == int8["optimization"]["openvino"]["int8"]["ignored_scope"]
     assert len(fb["kept_fp32"]) <= 6  # 3 measured with the choice; 20 with NNCF's defaults
     assert fb["before"]["summary"]["cosine_min"] < 0.995  # quantizing every MatMul still fails the gate here
