@@ -157,6 +157,7 @@ def prepare(family: str, work: Path, tiny: bool) -> dict[str, Any]:
             seconds[name] = {
                 "seconds": round(time.perf_counter() - t, 1),
                 "kept_fp32": len(fb.get("kept_fp32", [])),
+                "kept_cost_share": fb.get("kept_cost_share"),
                 "gate_evaluations": fb.get("gate_evaluations"),
                 "fallback_seconds": fb.get("seconds"),
                 "passed": (res.manifest.get("parity") or {}).get("passed"),
@@ -407,6 +408,7 @@ def gates(work: Path) -> dict[str, Any]:
             out[name] = {
                 **_gate(res.manifest["parity"]["summary"]),
                 "kept_fp32": len(fb.get("kept_fp32", [])),
+                "kept_cost_share": fb.get("kept_cost_share"),
                 "export_s": round(time.perf_counter() - t, 1),
             }
             ov_section = res.manifest["optimization"].get("openvino")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,29 @@ def _is_weight(node: Any) -> bool:
     return True
 
 
+def _weights(model: Any, candidates: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Each candidate MatMul's constant 2-D weight as [K, N]."""
+    weights = {}
+    for op in model.get_ordered_ops():
+        name = op.get_friendly_name()
+        if name in candidates and op.input_value(1).get_node().get_type_name() == "Constant":
+            w = np.array(op.input_value(1).get_node().get_data(), dtype=np.float32)
+            if w.ndim == 2:
+                weights[name] = w.T if op.get_transpose_b() else w
+    return weights
+
+
+def ov_matmul_costs(model: Any, candidates: Mapping[str, Any]) -> dict[str, float]:
+    """Multiply-adds per token of each candidate MatMul (K x N of its weight): the fallback's cost."""
+    costs = {}
+    for op in model.get_ordered_ops():
+        if op.get_friendly_name() in candidates:
+            shape = op.input_value(1).get_partial_shape()
+            if shape.rank.is_static and shape.rank.get_length() == 2 and shape.is_static:
+                costs[op.get_friendly_name()] = float(np.prod([d.get_length() for d in shape]))
+    return costs
+
+
 def ov_local_errors(
     ov: Any,
     model: Any,
@@ -133,13 +156,7 @@ def ov_local_errors(
     """Sensitivity from one fp32 OpenVINO run: each MatMul's own int8 error on its reference input
     (per-tensor activations, per-channel weights: what NNCF's transformer preset does), after
     SmoothQuant with ``alpha`` when NNCF applies it, so the ranking is of the MatMuls as quantized."""
-    weights = {}
-    for op in model.get_ordered_ops():
-        name = op.get_friendly_name()
-        if name in candidates and op.input_value(1).get_node().get_type_name() == "Constant":
-            w = np.array(op.input_value(1).get_node().get_data(), dtype=np.float32)
-            if w.ndim == 2:
-                weights[name] = w.T if op.get_transpose_b() else w
+    weights = _weights(model, candidates)
     runs = _run_exposed(ov, model, {candidates[n][0] for n in weights}, feeds)
     xs = {n: [r[candidates[n][0]] for r in runs] for n in weights}
     smooth = None
@@ -334,7 +351,15 @@ def build_ir(
 
     if probe is not None and fallback:
         result.fallback = accuracy_fallback(
-            list(candidates), build, probe, None, rank_feeds, rank=rank, budget_s=budget_s, recalibrate=recalibrate
+            list(candidates),
+            build,
+            probe,
+            None,
+            rank_feeds,
+            rank=rank,
+            budget_s=budget_s,
+            recalibrate=recalibrate,
+            cost=ov_matmul_costs(model, candidates),
         )
         result.ignored = list(result.fallback.kept)
     else:

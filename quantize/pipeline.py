@@ -29,7 +29,13 @@ from bert_export.quantize import fp16 as fp16_mod
 from bert_export.quantize import int8 as int8_mod
 from bert_export.quantize.banded_attention import read_switch
 from bert_export.quantize.calibration import calibration_feeds
-from bert_export.quantize.fallback import DEFAULT_BUDGET_S, FallbackResult, accuracy_fallback, onnx_local_rank
+from bert_export.quantize.fallback import (
+    DEFAULT_BUDGET_S,
+    FallbackResult,
+    accuracy_fallback,
+    matmul_costs,
+    onnx_local_rank,
+)
 from bert_export.quantize.fusion import fused_op_counts, unpack_attention
 from bert_export.quantize.target import Target
 from bert_export.quantize.targets import (
@@ -222,8 +228,16 @@ def optimize_graph(
             build, candidates, rank, smooth = _builder(options, fp32_path, path, work, feeds)
             if probe is not None and options.fallback:
                 reference = work / "fp32-unpacked.onnx" if options.mode == "dynamic" else fp32_path
+                cost = None if options.fp16 else matmul_costs(reference, candidates)  # fp16 keeps any op
                 result.fallback = accuracy_fallback(
-                    candidates, build, probe, reference, feeds[:8], rank=rank, budget_s=options.fallback_budget
+                    candidates,
+                    build,
+                    probe,
+                    reference,
+                    feeds[:8],
+                    rank=rank,
+                    budget_s=options.fallback_budget,
+                    cost=cost,
                 )
                 if options.mode == "dynamic" and options.per_tensor and result.fallback.passed:
                     left = max(options.fallback_budget - result.fallback.seconds, MIN_PER_TENSOR_BUDGET_S)

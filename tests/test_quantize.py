@@ -217,6 +217,7 @@ def test_fallback_rescues_static_int8(make_bundle):
     assert fb["before"]["failures"], "plain static INT8 was expected to fail the gate"
     assert fb["before"]["summary"]["cosine_min"] < 0.995
     assert fb["passed"] and 0 < len(fb["kept_fp32"]) < 18
+    assert 0 < fb["kept_cost_share"] < 1  # recorded: 0.59 measured, 8 FFN matrices of the 54 units left as MatMuls
     assert (
         fb["gate_evaluations"] == len(fb["trials"]) and fb["seconds"] <= fb["budget_s"] + 90
     )  # bounded search, recorded
@@ -254,6 +255,50 @@ def test_fallback_keeps_most_sensitive_first(tmp_path):
         progress=False,
     )
     assert result.passed and result.kept == ["b", "c"] and built[-1] == {"b", "c"}
+
+
+def test_fallback_shrinks_the_costliest_nodes_first(tmp_path):
+    """With costs, the shrinking pass drops the costliest node first: of two kept sets of the same size
+    that pass, the one without the FFN matrix (4x a projection) is kept. Without costs, the most
+    sensitive node goes first and the FFN matrix stays."""
+    built: list[frozenset[str]] = []
+
+    def build(keep: frozenset[str]) -> Path:
+        built.append(keep)
+        return tmp_path / "x.onnx"
+
+    def gate(p: Path) -> FakeReport:  # "k" and either the FFN matrix or the projection "q"
+        return FakeReport("k" in built[-1] and bool({"ffn", "q"} & built[-1]))
+
+    cost, rank = {"ffn": 4.0, "q": 1.0, "k": 1.0}, {"q": 0.4, "ffn": 0.3, "k": 0.2}
+    result = accuracy_fallback(list(cost), build, gate, None, [], rank=lambda p: rank, progress=False, cost=cost)
+    assert result.passed and sorted(result.kept) == ["k", "q"] and built[-1] == {"k", "q"}
+    assert result.kept_cost_share == pytest.approx(2 / 6) and result.to_json()["kept_cost_share"] == 0.3333
+    count_only = accuracy_fallback(list(cost), build, gate, None, [], rank=lambda p: rank, progress=False)
+    assert sorted(count_only.kept) == ["ffn", "k"] and count_only.kept_cost_share is None
+
+
+def test_matmul_costs_reads_weight_shapes(tmp_path):
+    """K x N of each MatMul's 2-D initializer; activation x activation MatMuls have no entry."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from bert_export.quantize.fallback import matmul_costs
+
+    w1 = numpy_helper.from_array(np.zeros((8, 32), np.float32), "w1")
+    w2 = numpy_helper.from_array(np.zeros((32, 8), np.float32), "w2")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="up"),
+            helper.make_node("MatMul", ["h", "w2"], ["y"], name="down"),
+            helper.make_node("MatMul", ["y", "y_t"], ["s"], name="scores"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, None)],
+        [w1, w2],
+    )
+    onnx.save(helper.make_model(graph), str(tmp_path / "m.onnx"))
+    assert matmul_costs(tmp_path / "m.onnx", ["up", "down", "scores"]) == {"up": 256.0, "down": 256.0}
 
 
 @pytest.mark.parametrize("rescues", [True, False])
