@@ -18,7 +18,8 @@ Steps, each in its own process (runtimes' thread pools in one process slowed eac
 4. ``gates`` (one process): the packaged MiniLM (real text) through the parity gate for our int8 modes
    and the baselines, so speed is compared at equal accuracy.
 
-Writes ``benchmarks/cpu_int8.json`` and ``benchmarks/cpu_int8.md``.
+Writes ``benchmarks/cpu_int8.json`` and ``benchmarks/cpu_int8.md``, or ``cpu_int8_xeon_amx.*`` on a CPU with
+AMX (``cpu_suffix``): the two CPU classes this project's machines come in keep their own files.
 """
 
 from __future__ import annotations
@@ -494,6 +495,13 @@ def cpu_flags() -> list[str]:
     )
 
 
+def cpu_suffix() -> str:
+    """``_xeon_amx`` on a CPU with AMX, else empty: the results files' suffix. The two CPU classes give
+    different pictures (AMX's int8 ceiling is ~5x AVX512-VNNI's), and a run on one must not overwrite
+    the other's figures."""
+    return "_xeon_amx" if "amx_int8" in cpu_flags() else ""
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -665,8 +673,10 @@ def main() -> None:
     text = markdown(r)
     print(text)
     if not args.tiny:
-        (HERE / "cpu_int8.json").write_text(json.dumps(r, indent=2) + "\n")
-        (HERE / "cpu_int8.md").write_text(text)
+        stem = HERE / f"cpu_int8{cpu_suffix()}"
+        stem.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
+        stem.with_suffix(".md").write_text(text)
+        print(f"wrote {stem}.md and .json", flush=True)
 
 
 if __name__ == "__main__":

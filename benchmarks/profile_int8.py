@@ -8,7 +8,7 @@ ONNX Runtime with ``SessionOptions.enable_profiling`` (kernel times per node), O
 ``PERF_COUNT`` (``get_profiling_info`` per executed node). Times are summed per category and
 averaged over ``--runs`` inferences after warm-up; "overhead" is the wall time per inference
 minus the kernels' sum (framework scheduling, allocation, thread hand-offs). Writes
-``benchmarks/int8_profile.md`` (+ ``.json``).
+``benchmarks/int8_profile.md`` (+ ``.json``), ``int8_profile_xeon_amx.*`` on a CPU with AMX.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_cpu_int8 import THREADS, family_info, feeds, gop, resolve_hint  # noqa: E402
+from bench_cpu_int8 import THREADS, cpu_suffix, family_info, feeds, gop, resolve_hint  # noqa: E402
 
 PROFILED = {
     "ours int8 dynamic (ORT)": ("ort", "int8-dynamic/onnx/model_quantized.onnx", None),
@@ -272,8 +272,9 @@ def main() -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        default=HERE / "int8_profile",
-        help="Write <out>.md and <out>.json (a loaded run: elsewhere)",
+        default=None,
+        help="Write <out>.md and <out>.json (default: benchmarks/int8_profile, with _xeon_amx on an AMX CPU;"
+        " a loaded run: elsewhere)",
     )
     parser.add_argument("--only", default="", help="comma-separated variant labels to profile (default: all)")
     parser.add_argument("--notes", default="")
@@ -288,6 +289,7 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--family", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.out = args.out or HERE / f"int8_profile{cpu_suffix()}"
     if args.rewrite:
         r = json.loads(Path(f"{args.out}.json").read_text())
         r["notes"] = args.notes or r.get("notes", "")
@@ -308,7 +310,7 @@ def main() -> None:
         "families": {},
         "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
-    bench = HERE / "cpu_int8.json"
+    bench = HERE / f"cpu_int8{cpu_suffix()}.json"  # this CPU class's ceilings
     if bench.exists():
         c = json.loads(bench.read_text()).get("ceilings", {})
         r["ceiling"] = max(
