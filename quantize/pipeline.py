@@ -225,27 +225,32 @@ def optimize_graph(
         fp32_path = work / "fp32.onnx"
         shutil.copyfile(path, fp32_path)
         if options.precision != "fp32":
-            build, candidates, rank, smooth = _builder(options, fp32_path, path, work, feeds)
+            b = _builder(options, fp32_path, path, work, feeds)
             if probe is not None and options.fallback:
-                reference = work / "fp32-unpacked.onnx" if options.mode == "dynamic" else fp32_path
-                cost = None if options.fp16 else matmul_costs(reference, candidates)  # fp16 keeps any op
                 result.fallback = accuracy_fallback(
-                    candidates,
-                    build,
+                    b.candidates,
+                    b.build,
                     probe,
-                    reference,
+                    b.reference,
                     feeds[:8],
-                    rank=rank,
+                    rank=b.rank,
                     budget_s=options.fallback_budget,
-                    cost=cost,
+                    cost=b.cost(),
                 )
                 if options.mode == "dynamic" and options.per_tensor and result.fallback.passed:
                     left = max(options.fallback_budget - result.fallback.seconds, MIN_PER_TENSOR_BUDGET_S)
                     result.granularity = per_tensor_pass(
-                        reference, path, smooth, candidates, frozenset(result.fallback.kept), probe, feeds[:8], left
+                        b.reference,
+                        path,
+                        b.smooth,
+                        b.candidates,
+                        frozenset(result.fallback.kept),
+                        probe,
+                        feeds[:8],
+                        left,
                     )
             else:
-                build(frozenset())
+                b.build(frozenset())
     _count_ops(path, result)
     return result
 
@@ -284,12 +289,26 @@ def _count_ops(path: Path, result: OptimizeResult) -> None:
     result.output_dtype = "float16" if result.options.fp16_io else "float32"
 
 
-def _builder(
-    options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, feeds: list
-) -> tuple[Callable[[frozenset[str]], Path], list[str], Any, dict[str, Any] | None]:
-    """A function that writes the low-precision graph with some nodes kept fp32, the candidates, the
-    fallback's sensitivity ranker (None: measured on the built graph), and dynamic int8's SmoothQuant
-    factors (None otherwise; the per-tensor pass reuses them)."""
+@dataclass
+class _Builder:
+    """How one precision writes its graph with some nodes kept in fp32, and what the fallback needs
+    to search it: the candidates, their sensitivity ranker (None: measured on the built graph), the
+    fp32 graph the candidates' names refer to, whether they are weighed by cost (not fp16's, which
+    are any op), and dynamic int8's SmoothQuant factors (the per-tensor pass reuses them)."""
+
+    build: Callable[[frozenset[str]], Path]
+    candidates: list[str]
+    rank: Any
+    reference: Path
+    smooth: dict[str, Any] | None = None
+    weighted: bool = True  # candidates are weight MatMuls: the fallback weighs them by K x N
+
+    def cost(self) -> dict[str, float] | None:
+        return matmul_costs(self.reference, self.candidates) if self.weighted else None
+
+
+def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, feeds: list) -> _Builder:
+    """The fp16, dynamic int8 or static int8 builder for ``options``."""
     base = onnx.load(str(fp32_path))
     if options.fp16:
 
@@ -297,8 +316,7 @@ def _builder(
             onnx.save(fp16_mod.to_fp16(copy.deepcopy(base), io_fp16=options.fp16_io, keep_fp32=keep), str(out))
             return out
 
-        return build_fp16, fp16_mod.fp16_candidates(base), None, None
-    candidates = int8_mod.quantizable_nodes(base)
+        return _Builder(build_fp16, fp16_mod.fp16_candidates(base), None, fp32_path, weighted=False)
     if options.mode == "dynamic":
         unpacked = work / "fp32-unpacked.onnx"
         model = ir.load(fp32_path)
@@ -311,19 +329,23 @@ def _builder(
             return out
 
         candidates = int8_mod.quantizable_nodes(onnx.load(str(unpacked)))
-        return (
+        return _Builder(
             build_dynamic,
             candidates,
-            lambda q: onnx_local_rank(unpacked, candidates, feeds[:8], "rows", smooth)(q),
+            lambda q: onnx_local_rank(unpacked, candidates, feeds[:8], "rows", smooth)(q),  # only if the gate fails
+            unpacked,
             smooth,
         )
     cache = work / "calibration.json"
+    candidates = int8_mod.quantizable_nodes(base)
 
     def build_static(keep: frozenset[str]) -> Path:
         int8_mod.quantize_static(fp32_path, out, feeds, cache, symmetric=options.target.int8_symmetric, exclude=keep)
         return out
 
-    return build_static, candidates, lambda q: onnx_local_rank(fp32_path, candidates, feeds[:8], "tensor")(q), None
+    return _Builder(
+        build_static, candidates, lambda q: onnx_local_rank(fp32_path, candidates, feeds[:8], "tensor")(q), fp32_path
+    )
 
 
 def per_tensor_pass(
