@@ -257,10 +257,10 @@ def onnx_local_rank(
     return lambda quantized: scores
 
 
-def matmul_costs(graph: Path, candidates: Sequence[str]) -> dict[str, float]:
+def matmul_costs(model: onnx.ModelProto, candidates: Sequence[str]) -> dict[str, float]:
     """Multiply-adds per token of each candidate MatMul with a 2-D weight initializer (K x N); nodes
-    without one (attention's activation x activation products) are left out (they count as cost 0)."""
-    model = onnx.load(str(graph), load_external_data=False)
+    without one (attention's activation x activation products) are left out (they count as cost 0).
+    Takes the graph its caller already loaded: the builders read it for their candidates."""
     dims = {i.name: list(i.dims) for i in model.graph.initializer}
     wanted = set(candidates)
     return {

@@ -235,7 +235,7 @@ def optimize_graph(
                     feeds[:8],
                     rank=b.rank,
                     budget_s=options.fallback_budget,
-                    cost=b.cost(),
+                    cost=b.cost,
                 )
                 if options.mode == "dynamic" and options.per_tensor and result.fallback.passed:
                     left = max(options.fallback_budget - result.fallback.seconds, MIN_PER_TENSOR_BUDGET_S)
@@ -293,18 +293,15 @@ def _count_ops(path: Path, result: OptimizeResult) -> None:
 class _Builder:
     """How one precision writes its graph with some nodes kept in fp32, and what the fallback needs
     to search it: the candidates, their sensitivity ranker (None: measured on the built graph), the
-    fp32 graph the candidates' names refer to, whether they are weighed by cost (not fp16's, which
-    are any op), and dynamic int8's SmoothQuant factors (the per-tensor pass reuses them)."""
+    fp32 graph the candidates' names refer to, dynamic int8's SmoothQuant factors (the per-tensor pass
+    reuses them), and each candidate's cost (None for fp16, whose candidates are any op)."""
 
     build: Callable[[frozenset[str]], Path]
     candidates: list[str]
     rank: Any
     reference: Path
     smooth: dict[str, Any] | None = None
-    weighted: bool = True  # candidates are weight MatMuls: the fallback weighs them by K x N
-
-    def cost(self) -> dict[str, float] | None:
-        return matmul_costs(self.reference, self.candidates) if self.weighted else None
+    cost: dict[str, float] | None = None
 
 
 def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, feeds: list) -> _Builder:
@@ -316,7 +313,7 @@ def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, f
             onnx.save(fp16_mod.to_fp16(copy.deepcopy(base), io_fp16=options.fp16_io, keep_fp32=keep), str(out))
             return out
 
-        return _Builder(build_fp16, fp16_mod.fp16_candidates(base), None, fp32_path, weighted=False)
+        return _Builder(build_fp16, fp16_mod.fp16_candidates(base), None, fp32_path)
     if options.mode == "dynamic":
         unpacked = work / "fp32-unpacked.onnx"
         model = ir.load(fp32_path)
@@ -328,13 +325,15 @@ def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, f
             int8_mod.quantize_rowwise(unpacked, out, exclude=keep, smooth=smooth)
             return out
 
-        candidates = int8_mod.quantizable_nodes(onnx.load(str(unpacked)))
+        unpacked_model = onnx.load(str(unpacked))
+        candidates = int8_mod.quantizable_nodes(unpacked_model)
         return _Builder(
             build_dynamic,
             candidates,
             lambda q: onnx_local_rank(unpacked, candidates, feeds[:8], "rows", smooth)(q),  # only if the gate fails
             unpacked,
             smooth,
+            matmul_costs(unpacked_model, candidates),
         )
     cache = work / "calibration.json"
     candidates = int8_mod.quantizable_nodes(base)
@@ -344,7 +343,11 @@ def _builder(options: OptimizeOptions, fp32_path: Path, out: Path, work: Path, f
         return out
 
     return _Builder(
-        build_static, candidates, lambda q: onnx_local_rank(fp32_path, candidates, feeds[:8], "tensor")(q), fp32_path
+        build_static,
+        candidates,
+        lambda q: onnx_local_rank(fp32_path, candidates, feeds[:8], "tensor")(q),
+        fp32_path,
+        cost=matmul_costs(base, candidates),
     )
 
 
