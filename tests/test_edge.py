@@ -132,14 +132,14 @@ SELF_TESTS.remove(("minilm-qa", "int8"))
 def test_golden_self_test_on_arm64(
     arm_demo: tuple[str, Path],
     bundles: dict[str, Path],
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
     which: str,
     precision: str,
 ) -> None:
     source = bundles[which]
     if which == "modernbert-banded":
         assert json.loads((source / "manifest.json").read_text())["optimization"]["banded_attention_layers"] >= 1
-    bundle = with_default(source, precision, tmp_path_factory.mktemp("arm") / f"{which}-{precision}")
+    bundle = with_default(source, precision, tmp_path / f"{which}-{precision}")
     proc = run_arm(arm_demo, bundle, "--self-test")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     n = len(json.loads((bundle / "golden.json").read_text(encoding="utf-8"))["examples"])
@@ -150,13 +150,13 @@ def test_golden_self_test_on_arm64(
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_real_text_holds_the_gate_on_arm64(
-    arm_demo: tuple[str, Path], bundles: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, precision: str
+    arm_demo: tuple[str, Path], bundles: dict[str, Path], tmp_path: Path, precision: str
 ) -> None:
     """Twenty real sentences and a long one (truncated at the bundle's 128 tokens) through the aarch64
     demo: each pooled embedding against the fp32 graph on x86 (itself within 1e-4 of PyTorch), held
     to the precision's gate."""
     texts = [*SENTENCES[:20], long_text(150)]
-    bundle = with_default(bundles["minilm-embed"], precision, tmp_path_factory.mktemp("armgate") / precision)
+    bundle = with_default(bundles["minilm-embed"], precision, tmp_path / precision)
     proc = run_arm(arm_demo, bundle, *[a for t in texts for a in ("--text", t)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = np.asarray(json.loads(proc.stdout)["embeddings"], dtype=np.float64)
@@ -174,11 +174,11 @@ def test_qa_same_answers_as_x86(
     arm_demo: tuple[str, Path],
     demo: Path,  # noqa: F811
     bundles: dict[str, Path],
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
     precision: str,
 ) -> None:
     """The same graph on both architectures' kernels gives the same answer span, its score within 1e-3."""
-    bundle = with_default(bundles["minilm-qa"], precision, tmp_path_factory.mktemp("armqa") / precision)
+    bundle = with_default(bundles["minilm-qa"], precision, tmp_path / precision)
     for question, context in QA_PAIRS[:3]:
         x86 = subprocess.run(
             [str(demo), str(bundle), "--question", question, "--context", context],
