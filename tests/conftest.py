@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,25 @@ from bert_export.models import FAMILIES
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# The full suite's peak under pytest's basetemp (the session's cached bundles plus the test that is running's
+# copies): 4.5 GB measured on a CI-like run (it was 9.3 GB before the per-example and per-test cleanups).
+PEAK_TMP_GB = 5
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """How much room pytest's temp directory has, against what the suite needs there.
+
+    CI once ran out of disk at 90% of the suite and reported 200 setup errors; a short disk should be
+    named on the first line, with the fix, not inferred from the errors."""
+    base = Path(config.option.basetemp or tempfile.gettempdir()).resolve()
+    probe = next(p for p in (base, *base.parents) if p.exists())
+    free = shutil.disk_usage(probe).free / 2**30
+    line = f"temp space: {free:.1f} GB free at {base} (the full suite peaks at about {PEAK_TMP_GB} GB there)"
+    if free < PEAK_TMP_GB:
+        line += " -- too little: set TMPDIR or --basetemp to a larger disk"
+    return line
 
 
 def needs(available: bool, reason: str) -> None:
