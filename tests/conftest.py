@@ -29,18 +29,30 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PEAK_TMP_GB = 5
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    """How much room pytest's temp directory has, against what the suite needs there.
-
-    CI once ran out of disk at 90% of the suite and reported 200 setup errors; a short disk should be
-    named on the first line, with the fix, not inferred from the errors."""
+def _temp_space(config: pytest.Config) -> tuple[Path, float]:
+    """pytest's temp directory and the GB free on its disk."""
     base = Path(config.option.basetemp or tempfile.gettempdir()).resolve()
     probe = next(p for p in (base, *base.parents) if p.exists())
-    free = shutil.disk_usage(probe).free / 2**30
-    line = f"temp space: {free:.1f} GB free at {base} (the full suite peaks at about {PEAK_TMP_GB} GB there)"
-    if free < PEAK_TMP_GB:
-        line += " -- too little: set TMPDIR or --basetemp to a larger disk"
-    return line
+    return base, shutil.disk_usage(probe).free / 2**30
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    base, free = _temp_space(config)
+    return f"temp space: {free:.1f} GB free at {base} (the full suite peaks at about {PEAK_TMP_GB} GB there)"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Name a short temp disk on the first line, even under ``-q`` (which hides the header).
+
+    CI once ran out of disk at 90% of the suite and reported 200 setup errors; the cause and its fix
+    should be read, not inferred. A warning, not a stop: a subset of the suite needs far less."""
+    base, free = _temp_space(session.config)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if free < PEAK_TMP_GB and reporter is not None:
+        reporter.write_line(
+            f"warning: {free:.1f} GB free at {base}, the full suite needs about {PEAK_TMP_GB} GB there: "
+            "set TMPDIR or --basetemp to a larger disk"
+        )
 
 
 def needs(available: bool, reason: str) -> None:
