@@ -489,14 +489,16 @@ def _manifest_mutations(manifest: dict[str, Any]) -> list[tuple[tuple[Any, ...],
 
 
 @contextmanager
-def example_dir(factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
-    """A fresh directory for one Hypothesis example, removed when the example ends.
+def example_copy(factory: pytest.TempPathFactory, name: str, src: Path) -> Iterator[Path]:
+    """A private copy of ``src`` (as ``<fresh dir>/b``) for one Hypothesis example, removed when the example ends.
 
     ``tmp_path_factory.mktemp`` dirs live until the session ends: 550 examples x a 5 MB bundle copy
-    filled CI's disk. A failing example is reproducible (``derandomize=True``), so nothing is lost."""
+    were 2.75 GB of the 9.3 GB peak when CI ran out of disk. A failing example is reproducible
+    (``derandomize=True``), so nothing is lost."""
     root = factory.mktemp(name)
     try:
-        yield root
+        shutil.copytree(src, root / "b")
+        yield root / "b"
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -515,9 +517,7 @@ def test_property_wrong_typed_manifest_fields_are_refused(
 ) -> None:
     manifest = json.loads((pristine / MANIFEST).read_text())
     path, bad = data.draw(st.sampled_from(_manifest_mutations(manifest)), label="mutation")
-    with example_dir(tmp_path_factory, "mut") as root:
-        bundle = root / "b"
-        shutil.copytree(pristine, bundle)
+    with example_copy(tmp_path_factory, "mut", pristine) as bundle:
         (bundle / MANIFEST).write_text(json.dumps(set_at(manifest, path, bad)))
         code, _, err = cli(capsys, "validate", str(bundle), "-q")
     assert_one_error_line(code, err)
@@ -550,12 +550,10 @@ def test_property_any_manifest_mutation_is_safe(capsys, pristine: Path, tmp_path
     paths = [p for p, _ in leaves(manifest) if p]
     path = data.draw(st.sampled_from(paths), label="path")
     value = data.draw(ANY_VALUE, label="value")
-    with example_dir(tmp_path_factory, "any") as root:
-        outside = root / "outside"
+    with example_copy(tmp_path_factory, "any", pristine) as bundle:
+        outside = bundle.parent / "outside"
         outside.mkdir()
         (outside / "secret").write_text("secret")
-        bundle = root / "b"
-        shutil.copytree(pristine, bundle)
         (bundle / MANIFEST).write_text(json.dumps(set_at(manifest, path, value)))
         _WATCH["prefix"], _WATCH["hits"] = str(outside), []
         try:
@@ -578,9 +576,7 @@ def test_property_golden_mutations_end_in_one_error(pristine: Path, tmp_path_fac
     paths = [p for p, _ in leaves(golden) if p]
     path = data.draw(st.sampled_from(paths), label="path")
     value = data.draw(ANY_VALUE, label="value")
-    with example_dir(tmp_path_factory, "golden") as root:
-        bundle = root / "b"
-        shutil.copytree(pristine, bundle)
+    with example_copy(tmp_path_factory, "golden", pristine) as bundle:
         (bundle / GOLDEN).write_text(json.dumps(set_at(golden, path, value)))
         resign(bundle)
         try:
@@ -615,9 +611,7 @@ def test_property_reference_mutations_end_in_one_line(
             at = data.draw(st.integers(8 + size, len(body) - 1), label="offset")
             body[at] = data.draw(st.integers(0, 255), label="byte")
         raw = bytes(body)
-    with example_dir(tmp_path_factory, "ref") as root:
-        bundle = root / "b"
-        shutil.copytree(pristine, bundle)
+    with example_copy(tmp_path_factory, "ref", pristine) as bundle:
         (bundle / REFERENCE).write_bytes(raw)
         resign(bundle)
         code, _, err = cli(capsys, "validate", str(bundle), "-q")
