@@ -3,12 +3,13 @@
     flock /tmp/bert-export-heavy.lock .venv/bin/python benchmarks/profile_int8.py [--work /tmp/bench-cpu-int8]
 
 Uses the full-size models ``bench_cpu_int8.py`` prepared in ``--work`` (run that first, or its
-``--step prepare``). Each variant is profiled in its own process at batch 1, sequence 128, 2 threads:
-ONNX Runtime with ``SessionOptions.enable_profiling`` (kernel times per node), OpenVINO with
-``PERF_COUNT`` (``get_profiling_info`` per executed node). Times are summed per category and
+``--step prepare``). Each variant is profiled in its own process at batch 1 (or ``--batch``), sequence
+128, 2 threads: ONNX Runtime with ``SessionOptions.enable_profiling`` (kernel times per node), OpenVINO
+with ``PERF_COUNT`` (``get_profiling_info`` per executed node). Times are summed per category and
 averaged over ``--runs`` inferences after warm-up; "overhead" is the wall time per inference
 minus the kernels' sum (framework scheduling, allocation, thread hand-offs). Writes
-``benchmarks/int8_profile.md`` (+ ``.json``), ``int8_profile_xeon_amx.*`` on a CPU with AMX.
+``benchmarks/int8_profile.md`` (+ ``.json``; ``int8_profile_b<N>`` with ``--batch N``), with ``_xeon_amx``
+on a CPU with AMX.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_cpu_int8 import THREADS, cpu_suffix, family_info, feeds, gop, resolve_hint  # noqa: E402
+from bench_cpu_int8 import THREADS, chain_gop, cpu_suffix, family_info, feeds, gop, resolve_hint  # noqa: E402
 
 PROFILED = {
     "ours int8 dynamic (ORT)": ("ort", "int8-dynamic/onnx/model_quantized.onnx", None),
@@ -179,17 +180,29 @@ def profile_ov(path: Path, feed: dict[str, np.ndarray], runs: int, hint: str | N
     }
 
 
-def one(label: str, family: str, work: Path, runs: int, tiny: bool = False) -> dict[str, Any]:
+def one(label: str, family: str, work: Path, runs: int, tiny: bool = False, batch: int = 1) -> dict[str, Any]:
     kind, rel, hint = PROFILED[label]
     names, vocab, _ = family_info(family, tiny)
-    feed = feeds(names, vocab, 1, 128)
+    feed = feeds(names, vocab, batch, 128)
     path = work / family / rel
     return profile_ort(path, feed, runs) if kind == "ort" else profile_ov(path, feed, runs, hint)
 
 
+def _chain_lines(chain: dict[str, float], batch: int) -> list[str]:
+    """BERT-base's weight GEMMs timed alone with the model's weights (bench_cpu_int8's ``chain`` ceilings), in ms:
+    the int8 GEMM rows above are judged against these, not against the single MatMul's cached weights."""
+    ops = chain_gop(batch, 128)
+    return [
+        f"\nThe {ops:.1f} GOP of weight GEMMs alone ({k.split(': ', 1)[1].rsplit(' ', 1)[0]}, "
+        f"{k.split(',', 1)[1].split(':')[0].strip()}): {ops / v * 1e3:.1f} ms."
+        for k, v in chain.items()
+        if isinstance(v, (int, float)) and k.startswith(f"chain b{batch} ")
+    ]
+
+
 def markdown(r: dict[str, Any]) -> str:
     lines = [
-        "# Where the INT8 time goes (b1 s128, 2 threads)",
+        f"# Where the INT8 time goes (b{r.get('batch', 1)} s128, 2 threads)",
         "",
         f"Written by `benchmarks/profile_int8.py`; load average before / after {r['load_before']} / {r['load_after']} "
         ". ONNX Runtime: `enable_profiling` kernel times; OpenVINO: `PERF_COUNT`. Mean per inference over "
@@ -250,7 +263,10 @@ def markdown(r: dict[str, Any]) -> str:
             )
         if ceiling:
             g = gop(family_info(family, r.get("tiny", False))[2], 128)
+            g *= r.get("batch", 1)
             lines.append(f"\nAll {g:.1f} GOP at the best int8 ceiling ({ceiling} GOP/s): {g / ceiling * 1e3:.1f} ms.")
+        if family == "bert":
+            lines += _chain_lines(r.get("chain", {}), r.get("batch", 1))
         for label, v in variants.items():
             if "ops" in v:
                 top = sorted(v["ops"].items(), key=lambda kv: -kv[1])[:8]
@@ -269,6 +285,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-cpu-int8"))
     parser.add_argument("--families", default="bert,modernbert")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=1, help="batch size at sequence 128 (writes int8_profile_b<N>)")
     parser.add_argument(
         "--out",
         type=Path,
@@ -289,7 +306,8 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--family", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.out = args.out or HERE / f"int8_profile{cpu_suffix()}"
+    batch_part = f"_b{args.batch}" if args.batch != 1 else ""
+    args.out = args.out or HERE / f"int8_profile{batch_part}{cpu_suffix()}"
     if args.rewrite:
         r = json.loads(Path(f"{args.out}.json").read_text())
         r["notes"] = args.notes or r.get("notes", "")
@@ -301,10 +319,11 @@ def main() -> None:
         Path(f"{args.out}.md").write_text(markdown(r))
         return
     if args.one:
-        print(json.dumps(one(args.one, args.family, args.work, args.runs, args.tiny)))
+        print(json.dumps(one(args.one, args.family, args.work, args.runs, args.tiny, args.batch)))
         return
     r: dict[str, Any] = {
         "runs": args.runs,
+        "batch": args.batch,
         "tiny": args.tiny,
         "notes": args.notes,
         "families": {},
@@ -316,6 +335,7 @@ def main() -> None:
         r["ceiling"] = max(
             [v for k, v in c.items() if k.startswith(("u8s8", "int8")) and isinstance(v, (int, float))], default=None
         )
+        r["chain"] = {k: v for k, v in c.items() if k.startswith("chain ")}  # BERT-base's GEMMs alone
     for family in args.families.split(","):
         r["families"][family] = {}
         for label in PROFILED:
@@ -333,6 +353,8 @@ def main() -> None:
                     str(args.work),
                     "--runs",
                     str(args.runs),
+                    "--batch",
+                    str(args.batch),
                     *(["--tiny"] if args.tiny else []),
                 ],
                 capture_output=True,
