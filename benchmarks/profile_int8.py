@@ -265,7 +265,7 @@ def markdown(r: dict[str, Any]) -> str:
             g = gop(family_info(family, r.get("tiny", False))[2], 128)
             g *= r.get("batch", 1)
             lines.append(f"\nAll {g:.1f} GOP at the best int8 ceiling ({ceiling} GOP/s): {g / ceiling * 1e3:.1f} ms.")
-        if family == "bert":
+        if family == "bert" and not r.get("tiny"):  # the chain is full-size BERT-base
             lines += _chain_lines(r.get("chain", {}), r.get("batch", 1))
         for label, v in variants.items():
             if "ops" in v:
