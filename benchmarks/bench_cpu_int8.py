@@ -2,7 +2,7 @@
 defaults and PyTorch eager, with the CPU's own ceilings measured in the same run.
 
     flock /tmp/bert-export-heavy.lock .venv/bin/python benchmarks/bench_cpu_int8.py [--families bert,modernbert]
-        [--runs 30] [--work /tmp/bench-cpu-int8] [--skip-prepare] [--tiny]
+        [--runs 30] [--rounds 1] [--work /tmp/bench-cpu-int8] [--skip-prepare] [--tiny]
 
 Steps, each in its own process (runtimes' thread pools in one process slowed each other up to 2x):
 
@@ -11,8 +11,10 @@ Steps, each in its own process (runtimes' thread pools in one process slowed eac
    OpenVINO int8 via NNCF + fallback, OpenVINO fp32/bf16), the plain export, ORT ``quantize_dynamic``
    defaults on it (per-channel off, QInt8 weights: the documented defaults) and ``nncf.quantize`` defaults
    (transformer model type, 300 samples cap, our 32 calibration sentences) on it. Export times recorded.
-2. ``time``: one variant per process, 2 threads, batch 1 / 8 at sequence 128 and batch 1 at 512,
-   median of ``--runs`` after 5 warm-up runs.
+2. ``time``: one variant per process, 2 threads, batch 1 / 8 / 32 at sequence 128 and batch 1 at 512,
+   median of ``--runs`` after 5 warm-up runs. ``--rounds N``: N processes per variant, the variants taking
+   turns, and each cell the median of the processes' medians (this project's VMs have slow spells of seconds
+   to minutes, and one process per cell let a spell decide a ratio).
 3. ``ceilings``: single MatMuls of the FFN shape (128 x 768 x 3072): u8s8 integer (ORT MatMulInteger),
    fp32 (ORT MatMul), bf16 (OpenVINO MatMul with the bf16 hint) and OpenVINO's int8 (NNCF'd MatMul); and
    BERT-base's 48 weight GEMMs chained (``gemm_chain``), with the model's 85 MB of int8 weights and with one
@@ -30,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import time
@@ -615,6 +619,16 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _merge_turns(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One variant's cells from its ``--rounds`` processes: per shape, the median of the processes' medians
+    (their values kept under ``processes``); a variant that failed in any process keeps that error."""
+    if len(runs) == 1 or any("error" in run for run in runs):
+        return next((run for run in runs if "error" in run), runs[0])
+    merged: dict[str, Any] = {key: round(statistics.median(run[key] for run in runs), 2) for key in runs[0]}
+    merged["processes"] = {key: [run[key] for run in runs] for key in runs[0]}
+    return merged
+
+
 def _cells(ms: dict[str, float], nncf: dict[str, float], batch: int, seq: int) -> str:
     """One shape's time and its ratio to OpenVINO + NNCF's (``-`` where a run lacks the shape)."""
     key = f"b{batch}s{seq}"
@@ -634,7 +648,12 @@ def markdown(r: dict[str, Any]) -> str:
         f"torch {r['machine']['torch']}; CPU features: {', '.join(r['machine'].get('cpu_flags', [])) or 'unknown'}. Load average before / after: {r['load_before']} / {r['load_after']} "
         "(compare ratios within one run: absolute times vary between machines and hours). Full-size random-init "
         f"`qa` models, each variant timed in its own process, medians of {r['runs']} at b1 s128 after 5 warm-up runs "
-        f"({max(5, r['runs'] // 6)} after 2 at the larger shapes).",
+        f"({max(5, r['runs'] // 6)} after 2 at the larger shapes)"
+        + (
+            f"; each cell the median of {r['rounds']} such processes, the variants taking turns."
+            if r.get("rounds", 1) > 1
+            else "."
+        ),
         "",
         "## CPU ceilings (same run: single MatMuls 128x768x3072; `chain`: BERT-base's 48 weight GEMMs in one graph)",
         "",
@@ -710,6 +729,12 @@ def main() -> None:
     parser.add_argument("--skip-gates", action="store_true")
     parser.add_argument("--only", default="", help="comma-separated variant labels to time (default: all)")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="processes per cell, the variants taking turns (a slow spell of the machine then hits them all)",
+    )
+    parser.add_argument(
         "--tiny", action="store_true", help="Smoke test on tiny configs (writes nothing under benchmarks/)."
     )
     parser.add_argument("--notes", default="")
@@ -742,6 +767,7 @@ def main() -> None:
     families = args.families.split(",")
     r: dict[str, Any] = {
         "runs": args.runs,
+        "rounds": args.rounds,
         "notes": args.notes,
         "families": {},
         "prepare": {},
@@ -766,16 +792,20 @@ def main() -> None:
     r["load_before"] = load_average()
     r["ceilings"] = sub(["--step", "ceilings", *common])
     print("ceilings", r["ceilings"], flush=True)
-    only = [label for label in VARIANTS if f",{label}," in f",{args.only},"]  # labels may hold commas
+    wanted = set(re.split(r",(?! )", args.only))  # labels hold ", " (comma, space); the separator is a bare comma
+    only = [label for label in VARIANTS if label in wanted]
     for family in families:
         r["gop"][family] = gop(family_info(family, args.tiny)[2], 128)
-        rows = {}
-        for label in VARIANTS:
-            if only and label not in only:
-                continue
-            rows[label] = sub(["--step", "time", "--family", family, "--variant", label, *common])
-            print(f"  {family} {label}: {rows[label]}", flush=True)
-        r["families"][family] = rows
+        turns: dict[str, list[dict[str, Any]]] = {}
+        for _ in range(args.rounds):
+            for label in VARIANTS:
+                if only and label not in only:
+                    continue
+                turns.setdefault(label, []).append(
+                    sub(["--step", "time", "--family", family, "--variant", label, *common])
+                )
+                print(f"  {family} {label}: {turns[label][-1]}", flush=True)
+        r["families"][family] = {label: _merge_turns(runs) for label, runs in turns.items()}
     r["load_after"] = load_average()
     if not args.skip_gates:
         r["gates"] = sub(["--step", "gates", *common])
