@@ -95,31 +95,34 @@ LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def wait_started(triton: Any, http_port: int, timeout_s: float = 120.0) -> None:
     """Stands in for PyTriton's ``_wait_for_server``: the same readiness poll (tritonserver's private HTTP
-    port), but a process that has exited ends the wait at once, with its last log line."""
+    port), but a process that has exited ends the wait at once, with what it said (``failure_line``)."""
     server = triton._triton_server  # noqa: SLF001
     deadline = time.monotonic() + timeout_s
     while True:
         if not server.is_alive():
-            raise BertExportError(f"tritonserver exited while starting{said(last_line(triton))}")
+            raise BertExportError(f"tritonserver exited while starting{said(failure_line(triton))}")
         with contextlib.suppress(OSError):
             with LOOPBACK.open(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2) as r:
                 if r.status == 200:
                     return
         if time.monotonic() > deadline:
-            raise BertExportError(f"tritonserver was not ready within {timeout_s:.0f} s{said(last_line(triton))}")
+            raise BertExportError(f"tritonserver was not ready within {timeout_s:.0f} s{said(failure_line(triton))}")
         time.sleep(0.1)
 
 
-def last_line(triton: Any) -> str:
-    """The last non-empty line tritonserver printed (PyTriton keeps its log in memory)."""
+def failure_line(triton: Any) -> str:
+    """The line tritonserver printed that says most about a failure (PyTriton keeps its log in memory): the
+    first model-load failure (``failed to load '<model>' ...: <reason>``) when there is one, since the last
+    line is then only "failed to load all models" (CI once showed just that), else the last non-empty line."""
     server = getattr(triton, "_triton_server", None)
-    lines = [ln for ln in (server.logs() if server is not None else "").splitlines() if ln.strip()]
-    return lines[-1].strip()[:300] if lines else ""
+    lines = [ln.strip() for ln in (server.logs() if server is not None else "").splitlines() if ln.strip()]
+    why = next((ln for ln in lines if "failed to load '" in ln), None)
+    return (why or lines[-1])[:300] if lines else ""
 
 
 def said(line: str) -> str:
-    """The tail of an error about tritonserver: its last line, or how to see its log."""
-    return f"; its last line: {line}" if line else "; rerun with --verbose to see its log"
+    """The tail of an error about tritonserver: what it said (``failure_line``), or how to see its log."""
+    return f"; it said: {line}" if line else "; rerun with --verbose to see its log"
 
 
 @contextlib.contextmanager

@@ -45,7 +45,7 @@ from bert_export.serving.deps import require_serve
 from bert_export.serving.pytriton_fixes import (
     LOOPBACK,
     NoLogLevelCheck,
-    last_line,
+    failure_line,
     lengthen_handshake,
     no_core_files,
     said,
@@ -181,7 +181,7 @@ def running(
         model = TextModel(b, made, tokenizer, max_text_chars=opts.max_text_chars)
         warn_at_start(model)  # untrained head / --random-init: loud at start (issue 20; textmodel.py)
         supervisor = Supervisor(name, opts, model, front, root, say or (lambda line: None))
-        supervisor.start()
+        supervisor.first_start()
         yield supervisor
     finally:
         try:
@@ -289,6 +289,17 @@ class Supervisor:
         self.triton = self._launch(self.root / f"triton-{self.generation}")
         self.front.ready.set()
 
+    def first_start(self) -> None:
+        """The first start, tried once more when it fails: one line says so, and a second failure is the error.
+        Same policy as ``restart`` (a failed start is tried again), for the same reason: tritonserver's model
+        load has failed once on a loaded 2-core CI machine where the next start loaded it."""
+        try:
+            self.start()
+        except BertExportError as exc:
+            self.stop()
+            self.say(f"{exc}; trying once more")
+            self.start()
+
     def alive(self) -> bool:
         return self.triton is not None and bool(self.triton.is_alive())
 
@@ -323,7 +334,7 @@ class Supervisor:
         shutil.rmtree(self.root / f"triton-{self.generation}", ignore_errors=True)
 
     def _log_tail(self) -> str:
-        return last_line(self.triton)
+        return failure_line(self.triton)
 
     def _launch(self, workspace: Path) -> Any:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
@@ -377,7 +388,7 @@ class Supervisor:
             self.shm.settle()
             self.shm.sweep()  # every region the model's load created is 0600 before the proxy says ready
         except BaseException as exc:
-            tail = last_line(triton)
+            tail = failure_line(triton)
             with contextlib.suppress(Exception):
                 triton.stop()
             self.shm.stop()

@@ -540,9 +540,20 @@ def test_a_tritonserver_that_exits_while_starting_fails_at_once() -> None:
 
     dead = SimpleNamespace(is_alive=lambda: False, logs=lambda: "I ... loading\nE1206 failed to load all models\n\n")
     started = time.monotonic()
-    with pytest.raises(BertExportError, match="exited while starting; its last line: E1206 failed to load all models"):
+    with pytest.raises(BertExportError, match="exited while starting; it said: E1206 failed to load all models"):
         wait_started(SimpleNamespace(_triton_server=dead), free_ports(1)[0], timeout_s=120)
     assert time.monotonic() - started < 5
+    # a model that failed to load: its reason, not Triton's closing "failed to load all models"
+    log = (
+        "I1206 loading: m:1\nE1206 model_lifecycle.cc:654] failed to load 'm' version 1: Internal: "
+        "TimeoutError: handshake\nI1206 | m | 1 | UNAVAILABLE |\nerror: creating server: Internal - failed to load all models\n"
+    )
+    dead = SimpleNamespace(is_alive=lambda: False, logs=lambda: log)
+    with pytest.raises(
+        BertExportError,
+        match="it said: E1206 model_lifecycle.cc:654] failed to load 'm' version 1: Internal: TimeoutError: handshake$",
+    ):
+        wait_started(SimpleNamespace(_triton_server=dead), free_ports(1)[0], timeout_s=120)
 
 
 def test_readiness_is_seen_past_an_http_proxy_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -580,33 +591,66 @@ def test_readiness_is_seen_past_an_http_proxy_in_the_environment(monkeypatch: py
     assert time.monotonic() - started < 5
 
 
-def test_a_restart_that_fails_to_start_is_tried_again_within_the_bound() -> None:
-    """A failed start during a restart counts as another restart (bounded), not as the end of serve."""
-    import threading
-    from types import SimpleNamespace
+class ScriptedStarts:
+    """A ``Supervisor`` whose tritonserver starts raise the queued ``failures`` first, then succeed (no server)."""
 
-    from bert_export.models import BertExportError
-    from bert_export.serving.server import ServeOptions, Supervisor
+    def __init__(self) -> None:
+        import threading
+        from types import SimpleNamespace
 
-    said: list[str] = []
-    front = SimpleNamespace(ready=threading.Event())
-    sup = Supervisor("m", ServeOptions(), None, front, Path("/nonexistent"), said.append)  # type: ignore[arg-type]
-    outcomes = iter([BertExportError("tritonserver exited while starting; its last line: E failed to load")])
+        from bert_export.serving.server import ServeOptions, Supervisor
 
-    def launch(workspace: Path) -> object:
-        failure = next(outcomes, None)
-        if failure is not None:
-            raise failure
+        self.said: list[str] = []
+        self.failures: list[Exception] = []
+        self.launched: list[Path] = []
+        self.front = SimpleNamespace(ready=threading.Event())
+        self.sup = Supervisor("m", ServeOptions(), None, self.front, Path("/nonexistent"), self.said.append)  # type: ignore[arg-type]
+        self.sup._launch = self._launch  # type: ignore[method-assign]
+
+    def _launch(self, workspace: Path) -> object:
+        from types import SimpleNamespace
+
+        self.launched.append(workspace)
+        if self.failures:
+            raise self.failures.pop(0)
         return SimpleNamespace(is_alive=lambda: True, stop=lambda: None)
 
-    sup._launch = launch  # type: ignore[method-assign]
-    sup.restart()
-    assert sup.alive() and front.ready.is_set() and len(sup.restarts) == 2
-    assert said == [
+
+def test_a_restart_that_fails_to_start_is_tried_again_within_the_bound() -> None:
+    """A failed start during a restart counts as another restart (bounded), not as the end of serve."""
+    from bert_export.models import BertExportError
+
+    s = ScriptedStarts()
+    s.failures = [BertExportError("tritonserver exited while starting; it said: E failed to load")]
+    s.sup.restart()
+    assert s.sup.alive() and s.front.ready.is_set() and len(s.sup.restarts) == 2
+    assert s.said == [
         "tritonserver stopped unexpectedly; restarting it",
-        "tritonserver exited while starting; its last line: E failed to load; restarting it",
+        "tritonserver exited while starting; it said: E failed to load; restarting it",
     ]
-    outcomes = iter([BertExportError("tritonserver exited while starting")] * 10)
+    s.failures = [BertExportError("tritonserver exited while starting")] * 10
     with pytest.raises(BertExportError, match="died 6 times within 60 s; giving up .*--verbose"):
-        sup.restart()
-    assert not front.ready.is_set()
+        s.sup.restart()
+    assert not s.front.ready.is_set()
+
+
+def test_the_first_start_is_tried_once_more_and_a_second_failure_is_the_error() -> None:
+    """serve's first start gets one more try (one line says so); a start that fails twice ends serve."""
+    from bert_export.models import BertExportError
+
+    s = ScriptedStarts()
+    s.failures = [BertExportError("tritonserver exited while starting; it said: E failed to load 'm'")]
+    s.sup.first_start()
+    assert s.sup.alive() and s.front.ready.is_set()
+    assert s.said == ["tritonserver exited while starting; it said: E failed to load 'm'; trying once more"]
+    assert [w.name for w in s.launched] == ["triton-1", "triton-2"]  # a fresh workspace for the second try
+    s.sup.stop()
+    s.said.clear()
+    s.failures = [
+        BertExportError("tritonserver exited while starting; it said: E first"),
+        BertExportError("tritonserver exited while starting; it said: E second"),
+    ]
+    with pytest.raises(BertExportError, match="it said: E second$"):
+        s.sup.first_start()
+    assert not s.front.ready.is_set()
+    assert s.said == ["tritonserver exited while starting; it said: E first; trying once more"]
