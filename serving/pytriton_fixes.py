@@ -7,7 +7,11 @@
   1 s (``get_config_from_handshake_server(..., timeout_s=1.0)``). Triton loads the instances in
   parallel, and instance 0 first imports PyTriton and starts its tensor store, so on a loaded 2-core
   machine instance 1 gives up first: "failed to load all models", tritonserver exits. Seen in CI on the
-  restart after a crash (a 0.2 s wait out of the 1 s was logged on an idle machine).
+  restart after a crash (a 0.2 s wait out of the 1 s was logged on an idle machine). The same wait also
+  retries a refused connection: instance 0's ``asyncio.start_unix_server`` binds the socket (the file that
+  instance 1 polls for) before it listens, and a connect in between is refused at once, which the timeout
+  does not cover. That race failed about one ``serve`` start in ten on an idle 2-core machine (two of 21
+  starts, one of them twice in a row; CI saw it as "failed to load all models").
 - **A tritonserver that exits while starting fails at once** (``wait_started``): PyTriton polls
   readiness for 120 s whether or not the process is still there, so one failed start cost two minutes.
 - **No core file** (``no_core_files``): a request that crashes tritonserver would otherwise leave an
@@ -22,6 +26,7 @@ exercises each one against the real server.
 from __future__ import annotations
 
 import contextlib
+import re
 import resource
 import time
 import urllib.request
@@ -34,15 +39,24 @@ from bert_export.models import BertExportError
 SEALED_KEY = "bert-export:sealed"  # a header name cannot hold ':' (HTTP/1 ends the name there; gRPC refuses it)
 SEALED = "sealed\x01no-client-can-send-this"  # nor can a gRPC metadata value hold a control character
 HANDSHAKE_TIMEOUT_S = 120.0
+HANDSHAKE_RETRY_S = 0.01  # between refused connects (instance 0 is between bind() and listen())
 HANDSHAKE_PATCH = f"""
 
-# bert-export: instances other than 0 wait longer than PyTriton's 1 s for instance 0's handshake server
-# (Triton loads instances in parallel; see bert_export/serving/pytriton_fixes.py).
+# bert-export: instances other than 0 wait longer than PyTriton's 1 s for instance 0's handshake server, and
+# past a refused connect: its socket file exists from bind() until listen() (Triton loads instances in
+# parallel; see bert_export/serving/pytriton_fixes.py).
 _pytriton_get_config_from_handshake_server = get_config_from_handshake_server
 
 
 def get_config_from_handshake_server(socket_path, timeout_s={HANDSHAKE_TIMEOUT_S}):  # noqa: F811
-    return _pytriton_get_config_from_handshake_server(socket_path, timeout_s=max(timeout_s, {HANDSHAKE_TIMEOUT_S}))
+    deadline = time.time() + max(timeout_s, {HANDSHAKE_TIMEOUT_S})
+    while True:
+        try:
+            return _pytriton_get_config_from_handshake_server(socket_path, timeout_s=max(deadline - time.time(), 0.001))
+        except (ConnectionRefusedError, FileNotFoundError):  # bound, not listening (or not yet bound again)
+            if time.time() >= deadline:
+                raise
+            time.sleep({HANDSHAKE_RETRY_S})
 """
 
 
@@ -117,7 +131,25 @@ def failure_line(triton: Any) -> str:
     server = getattr(triton, "_triton_server", None)
     lines = [ln.strip() for ln in (server.logs() if server is not None else "").splitlines() if ln.strip()]
     why = next((ln for ln in lines if "failed to load '" in ln), None)
-    return (why or lines[-1])[:300] if lines else ""
+    return gist(why or lines[-1]) if lines else ""
+
+
+FAILURE_CHARS = 300  # an error line's length; a traceback's head is cut to fit its exception
+TRACEBACK = "Traceback (most recent call last):"
+EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b.*")
+
+
+def gist(line: str) -> str:
+    """A model's load failure holds the stub's Python traceback on one line (line breaks escaped as ``\\n``),
+    and its reason is the exception at the end, past any cut to the line's first characters: keep the line's
+    head before the traceback and that exception ("...: Traceback ... ConnectionRefusedError: [Errno 111] ...")."""
+    head, _, trace = line.partition(TRACEBACK)
+    parts = [p.rstrip().rstrip('"') for p in trace.replace("\\n", "\n").splitlines()]  # unindented: not a frame
+    exception = next((p for p in reversed(parts) if EXCEPTION.match(p)), "")
+    if not exception:
+        return line[:FAILURE_CHARS]
+    tail = f"{TRACEBACK} ... {exception}"[: FAILURE_CHARS - 20]
+    return head[: FAILURE_CHARS - len(tail)] + tail
 
 
 def said(line: str) -> str:

@@ -498,12 +498,9 @@ def test_instances_load_when_instance_0_is_slow(minilm_embed: Path, tmp_path: Pa
         stop_server(server)
 
 
-def test_an_instance_waits_for_instance_0s_handshake_past_pytritons_second(tmp_path: Path) -> None:
-    """Triton loads model instances in parallel; PyTriton's instance 1 waits 1 s for instance 0's handshake
-    socket, too short on a loaded machine (CI's failed restart). The model store's patched copy waits."""
-    need_server()
+def patched_communication(tmp_path: Path) -> tuple[Any, Any]:
+    """PyTriton's ``communication`` module and a model store's copy of it as ``serve`` patches it, imported."""
     import importlib.util
-    import threading
 
     import pytriton.proxy.communication as pytriton_communication
 
@@ -519,7 +516,16 @@ def test_an_instance_waits_for_instance_0s_handshake_past_pytritons_second(tmp_p
     assert spec is not None and spec.loader is not None
     patched = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(patched)
+    return pytriton_communication, patched
 
+
+def test_an_instance_waits_for_instance_0s_handshake_past_pytritons_second(tmp_path: Path) -> None:
+    """Triton loads model instances in parallel; PyTriton's instance 1 waits 1 s for instance 0's handshake
+    socket, too short on a loaded machine (CI's failed restart). The model store's patched copy waits."""
+    need_server()
+    import threading
+
+    pytriton_communication, patched = patched_communication(tmp_path)
     with pytest.raises(TimeoutError):  # PyTriton's own gives up after its second
         pytriton_communication.get_config_from_handshake_server(tmp_path / "never.sock")
     sock = tmp_path / "m-config.sock"
@@ -528,6 +534,34 @@ def test_an_instance_waits_for_instance_0s_handshake_past_pytritons_second(tmp_p
     started = time.monotonic()
     assert patched.get_config_from_handshake_server(sock) == {"data_socket": "x"}
     assert time.monotonic() - started >= 2.0
+    late.join()
+
+
+def test_an_instance_retries_a_handshake_socket_that_is_bound_but_not_listening(tmp_path: Path) -> None:
+    """Instance 0's asyncio server binds its socket (the file instance 1 waits for) before it listens, and a
+    connect in between is refused at once, past any timeout: about one ``serve`` start in ten failed so on an
+    idle 2-core machine ("ConnectionRefusedError: [Errno 111]", then "failed to load all models")."""
+    need_server()
+    import socket
+    import threading
+
+    pytriton_communication, patched = patched_communication(tmp_path)
+    sock = tmp_path / "m-config.sock"
+    between = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    between.bind(str(sock))  # instance 0 between bind() and listen()
+    with pytest.raises(ConnectionRefusedError):  # PyTriton's own fails at once
+        pytriton_communication.get_config_from_handshake_server(sock, timeout_s=5.0)
+
+    def listen() -> None:
+        between.close()
+        sock.unlink()
+        patched.HandshakeServer(sock, {"data_socket": "x"}).start()
+
+    late = threading.Timer(0.5, listen)
+    late.start()
+    started = time.monotonic()
+    assert patched.get_config_from_handshake_server(sock) == {"data_socket": "x"}
+    assert time.monotonic() - started >= 0.4  # it was refused, and tried again until instance 0 listened
     late.join()
 
 
@@ -552,6 +586,20 @@ def test_a_tritonserver_that_exits_while_starting_fails_at_once() -> None:
     with pytest.raises(
         BertExportError,
         match="it said: E1206 model_lifecycle.cc:654] failed to load 'm' version 1: Internal: TimeoutError: handshake$",
+    ):
+        wait_started(SimpleNamespace(_triton_server=dead), free_ports(1)[0], timeout_s=120)
+    # the stub's traceback on that line (escaped line breaks, longer than an error line): its exception is kept
+    frames = "".join(f'\\n  File \\"/tmp/x/model.py\\", line {n}, in initialize\\n    call_{n}()' for n in range(20))
+    log = (
+        "E1206 model_lifecycle.cc:642] \"failed to load 'm' version 1: Internal: TritonModelException: Model initialize"
+        f" error: Traceback (most recent call last):{frames}\\nConnectionRefusedError: [Errno 111] Connection refused"
+        '\\n\\n\\nAt:\\n  /tmp/x/model.py(454): initialize\\n"\nerror: creating server: Internal - failed to load all models\n'
+    )
+    dead = SimpleNamespace(is_alive=lambda: False, logs=lambda: log)
+    with pytest.raises(
+        BertExportError,
+        match=r"it said: E1206 .*failed to load 'm' version 1: .* Traceback \(most recent call last\): \.\.\. "
+        r"ConnectionRefusedError: \[Errno 111\] Connection refused$",
     ):
         wait_started(SimpleNamespace(_triton_server=dead), free_ports(1)[0], timeout_s=120)
 
