@@ -388,11 +388,12 @@ class Supervisor:
             self.shm.settle()
             self.shm.sweep()  # every region the model's load created is 0600 before the proxy says ready
         except BaseException as exc:
-            tail = failure_line(triton)
+            wrap = isinstance(exc, Exception) and not isinstance(exc, BertExportError)  # ours already says why
+            tail = failure_line(triton) if wrap else ""  # read while the server is still there
             with contextlib.suppress(Exception):
                 triton.stop()
             self.shm.stop()
-            if isinstance(exc, Exception) and not isinstance(exc, BertExportError):
+            if wrap:
                 raise BertExportError(f"tritonserver did not start ({type(exc).__name__}: {exc}){said(tail)}") from exc
             raise
         return triton
