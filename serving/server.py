@@ -291,8 +291,9 @@ class Supervisor:
 
     def first_start(self) -> None:
         """The first start, tried once more when it fails: one line says so, and a second failure is the error.
-        Same policy as ``restart`` (a failed start is tried again), for the same reason: tritonserver's model
-        load has failed once on a loaded 2-core CI machine where the next start loaded it."""
+        Same policy as ``restart`` (a failed start is tried again). The failure that prompted it (about one start
+        in ten, "failed to load all models") was the handshake race that ``lengthen_handshake`` now retries; this
+        stays for load failures that a fresh start gets past."""
         try:
             self.start()
         except BertExportError as exc:
