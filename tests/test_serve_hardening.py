@@ -542,7 +542,6 @@ def test_an_instance_retries_a_handshake_socket_that_is_bound_but_not_listening(
     connect in between is refused at once, past any timeout: about one ``serve`` start in ten failed so on an
     idle 2-core machine ("ConnectionRefusedError: [Errno 111]", then "failed to load all models")."""
     need_server()
-    import socket
     import threading
 
     pytriton_communication, patched = patched_communication(tmp_path)
@@ -552,10 +551,13 @@ def test_an_instance_retries_a_handshake_socket_that_is_bound_but_not_listening(
     with pytest.raises(ConnectionRefusedError):  # PyTriton's own fails at once
         pytriton_communication.get_config_from_handshake_server(sock, timeout_s=5.0)
 
-    def listen() -> None:
-        between.close()
-        sock.unlink()
-        patched.HandshakeServer(sock, {"data_socket": "x"}).start()
+    def listen() -> None:  # the same socket starts listening and answers as HandshakeServer does; the file stays
+        between.listen()
+        conn, _ = between.accept()
+        with conn:
+            assert conn.recv(64) == b"get_config\n"
+            payload = json.dumps({"data_socket": "x"}).encode()
+            conn.sendall(len(payload).to_bytes(4, "big") + payload)
 
     late = threading.Timer(0.5, listen)
     late.start()
@@ -563,6 +565,7 @@ def test_an_instance_retries_a_handshake_socket_that_is_bound_but_not_listening(
     assert patched.get_config_from_handshake_server(sock) == {"data_socket": "x"}
     assert time.monotonic() - started >= 0.4  # it was refused, and tried again until instance 0 listened
     late.join()
+    between.close()
 
 
 def test_a_tritonserver_that_exits_while_starting_fails_at_once() -> None:
